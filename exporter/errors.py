@@ -1,0 +1,116 @@
+"""The exporter's exception tree; each class carries the process exit code the CLI returns.
+
+* ExporterError                              exit 1 (never raised bare)
+  x ConfigError(ExporterError, ValueError)   exit 2  .key, e.g. "source.per_page"
+    + FilterError                            exit 2  a metadata filter the API would reject
+  x AuthError                                exit 3  401/403: credentials or permission
+  x FetchError                               exit 4  .url (never with a secret in it)
+    + ResponseError                          exit 4  .status, .code: a non-retryable API reply
+    + RetriesExhausted                       exit 4  .attempts; __cause__ is the last failure
+    + PageFormatError                        exit 4  a body that is not a List V2 page
+    + CursorError                            exit 4  a cursor that repeats itself
+  x SinkError                                exit 5  .sink: writing or publishing output failed
+  x SchemaContractError                      exit 6  schema_contract = "freeze" was violated
+  x IntegrityError                           exit 7  `inspect` found a mismatch
+  x Interrupted                              exit 130 SIGINT/SIGTERM; the checkpoint is kept
+
+`cli.py` catches ExporterError only and prints `str(error)` as one line; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ExporterError(Exception):
+    """Root of every error the exporter reports to its user."""
+
+    exit_code = 1
+
+
+class ConfigError(ExporterError, ValueError):
+    """A bad option, flag, environment variable or config key; `key` names it."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+class FilterError(ConfigError):
+    """A metadata filter that breaks the List V2 rules (syntax, operator, limits)."""
+
+    def __init__(self, message: str, key: str = "filter") -> None:
+        super().__init__(key, message)
+        self.reason = message
+
+
+class AuthError(ExporterError):
+    """The API refused the credentials or their permissions (401/403)."""
+
+    exit_code = 3
+
+
+class FetchError(ExporterError):
+    """The API could not be read; `url` is the request URL, secrets never included."""
+
+    exit_code = 4
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        super().__init__(message)
+
+
+class ResponseError(FetchError):
+    """A non-retryable API reply (400/404, or a filter the API rejects)."""
+
+    def __init__(self, url: str, status: int, code: int | None, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.api_message = message
+        code_text = f" code {code}" if code is not None else ""
+        super().__init__(url, f"API replied {status}{code_text}: {message}")
+
+
+class RetriesExhausted(FetchError):
+    """Every attempt failed; `__cause__` holds the last failure."""
+
+    def __init__(self, url: str, attempts: int, last: str) -> None:
+        self.attempts = attempts
+        super().__init__(url, f"gave up after {attempts} attempts: {last}")
+
+
+class PageFormatError(FetchError):
+    """A 200 reply whose body is not a List V2 page (no images, a bad token)."""
+
+
+class CursorError(FetchError):
+    """A cursor repeated its previous token or page: the walk would never end."""
+
+
+class SinkError(ExporterError):
+    """Writing, committing or publishing output failed; `sink` names the sink or store."""
+
+    exit_code = 5
+
+    def __init__(self, sink: str, message: str) -> None:
+        self.sink = sink
+        super().__init__(f"{sink}: {message}")
+
+
+class SchemaContractError(ExporterError):
+    """schema_contract = "freeze" and the data needs a new column or a wider type."""
+
+    exit_code = 6
+
+
+class IntegrityError(ExporterError):
+    """A published snapshot does not match its manifest (rows, bytes or sha256)."""
+
+    exit_code = 7
+
+
+class Interrupted(ExporterError):
+    """The run was stopped by SIGINT/SIGTERM; the checkpoint is kept for --resume."""
+
+    exit_code = 130
