@@ -1,0 +1,535 @@
+"""Image dicts of List V2 pages -> Arrow record batches: core columns, raw meta, flattened meta.
+
+Pure code: no aiohttp, no files, no clock. Columns are built column-wise (one Python list per
+column, then one `pa.array` call with an explicit type); per-image Python work is limited to
+walking `meta`, the one part that has no vectorised path.
+
+Decisions the output contract leaves open:
+- `id` must be a non-empty string: anything else raises PageFormatError (an id-less row would
+  break de-duplication and resume).
+- `creator` is null when missing or null; an empty string stays "" (never invent or drop data).
+- `require_signed_urls`, `variants`, `filename`: null when missing; a value of the wrong type
+  becomes null (or JSON text for `filename`/`creator`) and counts as an anomaly.
+- `uploaded` must carry an offset (RFC 3339: "Z" or "+hh:mm"); fractions beyond microseconds
+  are truncated; a naive, malformed or non-string value becomes null and counts as an anomaly.
+- A meta column holds the value found at its path where that value is a leaf (a scalar, a list,
+  or an object at the flatten depth); where the path is missing, null, or an object that was
+  flattened further, the cell is null. Empty objects above the depth give no column. Everything
+  stays in `meta_json`.
+- `include`/`exclude` match dotted meta paths: "a.b" selects the path ["a", "b"] and everything
+  below it, and also a key literally named "a.b" (the API's filter syntax is dotted as well).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from exporter.errors import ConfigError, PageFormatError
+from exporter.schema import (
+    CORE_COLUMNS,
+    CORE_FIELDS,
+    CORE_NAMES,
+    EXACT_INT_LIMIT,
+    INT64_MAX,
+    INT64_MIN,
+    ColumnPlan,
+    ColumnSpec,
+    PlanColumn,
+    arrow_type,
+    join_types,
+)
+
+STATE_VERSION = 1
+MAX_DEPTH = 64
+MAX_COLUMN_CAP = 10_000  # BigQuery's column limit; other warehouses allow more
+CAPPED_SAMPLE = 100  # distinct capped paths kept for the report
+_SKIP_CACHE_LIMIT = 100_000  # unselected/capped paths remembered; memory stays bounded
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+_TIMESTAMP_NS = pa.timestamp("ns", tz="UTC")
+_NONE = type(None)
+_JSON_KINDS = (dict, list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormalizeOptions:
+    """How meta is flattened; the `[normalize]` table of the config."""
+
+    depth: int = 5
+    include: tuple[str, ...] = ()  # dotted meta path prefixes; empty selects every path
+    exclude: tuple[str, ...] = ()
+    column_cap: int = 200
+    schema_contract: Literal["evolve", "freeze"] = "evolve"
+
+    def __post_init__(self) -> None:
+        if type(self.depth) is not int or not 1 <= self.depth <= MAX_DEPTH:
+            raise ConfigError("normalize.depth", f"must be an integer from 1 to {MAX_DEPTH}")
+        if type(self.column_cap) is not int or not 0 <= self.column_cap <= MAX_COLUMN_CAP:
+            raise ConfigError(
+                "normalize.column_cap", f"must be an integer from 0 to {MAX_COLUMN_CAP}"
+            )
+        if self.schema_contract not in ("evolve", "freeze"):
+            raise ConfigError("normalize.schema_contract", 'must be "evolve" or "freeze"')
+        for key in ("include", "exclude"):
+            object.__setattr__(self, key, _paths_option(f"normalize.{key}", getattr(self, key)))
+
+    def selects(self, path: Sequence[str]) -> bool:
+        """Return whether a meta path gets a column under include/exclude."""
+        dotted = ".".join(path)
+        if any(_under(dotted, prefix) for prefix in self.exclude):
+            return False
+        return not self.include or any(_under(dotted, prefix) for prefix in self.include)
+
+
+def _paths_option(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(key, 'must be a list of dotted meta paths like ["a.b"]')
+    if not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(key, "every path must be a non-empty string")
+    return tuple(value)
+
+
+def _under(dotted: str, prefix: str) -> bool:
+    return dotted == prefix or dotted.startswith(prefix + ".")
+
+
+class Normalizer:
+    """Turns pages of image dicts into record batches under one growing column plan."""
+
+    def __init__(
+        self,
+        account_id: str,
+        options: NormalizeOptions,
+        seed: Sequence[ColumnSpec] | None = None,
+        *,
+        _plan: ColumnPlan | None = None,
+    ) -> None:
+        self.account_id = account_id
+        self.options = options
+        freeze = options.schema_contract == "freeze"
+        self._plan = _plan or ColumnPlan(
+            column_cap=options.column_cap, freeze=freeze, seed=seed, keep=options.selects
+        )
+        self.anomalies = 0
+        self.capped_values = 0  # meta leaves that got no column because of the cap
+        self._capped_keys: dict[tuple[str, ...], None] = {}
+        self._skip: set[tuple[str, ...]] = set()
+        self._conforming = False
+        self._touched: list[PlanColumn] = []
+        self._arrays: dict[str, pa.Array | None] = {}  # per batch: arrays Arrow inferred
+        self._rows = 0
+        self._schema: tuple[int, pa.Schema] | None = None
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def normalize(self, images: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
+        """Return one batch for a page of images, under the plan so far (which may grow)."""
+        _check_images(images)
+        ids = [image.get("id") for image in images]
+        _check_ids(ids)
+        core = [
+            pa.array([self.account_id] * len(images), pa.string()),
+            pa.array(ids, pa.string()),
+            self._strings([image.get("filename") for image in images]),
+            self._strings([image.get("creator") for image in images]),
+            self._bools([image.get("requireSignedURLs") for image in images]),
+            self._timestamps([image.get("uploaded") for image in images]),
+            self._variants([image.get("variants") for image in images]),
+        ]
+        metas = [image.get("meta") for image in images]
+        meta_json = self._flatten(metas)
+        self._observe()
+        return self._finish(core, pa.array(meta_json, pa.string()), len(images))
+
+    def final_schema(self) -> pa.Schema:
+        """Return the schema every part of the snapshot gets once the last batch is in."""
+        version = self._plan.version
+        if self._schema is None or self._schema[0] != version:
+            fields = [*CORE_FIELDS, *(c.spec().arrow_field() for c in self._plan.columns)]
+            self._schema = (version, pa.schema(fields))
+        return self._schema[1]
+
+    def conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Return `batch` re-derived under the current (final) plan from its core columns and
+        `meta_json`; identical to what normalizing its images now would give."""
+        schema = self.final_schema()
+        if batch.schema.equals(schema, check_metadata=True):
+            return batch  # built under this very plan: names, paths and types all match
+        rows = batch.num_rows
+        loads = orjson.loads
+        metas = [None if text is None else loads(text) for text in batch["meta_json"].to_pylist()]
+        core = [batch[name] for name in CORE_NAMES[:-1]]
+        self._conforming = True
+        try:
+            self._flatten(metas)
+            for column in self._touched:
+                if self._batch_type(column) != column.type:
+                    raise ValueError(f"{column.name}: batch does not come from this normalizer")
+            return self._finish(core, batch["meta_json"], rows)
+        finally:
+            self._conforming = False
+            self._reset()
+
+    def columns(self) -> list[ColumnSpec]:
+        """Return every column: core columns, then meta columns with their original paths."""
+        return [*CORE_COLUMNS, *self._plan.specs()]
+
+    def drift(self) -> list[dict[str, Any]]:
+        """Return the drift report (added, widened, absent, removed columns) for the manifest."""
+        return self._plan.drift()
+
+    @property
+    def capped_keys(self) -> list[tuple[str, ...]]:
+        """Return up to CAPPED_SAMPLE distinct meta paths left out by the column cap."""
+        return list(self._capped_keys)
+
+    def report(self) -> dict[str, Any]:
+        """Return the normalizer's findings for the manifest: drift, anomalies, capped keys."""
+        return {
+            "drift": self.drift(),
+            "anomalies": self.anomalies,
+            "capped_values": self.capped_values,
+            "capped_keys": [list(path) for path in self._capped_keys],
+        }
+
+    def state(self) -> dict[str, Any]:
+        """Return JSON-ready state for a checkpoint: the plan and the counters."""
+        return {
+            "version": STATE_VERSION,
+            "plan": self._plan.to_state(),
+            "anomalies": self.anomalies,
+            "capped_values": self.capped_values,
+            "capped_keys": [list(path) for path in self._capped_keys],
+        }
+
+    @classmethod
+    def from_state(
+        cls, account_id: str, options: NormalizeOptions, state: Mapping[str, Any]
+    ) -> Normalizer:
+        """Return a normalizer that continues a checkpointed run with the very same plan."""
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(
+                "checkpoint.normalizer", f"unknown state version {state.get('version')!r}"
+            )
+        plan = ColumnPlan.from_state(
+            state["plan"],
+            column_cap=options.column_cap,
+            freeze=options.schema_contract == "freeze",
+        )
+        normalizer = cls(account_id, options, _plan=plan)
+        normalizer.anomalies = int(state.get("anomalies", 0))
+        normalizer.capped_values = int(state.get("capped_values", 0))
+        normalizer._capped_keys = {tuple(path): None for path in state.get("capped_keys", [])}
+        return normalizer
+
+    # -- meta flattening ------------------------------------------------------------------------
+
+    def _flatten(self, metas: list[Any]) -> list[Any]:
+        """Fill the cells of the meta columns from each image's meta; return meta_json values."""
+        self._rows = rows = len(metas)
+        dumps = orjson.dumps
+        meta_json: list[Any] = [None] * rows
+        walk = self._walk
+        top = self._plan.top
+        touched = self._touched
+        depth = self.options.depth
+        for row, meta in enumerate(metas):
+            if meta is None:
+                continue
+            try:
+                meta_json[row] = dumps(meta)
+            except (orjson.JSONEncodeError, TypeError):
+                meta_json[row] = _stdlib_json(meta)
+            if type(meta) is not dict:
+                if not self._conforming:
+                    self.anomalies += 1  # meta must be an object; kept in meta_json as is
+                continue
+            for key, value in meta.items():  # the top level inline: most meta is flat
+                if value is None:
+                    continue
+                if type(value) is dict and depth > 1:
+                    walk(value, (key,), row, depth - 1)
+                    continue
+                column = top.get(key)
+                if column is None:
+                    column = self._resolve((key,))
+                    if column is None:
+                        continue
+                cells = column.cells
+                if cells is None:
+                    cells = column.cells = [None] * rows
+                    touched.append(column)
+                cells[row] = value
+        return meta_json
+
+    def _walk(self, obj: dict[str, Any], prefix: tuple[str, ...], row: int, depth: int) -> None:
+        by_path = self._plan.by_path
+        for key, value in obj.items():
+            if value is None:
+                continue
+            path = (*prefix, key)
+            if type(value) is dict and depth > 1:
+                self._walk(value, path, row, depth - 1)
+                continue
+            column = by_path.get(path)
+            if column is None:
+                column = self._resolve(path)
+                if column is None:
+                    continue
+            cells = column.cells
+            if cells is None:
+                cells = column.cells = [None] * self._rows
+                self._touched.append(column)
+            cells[row] = value
+
+    def _resolve(self, path: tuple[str, ...]) -> PlanColumn | None:
+        """Return a new column for a path not yet planned, or None (unselected or capped)."""
+        if self._conforming:
+            return None  # the plan is final; such paths were unselected or capped
+        skipped = path in self._skip
+        if not skipped and self.options.selects(path) and not self._plan.full:
+            return self._plan.add(path)
+        if not skipped:
+            if len(self._skip) >= _SKIP_CACHE_LIMIT:
+                self._skip.clear()
+            self._skip.add(path)
+        if self._plan.full and self.options.selects(path):
+            self.capped_values += 1
+            if len(self._capped_keys) < CAPPED_SAMPLE:
+                self._capped_keys[path] = None
+        return None
+
+    def _observe(self) -> None:
+        """Merge the value types of this batch into the plan (may widen or raise on freeze)."""
+        try:
+            for column in self._touched:
+                assert column.cells is not None
+                kinds, array = _kinds(column.cells)
+                self._arrays[column.name] = array
+                for type_, big in kinds:
+                    self._plan.observe(column, type_, big)
+        except BaseException:
+            self._reset()
+            raise
+
+    def _batch_type(self, column: PlanColumn) -> str | None:
+        """Return the type this batch alone would give the column, joined with the plan's."""
+        assert column.cells is not None
+        kinds, array = _kinds(column.cells)
+        self._arrays[column.name] = array
+        result = column.type
+        for type_, big in kinds:
+            result = type_ if result is None else join_types(result, type_, big or column.big_int)
+        return result
+
+    def _finish(self, core: list[Any], meta_json: Any, rows: int) -> pa.RecordBatch:
+        try:
+            arrays = [*core, meta_json]
+            for column in self._plan.columns:
+                type_ = column.type or "string"
+                cells = column.cells
+                if cells is None:
+                    arrays.append(pa.nulls(rows, arrow_type(type_)))
+                else:
+                    arrays.append(_meta_array(cells, type_, self._arrays.get(column.name)))
+            return pa.RecordBatch.from_arrays(arrays, schema=self.final_schema())
+        finally:
+            self._reset()
+
+    def _reset(self) -> None:
+        for column in self._touched:
+            column.cells = None
+        self._touched = []
+        self._arrays = {}
+
+    # -- core columns ---------------------------------------------------------------------------
+
+    def _strings(self, values: list[Any]) -> pa.Array:
+        """Return a string column; non-string values become JSON text and count as anomalies."""
+        try:
+            return pa.array(values, pa.string())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            pass
+        fixed = []
+        for value in values:
+            if value is not None and type(value) is not str:
+                self.anomalies += 1
+                value = _json_text(value)
+            fixed.append(value)
+        return pa.array(fixed, pa.string())
+
+    def _bools(self, values: list[Any]) -> pa.Array:
+        """Return a bool column; a non-bool value (1, "true") becomes null, an anomaly."""
+        if not set(map(type, values)) <= {bool, _NONE}:
+            bad = [value is not None and type(value) is not bool for value in values]
+            self.anomalies += sum(bad)
+            values = [None if wrong else value for value, wrong in zip(values, bad, strict=True)]
+        return pa.array(values, pa.bool_())
+
+    def _variants(self, values: list[Any]) -> pa.Array:
+        """Return the variants list column; anything but a list of strings becomes null."""
+        list_type = pa.list_(pa.string())
+        if set(map(type, values)) <= {list, _NONE}:
+            try:
+                return pa.array(values, list_type)
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                pass
+        fixed = []
+        for value in values:
+            if value is not None and not (
+                type(value) is list and all(type(item) is str for item in value)
+            ):
+                self.anomalies += 1
+                value = None
+            fixed.append(value)
+        return pa.array(fixed, list_type)
+
+    def _timestamps(self, values: list[Any]) -> pa.Array:
+        """Return `uploaded` as timestamp(us, UTC), vectorised when every value parses."""
+        try:
+            return pa.array(values, pa.string()).cast(_TIMESTAMP)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            pass
+        parsed = [_timestamp(value) for value in values]
+        self.anomalies += sum(
+            1
+            for value, out in zip(values, parsed, strict=True)
+            if value is not None and out is None
+        )
+        return pa.array(parsed, _TIMESTAMP)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _check_images(images: Sequence[Any]) -> None:
+    if set(map(type, images)) <= {dict}:
+        return
+    for index, image in enumerate(images):
+        if not isinstance(image, Mapping):
+            raise PageFormatError("", f"image #{index} is not an object: {type(image).__name__}")
+
+
+def _check_ids(ids: list[Any]) -> None:
+    if set(map(type, ids)) <= {str} and "" not in ids:
+        return
+    for index, value in enumerate(ids):
+        if type(value) is not str or not value:
+            raise PageFormatError("", f"image #{index} has no usable id: {value!r}")
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    """Parse one `uploaded` value the way the vectorised path would, or return None.
+
+    Arrow first (so a value parses the same whatever its neighbours), then nanosecond
+    fractions through Arrow, then Python's ISO parser, which still requires an offset.
+    """
+    if type(value) is not str:
+        return None
+    one = pa.array([value], pa.string())
+    for target in (_TIMESTAMP, _TIMESTAMP_NS):
+        try:
+            return one.cast(target).cast(_TIMESTAMP, safe=False)[0].as_py()  # type: ignore[no-any-return]
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            continue
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None  # naive or date-only: not an instant
+    return parsed.astimezone(dt.UTC)
+
+
+_INFERRED: dict[pa.DataType, str] = {
+    pa.bool_(): "bool",
+    pa.int64(): "int64",
+    pa.float64(): "float64",
+    pa.string(): "string",
+}
+
+
+def _kinds(cells: list[Any]) -> tuple[list[tuple[str, bool]], pa.Array | None]:
+    """Return the (type, has an int beyond 2**53) pairs of a column's non-null values, and the
+    Arrow array when Arrow's own inference already built it.
+
+    Fast path: Arrow infers one scalar type in C. It refuses bool/number mixes, ints beyond
+    int64, and int + float mixes with an int beyond 2**53 (the same bound as ours), so when it
+    infers float64 every int in the column converted exactly.
+    """
+    try:
+        array = pa.array(cells)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return _python_kinds(cells), None
+    type_ = _INFERRED.get(array.type)
+    if type_ is None:
+        return _python_kinds(cells), None  # lists and objects: JSON text, built in Python
+    if type_ == "int64":
+        bounds = pc.min_max(array)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        return [("int64", max(-low, high) > EXACT_INT_LIMIT)], array
+    return [(type_, False)], array
+
+
+def _python_kinds(cells: list[Any]) -> list[tuple[str, bool]]:
+    kinds = set(map(type, cells))
+    kinds.discard(_NONE)
+    found: list[tuple[str, bool]] = []
+    for kind in kinds:
+        if kind is bool:
+            found.append(("bool", False))
+        elif kind is int:
+            ints = [value for value in cells if type(value) is int]
+            low, high = min(ints), max(ints)
+            if low < INT64_MIN or high > INT64_MAX:
+                found.append(("string", False))  # beyond int64: kept exactly as its JSON text
+            else:
+                found.append(("int64", max(-low, high) > EXACT_INT_LIMIT))
+        elif kind is float:
+            found.append(("float64", False))
+        elif kind is str:
+            found.append(("string", False))
+        else:
+            found.append(("json", False))
+    found.sort()  # a stable order for the drift reasons
+    return found
+
+
+def _meta_array(cells: list[Any], type_: str, inferred: pa.Array | None) -> pa.Array:
+    """Return one meta column of a batch rendered under its planned type."""
+    if inferred is not None:
+        if _INFERRED[inferred.type] == type_:
+            return inferred
+        if type_ == "float64" and inferred.type == pa.int64():
+            return inferred.cast(pa.float64())  # exact: the plan allows no int beyond 2**53
+    if type_ == "string":
+        if not set(map(type, cells)) <= {str, _NONE}:
+            cells = [
+                value if value is None or type(value) is str else _json_text(value)
+                for value in cells
+            ]
+        return pa.array(cells, pa.string())
+    if type_ == "json":
+        texts = [None if value is None else _json_text(value) for value in cells]
+        return pa.array(texts, pa.string())
+    return pa.array(cells, arrow_type(type_))
+
+
+def _json_text(value: Any) -> str:
+    """Return the JSON text of a value, as orjson writes meta_json (so they always agree)."""
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return _stdlib_json(value)
+
+
+def _stdlib_json(value: Any) -> str:
+    """Return JSON text for what orjson refuses (ints beyond 64 bits), in orjson's layout."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
