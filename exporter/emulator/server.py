@@ -1,0 +1,142 @@
+"""Run the emulator: an async context manager for tests and a blocking `serve` for the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TextIO
+
+from aiohttp import web
+
+from exporter.emulator.app import API_PREFIX, BATCH_PREFIX, Counters, EmulatorState, create_app
+from exporter.emulator.catalog import Catalog, build_catalog
+from exporter.emulator.settings import DEFAULT_PORT, EmulatorSettings
+from exporter.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunningEmulator:
+    """A served emulator: where it listens and what it serves, counters live."""
+
+    base_url: str  # e.g. http://127.0.0.1:PORT/client/v4, the SDK's base_url
+    batch_base_url: str  # the batch host root; list at f"{batch_base_url}/images/v2"
+    host: str
+    port: int
+    settings: EmulatorSettings
+    catalog: Catalog
+    state: EmulatorState
+
+    @property
+    def counters(self) -> Counters:
+        return self.state.counters
+
+    @property
+    def account_id(self) -> str:
+        return self.settings.account_id
+
+    @property
+    def token(self) -> str:
+        return self.settings.token
+
+    @property
+    def list_url(self) -> str:
+        """Return the List V2 URL of the served account."""
+        return f"{self.base_url}/accounts/{self.account_id}/images/v2"
+
+
+@functools.lru_cache(maxsize=4)
+def cached_catalog(images: int, seed: int) -> Catalog:
+    """Return the catalog of (images, seed), built once per process (it is immutable)."""
+    return build_catalog(images, seed)
+
+
+def check_loopback(host: str) -> None:
+    """Raise ConfigError unless `host` is a loopback address: the emulator is never public."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError("emulator.host", f"{host!r} is not a loopback address")
+
+
+@asynccontextmanager
+async def run_emulator(
+    settings: EmulatorSettings | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+) -> AsyncIterator[RunningEmulator]:
+    """Serve the emulator on `host:port` (0: any free port) until the block exits."""
+    settings = settings or EmulatorSettings()
+    check_loopback(host)
+    catalog = await asyncio.to_thread(cached_catalog, settings.images, settings.seed)
+    state = EmulatorState(settings=settings, catalog=catalog, clock=clock, wall=wall)
+    runner = web.AppRunner(create_app(state), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port = _bound_port(runner)
+        root = f"http://{host}:{bound_port}"
+        yield RunningEmulator(
+            base_url=root + API_PREFIX,
+            batch_base_url=root + BATCH_PREFIX,
+            host=host,
+            port=bound_port,
+            settings=settings,
+            catalog=catalog,
+            state=state,
+        )
+    finally:
+        await runner.cleanup()
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    address = runner.addresses[0]
+    return int(address[1])
+
+
+def serve(
+    settings: EmulatorSettings,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    *,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Serve until interrupted, printing the base URL, account id and token first."""
+
+    async def main() -> None:
+        async with run_emulator(settings, host, port) as emu:
+            print(describe(emu), file=out, flush=True)
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        print("emulator stopped", file=out)
+
+
+def describe(emu: RunningEmulator) -> str:
+    """Return the start banner: what to point a client at."""
+    s = emu.settings
+    lines = [
+        f"Cloudflare Images emulator: {len(emu.catalog)} images (seed {s.seed})",
+        f"  CLOUDFLARE_BASE_URL={emu.base_url}",
+        f"  CLOUDFLARE_ACCOUNT_ID={emu.account_id}",
+        f"  CLOUDFLARE_API_TOKEN={emu.token}",
+        f"  batch host: {emu.batch_base_url}/images/v2",
+    ]
+    if s.rate_quota is not None:
+        lines.append(f"  rate limit: {s.rate_quota}/{s.rate_window_s:g}s, lockout {s.lockout_s:g}s")
+    if s.fault_rate > 0:
+        lines.append(f"  faults: {s.fault_rate:.0%} of list requests, {sorted(s.fault_kinds)}")
+    return "\n".join(lines)
