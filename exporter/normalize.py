@@ -460,9 +460,9 @@ def _kinds(cells: list[Any]) -> tuple[list[tuple[str, bool]], pa.Array | None]:
     """Return the (type, has an int beyond 2**53) pairs of a column's non-null values, and the
     Arrow array when Arrow's own inference already built it.
 
-    Fast path: Arrow infers one scalar type in C. It refuses bool/number mixes, ints beyond
-    int64, and int + float mixes with an int beyond 2**53 (the same bound as ours), so when it
-    infers float64 every int in the column converted exactly.
+    Fast path: Arrow infers one scalar type in C and refuses ints beyond int64, most bool/number
+    mixes, and int + float mixes with an int beyond 2**53 (the same bound as ours). It does
+    take a bool after a float (as 1.0), so a float64 column is checked in Python as well.
     """
     try:
         array = pa.array(cells)
@@ -471,6 +471,9 @@ def _kinds(cells: list[Any]) -> tuple[list[tuple[str, bool]], pa.Array | None]:
     type_ = _INFERRED.get(array.type)
     if type_ is None:
         return _python_kinds(cells), None  # lists and objects: JSON text, built in Python
+    if type_ == "float64":
+        kinds = _python_kinds(cells)
+        return kinds, array if {kind for kind, _ in kinds} <= {"int64", "float64"} else None
     if type_ == "int64":
         bounds = pc.min_max(array)
         low, high = bounds["min"].as_py(), bounds["max"].as_py()
