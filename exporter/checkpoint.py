@@ -1,0 +1,171 @@
+"""The run checkpoint: what --resume needs, replaced atomically after every committed part.
+
+One checkpoint per staging key `<snapshot date>-<request fingerprint>`, at
+`OUT/.staging/<key>/_checkpoint.json`, so a run of a different request (other filters, order,
+account or formats) has a different key and is never mixed into this one. A checkpoint names
+only parts that were durable before it was written; anything else found in staging is
+discarded by the sinks when they resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from exporter.sinks import PartFile
+from exporter.store import STAGING, Store, snapshot_dir, staging_dir
+
+CHECKPOINT_NAME = "_checkpoint.json"
+CHECKPOINT_VERSION = 1
+# Keys never part of a fingerprint or a file: credentials in any spelling.
+SECRET_MARKERS = ("token", "secret", "password", "api_key", "apikey", "authorization", "email")
+
+JsonDict = dict[str, Any]
+
+
+def is_secret_key(key: str) -> bool:
+    """Return True for keys that may hold a credential (compared case-insensitively)."""
+    lowered = key.lower().replace("-", "_")
+    return any(marker in lowered for marker in SECRET_MARKERS)
+
+
+def redact_request(request: Mapping[str, Any]) -> JsonDict:
+    """Return the request without any key that may hold a secret, at any depth."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): clean(v) for k, v in value.items() if not is_secret_key(str(k))}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    cleaned: JsonDict = clean(request)
+    return cleaned
+
+
+def request_fingerprint(request: Mapping[str, Any]) -> str:
+    """Return a stable digest of what a run exports (secrets dropped, key order ignored)."""
+    canonical = orjson.dumps(redact_request(request), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def staging_key(fingerprint: str, snapshot_date: str) -> str:
+    """Return the staging directory name of one request on one date."""
+    return f"{snapshot_date}-{fingerprint[:16]}"
+
+
+def staged_snapshot(run_key: str, snapshot_date: str) -> str:
+    """Return the staged snapshot directory of a run, relative to the output root."""
+    return posixpath.join(staging_dir(run_key), snapshot_dir(snapshot_date))
+
+
+def checkpoint_path(run_key: str) -> str:
+    return posixpath.join(staging_dir(run_key), CHECKPOINT_NAME)
+
+
+@dataclass(kw_only=True)
+class Checkpoint:
+    """Continuation state of one run; `phase` is writing, finishing or publishing."""
+
+    request_fingerprint: str
+    run_id: str
+    snapshot_date: str
+    started_at: str
+    walker_state: JsonDict | None = None
+    normalizer_state: JsonDict | None = None
+    parts: dict[str, list[PartFile]] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    phase: str = "writing"
+    version: int = CHECKPOINT_VERSION
+
+    @property
+    def run_key(self) -> str:
+        return staging_key(self.request_fingerprint, self.snapshot_date)
+
+    def to_dict(self) -> JsonDict:
+        return {
+            "version": self.version,
+            "request_fingerprint": self.request_fingerprint,
+            "run_id": self.run_id,
+            "snapshot_date": self.snapshot_date,
+            "started_at": self.started_at,
+            "phase": self.phase,
+            "walker_state": self.walker_state,
+            "normalizer_state": self.normalizer_state,
+            "parts": {sink: [p.to_dict() for p in ps] for sink, ps in self.parts.items()},
+            "counts": self.counts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Checkpoint:
+        return cls(
+            version=int(data["version"]),
+            request_fingerprint=str(data["request_fingerprint"]),
+            run_id=str(data["run_id"]),
+            snapshot_date=str(data["snapshot_date"]),
+            started_at=str(data["started_at"]),
+            phase=str(data.get("phase", "writing")),
+            walker_state=data.get("walker_state"),
+            normalizer_state=data.get("normalizer_state"),
+            parts={
+                str(sink): [PartFile.from_dict(p) for p in parts]
+                for sink, parts in dict(data.get("parts") or {}).items()
+            },
+            counts=dict(data.get("counts") or {}),
+        )
+
+
+def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
+    """Return the checkpoint as JSON bytes (non-string dict keys are an error, not coerced)."""
+    return orjson.dumps(checkpoint.to_dict(), option=orjson.OPT_INDENT_2)
+
+
+def save_checkpoint(store: Store, checkpoint: Checkpoint) -> None:
+    """Replace the run's checkpoint atomically: a crash leaves the old one or the new one."""
+    store.write_atomic(checkpoint_path(checkpoint.run_key), encode_checkpoint(checkpoint))
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """What `load_checkpoint` found: a checkpoint to continue, or why a run starts afresh."""
+
+    checkpoint: Checkpoint | None
+    message: str
+
+
+def load_checkpoint(store: Store, fingerprint: str, snapshot_date: str) -> ResumePoint:
+    """Return the checkpoint of this request and date, or None with the reason to start afresh.
+
+    A checkpoint that cannot be read or belongs to another request (or an older format) is
+    never used; the message says so, and the caller discards that staging directory.
+    """
+    key = staging_key(fingerprint, snapshot_date)
+    raw = store.read_bytes(checkpoint_path(key))
+    if raw is None:
+        return ResumePoint(None, "nothing to resume for this request and date: starting afresh")
+    try:
+        checkpoint = Checkpoint.from_dict(orjson.loads(raw))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return ResumePoint(None, f"checkpoint unreadable ({exc}): starting afresh")
+    if checkpoint.version != CHECKPOINT_VERSION:
+        return ResumePoint(None, f"checkpoint format {checkpoint.version} is not supported")
+    if checkpoint.request_fingerprint != fingerprint or checkpoint.snapshot_date != snapshot_date:
+        return ResumePoint(None, "checkpoint belongs to a different request: starting afresh")
+    images = checkpoint.counts.get("images", 0)
+    return ResumePoint(checkpoint, f"resuming run {checkpoint.run_id} after {images} images")
+
+
+def other_staged_runs(store: Store, run_key: str, snapshot_date: str) -> list[str]:
+    """Return staging keys of the same date left by other requests (to discard, with a note)."""
+    prefix = f"{snapshot_date}-"
+    return [k for k in store.list_dir(STAGING) if k.startswith(prefix) and k != run_key]
+
+
+def discard_run(store: Store, run_key: str) -> None:
+    """Delete a run's whole staging directory (its checkpoint and staged files)."""
+    store.delete_tree(staging_dir(run_key))

@@ -1,0 +1,80 @@
+"""Sinks: where normalized batches go. Built-ins plus third-party entry points, by name.
+
+A third-party package registers a sink class (or factory taking `SinkOptions`) under the
+entry point group `cf_images_exporter.sinks`; `open_sink("name", options)` finds it exactly
+like a built-in. Built-in names win over entry points of the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import cast
+
+from exporter.errors import ConfigError
+from exporter.sinks._base import (
+    Conform,
+    FilePartSink,
+    PartFile,
+    Sink,
+    SinkOptions,
+    schema_fingerprint,
+)
+
+ENTRY_POINT_GROUP = "cf_images_exporter.sinks"
+BUILTIN_SINKS = {
+    "parquet": "exporter.sinks.parquet:ParquetSink",
+    "ndjson": "exporter.sinks.ndjson:NdjsonSink",
+    "duckdb": "exporter.sinks.duckdb:DuckdbSink",
+    "memory": "exporter.sinks.memory:MemorySink",
+}
+
+SinkFactory = Callable[[SinkOptions], Sink]
+
+
+def _load(target: str) -> SinkFactory:
+    module, _, attribute = target.partition(":")
+    return cast(SinkFactory, getattr(import_module(module), attribute))
+
+
+def available_sinks() -> list[str]:
+    """Return every sink name: built-ins and installed entry points, sorted."""
+    names = set(BUILTIN_SINKS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names)
+
+
+def sink_factory(name: str) -> SinkFactory:
+    """Return the class or factory registered as `name`; ConfigError when none is."""
+    if name in BUILTIN_SINKS:
+        return _load(BUILTIN_SINKS[name])
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        try:
+            return cast(SinkFactory, ep.load())
+        except Exception as exc:  # a broken plugin is a configuration problem, named as such
+            raise ConfigError("output.format", f"sink {name!r} failed to load: {exc}") from exc
+    known = ", ".join(available_sinks())
+    raise ConfigError("output.format", f"unknown sink {name!r}; available: {known}")
+
+
+def open_sink(name: str, options: SinkOptions | None = None) -> Sink:
+    """Return a new, not yet opened, sink called `name` configured by `options`."""
+    sink = sink_factory(name)(options or SinkOptions())
+    if not isinstance(sink, Sink):
+        raise ConfigError("output.format", f"sink {name!r} does not implement the Sink protocol")
+    return sink
+
+
+__all__ = [
+    "BUILTIN_SINKS",
+    "ENTRY_POINT_GROUP",
+    "Conform",
+    "FilePartSink",
+    "PartFile",
+    "Sink",
+    "SinkOptions",
+    "available_sinks",
+    "open_sink",
+    "schema_fingerprint",
+    "sink_factory",
+]

@@ -1,0 +1,299 @@
+"""What every sink shares: part records, options, the Sink protocol and a file-part base."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import posixpath
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import anyio.to_thread
+import orjson
+import pyarrow as pa
+
+from exporter.errors import SinkError
+from exporter.store import HashingWriter, Store, os_errors
+
+Conform = Callable[[pa.RecordBatch], pa.RecordBatch]
+
+
+def schema_fingerprint(schema: pa.Schema) -> str:
+    """Return a short digest of the column names, types, nullability and field metadata.
+
+    Field metadata counts: the normalizer records each meta column's original path there.
+    """
+    shape = [[f.name, str(f.type), f.nullable, sorted((f.metadata or {}).items())] for f in schema]
+    return hashlib.sha256(orjson.dumps(shape)).hexdigest()[:16]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartFile:
+    """One committed file: its path relative to the snapshot directory, for manifest/resume."""
+
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+    schema_fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PartFile:
+        return cls(
+            path=str(data["path"]),
+            rows=int(data["rows"]),
+            bytes=int(data["bytes"]),
+            sha256=str(data["sha256"]),
+            schema_fingerprint=str(data["schema_fingerprint"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SinkOptions:
+    """How sinks write; one instance is shared by every sink of a run.
+
+    Defaults: row groups of 100,000 rows (large enough for DuckDB/warehouse scans to skip by
+    statistics, small enough that one buffered group of images stays tens of MB), parts of at
+    most 1,000,000 rows or 256 MiB, whichever comes first.
+    """
+
+    formats: tuple[str, ...] = ("parquet",)
+    parquet_codec: str = "zstd"
+    compression_level: int | None = None
+    row_group_rows: int = 100_000
+    part_rows: int = 1_000_000
+    part_bytes: int = 256 * 1024 * 1024
+    ndjson_gzip: bool = False
+    duckdb_path: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("row_group_rows", "part_rows", "part_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SinkOptions.{name} must be positive")
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """An output of the export: Arrow batches in, durable part files out.
+
+    Call order: `open`, then `write`* with `commit_part` whenever `should_rotate()` is true at
+    a page boundary, then `finish` once (or `abort` on failure). `parts` is what a checkpoint
+    stores; passing it back to `open(..., committed=...)` resumes the sink.
+    """
+
+    name: str
+
+    @property
+    def parts(self) -> list[PartFile]:
+        """Return the parts committed so far (durable, safe to name in a checkpoint)."""
+        ...
+
+    async def open(
+        self, store: Store, directory: str, schema: pa.Schema, committed: Sequence[PartFile] = ()
+    ) -> None: ...
+
+    async def write(self, batch: pa.RecordBatch) -> None: ...
+
+    def should_rotate(self) -> bool:
+        """Return True once the open part is full by rows or bytes."""
+        ...
+
+    async def commit_part(self) -> list[PartFile]:
+        """Close the open part durably; return the files it produced (usually one, or none)."""
+        ...
+
+    async def finish(self, final_schema: pa.Schema, conform: Conform) -> list[PartFile]:
+        """Commit the last part, rewrite parts to `final_schema`; return the snapshot's files."""
+        ...
+
+    async def abort(self) -> None:
+        """Drop uncommitted output; committed parts stay for --resume."""
+        ...
+
+
+_PART_RE = re.compile(r"^part-(\d{5,})")
+
+
+class FilePartSink:
+    """Base of sinks writing numbered part files `part-NNNNN<suffix>` into one directory.
+
+    A batch whose schema differs from the open file's (the column plan grew) closes that file
+    and opens the next number; all files closed since the last `commit_part` become committed
+    together. Subclasses implement `_begin`, `_append`, `_end` and `_estimate_bytes`; every
+    call runs in a worker thread so disk work overlaps with the network.
+    """
+
+    name = "files"
+    suffix = ""
+    split_on_schema_change = True
+
+    def __init__(self, options: SinkOptions | None = None) -> None:
+        self.options = options or SinkOptions()
+        self._store: Store | None = None
+        self._directory = ""
+        self._schema: pa.Schema | None = None
+        self._parts: list[PartFile] = []
+        self._pending: list[PartFile] = []
+        self._next_index = 0
+        self._file: contextlib.ExitStack | None = None
+        self._writer: HashingWriter | None = None
+        self._file_path = ""
+        self._file_schema: pa.Schema | None = None
+        self._file_rows = 0
+
+    # -- protocol ---------------------------------------------------------------------------
+
+    @property
+    def parts(self) -> list[PartFile]:
+        return list(self._parts)
+
+    @property
+    def directory(self) -> str:
+        return self._directory
+
+    async def open(
+        self, store: Store, directory: str, schema: pa.Schema, committed: Sequence[PartFile] = ()
+    ) -> None:
+        self._store, self._directory, self._schema = store, directory, schema
+        self._parts = list(committed)
+        self._next_index = len(self._parts)
+        await anyio.to_thread.run_sync(self._prepare_directory)
+
+    async def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            await anyio.to_thread.run_sync(self._write_sync, batch)
+
+    def should_rotate(self) -> bool:
+        rows = self._file_rows + sum(p.rows for p in self._pending)
+        size = self._estimate_bytes() + sum(p.bytes for p in self._pending)
+        return rows >= self.options.part_rows or size >= self.options.part_bytes
+
+    async def commit_part(self) -> list[PartFile]:
+        return await anyio.to_thread.run_sync(self._commit_sync)
+
+    async def finish(self, final_schema: pa.Schema, conform: Conform) -> list[PartFile]:
+        await self.commit_part()
+        self._parts = await anyio.to_thread.run_sync(self._finish_sync, final_schema, conform)
+        return self.parts
+
+    async def abort(self) -> None:
+        await anyio.to_thread.run_sync(self._abort_sync)
+
+    # -- work done in a thread --------------------------------------------------------------
+
+    def _prepare_directory(self) -> None:
+        """Check committed parts are intact; delete files written after the last commit."""
+        store = self._require_store()
+        store.make_dirs(self._directory)
+        known = {p.path for p in self._parts}
+        for part in self._parts:
+            path = self._path(part.path)
+            if not store.exists(path) or store.size(path) != part.bytes:
+                raise SinkError(self.name, f"committed part {path} is missing or changed")
+        for entry in store.list_dir(self._directory):
+            if _PART_RE.match(entry) and entry not in known and self._owns(entry):
+                store.delete(self._path(entry))
+
+    def _owns(self, entry: str) -> bool:
+        return entry.endswith((self.suffix, self.suffix + ".tmp"))
+
+    def _write_sync(self, batch: pa.RecordBatch) -> None:
+        if self._writer is not None and self.split_on_schema_change:
+            assert self._file_schema is not None
+            if not batch.schema.equals(self._file_schema, check_metadata=True):
+                self._close_file()
+        if self._writer is None:
+            self._open_file(batch.schema)
+        assert self._writer is not None
+        with os_errors(self.name, "write", self._file_path):
+            self._append(batch)
+            self._writer.check()
+        self._file_rows += batch.num_rows
+
+    def _open_file(self, schema: pa.Schema) -> None:
+        store = self._require_store()
+        name = f"part-{self._next_index:05d}{self.suffix}"
+        self._next_index += 1
+        self._file_path = self._path(name)
+        stack = contextlib.ExitStack()
+        self._writer = stack.enter_context(store.open_write(self._file_path))
+        self._file, self._file_schema, self._file_rows = stack, schema, 0
+        with os_errors(self.name, "write", self._file_path):
+            self._begin(self._writer, schema)
+            self._writer.check()
+
+    def _close_file(self) -> None:
+        """Finish the format, fsync and close the open file; remember it as pending."""
+        if self._writer is None or self._file is None:
+            return
+        writer, stack, schema = self._writer, self._file, self._file_schema
+        self._writer, self._file = None, None
+        with stack, os_errors(self.name, "write", self._file_path):  # exit: flush + fsync
+            self._end()
+        assert schema is not None
+        self._pending.append(
+            PartFile(
+                path=posixpath.basename(self._file_path),
+                rows=self._file_rows,
+                bytes=writer.bytes_written,
+                sha256=writer.hexdigest(),
+                schema_fingerprint=self._fingerprint(schema),
+            )
+        )
+        self._file_rows = 0
+
+    def _commit_sync(self) -> list[PartFile]:
+        self._close_file()
+        done, self._pending = self._pending, []
+        self._parts.extend(done)
+        return done
+
+    def _finish_sync(self, final_schema: pa.Schema, conform: Conform) -> list[PartFile]:
+        return self._parts
+
+    def _abort_sync(self) -> None:
+        store = self._require_store()
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._end()
+            aborted = RuntimeError("sink aborted")
+            with contextlib.suppress(Exception):  # close without fsync: the file is dropped
+                self._file.__exit__(RuntimeError, aborted, None)
+            self._writer, self._file = None, None
+            with contextlib.suppress(Exception):
+                store.delete(self._file_path)
+        for part in self._pending:
+            with contextlib.suppress(Exception):
+                store.delete(self._path(part.path))
+        self._pending = []
+
+    # -- helpers and hooks ------------------------------------------------------------------
+
+    def _fingerprint(self, schema: pa.Schema) -> str:
+        return schema_fingerprint(schema)
+
+    def _path(self, name: str) -> str:
+        return posixpath.join(self._directory, name) if self._directory else name
+
+    def _require_store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError(f"{self.name} sink used before open()")
+        return self._store
+
+    def _begin(self, writer: HashingWriter, schema: pa.Schema) -> None:
+        raise NotImplementedError
+
+    def _append(self, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError
+
+    def _end(self) -> None:
+        raise NotImplementedError
+
+    def _estimate_bytes(self) -> int:
+        """Return the size the open file will have if closed now (written + buffered)."""
+        return self._writer.bytes_written if self._writer is not None else 0

@@ -1,0 +1,139 @@
+"""A DuckDB database file with one table `images`; each run replaces its date's rows at once.
+
+Batches are staged as Parquet parts next to the snapshot being built (in the run's staging
+area, never published), conformed to the final schema in `finish`, then loaded with one
+transaction: DELETE that date's rows, INSERT the new ones, COMMIT. Another connection sees
+the old rows or the new, never a mix. The database is opened only for that transaction, so
+it is not locked during the (long) walk.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio.to_thread
+import duckdb
+import pyarrow as pa
+
+from exporter.errors import SinkError
+from exporter.sinks._base import Conform, PartFile, SinkOptions
+from exporter.sinks.parquet import ParquetSink
+from exporter.store import SNAPSHOT_PREFIX, Store
+
+TABLE = "images"
+DEFAULT_DATABASE = "images.duckdb"  # under the output root; not matched by snapshot_date=*/*
+# When a column's type differs from an earlier snapshot's, the table takes the wider type.
+_WIDTH = {"BOOLEAN": 0, "BIGINT": 1, "DOUBLE": 2, "VARCHAR": 3}
+
+
+def quote(name: str) -> str:
+    """Return a DuckDB identifier literal."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def wider_type(old: str, new: str) -> str:
+    """Return the column type holding both `old` and `new` values (VARCHAR when unrelated)."""
+    if old == new:
+        return old
+    if old in _WIDTH and new in _WIDTH:
+        return old if _WIDTH[old] >= _WIDTH[new] else new
+    return "VARCHAR"
+
+
+def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
+    rows = con.execute(f"DESCRIBE {relation}").fetchall()
+    return {str(row[0]): str(row[1]) for row in rows}
+
+
+def _reconcile_table(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> None:
+    """Create `images` or widen it so every column of `schema` fits (inside the transaction)."""
+    con.register("_incoming", schema.empty_table())
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {TABLE} AS "
+        "SELECT *, NULL::DATE AS snapshot_date FROM _incoming LIMIT 0"
+    )
+    existing = _columns(con, TABLE)
+    for name, new_type in _columns(con, "SELECT * FROM _incoming").items():
+        old_type = existing.get(name)
+        if old_type is None:
+            con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote(name)} {new_type}")
+        elif (target := wider_type(old_type, new_type)) != old_type:
+            con.execute(f"ALTER TABLE {TABLE} ALTER COLUMN {quote(name)} TYPE {target}")
+    con.unregister("_incoming")
+
+
+def replace_snapshot(
+    database: Path, snapshot_date: str, files: Sequence[Path], schema: pa.Schema
+) -> None:
+    """Replace the rows of `snapshot_date` in `images` with `files`, in one transaction."""
+    con = duckdb.connect(str(database))
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _reconcile_table(con, schema)
+            con.execute(
+                f"DELETE FROM {TABLE} WHERE snapshot_date = CAST(? AS DATE)", [snapshot_date]
+            )
+            if files:
+                listed = ", ".join(_literal(str(f)) for f in files)
+                con.execute(
+                    f"INSERT INTO {TABLE} BY NAME SELECT *, CAST(? AS DATE) AS snapshot_date "
+                    f"FROM read_parquet([{listed}])",
+                    [snapshot_date],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.close()
+
+
+class DuckdbSink(ParquetSink):
+    """Loads the snapshot into table `images` of a DuckDB file (default OUT/images.duckdb)."""
+
+    name = "duckdb"
+
+    def __init__(self, options: SinkOptions | None = None) -> None:
+        super().__init__(options)
+        self.snapshot_date = ""
+        self.database: Path | None = None
+
+    async def open(
+        self, store: Store, directory: str, schema: pa.Schema, committed: Sequence[PartFile] = ()
+    ) -> None:
+        base = posixpath.basename(directory)
+        if not base.startswith(SNAPSHOT_PREFIX):
+            raise SinkError(self.name, f"expected a snapshot_date=YYYY-MM-DD directory: {base}")
+        self.snapshot_date = base.removeprefix(SNAPSHOT_PREFIX)
+        configured = self.options.duckdb_path
+        self.database = Path(configured) if configured else store.local_path(DEFAULT_DATABASE)
+        if self.database is None:
+            raise SinkError(self.name, "a DuckDB database needs a local path (set duckdb_path)")
+        # staged parts live beside the snapshot directory, so they are never published
+        await super().open(store, directory + ".duckdb", schema, committed)
+
+    async def finish(self, final_schema: pa.Schema, conform: Conform) -> list[PartFile]:
+        """Conform the staged parts, load them in one transaction; no snapshot files result."""
+        parts = await super().finish(final_schema, conform)
+        store = self._require_store()
+        files = [store.local_path(self._path(p.path)) for p in parts]
+        assert self.database is not None and all(f is not None for f in files)
+        try:
+            await anyio.to_thread.run_sync(
+                replace_snapshot,
+                self.database,
+                self.snapshot_date,
+                [f for f in files if f is not None],
+                final_schema,
+            )
+        except duckdb.Error as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SinkError(self.name, f"cannot load {self.database}: {reason}") from exc
+        return []

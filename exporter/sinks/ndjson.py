@@ -1,0 +1,93 @@
+"""NDJSON parts, plain or gzip: one image per line, `meta` spliced from the raw `meta_json`."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from exporter.sinks._base import FilePartSink, SinkOptions
+from exporter.store import HashingWriter
+
+# Same top-level names as the Parquet core columns; `meta` replaces `meta_json`.
+CORE_FIELDS = (
+    "account_id",
+    "id",
+    "filename",
+    "creator",
+    "require_signed_urls",
+    "uploaded",
+    "variants",
+)
+NDJSON_SHAPE = "ndjson-v1"  # the line shape does not follow the meta__ column plan
+
+
+def _column(batch: pa.RecordBatch, name: str) -> list[Any]:
+    index = batch.schema.get_field_index(name)
+    return batch.column(index).to_pylist() if index >= 0 else [None] * batch.num_rows
+
+
+def _raw_meta(batch: pa.RecordBatch) -> list[bytes | None]:
+    """Return each row's meta_json as UTF-8 bytes, straight from the Arrow buffers."""
+    index = batch.schema.get_field_index("meta_json")
+    if index < 0:
+        return [None] * batch.num_rows
+    raw: list[bytes | None] = pc.cast(batch.column(index), pa.binary()).to_pylist()
+    return raw
+
+
+def encode_lines(batch: pa.RecordBatch) -> bytes:
+    """Return the NDJSON lines of a batch: core fields, `uploaded` RFC 3339 UTC, raw `meta`.
+
+    The core fields are encoded by orjson; the meta object is appended as the exact bytes of
+    `meta_json`, so keys keep their order, numbers their spelling, and nothing is re-encoded.
+    """
+    columns = [_column(batch, name) for name in CORE_FIELDS]
+    metas = _raw_meta(batch)
+    out = bytearray()
+    for row, meta in zip(zip(*columns, strict=True), metas, strict=True):
+        head = orjson.dumps(dict(zip(CORE_FIELDS, row, strict=True)), option=orjson.OPT_UTC_Z)
+        if meta is not None and (b"\n" in meta or b"\r" in meta):
+            meta = orjson.dumps(orjson.loads(meta))  # a pretty-printed value would break lines
+        out += head[:-1]
+        out += b',"meta":'
+        out += meta if meta is not None else b"null"
+        out += b"}\n"
+    return bytes(out)
+
+
+class NdjsonSink(FilePartSink):
+    """Writes `part-NNNNN.ndjson` (or `.ndjson.gz` with `ndjson_gzip`)."""
+
+    name = "ndjson"
+    split_on_schema_change = False  # lines do not depend on the meta__ columns
+
+    def __init__(self, options: SinkOptions | None = None) -> None:
+        super().__init__(options)
+        self.suffix = ".ndjson.gz" if self.options.ndjson_gzip else ".ndjson"
+        self._out: gzip.GzipFile | HashingWriter | None = None
+        self._gzip: gzip.GzipFile | None = None
+
+    def _begin(self, writer: HashingWriter, schema: pa.Schema) -> None:
+        if self.options.ndjson_gzip:
+            level = self.options.compression_level or 6
+            # mtime=0: identical input gives identical bytes (stable sha256 across re-runs)
+            self._gzip = gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=level, mtime=0)
+            self._out = self._gzip
+        else:
+            self._out = writer
+
+    def _append(self, batch: pa.RecordBatch) -> None:
+        assert self._out is not None
+        self._out.write(encode_lines(batch))
+
+    def _end(self) -> None:
+        if self._gzip is not None:
+            self._gzip.close()  # writes the trailer; the underlying file stays open
+        self._gzip, self._out = None, None
+
+    def _fingerprint(self, schema: pa.Schema) -> str:
+        return NDJSON_SHAPE
