@@ -1,0 +1,311 @@
+"""argv -> config -> run -> exit code. The only place that turns ExporterError into a line.
+
+Commands: export, emulator, demo, inspect. Every user error is one line on stderr and the
+exit code its class carries (errors.py); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import anyio
+
+from exporter import __version__
+from exporter.errors import ConfigError, ExporterError, Interrupted
+
+PROG = "cf-images-export"
+
+EXPORT_EXAMPLES = """\
+examples:
+  # nightly snapshot of the whole catalog to Parquet (token in the environment)
+  export CLOUDFLARE_API_TOKEN=...  CLOUDFLARE_ACCOUNT_ID=...
+  cf-images-export export --output /data/cf-images --resume
+
+  # the same with a config file, as NDJSON, only active images
+  cf-images-export export --config configs/filtered-ndjson.toml \\
+      --filter 'meta.status[eq]=active'
+
+  # show the resolved plan and the first request, send nothing
+  cf-images-export export --config configs/nightly.toml --dry-run
+"""
+
+EMULATOR_EXAMPLES = """\
+examples:
+  cf-images-export emulator --port 8787 --images 100000
+  cf-images-export emulator --rate-quota 60 --rate-window 10 --fault-rate 0.1
+"""
+
+DEMO_EXAMPLES = """\
+examples:
+  cf-images-export demo                       # 50,000 images into ./demo-output
+  cf-images-export demo --images 5000 --output /tmp/demo
+"""
+
+INSPECT_EXAMPLES = """\
+examples:
+  cf-images-export inspect demo-output                          # every snapshot under OUT
+  cf-images-export inspect demo-output/snapshot_date=2026-11-27 # one snapshot
+"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every command and flag."""
+    parser = OneLineParser(prog=PROG, description="Snapshot a Cloudflare Images catalog.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    export = _command(commands, "export", "export one snapshot", EXPORT_EXAMPLES)
+    _add_export_flags(export)
+    _add_feedback_flags(export)
+
+    from exporter.emulator import add_emulator_arguments
+
+    emulator = _command(commands, "emulator", "serve the Images API emulator", EMULATOR_EXAMPLES)
+    add_emulator_arguments(emulator)
+
+    demo = _command(commands, "demo", "emulator + export + DuckDB summary", DEMO_EXAMPLES)
+    demo.add_argument("--images", type=int, default=50_000, help="catalog size (50000)")
+    demo.add_argument("--seed", type=int, default=1, help="catalog seed (1)")
+    demo.add_argument("--output", default="demo-output", help="output directory (demo-output)")
+    _add_feedback_flags(demo)
+
+    inspect = _command(commands, "inspect", "verify a published snapshot", INSPECT_EXAMPLES)
+    inspect.add_argument("path", help="an output directory or one snapshot_date=... directory")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _command(commands: Any, name: str, summary: str, examples: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def _add_export_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", metavar="FILE", help="TOML config file (see configs/)")
+    add("--account-id", metavar="ID", help="account id (env CLOUDFLARE_ACCOUNT_ID)")
+    add("--output", metavar="DIR", help="output directory (default: out)")
+    add("--format", action="append", metavar="NAME", help="parquet, ndjson, duckdb (repeatable)")
+    add("--filter", action="append", metavar="EXPR", help="e.g. 'meta.status[eq]=active'")
+    add("--creator", metavar="C", help="only images of this creator; '' = without a creator")
+    add("--per-page", type=int, metavar="N", help="images per page, 10..10000 (1000)")
+    add("--sort-order", choices=["asc", "desc"], help="walk one cursor in this order")
+    add("--walk", choices=["auto", "both", "single"], help="cursor strategy (auto)")
+    add("--batch-api", action="store_true", default=None, help="list via the batch API host")
+    add("--batch-base-url", metavar="URL", help="batch API host")
+    add("--snapshot-date", metavar="YYYY-MM-DD", help="snapshot date (default: today, UTC)")
+    add("--base-url", metavar="URL", help="API base URL (env CLOUDFLARE_BASE_URL)")
+    add("--schema-contract", choices=["evolve", "freeze"], help="schema drift policy (evolve)")
+    add("--resume", action="store_true", help="continue an interrupted run of the same request")
+    add("--dry-run", action="store_true", help="print the plan and first request; send nothing")
+
+
+def _add_feedback_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the config keys the flags set (None = not given)."""
+    return {
+        "export.account_id": args.account_id,
+        "export.output": args.output,
+        "export.formats": args.format,
+        "export.snapshot_date": args.snapshot_date,
+        "export.base_url": args.base_url,
+        "request.per_page": args.per_page,
+        "request.sort_order": args.sort_order,
+        "request.creator": args.creator,
+        "request.filters": args.filter,
+        "walk.mode": args.walk,
+        "walk.batch_api": args.batch_api,
+        "walk.batch_base_url": args.batch_base_url,
+        "normalize.schema_contract": args.schema_contract,
+    }
+
+
+def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Any:
+    """Return the ExportConfig for `export` from the flags, the environment and the file."""
+    from exporter.config import load_toml, parse_config
+
+    file_data = load_toml(args.config) if args.config else {}
+    return parse_config(
+        file_data,
+        environ,
+        overrides_from_args(args),
+        today=dt.datetime.now(dt.UTC).date(),
+        resume=args.resume,
+        dry_run=args.dry_run,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code."""
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "export": run_export,
+        "emulator": run_emulator,
+        "demo": run_demo,
+        "inspect": run_inspect,
+    }
+    try:
+        return handlers[args.command](args)
+    except ExporterError as exc:
+        return report_error(exc)
+    except BaseExceptionGroup as group:
+        # A task group wraps the failure of one task; report the first user error in it.
+        error = first_exporter_error(group)
+        if error is None:
+            raise
+        return report_error(error)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return Interrupted.exit_code
+
+
+def first_exporter_error(group: BaseExceptionGroup[BaseException]) -> ExporterError | None:
+    """Return the first ExporterError leaf of a (nested) exception group, if any."""
+    for exc in group.exceptions:
+        if isinstance(exc, ExporterError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = first_exporter_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
+def report_error(error: ExporterError) -> int:
+    """Print the error as one line on stderr and return its exit code."""
+    message = " ".join(str(error).split())
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return error.exit_code
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    return int(args.verbose) - int(args.quiet)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """`export`: resolve the config, then run the pipeline (or print the plan)."""
+    from exporter.progress import setup_logging
+
+    setup_logging(args.log_format, _verbosity(args))
+    config = config_from_args(args, dict(os.environ))
+    if config.dry_run:
+        from exporter.pipeline import dry_run_plan
+
+        print(json.dumps(dry_run_plan(config), indent=2, ensure_ascii=False))
+        return 0
+    summary = anyio.run(_export_with_signals, config, args)
+    return 0 if summary is not None else 1
+
+
+async def _export_with_signals(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the export; SIGINT/SIGTERM cancel it cleanly (checkpoint kept) -> Interrupted."""
+    from exporter.pipeline import export
+    from exporter.progress import print_summary, report_progress
+    from exporter.stats import RunStats
+
+    stats = RunStats()
+    interactive = sys.stderr.isatty() and args.log_format == "plain" and _verbosity(args) >= 0
+    result: dict[str, Any] = {}
+    stopped_by: list[int] = []
+
+    async with anyio.create_task_group() as group:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    stopped_by.append(signum)
+                    group.cancel_scope.cancel()
+                    return
+
+        async def run() -> None:
+            result.update(await export(config, stats=stats))
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch_signals)
+        group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
+        group.start_soon(run)
+    if stopped_by:
+        name = signal.Signals(stopped_by[0]).name
+        raise Interrupted(f"stopped by {name}; the checkpoint is kept: re-run with --resume")
+    print_summary(result, log_format=args.log_format, interactive=interactive)
+    return result
+
+
+def run_emulator(args: argparse.Namespace) -> int:
+    """`emulator`: serve the Images API emulator on loopback until interrupted."""
+    from exporter.emulator import serve, settings_from_args
+
+    try:
+        serve(settings_from_args(args), args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """`demo`: embedded emulator, a real export over loopback, then DuckDB query results."""
+    from exporter.demo import run_demo as demo
+    from exporter.progress import setup_logging
+
+    if args.images < 1:
+        raise ConfigError("--images", "must be at least 1")
+    setup_logging(args.log_format, _verbosity(args))
+    interactive = sys.stderr.isatty() and args.log_format == "plain"
+    anyio.run(demo, args.images, args.seed, args.output, interactive)
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """`inspect`: verify every file of one snapshot, or of every snapshot under OUT."""
+    from pathlib import Path
+
+    from exporter.manifest import snapshot_dates, verify_snapshot
+    from exporter.store import LocalStore, snapshot_dir
+
+    root = Path(args.path)
+    dates = [] if root.name.startswith("snapshot_date=") else snapshot_dates(LocalStore(root))
+    targets = [root / snapshot_dir(d) for d in dates] if dates else [root]
+    reports = [verify_snapshot(target) for target in targets]
+    if args.json:
+        data = [
+            {"snapshot": r.directory, "files": r.files, "rows": r.rows, "bytes": r.bytes}
+            for r in reports
+        ]
+        print(json.dumps(data, indent=2))
+        return 0
+    for r in reports:
+        print(
+            f"{r.directory}: ok, {r.rows:,} images in {r.files} files, {r.bytes:,} bytes, "
+            "sha256 verified"
+        )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

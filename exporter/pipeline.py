@@ -1,0 +1,319 @@
+"""export(config): walker -> normalizer -> sinks -> checkpoint -> publication.
+
+The walker fetches pages in background tasks while this loop normalizes (in a worker thread)
+and the sinks write (in worker threads), so network, CPU and disk overlap; every queue between
+them is bounded. After each committed part a checkpoint names the walker state, the column
+plan and the parts, so `--resume` after a kill at any instant finishes with every image once.
+Publication is the store's single atomic step; `_SUCCESS` is written last inside the staged
+snapshot, which only then becomes `OUT/snapshot_date=D`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import posixpath
+import uuid
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import anyio
+import anyio.to_thread
+
+from exporter.checkpoint import (
+    Checkpoint,
+    discard_run,
+    load_checkpoint,
+    request_fingerprint,
+    save_checkpoint,
+    staged_snapshot,
+    staging_key,
+)
+from exporter.config import ExportConfig
+from exporter.manifest import (
+    UploadedBounds,
+    build_manifest,
+    encode_manifest,
+    previous_manifest,
+    read_manifest,
+)
+from exporter.normalize import Normalizer
+from exporter.pagination import SortOrder
+from exporter.schema import ColumnSpec
+from exporter.sinks import PartFile, Sink, open_sink
+from exporter.stats import RunStats
+from exporter.store import Store, open_store, seal, snapshot_dir
+from exporter.walker import Chunk, Walker, make_client
+
+log = logging.getLogger("exporter.pipeline")
+
+
+def describe_request(config: ExportConfig) -> dict[str, Any]:
+    """Return what defines "the same export" for resume: no secrets, no dates, no paths."""
+    return {
+        "account_id": config.account_id,
+        "base_url": config.base_url,
+        "per_page": config.request.per_page,
+        "sort_order": config.request.sort_order,
+        "creator": config.request.creator,
+        "filters": [str(f) for f in config.request.filters],
+        "walk": config.walk.mode if config.request.sort_order is None else "single",
+        "batch_api": config.walk.batch_api,
+        "formats": list(config.formats),
+        "normalize": {
+            "depth": config.normalize.depth,
+            "include": list(config.normalize.include),
+            "exclude": list(config.normalize.exclude),
+            "column_cap": config.normalize.column_cap,
+        },
+    }
+
+
+def is_unfiltered(config: ExportConfig) -> bool:
+    """True when the export lists the whole catalog, so the API's count must match it."""
+    return not config.request.filters and config.request.creator is None
+
+
+def dry_run_plan(config: ExportConfig) -> dict[str, Any]:
+    """Return the resolved plan and the first requests an export would send (secrets masked)."""
+    base = (
+        config.walk.batch_base_url + "/images/v2"
+        if config.walk.batch_api
+        else (f"{config.base_url}/accounts/{config.account_id}/images/v2")
+    )
+    orders: list[SortOrder] = ["asc", "desc"]
+    if not config.walk.both_ends(config.request):
+        orders = [config.request.sort_order or "desc"]
+    from urllib.parse import urlencode
+
+    requests = [f"GET {config.base_url}/accounts/{config.account_id}/images/v1/stats"]
+    requests += [f"GET {base}?{urlencode(config.request.params(o, None))}" for o in orders]
+    output = posixpath.join(config.output, snapshot_dir(config.snapshot_date.isoformat()))
+    return {"plan": config.plan(), "requests": requests, "publishes": output}
+
+
+@dataclass
+class Run:
+    """The mutable state of one export run, as a checkpoint records it."""
+
+    config: ExportConfig
+    store: Store
+    stats: RunStats
+    checkpoint: Checkpoint
+    normalizer: Normalizer
+    sinks: list[Sink]
+    bounds: UploadedBounds = field(default_factory=UploadedBounds)
+    previous: dict[str, Any] | None = None
+
+    @property
+    def staged(self) -> str:
+        return staged_snapshot(self.checkpoint.run_key, self.checkpoint.snapshot_date)
+
+    def save(self, walker_state: dict[str, Any] | None, phase: str = "writing") -> None:
+        """Record every committed part, the walker and normalizer state, atomically."""
+        self.checkpoint.walker_state = walker_state
+        self.checkpoint.normalizer_state = self.normalizer.state()
+        self.checkpoint.parts = {s.name: s.parts for s in self.sinks}
+        self.checkpoint.counts = {**self.stats.as_dict(), **_bounds_state(self.bounds)}
+        self.checkpoint.phase = phase
+        save_checkpoint(self.store, self.checkpoint)
+
+
+def _bounds_state(bounds: UploadedBounds) -> dict[str, Any]:
+    return {
+        "uploaded_min": bounds.low.isoformat() if bounds.low else None,
+        "uploaded_max": bounds.high.isoformat() if bounds.high else None,
+    }
+
+
+def _restore_bounds(counts: dict[str, Any]) -> UploadedBounds:
+    parse = dt.datetime.fromisoformat
+    low, high = counts.get("uploaded_min"), counts.get("uploaded_max")
+    return UploadedBounds(parse(low) if low else None, parse(high) if high else None)
+
+
+def _restore_stats(stats: RunStats, counts: dict[str, Any]) -> None:
+    for name in ("images", "pages", "requests", "retries", "throttled", "waits", "anomalies"):
+        setattr(stats, name, int(counts.get(name, 0)))
+    stats.wait_seconds = float(counts.get("wait_seconds", 0.0))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def export(config: ExportConfig, *, stats: RunStats | None = None) -> dict[str, Any]:
+    """Export one snapshot and publish it; return the summary (the CLI prints it)."""
+    stats = stats if stats is not None else RunStats()
+    store = open_store(config.output)
+    run = await anyio.to_thread.run_sync(_prepare_run, config, store, stats)
+    if run.checkpoint.phase == "publishing" and await anyio.to_thread.run_sync(_published, run):
+        log.info("the checkpointed run was already published; nothing left to do")
+        return await anyio.to_thread.run_sync(_finish_published, run)
+    try:
+        await _open_sinks(run)
+        files, api_count = await _walk_and_write(run)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            for sink in run.sinks:
+                with contextlib.suppress(Exception):
+                    await sink.abort()
+        raise
+    return await anyio.to_thread.run_sync(_seal_and_publish, run, files, api_count)
+
+
+def _prepare_run(config: ExportConfig, store: Store, stats: RunStats) -> Run:
+    """Return the run: resumed from its checkpoint, or fresh with staging cleared."""
+    date = config.snapshot_date.isoformat()
+    fingerprint = request_fingerprint(describe_request(config))
+    checkpoint = None
+    if config.resume:
+        point = load_checkpoint(store, fingerprint, date)
+        log.info("%s", point.message)
+        checkpoint = point.checkpoint
+    key = staging_key(fingerprint, date)
+    if checkpoint is None:
+        if store.exists(posixpath.join(".staging", key)):
+            log.info("discarding the staged files of an earlier, unfinished run of this request")
+        discard_run(store, key)
+        checkpoint = Checkpoint(
+            request_fingerprint=fingerprint,
+            run_id=uuid.uuid4().hex,
+            snapshot_date=date,
+            started_at=_now().isoformat(),
+        )
+    previous = previous_manifest(store, date)
+    sinks = [open_sink(name, config.sinks) for name in config.formats]
+    if checkpoint.normalizer_state is not None:
+        normalizer = Normalizer.from_state(
+            config.account_id, config.normalize, checkpoint.normalizer_state
+        )
+        _restore_stats(stats, checkpoint.counts)
+        bounds = _restore_bounds(checkpoint.counts)
+    else:
+        seed = [ColumnSpec.from_dict(c) for c in (previous or {}).get("schema", [])]
+        normalizer = Normalizer(config.account_id, config.normalize, seed=seed or None)
+        bounds = UploadedBounds()
+    return Run(config, store, stats, checkpoint, normalizer, sinks, bounds, previous)
+
+
+async def _open_sinks(run: Run) -> None:
+    schema = run.normalizer.final_schema()
+    for sink in run.sinks:
+        committed = run.checkpoint.parts.get(sink.name, [])
+        await sink.open(run.store, run.staged, schema, committed)
+
+
+async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
+    """Walk every page, write every image, checkpoint after each committed part."""
+    config, stats = run.config, run.stats
+    client = make_client(config.base_url, config.account_id, config.credentials, config.walk, stats)
+    async with client:
+        api_count = await client.get_count()
+        stats.extra["api_count"] = api_count
+        walker = Walker(client, config.request, config.walk, stats, run.checkpoint.walker_state)
+        state: dict[str, Any] | None = run.checkpoint.walker_state
+        chunks_gen = cast(AsyncGenerator[Chunk, None], walker.chunks())
+        async with contextlib.aclosing(chunks_gen) as chunks:
+            async for chunk in chunks:
+                state = chunk.state
+                stats.pages += chunk.pages
+                if chunk.images:
+                    batch = await anyio.to_thread.run_sync(run.normalizer.normalize, chunk.images)
+                    run.bounds.update(batch)
+                    for sink in run.sinks:
+                        await sink.write(batch)
+                    stats.images += batch.num_rows
+                if any(sink.should_rotate() for sink in run.sinks):
+                    await _commit(run, state)
+    await _commit(run, state)
+    stats.anomalies = run.normalizer.anomalies
+    final = run.normalizer.final_schema()
+    files: list[PartFile] = []
+    for sink in run.sinks:
+        files += await sink.finish(final, run.normalizer.conform)
+    return files, api_count
+
+
+async def _commit(run: Run, walker_state: dict[str, Any] | None) -> None:
+    for sink in run.sinks:
+        await sink.commit_part()
+    await anyio.to_thread.run_sync(run.save, walker_state)
+
+
+def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) -> dict[str, Any]:
+    """Write the manifest and _SUCCESS into the staged snapshot, then publish it atomically."""
+    config, stats = run.config, run.stats
+    unfiltered = is_unfiltered(config)
+    warnings = []
+    if unfiltered and api_count is not None and api_count != stats.images:
+        warnings.append(f"the API counts {api_count} images but {stats.images} were exported")
+    manifest = build_manifest(
+        run_id=run.checkpoint.run_id,
+        snapshot_date=run.checkpoint.snapshot_date,
+        account_id=config.account_id,
+        request=describe_request(config),
+        started_at=dt.datetime.fromisoformat(run.checkpoint.started_at),
+        finished_at=_now(),
+        counts=stats.as_dict(),
+        files=files,
+        columns=[c.to_dict() for c in run.normalizer.columns()],
+        uploaded=run.bounds.as_dict(),
+        api_count=api_count if unfiltered else None,
+        previous_snapshot=(run.previous or {}).get("snapshot_date"),
+        drift=run.normalizer.drift(),
+        findings={**run.normalizer.report(), "warnings": warnings},
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
+    seal(run.store, run.staged, encode_manifest(manifest))
+    run.save(None, phase="publishing")
+    published = run.store.publish(run.staged, run.checkpoint.snapshot_date)
+    discard_run(run.store, run.checkpoint.run_key)
+    return _summary(run, published, manifest)
+
+
+def _published(run: Run) -> bool:
+    """True when the snapshot of the checkpointed run is the one published for its date."""
+    manifest = read_manifest(run.store, snapshot_dir(run.checkpoint.snapshot_date))
+    return manifest is not None and manifest.get("run_id") == run.checkpoint.run_id
+
+
+def _finish_published(run: Run) -> dict[str, Any]:
+    """Resume after a kill that fell between publication and clean-up: just clean up."""
+    published = snapshot_dir(run.checkpoint.snapshot_date)
+    manifest = read_manifest(run.store, published)
+    assert manifest is not None
+    discard_run(run.store, run.checkpoint.run_key)
+    _restore_stats(run.stats, run.checkpoint.counts)
+    return _summary(run, published, manifest)
+
+
+def _summary(run: Run, published: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    files: Sequence[dict[str, Any]] = manifest.get("files", [])
+    started = dt.datetime.fromisoformat(manifest["started_at"].replace("Z", "+00:00"))
+    finished = dt.datetime.fromisoformat(manifest["finished_at"].replace("Z", "+00:00"))
+    drift = manifest.get("drift", {}).get("changes", [])
+    warnings = manifest.get("normalize", {}).get("warnings", [])
+    return {
+        "snapshot": _display_path(run.config.output, published),
+        "images": run.stats.images,
+        "files": len(files),
+        "bytes": sum(int(f["bytes"]) for f in files),
+        "duration_s": round((finished - started).total_seconds(), 2),
+        "requests": run.stats.requests,
+        "retries": run.stats.retries,
+        "throttled": run.stats.throttled,
+        "drift": f"{len(drift)} change(s)" if drift else "none",
+        "warnings": "; ".join(warnings) if warnings else "none",
+        "run_id": run.checkpoint.run_id,
+    }
+
+
+def _display_path(output: str, published: str) -> str:
+    return posixpath.join(output.rstrip("/"), published)
+
+
+__all__ = ["describe_request", "dry_run_plan", "export", "is_unfiltered"]

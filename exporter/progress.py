@@ -1,0 +1,133 @@
+"""What a person or a scheduler sees while an export runs: logs, a progress bar, a summary.
+
+On a terminal a rich progress bar redraws from the shared RunStats; elsewhere a plain (or JSON)
+log line reports progress every few seconds. Nothing here changes what the export does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import anyio
+
+from exporter.stats import RunStats
+
+LOG = logging.getLogger("exporter")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for schedulers that parse logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def setup_logging(log_format: str, verbosity: int, stream: TextIO | None = None) -> None:
+    """Route the exporter's logs to stderr as plain or JSON lines; -q/-v move the level."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    root = logging.getLogger("exporter")
+    root.handlers[:] = [handler]
+    root.setLevel(level if verbosity >= -1 else logging.ERROR)
+    root.propagate = False
+
+
+def progress_line(stats: RunStats, elapsed: float) -> str:
+    """Return the one-line progress text shared by the bar's caption and the plain log."""
+    total = stats.extra.get("api_count")
+    done = f"{stats.images:,}/{total:,}" if isinstance(total, int) else f"{stats.images:,}"
+    rate = stats.images / elapsed if elapsed > 0 else 0.0
+    text = (
+        f"{done} images, {stats.pages:,} pages, {rate:,.0f} images/s, "
+        f"{stats.retries} retries, {stats.throttled} 429s"
+    )
+    return f"{text}, waiting: {stats.current_wait}" if stats.current_wait else text
+
+
+async def report_progress(stats: RunStats, *, interactive: bool, interval_s: float = 5.0) -> None:
+    """Show progress until cancelled: a rich bar on a terminal, else a log line per interval."""
+    started = time.monotonic()
+    if not interactive:
+        while True:
+            await anyio.sleep(interval_s)
+            LOG.info("progress: %s", progress_line(stats, time.monotonic() - started))
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]exporting"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("", total=None)
+        while True:
+            total = stats.extra.get("api_count")
+            bar.update(
+                task,
+                completed=stats.images,
+                total=total if isinstance(total, int) and total > 0 else None,
+                description=progress_line(stats, time.monotonic() - started),
+            )
+            await anyio.sleep(0.2)
+
+
+def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Return the final summary as (label, value) rows, in a fixed order."""
+    labels = [
+        ("snapshot", "snapshot"),
+        ("images", "images"),
+        ("files", "files"),
+        ("bytes", "bytes"),
+        ("duration_s", "duration (s)"),
+        ("requests", "requests"),
+        ("retries", "retries"),
+        ("throttled", "429s"),
+        ("drift", "schema drift"),
+        ("warnings", "warnings"),
+    ]
+    rows = []
+    for key, label in labels:
+        if key in summary:
+            value = summary[key]
+            text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+            rows.append((label, str(text)))
+    return rows
+
+
+def print_summary(summary: Mapping[str, Any], *, log_format: str, interactive: bool) -> None:
+    """Print the end-of-run summary: a table on a terminal, one log record otherwise."""
+    if log_format == "json":
+        LOG.info("summary", extra={"fields": {"summary": dict(summary)}})
+        return
+    if interactive:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="export summary", show_header=False)
+        for label, value in summary_rows(summary):
+            table.add_row(label, value)
+        Console(stderr=True).print(table)
+        return
+    text = "; ".join(f"{label}: {value}" for label, value in summary_rows(summary))
+    LOG.info("summary: %s", text)
