@@ -47,7 +47,9 @@ from exporter.emulator.tokens import TokenError, TokenSigner
 
 API_PREFIX = "/client/v4"
 BATCH_PREFIX = "/batch"
-THROTTLED = 971  # Cloudflare's "Please wait and consider throttling your request speed"
+# Cloudflare's edge answers 429 with code 971, but the spec's messages need code >= 1000:
+# the emulator follows the spec; clients must key on the HTTP status, not on this code.
+THROTTLED = 10429
 BATCH_DISABLED = 5403
 SCAN_IN_THREAD = 20_000  # catalogs bigger than this are filtered off the event loop
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

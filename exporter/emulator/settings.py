@@ -38,6 +38,8 @@ class EmulatorSettings:
     allow_batch_tokens: bool = True
 
     def __post_init__(self) -> None:
+        # Accept any iterable of kinds (a CLI list, a set) and keep the field hashable.
+        object.__setattr__(self, "fault_kinds", frozenset(self.fault_kinds))
         if self.images < 0:
             raise ConfigError("emulator.images", "must be >= 0")
         if not 0.0 <= self.fault_rate <= 1.0:

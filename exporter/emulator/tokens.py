@@ -50,11 +50,11 @@ class TokenSigner:
     def continuation(self, sort_order: str, fingerprint: bytes, key: OrderKey) -> str:
         """Return a token that resumes a walk after `key`."""
         head = _HEAD.pack(_VERSION, sort_order[0].encode(), key[0], fingerprint)
-        return self._seal(head + key[1].encode())
+        return self._seal(b"list", head + key[1].encode())
 
     def resume_key(self, token: str, sort_order: str, fingerprint: bytes) -> OrderKey:
         """Return the order key a token resumes after; TokenError if it is not this query's."""
-        payload = self._open(token, "Invalid continuation_token")
+        payload = self._open(b"list", token, "Invalid continuation_token")
         if len(payload) < _HEAD.size:
             raise TokenError("Invalid continuation_token")
         version, order, uploaded, token_fingerprint = _HEAD.unpack_from(payload)
@@ -73,11 +73,11 @@ class TokenSigner:
 
     def batch_token(self, account_id: str, expires_ms: int) -> str:
         """Return a batch-host token for `account_id` valid until `expires_ms`."""
-        return self._seal(_BATCH.pack(_VERSION, expires_ms) + account_id.encode())
+        return self._seal(b"batch", _BATCH.pack(_VERSION, expires_ms) + account_id.encode())
 
     def batch_account(self, token: str, now_ms: int) -> str:
         """Return the account of a batch token; TokenError if forged or expired."""
-        payload = self._open(token, "Invalid batch token")
+        payload = self._open(b"batch", token, "Invalid batch token")
         if len(payload) < _BATCH.size:
             raise TokenError("Invalid batch token")
         version, expires_ms = _BATCH.unpack_from(payload)
@@ -87,17 +87,22 @@ class TokenSigner:
             raise TokenError("Batch token expired")
         return payload[_BATCH.size :].decode(errors="replace")
 
-    def _seal(self, payload: bytes) -> str:
-        mac = hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+    def _mac(self, purpose: bytes, payload: bytes) -> bytes:
+        """Sign purpose and payload together, so a token of one kind never passes as another."""
+        message = purpose + b"\x00" + payload
+        return hmac.new(self._secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def _seal(self, purpose: bytes, payload: bytes) -> str:
+        mac = self._mac(purpose, payload)
         return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
 
-    def _open(self, token: str, invalid: str) -> bytes:
+    def _open(self, purpose: bytes, token: str, invalid: str) -> bytes:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError) as exc:
             raise TokenError(invalid) from exc
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-        expected = hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        expected = self._mac(purpose, payload)
         if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, expected):
             raise TokenError(invalid)
         return payload

@@ -1,0 +1,105 @@
+"""Settings validation, the CLI flag wiring, loopback-only binding, and `serve`."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import urllib.request
+
+import orjson
+import pytest
+
+from exporter.emulator import EmulatorSettings, add_emulator_arguments, settings_from_args
+from exporter.emulator.server import check_loopback
+from exporter.errors import ConfigError
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_emulator_arguments(parser)
+    return parser.parse_args(argv)
+
+
+class TestArguments:
+    def test_defaults_are_the_demo_settings(self) -> None:
+        """No flags: the demo settings, port 8787 on 127.0.0.1."""
+        ns = _parse([])
+        assert settings_from_args(ns) == EmulatorSettings()
+        assert (ns.host, ns.port) == ("127.0.0.1", 8787)
+
+    def test_every_flag(self) -> None:
+        """Each flag lands in its settings field."""
+        ns = _parse(
+            "--images 50 --seed 4 --token t --account-id a --rate-quota 9 --rate-window 3 "
+            "--lockout 7 --fault-rate 0.5 --fault-kinds 500,reset --slow 0.2 --latency 0.01 "
+            "--page-cap 100 --batch-token-ttl 30 --batch-rate 5 --no-batch-tokens".split()
+        )
+        assert settings_from_args(ns) == EmulatorSettings(
+            images=50, seed=4, token="t", account_id="a", rate_quota=9, rate_window_s=3,
+            lockout_s=7, fault_rate=0.5, fault_kinds=frozenset({"500", "reset"}), slow_s=0.2,
+            latency_s=0.01, page_cap=100, batch_token_ttl_s=30, batch_rate=5,
+            allow_batch_tokens=False,
+        )  # fmt: skip
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("overrides", "key"),
+        [
+            pytest.param({"images": -1}, "emulator.images", id="images"),
+            pytest.param({"fault_rate": 1.5}, "emulator.fault_rate", id="fault-rate"),
+            pytest.param({"fault_kinds": {"404"}}, "emulator.fault_kinds", id="unknown-kind"),
+            pytest.param(
+                {"fault_rate": 0.1, "fault_kinds": set()}, "emulator.fault_kinds", id="no-kinds"
+            ),
+            pytest.param({"rate_quota": 0}, "emulator.rate_quota", id="quota"),
+            pytest.param({"page_cap": 0}, "emulator.page_cap", id="page-cap"),
+            pytest.param({"batch_rate": 0}, "emulator.batch_rate", id="batch-rate"),
+        ],
+    )
+    def test_rejected(self, overrides: dict[str, object], key: str) -> None:
+        """Impossible settings raise ConfigError naming the field."""
+        with pytest.raises(ConfigError) as info:
+            EmulatorSettings(**overrides)  # type: ignore[arg-type]
+        assert info.value.key == key
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+    def test_loopback_ok(self, host: str) -> None:
+        """Loopback addresses are allowed."""
+        check_loopback(host)
+
+    @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.1", "example.com", "::"])
+    def test_public_refused(self, host: str) -> None:
+        """The emulator never binds a public address."""
+        with pytest.raises(ConfigError, match="not a loopback address"):
+            check_loopback(host)
+
+
+def test_serve_prints_banner_and_serves() -> None:
+    """`serve` (behind `cf-images-export emulator`) prints where to connect, then answers."""
+    code = (
+        "from exporter.emulator import EmulatorSettings, serve;"
+        "serve(EmulatorSettings(images=20), port=0)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, encoding="utf-8"
+    )
+    try:
+        assert process.stdout is not None
+        banner = [process.stdout.readline() for _ in range(5)]
+        assert banner[0].startswith("Cloudflare Images emulator: 20 images")
+        base_url = banner[1].strip().removeprefix("CLOUDFLARE_BASE_URL=")
+        assert banner[2].strip() == f"CLOUDFLARE_ACCOUNT_ID={EmulatorSettings().account_id}"
+        assert banner[3].strip() == f"CLOUDFLARE_API_TOKEN={EmulatorSettings().token}"
+        request = urllib.request.Request(
+            f"{base_url}/accounts/{EmulatorSettings().account_id}/images/v1/stats",
+            headers={"Authorization": f"Bearer {EmulatorSettings().token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert orjson.loads(response.read())["result"]["count"]["current"] == 20
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
