@@ -25,7 +25,15 @@ def schema_fingerprint(schema: pa.Schema) -> str:
 
     Field metadata counts: the normalizer records each meta column's original path there.
     """
-    shape = [[f.name, str(f.type), f.nullable, sorted((f.metadata or {}).items())] for f in schema]
+    shape = [
+        [
+            f.name,
+            str(f.type),
+            f.nullable,
+            sorted((k.hex(), v.hex()) for k, v in (f.metadata or {}).items()),
+        ]
+        for f in schema
+    ]
     return hashlib.sha256(orjson.dumps(shape)).hexdigest()[:16]
 
 
