@@ -176,6 +176,18 @@ def snapshot_dates(store: Store) -> list[str]:
     return sorted(n.removeprefix(SNAPSHOT_PREFIX) for n in names if n.startswith(SNAPSHOT_PREFIX))
 
 
+def published_run_id(store: Store, snapshot_date: str) -> str | None:
+    """Return the run id of the sealed snapshot published for a date, if any.
+
+    After a crash during publication, a resumed run compares this with its checkpoint's run
+    id: equal means the swap happened (only staging is left to clean); the staged directory
+    may then hold the *previous* snapshot and must never be published again.
+    """
+    manifest = read_manifest(store, f"{SNAPSHOT_PREFIX}{snapshot_date}")
+    run_id = manifest.get("run_id") if manifest else None
+    return str(run_id) if run_id is not None else None
+
+
 def previous_manifest(out: Store | str | Path, before_date: str) -> JsonDict | None:
     """Return the manifest of the newest sealed snapshot dated before `before_date`."""
     store = _as_store(out)

@@ -24,6 +24,7 @@ import hashlib
 import os
 import posixpath
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
@@ -177,7 +178,7 @@ class Store(Protocol):
         """Return the local file system path, or None for a remote store."""
         ...
 
-    def publish(self, staged: str, snapshot_date: str) -> str: ...
+    def publish(self, staged: str, snapshot_date: str, *, grace_seconds: float = 1.0) -> str: ...
 
 
 class LocalStore:
@@ -280,17 +281,20 @@ class LocalStore:
             if target.exists():
                 shutil.rmtree(target)
 
-    def publish(self, staged: str, snapshot_date: str) -> str:
+    def publish(self, staged: str, snapshot_date: str, *, grace_seconds: float = 1.0) -> str:
         """Make the sealed directory `staged` become `snapshot_date=D` in one atomic step.
 
         `staged` already holds the parts, `_manifest.json` and `_SUCCESS`. When the date has
         no snapshot yet this is one rename(2). When it has one, renameat2(RENAME_EXCHANGE)
         swaps the two directories in one step, so a reader resolving the path finds the old
-        complete snapshot or the new complete one; the old one, now at `staged`, is deleted.
-        Where the kernel or file system lacks RENAME_EXCHANGE (EINVAL/ENOSYS: e.g. macOS,
-        NFS, old kernels) the fallback is two renames: the old snapshot moves to staging, then
-        the new one moves in; between the two a reader finds no snapshot for that date (never
-        a partial or mixed one). Returns the published path, relative to the root.
+        complete snapshot or the new complete one. The old one, now at `staged`, is deleted
+        after `grace_seconds`: a reader that opened the old directory just before the swap
+        finishes listing it before its entries start to disappear (readdir during unlinks
+        would show a partial listing). Where the kernel or file system lacks RENAME_EXCHANGE
+        (EINVAL/ENOSYS: e.g. macOS, NFS, old kernels) the fallback is two renames: the old
+        snapshot moves to staging, then the new one moves in; between the two a reader finds
+        no snapshot for that date (never a partial or mixed one). Returns the published
+        path, relative to the root.
         """
         source = self._abs(staged)
         published = snapshot_dir(snapshot_date)
@@ -306,6 +310,8 @@ class LocalStore:
                     raise
                 if not _exchange(source, target):
                     _two_step_replace(source, target)
+                _fsync_dir(target.parent)
+                time.sleep(grace_seconds)
                 shutil.rmtree(source)  # the previous snapshot, now at the staged path
             _fsync_dir(target.parent)
         return published

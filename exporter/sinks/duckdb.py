@@ -46,26 +46,42 @@ def wider_type(old: str, new: str) -> str:
     return "VARCHAR"
 
 
-def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
-    rows = con.execute(f"DESCRIBE {relation}").fetchall()
-    return {str(row[0]): str(row[1]) for row in rows}
+def duckdb_type(kind: pa.DataType) -> str:
+    """Return the DuckDB type (as DESCRIBE spells it) that holds an Arrow column of `kind`."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return duckdb_type(kind.value_type) + "[]"
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMP WITH TIME ZONE" if kind.tz else "TIMESTAMP"
+    for check, name in _SIMPLE_TYPES:
+        if check(kind):
+            return name
+    raise SinkError("duckdb", f"no DuckDB column type for Arrow type {kind}")
+
+
+_SIMPLE_TYPES = (
+    (pa.types.is_boolean, "BOOLEAN"),
+    (pa.types.is_int64, "BIGINT"),
+    (pa.types.is_int32, "INTEGER"),
+    (pa.types.is_float64, "DOUBLE"),
+    (pa.types.is_string, "VARCHAR"),
+    (pa.types.is_large_string, "VARCHAR"),
+    (pa.types.is_date32, "DATE"),
+)
 
 
 def _reconcile_table(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> None:
     """Create `images` or widen it so every column of `schema` fits (inside the transaction)."""
-    con.register("_incoming", schema.empty_table())
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {TABLE} AS "
-        "SELECT *, NULL::DATE AS snapshot_date FROM _incoming LIMIT 0"
-    )
-    existing = _columns(con, TABLE)
-    for name, new_type in _columns(con, "SELECT * FROM _incoming").items():
+    wanted = {field.name: duckdb_type(field.type) for field in schema}
+    columns = ", ".join(f"{quote(name)} {kind}" for name, kind in wanted.items())
+    con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns}, snapshot_date DATE)")
+    rows = con.execute(f"DESCRIBE {TABLE}").fetchall()
+    existing = {str(row[0]): str(row[1]) for row in rows}
+    for name, new_type in wanted.items():
         old_type = existing.get(name)
         if old_type is None:
             con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote(name)} {new_type}")
         elif (target := wider_type(old_type, new_type)) != old_type:
             con.execute(f"ALTER TABLE {TABLE} ALTER COLUMN {quote(name)} TYPE {target}")
-    con.unregister("_incoming")
 
 
 def replace_snapshot(
@@ -84,7 +100,7 @@ def replace_snapshot(
                 listed = ", ".join(_literal(str(f)) for f in files)
                 con.execute(
                     f"INSERT INTO {TABLE} BY NAME SELECT *, CAST(? AS DATE) AS snapshot_date "
-                    f"FROM read_parquet([{listed}])",
+                    f"FROM read_parquet([{listed}], hive_partitioning = false)",
                     [snapshot_date],
                 )
             con.execute("COMMIT")

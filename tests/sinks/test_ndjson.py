@@ -88,10 +88,12 @@ class TestNdjsonSink:
             "require_signed_urls: 'BOOLEAN', uploaded: 'TIMESTAMPTZ', variants: 'VARCHAR[]', "
             "meta: 'JSON'}"
         )
-        got = duckdb.sql(
-            "SELECT id, creator, require_signed_urls, uploaded, variants, meta "
-            f"FROM read_json('{glob}', format='newline_delimited', columns={columns}) ORDER BY id"
-        ).fetchall()
+        with duckdb.connect() as con:
+            got = con.execute(
+                "SELECT id, creator, require_signed_urls, uploaded, variants, meta "
+                f"FROM read_json('{glob}', format='newline_delimited', columns={columns}) "
+                "ORDER BY id"
+            ).fetchall()
         want = sorted(images, key=lambda i: i["id"])
         assert [r[0] for r in got] == [i["id"] for i in want]
         assert [r[1] for r in got] == [i["creator"] for i in want]

@@ -70,7 +70,10 @@ class TestRoundTrip:
 
         glob = str(tmp_path / "snap" / "snapshot_date=*" / "*.parquet")
         query = f"SELECT * FROM read_parquet('{glob}', hive_partitioning=false) ORDER BY id"
-        got = duckdb.sql(query).to_arrow_table()
+        with duckdb.connect() as con:
+            relation = con.sql(query)
+            assert relation is not None
+            got = relation.to_arrow_table()
         want = expected(batches, WIDE).sort_by("id")
         assert got.num_rows == 80
         assert got.column("id").equals(want.column("id"))

@@ -1,0 +1,160 @@
+"""DuckdbSink: table `images` per snapshot date, replaced in one transaction."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from sink_data import conformer, make_batch, make_images, schema_of
+
+from exporter.errors import SinkError
+from exporter.sinks import SinkOptions
+from exporter.sinks.duckdb import DuckdbSink, replace_snapshot, wider_type
+from exporter.store import LocalStore
+
+EARLY = {"meta__status": pa.string()}
+FINAL = {"meta__status": pa.string(), "meta__size": pa.int64()}
+
+
+async def export(
+    root: Path, date: str, batches: list[pa.RecordBatch], plan: dict[str, pa.DataType]
+) -> DuckdbSink:
+    sink = DuckdbSink(SinkOptions(part_rows=40))
+    await sink.open(LocalStore(root), f".staging/k/snapshot_date={date}", schema_of(EARLY))
+    for batch in batches:
+        await sink.write(batch)
+        if sink.should_rotate():
+            await sink.commit_part()
+    assert await sink.finish(schema_of(plan), conformer(schema_of(plan))) == []
+    return sink
+
+
+class TestDuckdbSink:
+    async def test_table_holds_exactly_the_rows_written(self, tmp_path: Path) -> None:
+        """A DuckDB connection reads back the conformed rows, tagged with the snapshot date."""
+        batches = [make_batch(make_images(0, 30), EARLY), make_batch(make_images(30, 30), FINAL)]
+        await export(tmp_path, "2026-11-27", batches, FINAL)
+        with duckdb.connect(str(tmp_path / "images.duckdb"), read_only=True) as con:
+            got = con.sql(
+                "SELECT * EXCLUDE (snapshot_date) FROM images ORDER BY id"
+            ).to_arrow_table()
+            dates = con.sql("SELECT DISTINCT snapshot_date::VARCHAR FROM images").fetchall()
+        final = schema_of(FINAL)
+        want = pa.Table.from_batches([conformer(final)(b) for b in batches]).sort_by("id")
+        assert dates == [("2026-11-27",)]
+        assert got.num_rows == 60
+        for name in final.names:
+            column = got.column(name)
+            if name == "uploaded":
+                column = column.cast(pa.timestamp("us", tz="UTC"))
+            assert column.to_pylist() == want.column(name).to_pylist(), name
+        assert not (tmp_path / "snapshot_date=2026-11-27").exists()  # nothing published here
+
+    async def test_rerun_replaces_its_date_only(self, tmp_path: Path) -> None:
+        await export(tmp_path, "2026-11-26", [make_batch(make_images(0, 10), FINAL)], FINAL)
+        await export(tmp_path, "2026-11-27", [make_batch(make_images(0, 20), FINAL)], FINAL)
+        await export(tmp_path, "2026-11-27", [make_batch(make_images(100, 5), FINAL)], FINAL)
+        with duckdb.connect(str(tmp_path / "images.duckdb"), read_only=True) as con:
+            counts = con.sql(
+                "SELECT snapshot_date::VARCHAR, count(*), min(id) FROM images GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        assert counts == [
+            ("2026-11-26", 10, "folder/img-000000"),
+            ("2026-11-27", 5, "folder/img-000100"),
+        ]
+
+    async def test_a_column_retyped_by_a_later_snapshot_widens(self, tmp_path: Path) -> None:
+        """meta__size int64 yesterday, string today: the table keeps both as VARCHAR."""
+        await export(tmp_path, "2026-11-26", [make_batch(make_images(1, 2), FINAL)], FINAL)
+        wide = {"meta__status": pa.string(), "meta__size": pa.string(), "meta__new": pa.bool_()}
+        await export(tmp_path, "2026-11-27", [make_batch(make_images(1, 2), wide)], wide)
+        with duckdb.connect(str(tmp_path / "images.duckdb"), read_only=True) as con:
+            types = dict(con.sql("SELECT column_name, data_type FROM duckdb_columns()").fetchall())
+            sizes = con.sql("SELECT meta__size FROM images ORDER BY snapshot_date, id").fetchall()
+        assert types["meta__size"] == "VARCHAR" and types["meta__new"] == "BOOLEAN"
+        assert sizes == [("7",), ("14",), ("7",), ("14",)]
+
+    async def test_not_a_snapshot_directory_is_refused(self, tmp_path: Path) -> None:
+        with pytest.raises(SinkError, match="snapshot_date"):
+            await DuckdbSink().open(LocalStore(tmp_path), "somewhere", schema_of(FINAL))
+
+
+class TestReplaceSnapshot:
+    @pytest.mark.parametrize(
+        ("old", "new", "wider"),
+        [
+            ("BIGINT", "DOUBLE", "DOUBLE"),
+            ("DOUBLE", "BIGINT", "DOUBLE"),
+            ("BOOLEAN", "VARCHAR", "VARCHAR"),
+            ("VARCHAR[]", "BIGINT", "VARCHAR"),
+            ("BIGINT", "BIGINT", "BIGINT"),
+        ],
+    )
+    def test_wider_type(self, old: str, new: str, wider: str) -> None:
+        assert wider_type(old, new) == wider
+
+    def test_reader_sees_old_or_new_rows_never_a_mix(self, tmp_path: Path) -> None:
+        """Another connection polling during repeated replaces only sees whole generations."""
+        database = tmp_path / "images.duckdb"
+        schema = pa.schema([("id", pa.string()), ("generation", pa.int64())])
+        files = []
+        for generation in range(6):
+            path = tmp_path / f"g{generation}.parquet"
+            rows = 500 + 100 * generation
+            table = pa.table(
+                {"id": [f"i{n}" for n in range(rows)], "generation": [generation] * rows}
+            )
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, path)
+            files.append((path, rows))
+        replace_snapshot(database, "2026-11-27", [files[0][0]], schema)
+
+        seen: list[tuple[int, int, int]] = []
+        stop = threading.Event()
+
+        def reader() -> None:
+            with duckdb.connect(str(database)) as con:
+                while not stop.is_set():
+                    row = con.execute(
+                        "SELECT count(*), min(generation), max(generation) FROM images "
+                        "WHERE snapshot_date = DATE '2026-11-27'"
+                    ).fetchone()
+                    assert row is not None
+                    seen.append((int(row[0]), int(row[1]), int(row[2])))
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            for _ in range(3):
+                for path, _rows in files:
+                    replace_snapshot(database, "2026-11-27", [path], schema)
+        finally:
+            stop.set()
+            thread.join()
+        expected = {(rows, g, g) for g, (_, rows) in enumerate(files)}
+        assert seen and set(seen) <= expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        pytest.param(pa.string(), "VARCHAR", id="string"),
+        pytest.param(pa.int64(), "BIGINT", id="int64"),
+        pytest.param(pa.float64(), "DOUBLE", id="float64"),
+        pytest.param(pa.bool_(), "BOOLEAN", id="bool"),
+        pytest.param(pa.timestamp("us", tz="UTC"), "TIMESTAMP WITH TIME ZONE", id="timestamp"),
+        pytest.param(pa.list_(pa.string()), "VARCHAR[]", id="list"),
+    ],
+)
+def test_duckdb_type_matches_describe(kind: pa.DataType, name: str) -> None:
+    """The mapped type is what DESCRIBE prints, so an unchanged column is never retyped."""
+    from exporter.sinks.duckdb import duckdb_type
+
+    assert duckdb_type(kind) == name
+    with duckdb.connect() as con:
+        con.execute(f"CREATE TABLE t (c {name})")
+        assert con.execute("DESCRIBE t").fetchall()[0][1] == name

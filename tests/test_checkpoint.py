@@ -1,0 +1,142 @@
+"""Checkpoint: request fingerprints without secrets, atomic replace, round trip, isolation."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    discard_run,
+    load_checkpoint,
+    other_staged_runs,
+    redact_request,
+    request_fingerprint,
+    save_checkpoint,
+    staged_snapshot,
+    staging_key,
+)
+from exporter.errors import SinkError
+from exporter.sinks import PartFile
+from exporter.store import LocalStore
+
+DATE = "2026-11-27"
+REQUEST: dict[str, Any] = {
+    "account_id": "acc",
+    "filters": ["meta.status[eq]=active"],
+    "creator": None,
+    "sort_order": "desc",
+    "per_page": 1000,
+    "formats": ["parquet"],
+}
+PART = PartFile(path="part-00000.parquet", rows=10, bytes=1234, sha256="ab" * 32,
+                schema_fingerprint="f" * 16)  # fmt: skip
+
+
+def checkpoint(**changes: Any) -> Checkpoint:
+    values: dict[str, Any] = {
+        "request_fingerprint": request_fingerprint(REQUEST),
+        "run_id": "run-1",
+        "snapshot_date": DATE,
+        "started_at": "2026-11-27T01:00:00Z",
+        "walker_state": {"cursors": [{"token": "opaque==", "done": False}]},
+        "normalizer_state": {"version": 1, "plan": {"columns": []}},
+        "parts": {"parquet": [PART]},
+        "counts": {"images": 10, "pages": 1},
+    }
+    values.update(changes)
+    return Checkpoint(**values)
+
+
+class TestFingerprint:
+    def test_key_order_does_not_matter(self) -> None:
+        assert request_fingerprint(REQUEST) == request_fingerprint(dict(reversed(REQUEST.items())))
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            pytest.param({"filters": ["meta.status[eq]=draft"]}, id="filter"),
+            pytest.param({"sort_order": "asc"}, id="order"),
+            pytest.param({"account_id": "other"}, id="account"),
+            pytest.param({"formats": ["ndjson"]}, id="format"),
+        ],
+    )
+    def test_a_different_request_has_a_different_fingerprint(self, change: dict[str, Any]) -> None:
+        assert request_fingerprint({**REQUEST, **change}) != request_fingerprint(REQUEST)
+
+    def test_secrets_never_count_nor_appear(self) -> None:
+        """Rotating a token must not orphan a run; secrets are dropped at any depth."""
+        with_secret = {**REQUEST, "api_token": "s3cret", "auth": {"API_KEY": "k", "x": 1}}
+        other_secret = {**REQUEST, "api_token": "other", "auth": {"API_KEY": "j", "x": 1}}
+        assert request_fingerprint(with_secret) == request_fingerprint(other_secret)
+        assert "s3cret" not in repr(redact_request(with_secret))
+        assert redact_request(with_secret)["auth"] == {"x": 1}
+
+
+class TestCheckpointFile:
+    def test_round_trip(self, tmp_path: Path) -> None:
+        store = LocalStore(tmp_path)
+        saved = checkpoint()
+        save_checkpoint(store, saved)
+        found = load_checkpoint(store, saved.request_fingerprint, DATE)
+        assert found.checkpoint == saved
+        assert "resuming run run-1 after 10 images" == found.message
+        assert (tmp_path / checkpoint_path(saved.run_key)).exists()
+
+    def test_each_save_replaces_the_file_atomically(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A save that dies before its rename leaves the previous checkpoint readable."""
+        store = LocalStore(tmp_path)
+        save_checkpoint(store, checkpoint())
+
+        def die(src: object, dst: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "replace", die)
+        with pytest.raises(SinkError, match="no space left on device"):
+            save_checkpoint(store, checkpoint(counts={"images": 20}))
+        monkeypatch.undo()
+        found = load_checkpoint(store, request_fingerprint(REQUEST), DATE).checkpoint
+        assert found is not None and found.counts["images"] == 10
+        assert os.listdir(tmp_path / ".staging" / found.run_key) == ["_checkpoint.json"]
+
+    def test_nothing_to_resume_starts_afresh(self, tmp_path: Path) -> None:
+        found = load_checkpoint(LocalStore(tmp_path), request_fingerprint(REQUEST), DATE)
+        assert found.checkpoint is None and "starting afresh" in found.message
+
+    def test_another_request_never_finds_this_run(self, tmp_path: Path) -> None:
+        """Staging is keyed by the fingerprint: a different request sees nothing to resume."""
+        store = LocalStore(tmp_path)
+        save_checkpoint(store, checkpoint())
+        other = request_fingerprint({**REQUEST, "sort_order": "asc"})
+        assert load_checkpoint(store, other, DATE).checkpoint is None
+        assert other_staged_runs(store, staging_key(other, DATE), DATE) == [checkpoint().run_key]
+
+    def test_a_foreign_checkpoint_under_our_key_is_refused(self, tmp_path: Path) -> None:
+        store = LocalStore(tmp_path)
+        mine = request_fingerprint(REQUEST)
+        foreign = checkpoint(request_fingerprint=mine[:16] + "0" * 48)  # same key prefix
+        save_checkpoint(store, foreign)
+        found = load_checkpoint(store, mine, DATE)
+        assert found.checkpoint is None and "different request" in found.message
+
+    def test_unreadable_checkpoint_starts_afresh_with_a_reason(self, tmp_path: Path) -> None:
+        store = LocalStore(tmp_path)
+        key = staging_key(request_fingerprint(REQUEST), DATE)
+        store.write_atomic(checkpoint_path(key), b"{not json")
+        found = load_checkpoint(store, request_fingerprint(REQUEST), DATE)
+        assert found.checkpoint is None and "unreadable" in found.message
+
+    def test_discard_removes_the_whole_run(self, tmp_path: Path) -> None:
+        store = LocalStore(tmp_path)
+        saved = checkpoint()
+        save_checkpoint(store, saved)
+        store.write_atomic(f"{staged_snapshot(saved.run_key, DATE)}/part-00000.parquet", b"x")
+        discard_run(store, saved.run_key)
+        assert os.listdir(tmp_path / ".staging") == []
