@@ -20,7 +20,7 @@ from exporter.filters import parse_filter, validate_filters
 from exporter.normalize import NormalizeOptions
 from exporter.pagination import ListRequest
 from exporter.retry import RetryPolicy
-from exporter.sinks import SinkOptions
+from exporter.sinks import SinkOptions, available_sinks
 from exporter.walker import WalkOptions
 
 T = TypeVar("T")
@@ -316,8 +316,13 @@ def _construct(factory: Callable[..., T], section: str, **kwargs: Any) -> T:
 
 
 def _formats(formats: list[str]) -> tuple[str, ...]:
+    """Return the sink names, each one known (built-in or an installed plugin)."""
     if not formats:
         raise ConfigError("export.formats", f"name at least one of {', '.join(FORMATS)}")
+    known = available_sinks()
+    for name in formats:
+        if name not in known:
+            raise ConfigError("export.formats", f"unknown sink {name!r}; known: {', '.join(known)}")
     return tuple(dict.fromkeys(formats))
 
 

@@ -51,10 +51,21 @@ def demo_queries(glob: str, schema: Sequence[dict[str, Any]]) -> list[tuple[str,
         ),
         (
             "the largest meta objects (bytes of meta_json)",
-            f"SELECT id, octet_length(meta_json) AS meta_bytes FROM {source} "
+            f"SELECT id, strlen(meta_json) AS meta_bytes FROM {source} "
             "ORDER BY meta_bytes DESC NULLS LAST, id LIMIT 5",
         ),
     ]
+    keys = [c for c in schema if c.get("path")][:40]
+    if keys:
+        counts = " UNION ALL ".join(
+            f"SELECT '{'.'.join(c['path'])}' AS meta_key, '{c['type']}' AS type, "
+            f'count("{c["name"]}") AS images FROM {source}'
+            for c in keys
+            if "'" not in ".".join(c["path"])
+        )
+        queries.append(
+            ("the most used meta keys", f"{counts} ORDER BY images DESC, meta_key LIMIT 8")
+        )
     status = meta_column(schema, "status")
     if status:
         queries.insert(

@@ -1,0 +1,148 @@
+"""Test helpers: the emulator as its own process, the CLI as a subprocess, catalog comparison."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from exporter.emulator import build_catalog
+
+PYTHON = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class EmulatorProcess:
+    """An emulator served by `cf-images-export emulator` in a child process."""
+
+    base_url: str
+    account_id: str
+    token: str
+    images: int
+    seed: int
+    process: subprocess.Popen[str]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Return an environment that points the exporter at this emulator."""
+        env = clean_env()
+        env.update(
+            CLOUDFLARE_API_TOKEN=self.token,
+            CLOUDFLARE_ACCOUNT_ID=self.account_id,
+            CLOUDFLARE_BASE_URL=self.base_url,
+        )
+        env.update(extra)
+        return env
+
+
+def clean_env() -> dict[str, str]:
+    """Return os.environ without any CLOUDFLARE_* variable (tests set their own)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFLARE_")}
+
+
+@contextmanager
+def emulator_process(images: int = 500, seed: int = 7, *args: str) -> Iterator[EmulatorProcess]:
+    """Run the emulator CLI on a free loopback port until the block exits."""
+    command = [PYTHON, "-m", "exporter", "emulator", "--port", "0"]
+    command += ["--images", str(images), "--seed", str(seed), *args]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
+    )
+    try:
+        banner: dict[str, str] = {}
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "=" in line:
+                key, _, value = line.strip().partition("=")
+                banner[key] = value
+            if "CLOUDFLARE_API_TOKEN" in banner:
+                break
+        if "CLOUDFLARE_API_TOKEN" not in banner:
+            raise RuntimeError(
+                f"emulator did not start: {process.stderr and process.stderr.read()}"
+            )
+        yield EmulatorProcess(
+            base_url=banner["CLOUDFLARE_BASE_URL"],
+            account_id=banner["CLOUDFLARE_ACCOUNT_ID"],
+            token=banner["CLOUDFLARE_API_TOKEN"],
+            images=images,
+            seed=seed,
+            process=process,
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def run_cli(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m exporter ARGS` and return its result (text stdout/stderr)."""
+    return subprocess.run(
+        [PYTHON, "-m", "exporter", *args],
+        env=dict(env) if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def catalog_rows(images: int, seed: int, account_id: str) -> dict[str, dict[str, Any]]:
+    """Return the emulator's catalog as the exporter must write it, keyed by id."""
+    rows = {}
+    for image in build_catalog(images, seed).iter_images():
+        meta = image.get("meta")
+        rows[image["id"]] = {
+            "account_id": account_id,
+            "id": image["id"],
+            "filename": image.get("filename"),
+            "creator": image.get("creator"),
+            "require_signed_urls": image.get("requireSignedURLs"),
+            "uploaded": parse_time(image["uploaded"]),
+            "variants": image.get("variants"),
+            "meta": meta,
+        }
+    return rows
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def exported_rows(table_rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Return exported rows (dicts from pyarrow/duckdb) keyed by id in the catalog's shape."""
+    rows: dict[str, dict[str, Any]] = {}
+    for row in table_rows:
+        assert row["id"] not in rows, f"duplicate id {row['id']!r}"
+        uploaded = row["uploaded"]
+        if isinstance(uploaded, str):
+            uploaded = parse_time(uploaded)
+        meta_json = row.get("meta_json")
+        rows[row["id"]] = {
+            "account_id": row["account_id"],
+            "id": row["id"],
+            "filename": row["filename"],
+            "creator": row["creator"],
+            "require_signed_urls": row["require_signed_urls"],
+            "uploaded": uploaded.astimezone(dt.UTC) if uploaded is not None else None,
+            "variants": list(row["variants"]) if row["variants"] is not None else None,
+            "meta": row["meta"]
+            if "meta" in row
+            else (orjson.loads(meta_json) if meta_json is not None else None),
+        }
+    return rows
