@@ -105,6 +105,16 @@ class ParquetSink(FilePartSink):
                 done.append(self._rewrite(part, final_schema, conform))
         return done
 
+    def _rewritten_intact(self, part: PartFile) -> bool:
+        """Accept a part whose footer holds the recorded row count (a finished rewrite)."""
+        store = self._require_store()
+        path = self._path(part.path)
+        try:
+            with store.open_read(path) as raw:
+                return bool(pq.ParquetFile(raw).metadata.num_rows == part.rows)
+        except (OSError, pa.ArrowException, SinkError):
+            return False
+
     def _file_schema_of(self, name: str) -> pa.Schema:
         store = self._require_store()
         path = self._path(name)

@@ -201,7 +201,10 @@ class TestResume:
         committed = await sink.commit_part()
         damaged = tmp_path / DIR / committed[0].path
         damaged.write_bytes(damaged.read_bytes() + b"junk")
-        with pytest.raises(SinkError, match="missing or changed"):
+        with pytest.raises(SinkError, match="was changed"):
+            await ParquetSink().open(store, DIR, schema_of(FINAL), committed=committed)
+        damaged.unlink()
+        with pytest.raises(SinkError, match="is missing"):
             await ParquetSink().open(store, DIR, schema_of(FINAL), committed=committed)
 
     async def test_finish_after_a_crash_mid_finish_describes_rewritten_parts(
@@ -217,8 +220,7 @@ class TestResume:
         assert rewritten[0].sha256 != stale[0].sha256
 
         again = ParquetSink()
-        await again.open(store, DIR, schema_of(EARLY), committed=[rewritten[0]])
-        again._parts = list(stale)  # as if resumed from the older checkpoint
+        await again.open(store, DIR, schema_of(EARLY), committed=stale)  # the older checkpoint
         parts = await again.finish(schema_of(FINAL), conformer(schema_of(FINAL)))
         assert parts == rewritten
 
@@ -248,3 +250,18 @@ class TestFailures:
         monkeypatch.undo()
         await sink.abort()
         assert list((tmp_path / DIR).iterdir()) == []
+
+
+class TestSchemaFingerprint:
+    def test_field_metadata_counts(self) -> None:
+        """The normalizer's per-column path metadata (bytes) is part of the fingerprint."""
+        plain = schema_of(FINAL)
+        field = plain.field("meta__size").with_metadata({b"cf_meta_path": b'["size"]'})
+        tagged = plain.set(plain.get_field_index("meta__size"), field)
+        other = plain.set(
+            plain.get_field_index("meta__size"),
+            field.with_metadata({b"cf_meta_path": b'["Size"]'}),
+        )
+        prints = {schema_fingerprint(s) for s in (plain, tagged, other)}
+        assert len(prints) == 3
+        assert schema_fingerprint(tagged) == schema_fingerprint(pa.schema(list(tagged)))
