@@ -520,6 +520,75 @@ class TestConform:
             ("img-1", None, None, None),
         ]
 
+    def test_batches_read_back_from_parquet_conform(self, tmp_path: Path) -> None:
+        """A part read back from Parquet (list child named "element") conforms exactly."""
+        norm = normalizer()
+        batches = [norm.normalize(page) for page in self.PAGES]
+        path = tmp_path / "part.parquet"
+        pq.write_table(pa.Table.from_batches([batches[0]]), path)
+        [back] = pq.read_table(path).to_batches()
+        conformed = norm.conform(back)
+        assert conformed.schema.equals(norm.final_schema(), check_metadata=True)
+        assert conformed.equals(norm.conform(batches[0]))
+
+
+class TestEmulatorCatalog:
+    def test_duckdb_glob_matches_the_catalog(self, tmp_path: Path) -> None:
+        """The emulator's nasty catalog, written as conformed parts, reads back through one
+        DuckDB glob with every core value, meta_json and flattened cell as in the catalog."""
+        from exporter.emulator.catalog import build_catalog
+
+        images = list(build_catalog(2000, seed=11).iter_images())
+        norm = normalizer()
+        batches = [norm.normalize(images[start : start + 300]) for start in range(0, 2000, 300)]
+        for index, batch in enumerate(batches):
+            table = pa.Table.from_batches([norm.conform(batch)])
+            pq.write_table(table, tmp_path / f"part-{index:05d}.parquet")
+        specs = norm.columns()[8:]
+        names = ", ".join(spec.name for spec in specs)
+        query = (
+            "SELECT id, filename, creator, require_signed_urls, epoch_us(uploaded), variants,"
+            f" meta_json, {names} FROM read_parquet('{tmp_path}/*.parquet')"
+        )
+        with duckdb.connect() as connection:
+            rows = {row[0]: row for row in connection.execute(query).fetchall()}
+        assert len(rows) == len(images) == 2000
+        kinds = {spec.type for spec in specs}
+        assert {"bool", "int64", "float64", "string", "json"} <= kinds  # the catalog is nasty
+        for image in images:
+            row = rows[image["id"]]
+            uploaded = dt.datetime.fromisoformat(image["uploaded"])
+            assert row[1:6] == (
+                image["filename"],
+                image.get("creator"),
+                image["requireSignedURLs"],
+                int(uploaded.timestamp()) * 10**6 + uploaded.microsecond,
+                image["variants"],
+            )
+            assert (None if row[6] is None else orjson.loads(row[6])) == image.get("meta")
+            for spec, cell in zip(specs, row[7:], strict=True):
+                assert spec.path is not None
+                want = _expected_cell(image.get("meta"), spec.path, spec.type)
+                assert (type(cell), cell) == (type(want), want), spec.name
+
+
+def _expected_cell(meta: Any, path: tuple[str, ...], type_: str) -> Any:
+    """Return what a meta column should hold for one image (depth 5, the default)."""
+    value = meta
+    for key in path:
+        if type(value) is not dict or key not in value:
+            return None
+        value = value[key]
+    if value is None or (type(value) is dict and len(path) < 5):
+        return None
+    if type_ == "float64":
+        return float(value)
+    if type_ == "string" and type(value) is str:
+        return value
+    if type_ in ("string", "json"):
+        return orjson.dumps(value).decode()
+    return value
+
 
 class TestState:
     def test_resume_continues_with_the_same_plan(self) -> None:
