@@ -243,8 +243,13 @@ class FilePartSink:
             return
         writer, stack, schema = self._writer, self._file, self._file_schema
         self._writer, self._file = None, None
-        with stack, os_errors(self.name, "write", self._file_path):  # exit: flush + fsync
-            self._end()
+        try:
+            with stack, os_errors(self.name, "write", self._file_path):  # exit: flush + fsync
+                self._end()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._require_store().delete(self._file_path)  # incomplete: never committed
+            raise
         assert schema is not None
         self._pending.append(
             PartFile(
@@ -267,7 +272,9 @@ class FilePartSink:
         return self._parts
 
     def _abort_sync(self) -> None:
-        store = self._require_store()
+        if self._store is None:
+            return  # never opened: nothing written
+        store = self._store
         if self._file is not None:
             with contextlib.suppress(Exception):
                 self._end()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -131,6 +133,28 @@ class ParquetSink(FilePartSink):
         """Stream `part` through `conform` into a temp file, then replace it atomically."""
         store = self._require_store()
         source, tmp = self._path(part.path), self._path(part.path + ".tmp")
+        try:
+            rows, size, digest = self._conform_into(source, tmp, final_schema, conform)
+            if rows != part.rows:
+                raise SinkError(self.name, f"{source} has {rows} rows, not {part.rows}")
+            store.replace(tmp, source)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                store.delete(tmp)  # the original part is untouched
+            raise
+        return PartFile(
+            path=part.path,
+            rows=rows,
+            bytes=size,
+            sha256=digest,
+            schema_fingerprint=schema_fingerprint(final_schema),
+        )
+
+    def _conform_into(
+        self, source: str, tmp: str, final_schema: pa.Schema, conform: Conform
+    ) -> tuple[int, int, str]:
+        """Write `source` conformed into `tmp`, one row group at a time; return rows, size, sha."""
+        store = self._require_store()
         rows = 0
         with os_errors(self.name, "rewrite", source), store.open_read(source) as raw:
             reader = pq.ParquetFile(raw)
@@ -146,16 +170,7 @@ class ParquetSink(FilePartSink):
                         rows += table.num_rows
                 finally:
                     out.close()
-        if rows != part.rows:
-            raise SinkError(self.name, f"{source} had {rows} rows, the checkpoint says {part.rows}")
-        store.replace(tmp, source)
-        return PartFile(
-            path=part.path,
-            rows=rows,
-            bytes=sink.bytes_written,
-            sha256=sink.hexdigest(),
-            schema_fingerprint=schema_fingerprint(final_schema),
-        )
+        return rows, sink.bytes_written, sink.hexdigest()
 
 
 def _conformed(batch: pa.RecordBatch, final_schema: pa.Schema, conform: Conform) -> pa.RecordBatch:

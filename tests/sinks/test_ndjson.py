@@ -129,3 +129,21 @@ class TestNdjsonSink:
         [part] = await sink.finish(schema_of(WIDER), conformer(schema_of(WIDER)))
         before = (tmp_path / DIR / part.path).read_bytes()
         assert part.rows == 20 and len(before.splitlines()) == 20
+
+    async def test_disk_full_under_gzip_is_a_sink_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from sink_data import full_disk_open
+
+        from exporter.errors import SinkError
+        from exporter.store import LocalStore
+
+        sink = NdjsonSink(SinkOptions(ndjson_gzip=True))
+        await sink.open(LocalStore(tmp_path), DIR, schema_of(PLAN))
+        monkeypatch.setattr("exporter.store.open", full_disk_open(room=64), raising=False)
+        with pytest.raises(SinkError, match="no space left on device"):
+            await sink.write(make_batch(make_images(0, 200), PLAN))
+            await sink.commit_part()
+        monkeypatch.undo()
+        await sink.abort()
+        assert [p.name for p in (tmp_path / DIR).iterdir()] == []

@@ -236,6 +236,9 @@ class TestFailures:
         await sink.abort()
         assert sorted(p.name for p in (tmp_path / DIR).iterdir()) == [kept.path]
 
+    async def test_abort_before_open_does_nothing(self) -> None:
+        await ParquetSink().abort()
+
     async def test_disk_full_while_writing_is_a_sink_error(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -250,6 +253,24 @@ class TestFailures:
         monkeypatch.undo()
         await sink.abort()
         assert list((tmp_path / DIR).iterdir()) == []
+
+    async def test_disk_full_during_finish_keeps_the_original_part(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A rewrite that fails leaves the committed part as the checkpoint recorded it."""
+        import hashlib
+
+        sink = ParquetSink()
+        await sink.open(LocalStore(tmp_path), DIR, schema_of(EARLY))
+        await sink.write(make_batch(make_images(0, 30), EARLY))
+        [part] = await sink.commit_part()
+        monkeypatch.setattr("exporter.store.open", full_disk_open(room=50), raising=False)
+        with pytest.raises(SinkError, match="no space left on device"):
+            await sink.finish(schema_of(FINAL), conformer(schema_of(FINAL)))
+        monkeypatch.undo()
+        data = (tmp_path / DIR / part.path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == part.sha256
+        assert sorted(p.name for p in (tmp_path / DIR).iterdir()) == [part.path]
 
 
 class TestSchemaFingerprint:
