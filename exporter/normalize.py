@@ -143,9 +143,12 @@ class Normalizer:
             self._timestamps([image.get("uploaded") for image in images]),
             self._variants([image.get("variants") for image in images]),
         ]
-        metas = [image.get("meta") for image in images]
-        meta_json = self._flatten(metas)
-        self._observe()
+        try:
+            meta_json = self._flatten([image.get("meta") for image in images])
+            self._observe()
+        except BaseException:
+            self._reset()  # e.g. SchemaContractError mid-page: leave no half-filled cells
+            raise
         return self._finish(core, pa.array(meta_json, pa.string()), len(images))
 
     def final_schema(self) -> pa.Schema:
@@ -191,9 +194,8 @@ class Normalizer:
         return list(self._capped_keys)
 
     def report(self) -> dict[str, Any]:
-        """Return the normalizer's findings for the manifest: drift, anomalies, capped keys."""
+        """Return the normalizer's other findings for the manifest: anomalies, capped keys."""
         return {
-            "drift": self.drift(),
             "anomalies": self.anomalies,
             "capped_values": self.capped_values,
             "capped_keys": [list(path) for path in self._capped_keys],
@@ -308,16 +310,12 @@ class Normalizer:
 
     def _observe(self) -> None:
         """Merge the value types of this batch into the plan (may widen or raise on freeze)."""
-        try:
-            for column in self._touched:
-                assert column.cells is not None
-                kinds, array = _kinds(column.cells)
-                self._arrays[column.name] = array
-                for type_, big in kinds:
-                    self._plan.observe(column, type_, big)
-        except BaseException:
-            self._reset()
-            raise
+        for column in self._touched:
+            assert column.cells is not None
+            kinds, array = _kinds(column.cells)
+            self._arrays[column.name] = array
+            for type_, big in kinds:
+                self._plan.observe(column, type_, big)
 
     def _batch_type(self, column: PlanColumn) -> str | None:
         """Return the type this batch alone would give the column, joined with the plan's."""

@@ -448,6 +448,14 @@ class TestSeed:
         with pytest.raises(SchemaContractError, match="new meta column meta__brand_new"):
             norm.normalize(metas({"brand new": 1}))
 
+    def test_freeze_failure_leaves_the_normalizer_clean(self) -> None:
+        """After a contract failure mid-page no cells of that page leak into the next one."""
+        options = NormalizeOptions(schema_contract="freeze")
+        norm = Normalizer("acc-1", options, seed=[*self.SEED])
+        with pytest.raises(SchemaContractError):
+            norm.normalize(metas({"status": "leak", "n": 2}, {"brand new": 1}))
+        assert column(norm.normalize(metas({"n": 1})), "meta__status") == [None]
+
     def test_freeze_fails_on_widening(self) -> None:
         """freeze + seed: a value needing a wider type fails the run."""
         options = NormalizeOptions(schema_contract="freeze")
