@@ -272,11 +272,12 @@ class Normalizer:
         return meta_json
 
     def _walk(self, obj: dict[str, Any], prefix: tuple[str, ...], row: int, depth: int) -> None:
+        """Fill cells for the leaves of a nested object (below the top level)."""
         by_path = self._plan.by_path
         for key, value in obj.items():
             if value is None:
                 continue
-            path = (*prefix, key)
+            path = prefix + (key,)  # noqa: RUF005 (concatenation beats unpacking on this hot path)
             if type(value) is dict and depth > 1:
                 self._walk(value, path, row, depth - 1)
                 continue
