@@ -8,9 +8,11 @@ walker of the process. The arithmetic is pure and takes clocks; only `acquire()`
   `Ratelimit-Policy: "burst";q=<quota>;w=<window s>` (IETF httpapi-ratelimit-headers), and the
   older `X-RateLimit-Limit/Remaining/Reset`. The pacer never sends more than the server says
   remains (minus what is in flight), and waits for the reset. An integer `t` is rounded, so
-  each reply narrows the interval the reset must lie in; the pacer waits for its upper end.
-* Without fresh headers a local sliding window allows `quota * margin` per `window_s`; after
-  a reset it sends one probe and waits for that reply's headers.
+  each reply narrows the interval the reset must lie in (as does the policy's window `w`);
+  the pacer waits for its upper end.
+* A server that never sent headers gets a local sliding window of `quota * margin` per
+  `window_s`. Once headers were seen, a reset window is probed with one request whose reply
+  tells the new remaining count.
 * A 429 blocks everyone for `Retry-After` (else a window) and halves the rate for a while.
 """
 
@@ -133,6 +135,7 @@ class Pacer:
             raise ValueError("quota >= 1, window_s > 0 and 0 < margin <= 1 are required")
         self.quota = quota
         self.window_s = window_s
+        self._configured_window = window_s
         self.margin = margin
         self.keep = keep  # requests left unspent from what the server says remains
         self._clock = clock
@@ -168,10 +171,10 @@ class Pacer:
             if self._budget - keep >= 1:
                 return 0.0
             return self._reset_hi - now + _EPSILON_S
-        if self._seen_headers and self._inflight > 0:
-            # The server window has reset (or headers stopped): probe with one request and
-            # learn the new remaining count from its reply before spending more.
-            return self.window_s  # woken early by the reply
+        if self._seen_headers:
+            # The server window has reset: probe with one request and learn the new
+            # remaining count from its reply before spending more.
+            return 0.0 if self._inflight == 0 else self.window_s  # woken early by the reply
         if len(self._sent) >= self._local_limit():
             return self._sent[0] + self.window_s - now + _EPSILON_S
         return 0.0
@@ -207,10 +210,21 @@ class Pacer:
             self._reset_lo = self._reset_hi = self._blocked_until
             return
         if info.remaining is None or info.reset_s is None:
+            if status is not None:
+                self._seen_headers = False  # replies stopped telling: the local window rules
             return
         self._seen_headers = True
         slack = 0.0 if info.reset_exact else 1.0  # `t` is rounded up to whole seconds
         lo, hi = ticket.sent_at + info.reset_s - slack, now + info.reset_s
+        if info.window_s is not None:
+            # No window ends later than one window after the request: a bound that beats a
+            # `t` rounded up to whole seconds. A configured window that `w` rounds up to
+            # (1.5 s for w=2) refines it.
+            window = info.window_s
+            if self._configured_window <= window < self._configured_window + 1:
+                window = self._configured_window
+            hi = min(hi, now + window)
+            lo = min(lo, hi)
         # Requests still in flight may be counted after this reply: assume they will be.
         budget = info.remaining - self._inflight
         same_window = now < self._reset_hi and max(lo, self._reset_lo) <= min(hi, self._reset_hi)

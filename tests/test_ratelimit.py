@@ -145,3 +145,15 @@ async def test_acquire_waits_and_counts() -> None:
     assert stats.waits == 1
     assert 0.1 < stats.wait_seconds < 0.5
     assert stats.current_wait == ""
+
+
+def test_replies_without_headers_bring_back_the_local_window() -> None:
+    """Once replies stop carrying headers, the local quota*margin window applies again."""
+    clock = Clock()
+    pacer = Pacer(10, 10.0, 0.5, clock=clock)
+    pacer.release(pacer.grant(), 200, {"Ratelimit": '"default";r=0;t=1'})
+    clock.now += 1.5
+    for _ in range(4):
+        assert pacer.delay() == 0
+        pacer.release(pacer.grant(), 200, None)
+    assert pacer.delay() > 0  # 5 sent within the window: the local limit of 5
