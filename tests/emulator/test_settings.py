@@ -10,7 +10,13 @@ import urllib.request
 import orjson
 import pytest
 
-from exporter.emulator import EmulatorSettings, add_emulator_arguments, settings_from_args
+from exporter.emulator import (
+    EmulatorSettings,
+    add_emulator_arguments,
+    build_catalog,
+    run_emulator,
+    settings_from_args,
+)
 from exporter.emulator.server import check_loopback
 from exporter.errors import ConfigError
 
@@ -103,3 +109,13 @@ def test_serve_prints_banner_and_serves() -> None:
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+async def test_prebuilt_catalog_reused() -> None:
+    """run_emulator serves a prebuilt catalog as is, and refuses one of other settings."""
+    catalog = build_catalog(40, seed=2)
+    async with run_emulator(EmulatorSettings(images=40, seed=2), catalog=catalog) as emu:
+        assert emu.catalog is catalog
+    with pytest.raises(ConfigError, match="prebuilt catalog"):
+        async with run_emulator(EmulatorSettings(images=41, seed=2), catalog=catalog):
+            pass
