@@ -55,7 +55,6 @@ _SKIP_CACHE_LIMIT = 100_000  # unselected/capped paths remembered; memory stays 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _TIMESTAMP_NS = pa.timestamp("ns", tz="UTC")
 _NONE = type(None)
-_JSON_KINDS = (dict, list)
 
 
 @dataclass(frozen=True, kw_only=True)
