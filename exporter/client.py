@@ -109,6 +109,8 @@ class ApiClient:
         return f"ApiClient(base_url={self.base_url!r}, credentials={self._credentials!r})"
 
     async def __aenter__(self) -> ApiClient:
+        if self._credentials.note:
+            log.info("credentials: %s", self._credentials.note)  # once per run
         connector = aiohttp.TCPConnector(limit=16, keepalive_timeout=60)  # TLS verify: default
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -248,13 +250,16 @@ class ApiClient:
         headers = await auth()
         ticket = await pacer.acquire(self.stats)
         self.stats.requests += 1
+        reply: _Reply | None = None
         try:
             async with self._session.get(url, params=list(params), headers=headers) as resp:
                 reply = _Reply(resp.status, resp.headers, await resp.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
-            pacer.release(ticket, None, None)
             kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             raise TransientError(self._scrub(f"{kind}: {exc}".rstrip(": "))) from None
+        finally:
+            if reply is None:  # failed or cancelled: the request no longer holds budget
+                pacer.release(ticket, None, None)
         retry_after = reply.headers.get("Retry-After")
         pacer.release(
             ticket, reply.status, reply.headers, parse_retry_after(retry_after, self.retry.clock)

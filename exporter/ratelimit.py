@@ -149,6 +149,7 @@ class Pacer:
         self._blocked_until = -math.inf
         self._factor = 1.0  # < 1 for a while after a 429
         self.throttled = 0
+        self._wakeup: anyio.Event | None = None  # set by release(), for acquire()
 
     @property
     def inflight(self) -> int:
@@ -198,6 +199,9 @@ class Pacer:
         """Take in one reply (status None: no reply): its headers, and a 429's Retry-After."""
         now = self._clock()
         self._inflight = max(0, self._inflight - 1)
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
         info = parse_rate_headers(headers, self._wall()) if headers else RateInfo()
         if info.quota is not None and info.window_s is not None:
             self.quota, self.window_s = info.quota, info.window_s
@@ -254,5 +258,9 @@ class Pacer:
         return self.grant()
 
     async def _wait(self, delay: float) -> None:
-        # Sleep in short slices so a reply that frees budget is seen promptly.
-        await anyio.sleep(min(delay, 0.05 if self._inflight else delay))
+        # Sleep until the delay is over or a reply arrives (it may free budget).
+        if self._wakeup is None:
+            self._wakeup = anyio.Event()
+        wakeup = self._wakeup
+        with anyio.move_on_after(delay):
+            await wakeup.wait()

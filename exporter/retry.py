@@ -19,6 +19,8 @@ from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from exporter.errors import ConfigError
+
 RETRY_STATUS = frozenset({429, *range(500, 505), *range(520, 531)})
 
 
@@ -58,6 +60,12 @@ class RetryPolicy:
     cap_s: float = 30.0
     deadline_s: float = 600.0
     clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.base_s < 0 or self.cap_s < 0 or self.deadline_s <= 0:
+            raise ConfigError(
+                "retry", "max_attempts >= 1, base_s and cap_s >= 0, deadline_s > 0 are required"
+            )
 
     def delay(
         self, attempt: int, status: int | None, retry_after: str | None, rng: random.Random

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import anyio
 import orjson
 import pytest
 from aioresponses import aioresponses as _aioresponses
@@ -335,3 +336,24 @@ async def test_used_outside_async_with_is_a_bug() -> None:
 
 def test_orjson_page_bytes_roundtrip() -> None:
     assert orjson.loads(orjson.dumps(page_body(["a"], None)))["result"]["images"][0]["id"] == "a"
+
+
+async def test_cancelled_request_gives_its_budget_back(client: ApiClient) -> None:
+    """A request cancelled mid-flight (a stopped cursor) is no longer counted in flight."""
+
+    async def hang(url: Any, **kwargs: Any) -> None:
+        await anyio.sleep(10)
+
+    with aioresponses() as m:
+        m.get(LIST, callback=hang)
+        with anyio.move_on_after(0.05):
+            await pages(client)
+    assert client.pacer.inflight == 0
+
+
+async def test_both_credentials_note_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_EMAIL": "e@x", "CLOUDFLARE_API_KEY": "k"}
+    with caplog.at_level(logging.INFO, logger="exporter.client"):
+        async with ApiClient(BASE, ACCOUNT, Credentials.from_env(env), stats=RunStats()):
+            pass
+    assert caplog.text.count("using the token") == 1 and TOKEN not in caplog.text

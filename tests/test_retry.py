@@ -8,6 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
+from exporter.errors import ConfigError
 from exporter.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC).timestamp()
@@ -81,3 +82,11 @@ class TestDelay:
         first = [policy.delay(a, 500, None, random.Random(7)) for a in range(1, 6)]
         again = [policy.delay(a, 500, None, random.Random(7)) for a in range(1, 6)]
         assert first == again
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_attempts": 0}, {"base_s": -1}, {"deadline_s": 0}], ids=str
+)
+def test_impossible_policy_is_a_config_error(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
