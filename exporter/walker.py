@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 
 from exporter.auth import Credentials
 from exporter.client import DEFAULT_BATCH_BASE_URL, ApiClient
-from exporter.errors import ConfigError, CursorError, ResponseError
+from exporter.errors import ConfigError, CursorError, ExporterError, ResponseError
 from exporter.pagination import Image, ListRequest, Page, SortOrder, uploaded_key
 from exporter.ratelimit import Pacer
 from exporter.retry import RetryPolicy
@@ -355,7 +355,11 @@ class Walker:
                     failure = error
                     break
                 assert page is not None
-                images = merge.feed(order, page, self.client.base_url)
+                try:
+                    images = merge.feed(order, page, self.client.base_url)
+                except ExporterError as exc:  # a page out of order, without an uploaded time
+                    failure = exc
+                    break
                 for side in merge.sides.values():
                     if side.stopped and side.order in scopes:
                         scopes.pop(side.order).cancel()

@@ -291,6 +291,13 @@ class TestWalker:
             await collect(walker(client))
         assert info.value.status == 404
 
+    async def test_an_out_of_order_page_surfaces_as_a_cursor_error(self) -> None:
+        rng = random.Random(1)
+        source = Source(make_catalog(300, 300, rng), 10, rng)
+        source.orders["asc"][20:30] = reversed(source.orders["asc"][20:30])
+        with pytest.raises(CursorError):
+            await collect(walker(FakeClient(source), mode="single", sort_order="asc"))
+
     async def test_early_close_stops_the_fetchers(self) -> None:
         rng = random.Random(1)
         client = FakeClient(Source(make_catalog(500, 50, rng), 10, rng))
