@@ -11,6 +11,7 @@ snapshot, which only then becomes `OUT/snapshot_date=D`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import posixpath
@@ -149,9 +150,9 @@ async def export(config: ExportConfig, *, stats: RunStats | None = None) -> dict
     stats = stats if stats is not None else RunStats()
     store = open_store(config.output)
     run = await anyio.to_thread.run_sync(_prepare_run, config, store, stats)
-    if run.checkpoint.phase == "publishing" and await anyio.to_thread.run_sync(_published, run):
-        log.info("the checkpointed run was already published; nothing left to do")
-        return await anyio.to_thread.run_sync(_finish_published, run)
+    if run.checkpoint.phase == "publishing":
+        log.info("the checkpointed run was sealed; finishing its publication")
+        return await anyio.to_thread.run_sync(_finish_publishing, run)
     try:
         await _open_sinks(run)
         files, api_count = await _walk_and_write(run)
@@ -185,7 +186,8 @@ def _prepare_run(config: ExportConfig, store: Store, stats: RunStats) -> Run:
             started_at=_now().isoformat(),
         )
     previous = previous_manifest(store, date)
-    sinks = [open_sink(name, config.sinks) for name in config.formats]
+    options = dataclasses.replace(config.sinks, run_tag=checkpoint.run_id[:8])
+    sinks = [open_sink(name, options) for name in config.formats]
     if checkpoint.normalizer_state is not None:
         normalizer = Normalizer.from_state(
             config.account_id, config.normalize, checkpoint.normalizer_state
@@ -275,16 +277,17 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
     return _summary(run, published, manifest)
 
 
-def _published(run: Run) -> bool:
-    """True when the snapshot of the checkpointed run is the one published for its date."""
-    manifest = read_manifest(run.store, snapshot_dir(run.checkpoint.snapshot_date))
-    return manifest is not None and manifest.get("run_id") == run.checkpoint.run_id
+def _finish_publishing(run: Run) -> dict[str, Any]:
+    """Resume a run killed after sealing: publish the sealed snapshot unless already swapped in.
 
-
-def _finish_published(run: Run) -> dict[str, Any]:
-    """Resume after a kill that fell between publication and clean-up: just clean up."""
+    The staged snapshot holds parts, manifest and `_SUCCESS`; walking again would duplicate
+    every image, so the run only completes what publication had left to do.
+    """
     published = snapshot_dir(run.checkpoint.snapshot_date)
     manifest = read_manifest(run.store, published)
+    if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
+        published = run.store.publish(run.staged, run.checkpoint.snapshot_date)
+        manifest = read_manifest(run.store, published)
     assert manifest is not None
     discard_run(run.store, run.checkpoint.run_key)
     _restore_stats(run.stats, run.checkpoint.counts)

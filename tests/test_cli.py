@@ -80,7 +80,8 @@ class TestExport:
         args = ["export", "--output", str(out), "--snapshot-date", DATE, "--format", "ndjson"]
         result = run_cli([*args, "--sort-order", "asc", "--per-page", "100"], emu.env())
         assert result.returncode == 0, result.stderr
-        lines = (out / f"snapshot_date={DATE}" / "part-00000.ndjson").read_bytes().splitlines()
+        (part,) = (out / f"snapshot_date={DATE}").glob("part-00000-*.ndjson")
+        lines = part.read_bytes().splitlines()
         rows = [orjson.loads(line) for line in lines]
         assert exported_rows(rows) == catalog_rows(emu.images, emu.seed, emu.account_id)
 
@@ -124,7 +125,7 @@ class TestExport:
         ok = run_cli(["inspect", str(out)])
         assert ok.returncode == 0, ok.stderr
         assert f"{emu.images:,} images" in ok.stdout
-        part = out / f"snapshot_date={DATE}" / "part-00000.parquet"
+        (part,) = (out / f"snapshot_date={DATE}").glob("part-00000-*.parquet")
         data = bytearray(part.read_bytes())
         data[len(data) // 2] ^= 0xFF
         part.write_bytes(bytes(data))

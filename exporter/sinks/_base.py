@@ -78,6 +78,10 @@ class SinkOptions:
     part_bytes: int = 256 * 1024 * 1024
     ndjson_gzip: bool = False
     duckdb_path: str | None = None
+    # Part files are named part-NNNNN-<run_tag><suffix>: a reader that listed the previous
+    # snapshot of a date just before a re-publish then finds no such file (an error), never a
+    # file of the new snapshot under an old name (mixed data).
+    run_tag: str = ""
 
     def __post_init__(self) -> None:
         for name in ("row_group_rows", "part_rows", "part_bytes"):
@@ -227,7 +231,8 @@ class FilePartSink:
 
     def _open_file(self, schema: pa.Schema) -> None:
         store = self._require_store()
-        name = f"part-{self._next_index:05d}{self.suffix}"
+        tag = f"-{self.options.run_tag}" if self.options.run_tag else ""
+        name = f"part-{self._next_index:05d}{tag}{self.suffix}"
         self._next_index += 1
         self._file_path = self._path(name)
         stack = contextlib.ExitStack()
