@@ -74,6 +74,8 @@ async def walk(
     token: str | None = None
     pages = 0
     while True:
+        # A walk that never ends is a failure, not a hang: no walk needs more pages than images.
+        assert pages <= len(emu.catalog), "the continuation tokens loop"
         query = params + ([("continuation_token", token)] if token else [])
         reply = await list_page(session, emu, query, url=url, headers=headers)
         assert reply.status == 200, reply.body[:300]

@@ -110,6 +110,7 @@ def _walk(view: list[int] | range, order: str, size: int) -> list[OrderKey]:
     served: list[OrderKey] = []
     after: OrderKey | None = None
     while True:
+        assert len(served) <= len(keys), "the walk loops"
         page = select_page(keys, view, order, size, after)
         served.extend(keys[p] for p in page.positions)
         assert len(page.positions) <= size

@@ -29,7 +29,7 @@ async def _walk(
     """Follow continuation_token with the SDK; return every image as API JSON."""
     images: list[dict[str, Any]] = []
     token: str | None = None
-    while True:
+    for _ in range(len(emu.catalog) + 1):  # bounded: a token loop fails instead of hanging
         page = await client.images.v2.list(
             account_id=emu.account_id, continuation_token=token, extra_query=extra_query, **kw
         )
@@ -37,6 +37,7 @@ async def _walk(
         token = page.continuation_token
         if token is None:
             return images
+    raise AssertionError("the continuation tokens loop")
 
 
 def _api_json(image: dict[str, Any]) -> dict[str, Any]:
