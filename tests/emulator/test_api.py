@@ -181,6 +181,10 @@ class TestPagination:
             ),
             pytest.param([("meta.region.name[in]", "eu-west|us-east")], id="nested-in"),
             pytest.param([("creator", "")], id="creator-unset"),
+            pytest.param([("creator", "Zoë")], id="creator-unicode"),
+            pytest.param([("meta.ключ[eq:string]", "значение")], id="unicode-key"),
+            pytest.param([("meta.UPPER[eq:boolean]", "true")], id="upper-boolean"),
+            pytest.param([("meta.a.b[lt:number]", "0")], id="nested-not-dotted-key"),
             pytest.param(
                 [("creator", "user-003"), ("meta.status[eq:string]", "active")],
                 id="creator-and-meta",
