@@ -36,9 +36,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
-def setup_logging(log_format: str, verbosity: int, stream: TextIO | None = None) -> None:
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """A handler writing to whatever `sys.stderr` is at the time of each record."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
+def setup_logging(log_format: str, verbosity: int) -> None:
     """Route the exporter's logs to stderr as plain or JSON lines; -q/-v move the level."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = StderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -47,7 +59,6 @@ def setup_logging(log_format: str, verbosity: int, stream: TextIO | None = None)
     root = logging.getLogger("exporter")
     root.handlers[:] = [handler]
     root.setLevel(level if verbosity >= -1 else logging.ERROR)
-    root.propagate = False
 
 
 def progress_line(stats: RunStats, elapsed: float) -> str:
