@@ -105,7 +105,8 @@ def _add_export_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--config", metavar="FILE", help="TOML config file (see configs/)")
     add("--account-id", metavar="ID", help="account id (env CLOUDFLARE_ACCOUNT_ID)")
-    add("--output", metavar="DIR", help="output directory (default: out)")
+    add("--output", metavar="DIR", help="output directory or s3://, gs:// URI (default: out)")
+    add("--s3-endpoint", metavar="URL", help="S3-compatible endpoint (env AWS_ENDPOINT_URL)")
     add("--format", action="append", metavar="NAME", help="parquet, ndjson, duckdb (repeatable)")
     add("--filter", action="append", metavar="EXPR", help="e.g. 'meta.status[eq]=active'")
     add("--creator", metavar="C", help="only images of this creator; '' = without a creator")
@@ -132,6 +133,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "export.account_id": args.account_id,
         "export.output": args.output,
+        "export.s3_endpoint": args.s3_endpoint,
         "export.formats": args.format,
         "export.snapshot_date": args.snapshot_date,
         "export.base_url": args.base_url,

@@ -47,6 +47,9 @@ def _str_list(value: Any) -> bool:
 OPTIONS: dict[str, Option] = {
     "export.account_id": Option(str, None, "Cloudflare account id (or CLOUDFLARE_ACCOUNT_ID)"),
     "export.output": Option(str, "out", "output directory or URI"),
+    "export.s3_endpoint": Option(
+        str, None, "S3-compatible endpoint URL (or AWS_ENDPOINT_URL); AWS when unset"
+    ),
     "export.formats": Option(
         list, ["parquet"], "sinks to write: parquet, ndjson, duckdb, or a plugin"
     ),
@@ -104,6 +107,7 @@ class ExportConfig:
     sinks: SinkOptions
     resume: bool = False
     dry_run: bool = False
+    s3_endpoint: str | None = None
 
     def plan(self) -> dict[str, Any]:
         """Return the resolved plan as JSON-ready data, secrets masked (for --dry-run)."""
@@ -270,6 +274,7 @@ def _build(values: Mapping[str, Any], environ: Mapping[str, str], **run: Any) ->
         ),
         resume=run["resume"],
         dry_run=run["dry_run"],
+        s3_endpoint=values["export.s3_endpoint"] or None,
     )
 
 

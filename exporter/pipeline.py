@@ -148,7 +148,9 @@ def _now() -> dt.datetime:
 async def export(config: ExportConfig, *, stats: RunStats | None = None) -> dict[str, Any]:
     """Export one snapshot and publish it; return the summary (the CLI prints it)."""
     stats = stats if stats is not None else RunStats()
-    store = open_store(config.output)
+    store = await anyio.to_thread.run_sync(
+        lambda: open_store(config.output, s3_endpoint=config.s3_endpoint)
+    )
     run = await anyio.to_thread.run_sync(_prepare_run, config, store, stats)
     if run.checkpoint.phase == "publishing":
         log.info("the checkpointed run was sealed; finishing its publication")

@@ -8,8 +8,8 @@ Layout under the output root `OUT`:
 
 `.staging` starts with a dot and does not match `OUT/snapshot_date=*/*`, and it lives on the
 same file system as the published snapshots, so publication is one `rename`. Paths handed to a
-store are relative POSIX strings ("a/b/c"); only the store knows how they map to the disk (a
-`pyarrow.fs` bucket store can implement the same `Store` protocol, issue 8).
+store are relative POSIX strings ("a/b/c"); only the store knows how they map to the disk
+(`exporter.objectstore.ObjectStore` maps them into a bucket and publishes by copying).
 
 Every `OSError` (ENOSPC, EACCES, EROFS, a vanished directory) leaves as `SinkError` with one
 clear line; published snapshots are never touched by a failed write.
@@ -375,10 +375,21 @@ def seal(store: Store, staged: str, manifest: bytes) -> None:
     store.write_atomic(posixpath.join(staged, SUCCESS_NAME), b"")
 
 
-def open_store(output: str | Path) -> Store:
-    """Return the store for `--output`: a local directory (object stores arrive in issue 8)."""
+def open_store(output: str | Path, *, s3_endpoint: str | None = None) -> Store:
+    """Return the store for `--output`: a directory, `s3://bucket/prefix` or `gs://bucket/prefix`.
+
+    `s3_endpoint` (flag or config) points S3 at a compatible service (MinIO, R2, Ceph); without
+    it `AWS_ENDPOINT_URL` is used. A bucket store checks its bucket here, so a missing bucket or
+    refused credentials fail before any page is fetched.
+    """
     text = str(output)
     if "://" in text and not text.startswith("file://"):
         scheme = text.split("://", 1)[0]
-        raise ConfigError("output", f"{scheme}:// outputs are not supported yet; use a directory")
+        if scheme in ("s3", "gs"):
+            from exporter.objectstore import open_object_store  # pyarrow.fs S3/GCS load on use
+
+            return open_object_store(text, s3_endpoint=s3_endpoint)
+        raise ConfigError(
+            "output", f"{scheme}:// outputs are not supported; use a directory, s3:// or gs://"
+        )
     return LocalStore(Path(text.removeprefix("file://")).expanduser())

@@ -1,0 +1,356 @@
+"""A `Store` in a bucket (S3-compatible or GCS) through `pyarrow.fs`: streaming uploads, and a
+publication built from copies because object stores cannot rename a directory.
+
+Layout is the local one, under `s3://bucket/prefix` (or `gs://`):
+
+    prefix/snapshot_date=D/part-NNNNN-<run8>.parquet, _manifest.json, _SUCCESS
+    prefix/.staging/<run-key>/_checkpoint.json, snapshot_date=D/...
+
+Every file is one object; an object becomes visible only when its upload completes (a
+multipart upload killed half way stays invisible), and a PUT replaces an object atomically,
+so `write_atomic` is one upload. `publish` is the sequence described in its docstring.
+
+Credentials come only from the provider chain pyarrow's SDK implements (environment,
+profile, web identity, instance role; Application Default Credentials for GCS); the endpoint
+of an S3-compatible store comes from `--s3-endpoint`, `export.s3_endpoint`,
+`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`, the region from `AWS_REGION`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import posixpath
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+from urllib.parse import urlsplit
+
+import orjson
+import pyarrow.fs as pafs
+
+from exporter.errors import ConfigError, SinkError
+from exporter.store import (
+    MANIFEST_NAME,
+    SUCCESS_NAME,
+    HashingWriter,
+    snapshot_dir,
+)
+
+SCHEMES = ("s3", "gs")
+# Attempts per request for throttling (503 SlowDown), 5xx and dropped connections; the SDK
+# backs off exponentially between them.
+S3_ATTEMPTS = 10
+GCS_RETRY_LIMIT = dt.timedelta(minutes=5)
+CONNECT_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class BucketUri:
+    """`scheme://bucket/prefix`, split; `prefix` has no leading or trailing slash."""
+
+    scheme: str
+    bucket: str
+    prefix: str
+
+    @property
+    def base(self) -> str:
+        """Return the `bucket/prefix` path pyarrow.fs file systems take."""
+        return f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.base}"
+
+
+def parse_bucket_uri(uri: str) -> BucketUri:
+    """Split an `s3://` or `gs://` output URI; ConfigError for anything a bucket cannot hold."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ConfigError("export.output", f"{uri!r} is not an s3:// or gs:// URI")
+    if "?" in rest or "#" in rest:
+        raise ConfigError("export.output", "options in the URI are not supported; use flags")
+    bucket, _, prefix = rest.partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError("export.output", f"{bucket!r} is not a valid bucket name")
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ConfigError("export.output", "the prefix must not contain '.' or '..'")
+    return BucketUri(scheme, bucket, "/".join(parts))
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """What S3FileSystem needs besides credentials: where the service is, which region."""
+
+    endpoint_override: str | None
+    scheme: str
+    region: str | None
+
+
+def s3_settings(endpoint: str | None, environ: Mapping[str, str]) -> S3Settings:
+    """Resolve endpoint and region: the flag/config first, then the standard AWS variables.
+
+    `endpoint` is a URL (`http://127.0.0.1:9000`, `https://<acct>.r2.cloudflarestorage.com`)
+    or a bare `host:port`, which means https.
+    """
+    key = "export.s3_endpoint"
+    raw = endpoint or environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
+    if not raw:
+        return S3Settings(None, "https", region)
+    url = urlsplit(raw if "://" in raw else f"https://{raw}")
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise ConfigError(key, f"{raw!r} is not an http(s) endpoint")
+    if url.path.strip("/") or url.query:
+        raise ConfigError(key, f"{raw!r}: give the service endpoint only, without a path")
+    return S3Settings(url.netloc, url.scheme, region)
+
+
+def make_filesystem(
+    uri: BucketUri, *, s3_endpoint: str | None = None, environ: Mapping[str, str] | None = None
+) -> pafs.FileSystem:
+    """Return the pyarrow file system for a bucket URI.
+
+    On AWS itself (no endpoint) without `AWS_REGION`, the bucket's region is looked up with
+    one unauthenticated request, as `S3FileSystem.from_uri` does; nothing else is sent.
+    """
+    env = os.environ if environ is None else environ
+    if uri.scheme == "gs":
+        return pafs.GcsFileSystem(retry_time_limit=GCS_RETRY_LIMIT)
+    settings = s3_settings(s3_endpoint, env)
+    region = settings.region
+    if region is None and settings.endpoint_override is None:
+        region = pafs.resolve_s3_region(uri.bucket)
+    return pafs.S3FileSystem(
+        region=region,
+        endpoint_override=settings.endpoint_override,
+        scheme=settings.scheme,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        request_timeout=REQUEST_TIMEOUT_S,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS),
+        allow_bucket_creation=False,
+        allow_bucket_deletion=False,
+        check_directory_existence_before_creation=False,
+    )
+
+
+# Error texts of the AWS and GCS SDKs, as pyarrow passes them on, mapped to one plain reason.
+_REASONS = (
+    (("NO_SUCH_BUCKET", "NoSuchBucket", "bucket does not exist"), "the bucket does not exist"),
+    (
+        ("ACCESS_DENIED", "AccessDenied", "Forbidden", "PERMISSION_DENIED"),
+        "access denied (check the credentials the provider chain found and their permissions)",
+    ),
+    (
+        ("INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId", "SIGNATURE_DOES_NOT_MATCH", "Unauthorized"),
+        "the credentials were rejected (unknown key or bad secret)",
+    ),
+    (("Path does not exist", "NotFound", "NO_SUCH_KEY"), "no such object"),
+    (
+        ("SLOW_DOWN", "SlowDown", "SERVICE_UNAVAILABLE"),
+        "the store kept throttling (503 SlowDown) after retries",
+    ),
+    (
+        ("NETWORK_CONNECTION", "Couldn't connect", "Connection refused", "curlCode"),
+        "cannot reach the store (connection failed after retries)",
+    ),
+)
+
+
+def describe_store_error(message: str) -> str:
+    """Return one plain reason for an SDK error message (its first line when unrecognised)."""
+    for markers, reason in _REASONS:
+        if any(marker in message for marker in markers):
+            return reason
+    lines = message.strip().splitlines()
+    return lines[0][:200] if lines else "unknown error"
+
+
+class ObjectStore:
+    """The `Store` protocol over a `pyarrow.fs` bucket file system."""
+
+    name = "store"
+
+    def __init__(self, fs: pafs.FileSystem, uri: BucketUri) -> None:
+        self._fs = fs
+        self.uri = uri
+        self.root = str(uri)
+
+    # -- paths and errors -------------------------------------------------------------------
+
+    def _abs(self, path: str) -> str:
+        if path.startswith("/") or ".." in path.split("/"):
+            raise ValueError(f"store paths are relative and stay inside the root: {path!r}")
+        return f"{self.uri.base}/{path}" if path else self.uri.base
+
+    def _url(self, path: str) -> str:
+        return f"{self.uri.scheme}://{self._abs(path)}"
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, path: str) -> Iterator[None]:
+        try:
+            yield
+        except SinkError:
+            raise
+        except OSError as exc:
+            reason = describe_store_error(str(exc))
+            raise SinkError(self.name, f"cannot {action} {self._url(path)}: {reason}") from exc
+
+    def _info(self, path: str) -> pafs.FileInfo:
+        with self._errors("stat", path):
+            return self._fs.get_file_info(self._abs(path))
+
+    # -- the Store protocol -----------------------------------------------------------------
+
+    def check_bucket(self) -> None:
+        """Fail early with one line when the bucket is missing or the credentials cannot see it.
+
+        Listing the root is the cheapest request that needs both the bucket and read access;
+        a missing bucket otherwise surfaces as "not found" on the first read, much later.
+        """
+        with self._errors("open", ""):
+            info = self._fs.get_file_info(self.uri.bucket)
+            if info.type == pafs.FileType.NotFound:
+                raise SinkError(self.name, f"cannot open {self.root}: the bucket does not exist")
+            self._fs.get_file_info(pafs.FileSelector(self.uri.base, allow_not_found=True))
+
+    def local_path(self, path: str) -> Path | None:
+        return None
+
+    @contextlib.contextmanager
+    def open_write(self, path: str) -> Iterator[HashingWriter]:
+        """Stream into a multipart upload; the object appears, complete, when the block exits.
+
+        pyarrow uploads parts in the background while the writer continues, so memory holds
+        a few parts (5-10 MiB each), whatever the file's size. On an error the upload is
+        closed and the object deleted: it was never committed.
+        """
+        target = self._abs(path)
+        with self._errors("write", path):
+            stream = self._fs.open_output_stream(target)
+        writer = HashingWriter(cast(IO[bytes], stream))
+        try:
+            yield writer
+            writer.check()
+            with self._errors("write", path):
+                stream.close()  # completes the multipart upload
+        except BaseException:
+            with contextlib.suppress(Exception):
+                stream.close()
+            with contextlib.suppress(Exception):
+                self._fs.delete_file(target)
+            raise
+
+    def open_read(self, path: str) -> IO[bytes]:
+        with self._errors("read", path):
+            return cast(IO[bytes], self._fs.open_input_file(self._abs(path)))
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """One upload: readers of an object see the old version or the new one, never a mix."""
+        with self._errors("write", path), self._fs.open_output_stream(self._abs(path)) as out:
+            out.write(data)
+
+    def replace(self, src: str, dst: str) -> None:
+        """Copy `src` over `dst` (server side, atomic for `dst`), then delete `src`."""
+        with self._errors("replace", dst):
+            self._fs.move(self._abs(src), self._abs(dst))
+
+    def read_bytes(self, path: str) -> bytes | None:
+        with self._errors("read", path):
+            try:
+                with self._fs.open_input_stream(self._abs(path)) as raw:
+                    return bytes(raw.read())
+            except FileNotFoundError:
+                return None
+
+    def exists(self, path: str) -> bool:
+        return bool(self._info(path).type != pafs.FileType.NotFound)
+
+    def size(self, path: str) -> int:
+        info = self._info(path)
+        if info.type != pafs.FileType.File or info.size is None:
+            raise SinkError(self.name, f"cannot stat {self._url(path)}: no such object")
+        return int(info.size)
+
+    def list_dir(self, path: str) -> list[str]:
+        """Return the sorted names one level below `path` ([] when nothing is there)."""
+        with self._errors("list", path):
+            infos = self._fs.get_file_info(
+                pafs.FileSelector(self._abs(path), allow_not_found=True, recursive=False)
+            )
+        return sorted(posixpath.basename(info.path.rstrip("/")) for info in infos)
+
+    def make_dirs(self, path: str) -> None:
+        """Do nothing: prefixes exist through the objects under them (no marker objects)."""
+
+    def delete(self, path: str) -> None:
+        with self._errors("delete", path), contextlib.suppress(FileNotFoundError):
+            self._fs.delete_file(self._abs(path))
+
+    def delete_tree(self, path: str) -> None:
+        with self._errors("delete", path):
+            self._fs.delete_dir_contents(self._abs(path), missing_dir_ok=True)
+
+    def publish(self, staged: str, snapshot_date: str, *, grace_seconds: float = 1.0) -> str:
+        """Copy the sealed snapshot `staged` into `snapshot_date=D`; `_SUCCESS` comes last.
+
+        A bucket has no rename, so the snapshot cannot appear in one step. The order keeps
+        one promise: while `D/_SUCCESS` exists, `D/` holds exactly the files its manifest
+        lists. 1. delete `D/_SUCCESS` (re-publish only: D is "in progress" from now on);
+        2. copy every part the staged manifest lists (server-side copies; names carry the
+        run tag, so no previous part is overwritten); 3. copy `_manifest.json`; 4. after
+        `grace_seconds` (a reader that read the old manifest finishes its files) delete
+        every part of D the new manifest does not list; 5. write `_SUCCESS`. Every step is
+        idempotent, so a publish killed anywhere is completed by running it again (a resumed
+        run does, since D has no `_SUCCESS` of its own run yet). Returns the published path.
+        """
+        published = snapshot_dir(snapshot_date)
+        manifest = self.read_bytes(posixpath.join(staged, MANIFEST_NAME))
+        if manifest is None or not self.exists(posixpath.join(staged, SUCCESS_NAME)):
+            raise SinkError(self.name, f"refusing to publish {self._url(staged)}: not sealed")
+        names = manifest_files(manifest)
+        self.delete(posixpath.join(published, SUCCESS_NAME))
+        for name in names:
+            source, target = posixpath.join(staged, name), posixpath.join(published, name)
+            with self._errors("publish", target):
+                self._fs.copy_file(self._abs(source), self._abs(target))
+        self.write_atomic(posixpath.join(published, MANIFEST_NAME), manifest)
+        keep = {*names, MANIFEST_NAME, SUCCESS_NAME}
+        stale = [entry for entry in self.list_dir(published) if entry not in keep]
+        if stale:
+            time.sleep(grace_seconds)
+            for entry in stale:
+                self.delete(posixpath.join(published, entry))
+        self.write_atomic(posixpath.join(published, SUCCESS_NAME), b"")
+        return published
+
+
+def manifest_files(manifest: bytes) -> list[str]:
+    """Return the file names a manifest lists (relative to its snapshot directory)."""
+    try:
+        data: Any = orjson.loads(manifest)
+        names = [str(entry["path"]) for entry in data["files"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SinkError("store", f"the staged manifest is unreadable: {exc}") from exc
+    if any("/" in name or name in ("", ".", "..") for name in names):
+        raise SinkError("store", "the staged manifest names a file outside its directory")
+    return names
+
+
+def open_object_store(
+    uri: str, *, s3_endpoint: str | None = None, environ: Mapping[str, str] | None = None
+) -> ObjectStore:
+    """Return the store of an `s3://` or `gs://` output, after checking its bucket is usable."""
+    parsed = parse_bucket_uri(uri)
+    try:
+        fs = make_filesystem(parsed, s3_endpoint=s3_endpoint, environ=environ)
+    except OSError as exc:  # e.g. an unreadable credentials file
+        raise SinkError("store", f"cannot open {parsed}: {describe_store_error(str(exc))}") from exc
+    store = ObjectStore(fs, parsed)
+    store.check_bucket()
+    return store
