@@ -104,6 +104,22 @@ class TestExport:
         assert manifest["counts"]["rows"] == len(expected)
         assert 0 < len(expected)
 
+    def test_json_logs_for_schedulers(self, emu: EmulatorProcess, tmp_path: Path) -> None:
+        """--log-format json: every stderr line is one JSON object, the summary included."""
+        args = ["export", "--output", str(tmp_path / "o"), "--log-format", "json"]
+        result = run_cli(args, emu.env())
+        assert result.returncode == 0, result.stderr
+        records = [orjson.loads(line) for line in result.stderr.splitlines()]
+        summary = [r for r in records if r["message"] == "summary"]
+        assert summary and summary[0]["summary"]["images"] == emu.images
+        assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+
+    def test_quiet_prints_only_problems(self, emu: EmulatorProcess, tmp_path: Path) -> None:
+        """-q: a successful run prints nothing at all."""
+        result = run_cli(["export", "--output", str(tmp_path / "o"), "-q"], emu.env())
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "" and result.stdout == ""
+
     def test_dry_run_sends_nothing_and_masks_secrets(self, tmp_path: Path) -> None:
         """--dry-run prints the plan and requests, with no secret, even with no API reachable."""
         env = {**clean_env(), "CLOUDFLARE_API_TOKEN": "very-secret", "CLOUDFLARE_ACCOUNT_ID": "a1"}
