@@ -139,3 +139,61 @@ def test_sigkill_at_random_instants_then_resume(
     assert not list(out.glob("snapshot_date=*/*.tmp"))
     verify = run_cli(["inspect", str(out)])
     assert verify.returncode == 0, verify.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_cleanly_with_exit_130_then_resume(
+    slow_emulator: EmulatorProcess, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """SIGTERM/SIGINT mid-walk: exit 130 with one line, checkpoint kept; --resume finishes."""
+    out, config = tmp_path / "out", tmp_path / "kill.toml"
+    config.write_text(CONFIG)
+    process = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "exporter",
+            "export",
+            "--config",
+            str(config),
+            "--output",
+            str(out),
+            "--snapshot-date",
+            DATE,
+        ],
+        env=slow_emulator.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not list(out.glob(".staging/*/_checkpoint.json")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "--resume" in next(line for line in stderr.splitlines() if "error:" in line)
+    assert list(out.glob(".staging/*/_checkpoint.json"))
+    assert not (out / f"snapshot_date={DATE}").exists()
+    final = run_cli(
+        [
+            "export",
+            "--config",
+            str(config),
+            "--output",
+            str(out),
+            "--snapshot-date",
+            DATE,
+            "--resume",
+        ],
+        slow_emulator.env(),
+    )
+    assert final.returncode == 0, final.stderr
+    assert "resuming run" in final.stderr
+    glob = str(out / f"snapshot_date={DATE}" / "*.parquet")
+    with duckdb.connect() as con:
+        result = con.execute(f"SELECT * FROM read_parquet('{glob}')")
+        names = [d[0] for d in result.description]
+        rows = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+    assert exported_rows(rows) == catalog_rows(IMAGES, 5, slow_emulator.account_id)
