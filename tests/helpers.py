@@ -25,6 +25,7 @@ class EmulatorProcess:
     """An emulator served by `cf-images-export emulator` in a child process."""
 
     base_url: str
+    batch_base_url: str
     account_id: str
     token: str
     images: int
@@ -63,7 +64,9 @@ def emulator_process(images: int = 500, seed: int = 7, *args: str) -> Iterator[E
             if "=" in line:
                 key, _, value = line.strip().partition("=")
                 banner[key] = value
-            if "CLOUDFLARE_API_TOKEN" in banner:
+            elif line.strip().startswith("batch host:"):
+                banner["batch"] = line.split(":", 1)[1].strip().removesuffix("/images/v2")
+            if "batch" in banner:
                 break
         if "CLOUDFLARE_API_TOKEN" not in banner:
             raise RuntimeError(
@@ -71,6 +74,7 @@ def emulator_process(images: int = 500, seed: int = 7, *args: str) -> Iterator[E
             )
         yield EmulatorProcess(
             base_url=banner["CLOUDFLARE_BASE_URL"],
+            batch_base_url=banner["batch"],
             account_id=banner["CLOUDFLARE_ACCOUNT_ID"],
             token=banner["CLOUDFLARE_API_TOKEN"],
             images=images,

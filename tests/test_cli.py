@@ -104,6 +104,15 @@ class TestExport:
         assert manifest["counts"]["rows"] == len(expected)
         assert 0 < len(expected)
 
+    def test_batch_api_export_matches_catalog(self, emu: EmulatorProcess, tmp_path: Path) -> None:
+        """--batch-api lists through the batch host with a batch token: same exact snapshot."""
+        out = tmp_path / "out"
+        args = ["export", "--output", str(out), "--snapshot-date", DATE, "--batch-api"]
+        result = run_cli([*args, "--batch-base-url", emu.batch_base_url], emu.env())
+        assert result.returncode == 0, result.stderr
+        expected = catalog_rows(emu.images, emu.seed, emu.account_id)
+        assert exported_rows(read_parquet_rows(out)) == expected
+
     def test_json_logs_for_schedulers(self, emu: EmulatorProcess, tmp_path: Path) -> None:
         """--log-format json: every stderr line is one JSON object, the summary included."""
         args = ["export", "--output", str(tmp_path / "o"), "--log-format", "json"]
