@@ -1,0 +1,254 @@
+"""Processes and measurements: the emulator and the exporter each in their own process.
+
+The exporter's CPU seconds and peak RSS come from `os.wait4` (the child's rusage), the
+emulator's CPU from `/proc/<pid>/stat` read before and after each export, so a reader sees
+which side was the bottleneck. Nothing here imports the exporter's pipeline: the exporter
+runs exactly as a user runs it, `python -m exporter export`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+PYTHON = sys.executable
+ROOT = Path(__file__).resolve().parents[2]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# No rate limit in throughput scenarios: the pacer's default (1200/300 s) would dominate.
+UNPACED = {"quota": 10_000_000, "window_s": 300.0}
+
+
+def clean_env() -> dict[str, str]:
+    """Return os.environ without CLOUDFLARE_* variables (the bench sets its own)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFLARE_")}
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """Return utime + stime of a live process, from /proc (0.0 where /proc is missing)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of stat
+
+
+@dataclass
+class Emulator:
+    """An emulator served by `python -m exporter emulator` in its own process."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    account_id: str
+    token: str
+    images: int
+
+    def env(self) -> dict[str, str]:
+        env = clean_env()
+        env.update(
+            CLOUDFLARE_API_TOKEN=self.token,
+            CLOUDFLARE_ACCOUNT_ID=self.account_id,
+            CLOUDFLARE_BASE_URL=self.base_url,
+        )
+        return env
+
+    @property
+    def batch_base_url(self) -> str:
+        return self.base_url.removesuffix("/client/v4") + "/batch"
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process.pid)
+
+
+def emulator_args(
+    *,
+    latency_s: float = 0.0,
+    rate_quota: int | None = None,
+    rate_window_s: float | None = None,
+    lockout_s: float | None = None,
+) -> list[str]:
+    """Return the emulator flags of one scenario."""
+    args = ["--latency", str(latency_s)] if latency_s else []
+    if rate_quota is not None:
+        args += ["--rate-quota", str(rate_quota)]
+    if rate_window_s is not None:
+        args += ["--rate-window", str(rate_window_s)]
+    if lockout_s is not None:
+        args += ["--lockout", str(lockout_s)]
+    return args
+
+
+@contextmanager
+def emulator(images: int, seed: int = 1, args: Sequence[str] = ()) -> Iterator[Emulator]:
+    """Run the emulator on a free loopback port until the block exits."""
+    command = [PYTHON, "-m", "exporter", "emulator", "--port", "0"]
+    command += ["--images", str(images), "--seed", str(seed), *args]
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=errors, env=clean_env(), cwd=ROOT
+        )
+        try:
+            banner: dict[str, str] = {}
+            assert process.stdout is not None
+            for raw in process.stdout:
+                key, sep, value = raw.decode().strip().partition("=")
+                if sep:
+                    banner[key] = value
+                if "CLOUDFLARE_API_TOKEN" in banner:
+                    break
+            if "CLOUDFLARE_API_TOKEN" not in banner:
+                errors.seek(0)
+                raise RuntimeError(f"emulator did not start: {errors.read().decode()[-2000:]}")
+            yield Emulator(
+                process=process,
+                base_url=banner["CLOUDFLARE_BASE_URL"],
+                account_id=banner["CLOUDFLARE_ACCOUNT_ID"],
+                token=banner["CLOUDFLARE_API_TOKEN"],
+                images=images,
+            )
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def toml_config(tables: Mapping[str, Mapping[str, Any]]) -> str:
+    """Return TOML text for flat tables of scalars and string lists (all the bench needs)."""
+    lines: list[str] = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+@dataclass
+class ExportRun:
+    """What one exporter process did and cost."""
+
+    exit_code: int
+    wall_s: float
+    cpu_s: float  # user + system of the exporter process
+    peak_rss_mb: float
+    emulator_cpu_s: float
+    manifest: dict[str, Any] = field(default_factory=dict)
+    stderr: str = ""
+
+    @property
+    def images(self) -> int:
+        return int(self.manifest.get("counts", {}).get("rows") or 0)
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return dict(self.manifest.get("counts", {}))
+
+    def bytes_by_format(self) -> dict[str, int]:
+        """Return the snapshot's bytes per output format (by file suffix)."""
+        sizes: dict[str, int] = {}
+        for entry in self.manifest.get("files", []):
+            kind = str(entry.get("format") or entry.get("path", "?"))
+            sizes[kind] = sizes.get(kind, 0) + int(entry.get("bytes", 0))
+        return sizes
+
+    def export_seconds(self) -> float:
+        """Return the manifest's started_at -> finished_at (no interpreter start-up)."""
+        from datetime import datetime
+
+        started = self.manifest.get("started_at")
+        finished = self.manifest.get("finished_at")
+        if not started or not finished:
+            return self.wall_s
+        parse = datetime.fromisoformat
+        return (parse(finished) - parse(started)).total_seconds()
+
+
+def run_export(
+    emu: Emulator,
+    *,
+    config: Mapping[str, Mapping[str, Any]],
+    args: Sequence[str] = (),
+    timeout_s: float = 1800.0,
+) -> ExportRun:
+    """Run `python -m exporter export` once into a fresh directory; measure it."""
+    work = Path(tempfile.mkdtemp(prefix="cf-bench-"))
+    try:
+        tables = {k: dict(v) for k, v in config.items()}
+        tables.setdefault("export", {})["output"] = str(work / "out")
+        (work / "bench.toml").write_text(toml_config(tables))
+        command = [PYTHON, "-m", "exporter", "export", "--config", str(work / "bench.toml")]
+        command += ["--snapshot-date", "2026-01-01", "--log-format", "json", "-q", *args]
+        with open(work / "stderr", "wb") as errors:
+            before = emu.cpu_seconds()
+            start = time.perf_counter()
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=errors, env=emu.env(), cwd=ROOT
+            )
+            status, usage = _wait(process, timeout_s)
+            wall = time.perf_counter() - start
+            emulator_cpu = emu.cpu_seconds() - before
+        manifest_path = work / "out" / "snapshot_date=2026-01-01" / "_manifest.json"
+        manifest = orjson.loads(manifest_path.read_bytes()) if manifest_path.exists() else {}
+        return ExportRun(
+            exit_code=status,
+            wall_s=wall,
+            cpu_s=usage.ru_utime + usage.ru_stime,
+            peak_rss_mb=usage.ru_maxrss / 1024,  # Linux reports KiB
+            emulator_cpu_s=emulator_cpu,
+            manifest=manifest,
+            stderr=(work / "stderr").read_text(errors="replace")[-4000:],
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _wait(process: subprocess.Popen[bytes], timeout_s: float) -> tuple[int, Any]:
+    """Reap the child with wait4 (its own rusage); kill it past the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return process.returncode, usage
+        if time.monotonic() > deadline:
+            process.kill()
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return process.returncode, usage
+        time.sleep(0.02)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def check(run: ExportRun, expected_images: int | None) -> None:
+    """Raise when an export failed or lost images: a fast wrong answer is no benchmark."""
+    if run.exit_code != 0:
+        raise RuntimeError(f"export failed (exit {run.exit_code}): {run.stderr[-1500:]}")
+    if expected_images is not None and run.images != expected_images:
+        raise RuntimeError(f"export wrote {run.images} images, expected {expected_images}")

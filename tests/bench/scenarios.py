@@ -1,0 +1,267 @@
+"""The scenarios of issue 7 (and the numbers issues 3, 4 and 5 ask for), as plain functions.
+
+Each scenario starts its own emulator process with the flags it needs, runs the exporter
+`repeat` times and returns table rows with medians. `Plan` holds the sizes: the full suite
+(`make bench`), `--quick` (a smoke run of a couple of minutes) or `tiny` (the pytest smoke).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.bench.harness import (
+    UNPACED,
+    Emulator,
+    ExportRun,
+    check,
+    emulator,
+    emulator_args,
+    median,
+    run_export,
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one bench run."""
+
+    repeat: int = 3
+    throughput_images: int = 1_000_000
+    memory_images: tuple[int, ...] = (100_000, 1_000_000, 3_000_000)
+    latency_images: int = 200_000
+    latency_s: float = 0.1
+    paced_images: int = 150_000
+    paced_quota: int = 20
+    paced_window_s: float = 2.0
+    stage_images: int = 100_000
+    checkpoint_part_rows: int = 10_000
+
+    @classmethod
+    def quick(cls, repeat: int = 1) -> Plan:
+        """About two minutes: every scenario, smaller."""
+        return cls(
+            repeat=repeat,
+            throughput_images=100_000,
+            memory_images=(20_000, 100_000),
+            latency_images=20_000,
+            paced_images=30_000,
+            paced_quota=10,
+            paced_window_s=1.0,
+            stage_images=20_000,
+            checkpoint_part_rows=5_000,
+        )
+
+    @classmethod
+    def tiny(cls) -> Plan:
+        """Seconds, for the smoke test: every scenario's machinery on a tiny catalog."""
+        return cls(
+            repeat=1,
+            throughput_images=2_000,
+            memory_images=(500, 2_000),
+            latency_images=300,
+            latency_s=0.01,
+            paced_images=300,
+            paced_quota=20,
+            paced_window_s=0.5,
+            stage_images=300,
+            checkpoint_part_rows=1_000,
+        )
+
+
+@dataclass
+class Row:
+    """One line of the results table: medians over `runs` runs."""
+
+    scenario: str
+    variant: str
+    images: int
+    runs: int
+    wall_s: float
+    images_per_s: float
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+    emulator_cpu_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "variant": self.variant,
+            "images": self.images,
+            "runs": self.runs,
+            "wall_s": round(self.wall_s, 3),
+            "images_per_s": round(self.images_per_s),
+            "cpu_s": _round(self.cpu_s),
+            "peak_rss_mb": _round(self.peak_rss_mb, 1),
+            "emulator_cpu_s": _round(self.emulator_cpu_s),
+            **self.extra,
+        }
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def summarize(
+    scenario: str,
+    variant: str,
+    runs: Sequence[ExportRun],
+    extra: Mapping[str, Any] | None = None,
+) -> Row:
+    """Return the row of medians over `runs` (all of the same export)."""
+    wall = median([r.wall_s for r in runs])
+    images = runs[0].images
+    return Row(
+        scenario=scenario,
+        variant=variant,
+        images=images,
+        runs=len(runs),
+        wall_s=wall,
+        images_per_s=images / wall if wall else 0.0,
+        cpu_s=median([r.cpu_s for r in runs]),
+        peak_rss_mb=median([r.peak_rss_mb for r in runs]),
+        emulator_cpu_s=median([r.emulator_cpu_s for r in runs]),
+        extra=dict(extra or {}),
+    )
+
+
+def repeat(emu: Emulator, plan: Plan, config: Mapping[str, Mapping[str, Any]]) -> list[ExportRun]:
+    """Run the same export `plan.repeat` times; every run must export the whole catalog."""
+    runs = []
+    for _ in range(plan.repeat):
+        run = run_export(emu, config=config)
+        check(run, emu.images)
+        runs.append(run)
+    return runs
+
+
+def export_config(
+    *, per_page: int = 1000, formats: Sequence[str] = ("parquet",), **tables: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Return the config tables of one export (unpaced unless `walk` says otherwise)."""
+    config: dict[str, dict[str, Any]] = {
+        "export": {"formats": list(formats)},
+        "request": {"per_page": per_page},
+        "walk": dict(UNPACED),
+    }
+    for name, values in tables.items():
+        config.setdefault(name, {}).update(values)
+    return config
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+def throughput(plan: Plan) -> list[Row]:
+    """Per_page 1000 and 10000, Parquet and NDJSON, with snapshot bytes per format; then the
+    checkpoint overhead: parts of `checkpoint_part_rows` rows (one checkpoint per part)."""
+    rows = []
+    with emulator(plan.throughput_images) as emu:
+        for fmt in ("parquet", "ndjson"):
+            for per_page in (1000, 10_000):
+                runs = repeat(emu, plan, export_config(per_page=per_page, formats=[fmt]))
+                sizes = runs[0].bytes_by_format()
+                extra = {
+                    "snapshot_mb": round(sizes.get(fmt, 0) / 2**20, 1),
+                    "parts": len(runs[0].manifest.get("files", [])),
+                }
+                rows.append(summarize("throughput", f"{fmt} per_page={per_page}", runs, extra))
+        config = export_config(parquet={"part_rows": plan.checkpoint_part_rows})
+        runs = repeat(emu, plan, config)
+        parts = len(runs[0].manifest.get("files", []))
+        variant = f"parquet per_page=1000 part_rows={plan.checkpoint_part_rows}"
+        row = summarize("checkpoint", variant, runs, {"parts": parts})
+        row.extra["wall_vs_one_part"] = round(row.wall_s / rows[0].wall_s, 3)
+        rows.append(row)
+    return rows
+
+
+def memory(plan: Plan) -> list[Row]:
+    """Peak RSS of the exporter by catalog size (Parquet, per_page 1000)."""
+    rows = []
+    for images in plan.memory_images:
+        with emulator(images) as emu:
+            runs = repeat(emu, plan, export_config())
+            rows.append(summarize("memory", f"{images:,} images", runs))
+    base = rows[0].peak_rss_mb or 0.0
+    for row in rows:
+        if base and row.peak_rss_mb is not None:
+            row.extra["rss_vs_smallest"] = round(row.peak_rss_mb / base, 2)
+    return rows
+
+
+def latency(plan: Plan) -> list[Row]:
+    """Latency-bound: each page takes `latency_s`; single cursor vs both ends vs batch API."""
+    rows = []
+    args = emulator_args(latency_s=plan.latency_s)
+    with emulator(plan.latency_images, args=args) as emu:
+        variants: list[tuple[str, dict[str, Any]]] = [
+            ("single cursor", {"mode": "single"}),
+            ("both ends", {"mode": "both"}),
+            ("batch API, single cursor", {"mode": "single", "batch_api": True}),
+            ("batch API, both ends", {"mode": "both", "batch_api": True}),
+        ]
+        for name, walk in variants:
+            if walk.get("batch_api"):
+                walk = {**walk, "batch_base_url": emu.batch_base_url}
+            runs = repeat(emu, plan, export_config(walk=walk))
+            requests = int(runs[0].counts.get("requests", 0))
+            rows.append(summarize("latency", name, runs, {"requests": requests}))
+    single = rows[0].wall_s
+    for row in rows:
+        row.extra["wall_vs_single"] = round(row.wall_s / single, 3)
+    return rows
+
+
+def paced(plan: Plan) -> list[Row]:
+    """A quota of N requests per window with lockout: share of the quota used, 429s received."""
+    rows = []
+    quota, window = plan.paced_quota, plan.paced_window_s
+    lockout = max(10.0, 5 * window)  # a single 429 shows as a long stall
+    args = emulator_args(rate_quota=quota, rate_window_s=window, lockout_s=lockout)
+    with emulator(plan.paced_images, args=args) as emu:
+        for margin in (0.9, 1.0):
+            walk = {"quota": quota, "window_s": window, "margin": margin}
+            runs = repeat(emu, plan, export_config(walk=walk))
+            used = [quota_used(r, quota, window) for r in runs]
+            extra = {
+                "quota_per_s": round(quota / window, 2),
+                "requests": int(runs[0].counts.get("requests", 0)),
+                "requests_per_s": round(median([u[0] for u in used]), 2),
+                "quota_used": round(median([u[1] for u in used]), 3),
+                "throttled_429": max(int(r.counts.get("throttled", 0)) for r in runs),
+            }
+            rows.append(summarize("paced", f"{quota}/{window:g}s margin={margin}", runs, extra))
+    return rows
+
+
+def quota_used(run: ExportRun, quota: int, window: float) -> tuple[float, float]:
+    """Return requests/s over the export and the share of the quota it used.
+
+    The share is the one issue 3's pacing test uses: the fastest legal schedule of the run's
+    requests (a full quota per window, the first window free) over the export's duration.
+    """
+    seconds = run.export_seconds()
+    requests = int(run.counts.get("requests", 0))
+    if seconds <= 0 or requests == 0:
+        return 0.0, 0.0
+    least = ((requests - 1) // quota) * window
+    return requests / seconds, least / seconds
+
+
+def stages(plan: Plan) -> list[Row]:
+    """Decode, normalize and write each alone, in this process, on one core."""
+    from tests.bench.stages import measure_stages
+
+    return measure_stages(plan.stage_images, plan.repeat)
+
+
+SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
+    "stages": stages,
+    "throughput": throughput,
+    "memory": memory,
+    "latency": latency,
+    "paced": paced,
+}

@@ -1,0 +1,98 @@
+"""Each stage of the pipeline alone, in this process on one core: decode, normalize, write.
+
+The pages are the emulator's own reply bodies (the same bytes it serves), so "decode" is what
+the exporter does with a reply, "normalize" turns decoded pages into record batches and
+"write" sends those batches through a sink into a temporary directory. images/s per stage
+show which one bounds the end-to-end rate (issue 4 asks for decode+normalize on one core).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import pyarrow as pa
+
+from exporter.emulator import build_catalog
+from exporter.emulator.listing import page_body
+from exporter.normalize import NormalizeOptions, Normalizer
+from exporter.pagination import Page, parse_page
+from exporter.sinks import SinkOptions, open_sink
+from exporter.store import open_store
+from tests.bench.harness import median
+from tests.bench.scenarios import Row
+
+PER_PAGE = 1000
+ACCOUNT = "0123456789abcdef0123456789abcdef"
+
+
+def page_bodies(images: int, per_page: int = PER_PAGE, seed: int = 1) -> list[bytes]:
+    """Return the reply bodies of an ascending walk over a catalog of `images`."""
+    catalog = build_catalog(images, seed)
+    bodies = []
+    for start in range(0, images, per_page):
+        positions = range(start, min(start + per_page, images))
+        token = None if start + per_page >= images else f"token-{start}"
+        bodies.append(page_body(catalog.blobs, positions, token))
+    return bodies
+
+
+def decode(bodies: Sequence[bytes]) -> list[Page]:
+    return [parse_page(body) for body in bodies]
+
+
+def normalize(pages: Sequence[Page]) -> list[pa.RecordBatch]:
+    normalizer = Normalizer(ACCOUNT, NormalizeOptions())
+    return [normalizer.normalize(page.images) for page in pages]
+
+
+def write(batches: Sequence[pa.RecordBatch], fmt: str) -> int:
+    """Write batches through the sink `fmt` into a temp directory; return the bytes written."""
+
+    async def main(directory: str) -> int:
+        sink = open_sink(fmt, SinkOptions(formats=(fmt,)))
+        await sink.open(open_store(directory), "snap", batches[-1].schema)
+        for batch in batches:
+            await sink.write(batch)
+        final = batches[-1].schema
+        files = await sink.finish(final, lambda b: b)
+        return sum(f.bytes for f in files)
+
+    with tempfile.TemporaryDirectory(prefix="cf-bench-stage-") as directory:
+        return anyio.run(main, directory)
+
+
+def timed(action: Callable[[], Any], runs: int) -> tuple[float, float, Any]:
+    """Return the median wall and process-CPU seconds of `action` over `runs`, and its result."""
+    walls, cpus, result = [], [], None
+    for _ in range(runs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = action()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return median(walls), median(cpus), result
+
+
+def measure_stages(images: int, runs: int) -> list[Row]:
+    """Return one row per stage: images/s of that stage alone."""
+    bodies = page_bodies(images)
+    rows = []
+
+    def row(variant: str, wall: float, cpu: float, **extra: Any) -> Row:
+        return Row("stages", variant, images, runs, wall, images / wall, cpu, extra=extra)
+
+    wall, cpu, pages = timed(lambda: decode(bodies), runs)
+    mb = sum(map(len, bodies)) / 2**20
+    rows.append(row("decode (orjson page -> dicts)", wall, cpu, input_mb=round(mb, 1)))
+    wall, cpu, batches = timed(lambda: normalize(pages), runs)
+    rows.append(row("normalize (dicts -> Arrow)", wall, cpu))
+    both = lambda: normalize(decode(bodies))  # noqa: E731
+    wall, cpu, _ = timed(both, runs)
+    rows.append(row("decode + normalize", wall, cpu))
+    for fmt in ("parquet", "ndjson"):
+        wall, cpu, size = timed(lambda fmt=fmt: write(batches, fmt), runs)
+        rows.append(row(f"write {fmt}", wall, cpu, output_mb=round(size / 2**20, 1)))
+    return rows

@@ -1,0 +1,86 @@
+"""The benchmark machinery on a tiny catalog, so `make bench` cannot rot between runs.
+
+Structure only: no timing is asserted (benchmarks print and record; tests stay deterministic).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.bench.__main__ import main
+from tests.bench.harness import ExportRun, emulator, run_export, toml_config
+from tests.bench.report import render_table
+from tests.bench.scenarios import SCENARIOS, Plan, export_config, quota_used, summarize
+from tests.bench.stages import measure_stages
+
+
+def test_one_export_is_measured_from_its_own_process() -> None:
+    with emulator(300, args=["--latency", "0.001"]) as emu:
+        run = run_export(emu, config=export_config(per_page=100))
+    assert run.exit_code == 0, run.stderr
+    assert run.images == 300
+    assert run.cpu_s > 0 and run.peak_rss_mb > 10  # rusage of the child, not of pytest
+    assert run.emulator_cpu_s >= 0
+    assert run.bytes_by_format()["parquet"] > 0
+    assert 0 < run.export_seconds() <= run.wall_s
+    row = summarize("throughput", "parquet", [run, run])
+    assert row.runs == 2 and row.images == 300
+    assert row.images_per_s == 300 / run.wall_s
+
+
+def test_stages_report_every_stage() -> None:
+    rows = measure_stages(300, runs=1)
+    assert [row.variant.split(" (")[0] for row in rows] == [
+        "decode",
+        "normalize",
+        "decode + normalize",
+        "write parquet",
+        "write ndjson",
+    ]
+    assert all(row.images == 300 and row.images_per_s > 0 for row in rows)
+    table = render_table(rows)
+    assert table.count("\n") == len(rows) + 1  # header, rule, one line per row
+
+
+def test_quota_used_is_the_fastest_legal_schedule_over_the_duration() -> None:
+    run = ExportRun(
+        exit_code=0,
+        wall_s=10.0,
+        cpu_s=1.0,
+        peak_rss_mb=100.0,
+        emulator_cpu_s=0.1,
+        manifest={
+            "counts": {"requests": 41, "rows": 10},
+            "started_at": "2026-01-01T00:00:00Z",
+            "finished_at": "2026-01-01T00:00:08Z",
+        },
+    )
+    rate, share = quota_used(run, quota=10, window=2.0)
+    assert rate == 41 / 8
+    assert share == (4 * 2.0) / 8  # 40 requests past the first window need 4 windows
+
+
+def test_toml_config_round_trips() -> None:
+    import tomllib
+
+    config = export_config(per_page=100, walk={"margin": 1.0, "batch_api": True})
+    assert tomllib.loads(toml_config(config)) == config
+
+
+def test_cli_runs_a_scenario_and_saves_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests.bench.scenarios.Plan.quick", classmethod(lambda cls: Plan.tiny()))
+    assert main(["--quick", "--only", "stages", "--out", str(tmp_path)]) == 0
+    (saved,) = tmp_path.glob("bench-*.json")
+    document = orjson.loads(saved.read_bytes())
+    assert set(document) == {"created_at", "machine", "plan", "seconds", "results"}
+    assert {"cpu", "cores", "memory_gb", "python", "packages", "git_revision"} <= set(
+        document["machine"]
+    )
+    assert document["plan"]["stage_images"] == Plan.tiny().stage_images
+    assert {r["scenario"] for r in document["results"]} == {"stages"}
+    assert set(SCENARIOS) == {"stages", "throughput", "memory", "latency", "paced"}
