@@ -289,12 +289,14 @@ class ObjectStore:
         """Do nothing: prefixes exist through the objects under them (no marker objects)."""
 
     def delete(self, path: str) -> None:
+        """Delete one object (pyarrow keeps its parent prefix alive with an empty `dir/` key)."""
         with self._errors("delete", path), contextlib.suppress(FileNotFoundError):
             self._fs.delete_file(self._abs(path))
 
     def delete_tree(self, path: str) -> None:
-        with self._errors("delete", path):
-            self._fs.delete_dir_contents(self._abs(path), missing_dir_ok=True)
+        """Delete every object under `path`, and its `dir/` marker, so no empty prefix stays."""
+        with self._errors("delete", path), contextlib.suppress(FileNotFoundError):
+            self._fs.delete_dir(self._abs(path))
 
     def publish(self, staged: str, snapshot_date: str, *, grace_seconds: float = 1.0) -> str:
         """Copy the sealed snapshot `staged` into `snapshot_date=D`; `_SUCCESS` comes last.
