@@ -42,8 +42,9 @@ from exporter.store import (
 )
 
 SCHEMES = ("s3", "gs")
-# Attempts per request for throttling (503 SlowDown), 5xx and dropped connections; the SDK
-# backs off exponentially between them.
+# Attempts per request for throttling (503 SlowDown), 5xx and dropped connections, with the
+# SDK's exponential backoff (25 ms doubling: about 25 s over ten attempts). The "default"
+# strategy has no retry quota, which the "standard" one spends in a long throttled night.
 S3_ATTEMPTS = 10
 GCS_RETRY_LIMIT = dt.timedelta(minutes=5)
 CONNECT_TIMEOUT_S = 10.0
@@ -132,7 +133,7 @@ def make_filesystem(
         scheme=settings.scheme,
         connect_timeout=CONNECT_TIMEOUT_S,
         request_timeout=REQUEST_TIMEOUT_S,
-        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS),
+        retry_strategy=pafs.AwsDefaultS3RetryStrategy(max_attempts=S3_ATTEMPTS),
         allow_bucket_creation=False,
         allow_bucket_deletion=False,
         check_directory_existence_before_creation=False,

@@ -8,8 +8,12 @@ like any S3-compatible endpoint (`AWS_ENDPOINT_URL`), with credentials from the 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import http.server
 import logging
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -106,3 +110,111 @@ def s3_server() -> Iterator[S3Server]:
         yield S3Server(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+@dataclass
+class FaultPlan:
+    """Which requests fail: every `every`-th gets 503 SlowDown, the one after it is dropped."""
+
+    every: int = 6
+    requests: int = 0
+    throttled: int = 0
+    dropped: int = 0
+
+    def fault(self) -> str | None:
+        """Return "slowdown", "drop" or None for the next request (counted here)."""
+        self.requests += 1
+        if self.requests % self.every == 0:
+            self.throttled += 1
+            return "slowdown"
+        if self.requests % self.every == 1 and self.requests > 1:
+            self.dropped += 1
+            return "drop"
+        return None
+
+
+class _FaultProxy(http.server.BaseHTTPRequestHandler):
+    """Forward one request to the S3 server, unless the plan says to fail it."""
+
+    protocol_version = "HTTP/1.1"
+    upstream: tuple[str, int]
+    plan: FaultPlan
+    lock: threading.Lock
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: the test reports what matters."""
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline().strip():
+                pass  # trailers
+            return b"".join(chunks)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _relay(self) -> None:
+        body = self._body()
+        with self.lock:
+            fault = self.plan.fault()
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault == "slowdown":
+            self.send_response(503)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(SLOW_DOWN)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(SLOW_DOWN)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+        headers["Content-Length"] = str(len(body))
+        upstream = http.client.HTTPConnection(*self.upstream, timeout=30)
+        try:
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            reply = upstream.getresponse()
+            data = reply.read()
+        finally:
+            upstream.close()
+        self.send_response(reply.status)
+        for key, value in reply.getheaders():
+            if key.lower() not in ("transfer-encoding", "content-length", "connection", "date"):
+                self.send_header(key, value)
+        length = reply.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+
+@contextlib.contextmanager
+def fault_proxy(server: S3Server, plan: FaultPlan) -> Iterator[str]:
+    """Serve a throttling, connection-dropping proxy of `server`; yield its endpoint URL."""
+    host, _, port = server.endpoint.removeprefix("http://").partition(":")
+    handler = type(
+        "Proxy",
+        (_FaultProxy,),
+        {"upstream": (host, int(port)), "plan": plan, "lock": threading.Lock()},
+    )
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    proxy.daemon_threads = True
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}"
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join()

@@ -40,7 +40,7 @@ from tests.helpers import (
     exported_rows,
     run_cli,
 )
-from tests.s3_fixture import S3Server, s3_server
+from tests.s3_fixture import FaultPlan, S3Server, fault_proxy, s3_server
 
 DATE = "2026-11-27"
 IMAGES = 2000
@@ -471,3 +471,19 @@ def test_bad_endpoint_flag_is_a_usage_error(emu: EmulatorProcess, config: Path) 
     result = run_cli(export_args("s3://bkt/x", config, "--s3-endpoint", "ftp://h:1"), emu.env())
     assert result.returncode == 2, result.stderr
     assert "export.s3_endpoint" in one_error_line(result.stderr)
+
+
+def test_throttling_and_dropped_connections_are_retried(
+    s3: S3Server, emu: EmulatorProcess, bucket: str, config: Path
+) -> None:
+    """Through a proxy that answers every sixth request with 503 SlowDown and drops the next
+    connection without a reply, the export still publishes the whole catalog."""
+    plan = FaultPlan(every=6)
+    with fault_proxy(s3, plan) as endpoint:
+        result = run_cli(
+            export_args(f"s3://{bucket}/nightly", config, "--s3-endpoint", endpoint),
+            emu.env(**s3.env()),
+        )
+    assert result.returncode == 0, result.stderr
+    assert plan.throttled >= 10 and plan.dropped >= 10, plan
+    assert published_rows(s3, bucket, "nightly") == catalog_rows(IMAGES, SEED, emu.account_id)
