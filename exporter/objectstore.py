@@ -295,9 +295,12 @@ class ObjectStore:
             self._fs.delete_file(self._abs(path))
 
     def delete_tree(self, path: str) -> None:
-        """Delete every object under `path`, and its `dir/` marker, so no empty prefix stays."""
+        """Delete the object `path`, or every object under it and its `dir/` marker."""
         with self._errors("delete", path), contextlib.suppress(FileNotFoundError):
-            self._fs.delete_dir(self._abs(path))
+            if self._fs.get_file_info(self._abs(path)).type == pafs.FileType.File:
+                self._fs.delete_file(self._abs(path))
+            else:
+                self._fs.delete_dir(self._abs(path))
 
     def publish(self, staged: str, snapshot_date: str, *, grace_seconds: float = 1.0) -> str:
         """Copy the sealed snapshot `staged` into `snapshot_date=D`; `_SUCCESS` comes last.
@@ -327,8 +330,8 @@ class ObjectStore:
         stale = [entry for entry in self.list_dir(published) if entry not in keep]
         if stale:
             time.sleep(grace_seconds)
-            for entry in stale:
-                self.delete(posixpath.join(published, entry))
+            for entry in stale:  # the previous run's parts, and anything else left in D
+                self.delete_tree(posixpath.join(published, entry))
         self.write_atomic(posixpath.join(published, SUCCESS_NAME), b"")
         return published
 

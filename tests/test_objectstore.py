@@ -236,9 +236,11 @@ class TestObjectStore:
 
     def test_republish_replaces_every_part_of_the_date(self, store: ObjectStore) -> None:
         store.publish(stage(store, "run1aaaa", 3)[0], DATE, grace_seconds=0)
+        published = snapshot_dir(DATE)
+        store.write_atomic(f"{published}/part-00009-run1aaaa.parquet.tmp", b"left by a crash")
+        store.write_atomic(f"{published}/extra/file", b"not the exporter's")
         staged, names = stage(store, "run2bbbb", 2)
         store.publish(staged, DATE, grace_seconds=0)
-        published = snapshot_dir(DATE)
         assert store.list_dir(published) == sorted([*names, "_SUCCESS", "_manifest.json"])
         manifest = orjson.loads(store.read_bytes(f"{published}/_manifest.json") or b"")
         assert manifest["run_id"] == "run2bbbb"
