@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import posixpath
 import uuid
@@ -21,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import anyio
+import anyio.abc
 import anyio.to_thread
+import pyarrow as pa
 
 from exporter.checkpoint import (
     Checkpoint,
@@ -112,10 +115,19 @@ class Run:
     def staged(self) -> str:
         return staged_snapshot(self.checkpoint.run_key, self.checkpoint.snapshot_date)
 
-    def save(self, walker_state: dict[str, Any] | None, phase: str = "writing") -> None:
-        """Record every committed part, the walker and normalizer state, atomically."""
+    def save(
+        self,
+        walker_state: dict[str, Any] | None,
+        phase: str = "writing",
+        normalizer_state: dict[str, Any] | None = None,
+    ) -> None:
+        """Record every committed part, the walker and normalizer state, atomically.
+
+        `normalizer_state` is the normalizer's state as of the last written batch (the
+        normalizer itself may be working ahead on later pages); None takes it as it is now.
+        """
         self.checkpoint.walker_state = walker_state
-        self.checkpoint.normalizer_state = self.normalizer.state()
+        self.checkpoint.normalizer_state = normalizer_state or self.normalizer.state()
         self.checkpoint.parts = {s.name: s.parts for s in self.sinks}
         self.checkpoint.counts = {**self.stats.as_dict(), **_bounds_state(self.bounds)}
         self.checkpoint.phase = phase
@@ -210,29 +222,56 @@ async def _open_sinks(run: Run) -> None:
         await sink.open(run.store, run.staged, schema, committed)
 
 
+WRITE_AHEAD = 4  # normalized batches queued for the sinks while the next pages normalize
+
+
+@dataclass
+class _Written:
+    """One normalized chunk on its way to the sinks, with the states it completes."""
+
+    batch: pa.RecordBatch | None
+    pages: int
+    walker_state: dict[str, Any]
+    normalizer_state: dict[str, Any]
+
+
+@dataclass
+class _Progress:
+    """What the writer has made durable or written so far (the next checkpoint's content)."""
+
+    walker_state: dict[str, Any] | None
+    normalizer_state: dict[str, Any] | None = None
+    failure: BaseException | None = None
+
+
 async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
-    """Walk every page, write every image, checkpoint after each committed part."""
+    """Walk every page, write every image, checkpoint after each committed part.
+
+    Two stages overlap: this task normalizes page after page (in a worker thread) while a
+    writer task feeds the sinks (Parquet encoding and compression release the GIL), through
+    a queue of WRITE_AHEAD batches. Each batch carries the walker and normalizer states as of
+    its page, so a checkpoint names exactly what the committed parts hold.
+    """
     config, stats = run.config, run.stats
     client = make_client(config.base_url, config.account_id, config.credentials, config.walk, stats)
+    progress = _Progress(run.checkpoint.walker_state, run.checkpoint.normalizer_state)
     async with client:
         api_count = await client.get_count()
         stats.extra["api_count"] = api_count
         walker = Walker(client, config.request, config.walk, stats, run.checkpoint.walker_state)
-        state: dict[str, Any] | None = run.checkpoint.walker_state
-        chunks_gen = cast(AsyncGenerator[Chunk, None], walker.chunks())
-        async with contextlib.aclosing(chunks_gen) as chunks:
-            async for chunk in chunks:
-                state = chunk.state
-                stats.pages += chunk.pages
-                if chunk.images:
-                    batch = await anyio.to_thread.run_sync(run.normalizer.normalize, chunk.images)
-                    run.bounds.update(batch)
-                    for sink in run.sinks:
-                        await sink.write(batch)
-                    stats.images += batch.num_rows
-                if any(sink.should_rotate() for sink in run.sinks):
-                    await _commit(run, state)
-    await _commit(run, state)
+        send, receive = anyio.create_memory_object_stream[_Written](WRITE_AHEAD)
+        # A failure leaves as itself (never an ExceptionGroup): the writer records it.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_write_batches, run, receive, progress, tg.cancel_scope)
+            try:
+                async with send:
+                    await _normalize_chunks(run, walker, send)
+            except Exception as exc:  # a writer failure first breaks the queue: keep it
+                progress.failure = progress.failure or exc
+                tg.cancel_scope.cancel()
+    if progress.failure is not None:
+        raise progress.failure
+    await _commit(run, progress)
     stats.anomalies = run.normalizer.anomalies
     final = run.normalizer.final_schema()
     files: list[PartFile] = []
@@ -241,10 +280,55 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
     return files, api_count
 
 
-async def _commit(run: Run, walker_state: dict[str, Any] | None) -> None:
+async def _normalize_chunks(
+    run: Run, walker: Walker, send: anyio.abc.ObjectSendStream[_Written]
+) -> None:
+    """Normalize each chunk of the walk and queue it for the writer, in walk order."""
+    chunks_gen = cast(AsyncGenerator[Chunk, None], walker.chunks())
+    async with contextlib.aclosing(chunks_gen) as chunks:
+        async for chunk in chunks:
+            batch = None
+            if chunk.images:
+                batch = await anyio.to_thread.run_sync(run.normalizer.normalize, chunk.images)
+            # Taken between two normalize calls: the plan as of this very page.
+            state = run.normalizer.state()
+            await send.send(_Written(batch, chunk.pages, chunk.state, state))
+
+
+async def _write_batches(
+    run: Run,
+    receive: anyio.abc.ObjectReceiveStream[_Written],
+    progress: _Progress,
+    scope: anyio.CancelScope,
+) -> None:
+    """Write queued batches to every sink; commit a part (and checkpoint) when one is full."""
+    stats = run.stats
+    try:
+        async with receive:
+            async for item in receive:
+                if item.batch is not None:
+                    run.bounds.update(item.batch)
+                    for sink in run.sinks:
+                        await sink.write(item.batch)
+                    stats.images += item.batch.num_rows
+                stats.pages += item.pages
+                progress.walker_state = item.walker_state
+                progress.normalizer_state = item.normalizer_state
+                if any(sink.should_rotate() for sink in run.sinks):
+                    await _commit(run, progress)
+    except Exception as exc:
+        progress.failure = progress.failure or exc
+        scope.cancel()
+
+
+async def _commit(run: Run, progress: _Progress) -> None:
     for sink in run.sinks:
         await sink.commit_part()
-    await anyio.to_thread.run_sync(run.save, walker_state)
+    await anyio.to_thread.run_sync(
+        functools.partial(
+            run.save, progress.walker_state, normalizer_state=progress.normalizer_state
+        )
+    )
 
 
 def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) -> dict[str, Any]:
