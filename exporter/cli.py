@@ -252,7 +252,7 @@ async def _export_with_signals(config: Any, args: argparse.Namespace) -> dict[st
         group.start_soon(watch_signals)
         group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
         group.start_soon(run)
-    if stopped_by:
+    if stopped_by and not result:  # a signal during publication lets it finish: success
         name = signal.Signals(stopped_by[0]).name
         raise Interrupted(f"stopped by {name}; the checkpoint is kept: re-run with --resume")
     print_summary(result, log_format=args.log_format, interactive=interactive)

@@ -27,6 +27,7 @@ T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 FORMATS = ("parquet", "ndjson", "duckdb")
+INTERNAL_SINKS = frozenset({"memory"})  # keeps batches in memory: for tests, never an output
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ def _build(values: Mapping[str, Any], environ: Mapping[str, str], **run: Any) ->
             SinkOptions,
             "parquet",
             formats=_formats(values["export.formats"]),
-            parquet_codec=values["parquet.codec"],
+            parquet_codec=_codec(values["parquet.codec"]),
             part_rows=values["parquet.part_rows"],
             part_bytes=values["parquet.part_bytes"],
             row_group_rows=values["parquet.row_group_rows"],
@@ -282,7 +283,12 @@ def _walk_options(values: Mapping[str, Any]) -> WalkOptions:
     for key in ("walk.quota", "walk.max_attempts"):
         if values[key] < 1:
             raise ConfigError(key, f"must be at least 1, got {values[key]}")
-    for key in ("walk.window_s", "walk.deadline_s", "walk.connect_timeout_s"):
+    for key in (
+        "walk.window_s",
+        "walk.deadline_s",
+        "walk.connect_timeout_s",
+        "walk.read_timeout_s",
+    ):
         if values[key] <= 0:
             raise ConfigError(key, f"must be a positive number of seconds, got {values[key]}")
     if not 0 < values["walk.margin"] <= 1:
@@ -324,11 +330,29 @@ def _formats(formats: list[str]) -> tuple[str, ...]:
     """Return the sink names, each one known (built-in or an installed plugin)."""
     if not formats:
         raise ConfigError("export.formats", f"name at least one of {', '.join(FORMATS)}")
-    known = available_sinks()
+    known = [name for name in available_sinks() if name not in INTERNAL_SINKS]
     for name in formats:
         if name not in known:
             raise ConfigError("export.formats", f"unknown sink {name!r}; known: {', '.join(known)}")
     return tuple(dict.fromkeys(formats))
+
+
+def _codec(name: str) -> str:
+    """Return a Parquet compression codec this pyarrow build can write."""
+    import pyarrow as pa
+
+    if name.lower() == "none":
+        return "none"
+    try:
+        available = pa.Codec.is_available(name)
+    except ValueError:  # a name pyarrow does not know at all
+        available = False
+    if not available:
+        raise ConfigError(
+            "parquet.codec",
+            f"{name!r} is not available; use zstd, snappy, gzip, lz4, brotli or none",
+        )
+    return name.lower()
 
 
 def _nonempty(key: str, value: str) -> str:

@@ -104,6 +104,9 @@ BAD_CONFIGS = [
         {"normalize": {"schema_contract": "strict"}}, {}, "normalize.schema_contract", id="contract"
     ),
     pytest.param({"ndjson": {"gzip": 1}}, {}, "ndjson.gzip", id="gzip-int"),
+    pytest.param({"parquet": {"codec": "zstandard"}}, {}, "parquet.codec", id="codec"),
+    pytest.param({"walk": {"read_timeout_s": 0}}, {}, "walk.read_timeout_s", id="read-timeout"),
+    pytest.param({"export": {"formats": ["memory"]}}, {}, "export.formats", id="memory-sink"),
     pytest.param({}, {"CLOUDFLARE_ACCOUNT_ID": "a"}, "CLOUDFLARE_API_TOKEN", id="no-credentials"),
     pytest.param({}, {"CLOUDFLARE_API_TOKEN": "t"}, "export.account_id", id="no-account"),
 ]

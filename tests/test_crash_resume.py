@@ -70,14 +70,17 @@ class GlobReader(threading.Thread):
                 self.seen.append((int(row[0]), int(row[1])))
 
 
-def start_export(emu: EmulatorProcess, out: Path, config: Path) -> subprocess.Popen[bytes]:
+def start_export(
+    emu: EmulatorProcess, out: Path, config: Path, log: Path
+) -> subprocess.Popen[bytes]:
     args = ["export", "--config", str(config), "--output", str(out), "--snapshot-date", DATE]
-    return subprocess.Popen(
-        [PYTHON, "-m", "exporter", *args, "--resume"],
-        env=emu.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("ab") as stderr:
+        return subprocess.Popen(
+            [PYTHON, "-m", "exporter", *args, "--resume"],
+            env=emu.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 @pytest.mark.parametrize("republish", [False, True], ids=["first-publish", "re-run-same-date"])
@@ -101,7 +104,7 @@ def test_sigkill_at_random_instants_then_resume(
     kills = 0
     try:
         for _ in range(KILLS):
-            process = start_export(slow_emulator, out, config)
+            process = start_export(slow_emulator, out, config, tmp_path / "runs.log")
             time.sleep(rng.uniform(0.3, 1.8))
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
@@ -125,6 +128,8 @@ def test_sigkill_at_random_instants_then_resume(
         reader.stop.set()
         reader.join()
     assert kills >= 15, f"only {kills} runs were still running when killed"
+    resumed = (tmp_path / "runs.log").read_text().count("resuming run")
+    assert resumed >= 5, f"only {resumed} runs resumed from a checkpoint"
     glob = str(out / f"snapshot_date={DATE}" / "*.parquet")
     with duckdb.connect() as con:
         result = con.execute(f"SELECT * FROM read_parquet('{glob}')")

@@ -70,15 +70,24 @@ def crash_after_commits(monkeypatch: pytest.MonkeyPatch, commits: int) -> None:
 
 class TestResume:
     async def test_resume_after_a_crash_is_exact(
-        self, emulator: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self,
+        emulator: RunningEmulator,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """A run that dies after its 3rd checkpoint resumes to every image exactly once."""
+        """A run that dies after its 3rd checkpoint resumes (not restarts) to every image once."""
+        caplog.set_level(logging.INFO, logger="exporter")
         crash_after_commits(monkeypatch, 3)
         with pytest.raises(Crash):
             await pipeline.export(make_config(emulator, tmp_path))
         assert not (tmp_path / SNAPSHOT).exists()
         monkeypatch.undo()
+        before = emulator.counters.requests
         summary = await pipeline.export(make_config(emulator, tmp_path, resume=True))
+        assert "resuming run" in caplog.text
+        pages = len(emulator.catalog) // 25
+        assert emulator.counters.requests - before < pages  # the committed pages are not refetched
         assert summary["images"] == len(emulator.catalog)
         assert published_rows(tmp_path) == expected_rows(emulator)
         assert not list((tmp_path / ".staging").iterdir())
