@@ -24,8 +24,9 @@ from exporter.store import SNAPSHOT_PREFIX, Store
 
 TABLE = "images"
 DEFAULT_DATABASE = "images.duckdb"  # under the output root; not matched by snapshot_date=*/*
-# When a column's type differs from an earlier snapshot's, the table takes the wider type.
-_WIDTH = {"BOOLEAN": 0, "BIGINT": 1, "DOUBLE": 2, "VARCHAR": 3}
+# When a column's type differs from an earlier snapshot's, the table takes the wider type, as
+# the normalizer widens (schema.py): int + float -> float; a bool never becomes a number.
+_NUMERIC_WIDTH = {"BIGINT": 1, "DOUBLE": 2}
 
 
 def quote(name: str) -> str:
@@ -41,8 +42,8 @@ def wider_type(old: str, new: str) -> str:
     """Return the column type holding both `old` and `new` values (VARCHAR when unrelated)."""
     if old == new:
         return old
-    if old in _WIDTH and new in _WIDTH:
-        return old if _WIDTH[old] >= _WIDTH[new] else new
+    if old in _NUMERIC_WIDTH and new in _NUMERIC_WIDTH:
+        return old if _NUMERIC_WIDTH[old] >= _NUMERIC_WIDTH[new] else new
     return "VARCHAR"
 
 
@@ -130,8 +131,10 @@ class DuckdbSink(ParquetSink):
         self.snapshot_date = base.removeprefix(SNAPSHOT_PREFIX)
         configured = self.options.duckdb_path
         self.database = Path(configured) if configured else store.local_path(DEFAULT_DATABASE)
-        if self.database is None:
-            raise SinkError(self.name, "a DuckDB database needs a local path (set duckdb_path)")
+        if self.database is None or store.local_path(directory) is None:
+            raise SinkError(
+                self.name, "needs a local output directory (DuckDB reads its staged parts locally)"
+            )
         # staged parts live beside the snapshot directory, so they are never published
         await super().open(store, directory + ".duckdb", schema, committed)
 

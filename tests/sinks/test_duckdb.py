@@ -89,6 +89,8 @@ class TestReplaceSnapshot:
             ("BIGINT", "DOUBLE", "DOUBLE"),
             ("DOUBLE", "BIGINT", "DOUBLE"),
             ("BOOLEAN", "VARCHAR", "VARCHAR"),
+            pytest.param("BIGINT", "BOOLEAN", "VARCHAR", id="bool-never-a-number"),
+            pytest.param("BOOLEAN", "DOUBLE", "VARCHAR", id="bool-never-a-float"),
             ("VARCHAR[]", "BIGINT", "VARCHAR"),
             ("BIGINT", "BIGINT", "BIGINT"),
         ],
