@@ -95,9 +95,10 @@ class TestFiles:
         with pytest.raises(ValueError, match="inside the root"):
             LocalStore(tmp_path).write_atomic("../escape", b"x")
 
-    def test_object_store_uris_are_not_supported_yet(self, tmp_path: Path) -> None:
-        with pytest.raises(ConfigError, match="s3:// outputs"):
-            open_store("s3://bucket/prefix")
+    def test_unknown_uri_schemes_are_refused(self, tmp_path: Path) -> None:
+        """An output scheme no store serves is a config error; file:// is a local directory."""
+        with pytest.raises(ConfigError, match="ftp:// outputs are not supported"):
+            open_store("ftp://host/x")
         assert open_store(f"file://{tmp_path}").root == str(tmp_path)
 
 
