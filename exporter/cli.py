@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import anyio
 
 from exporter import __version__
-from exporter.errors import ConfigError, ExporterError, Interrupted
+from exporter.errors import ConfigError, ExporterError, IntegrityError, Interrupted
 
 PROG = "cf-images-export"
 
@@ -284,16 +284,22 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    """`inspect`: verify every file of one snapshot, or of every snapshot under OUT."""
-    from pathlib import Path
+    """`inspect`: verify every file of one snapshot, or of every snapshot under OUT.
 
+    OUT may be a directory or a bucket URI (s3://, gs://), as for `export --output`.
+    """
     from exporter.manifest import snapshot_dates, verify_snapshot
-    from exporter.store import LocalStore, snapshot_dir
+    from exporter.store import SNAPSHOT_PREFIX, open_store
 
-    root = Path(args.path)
-    dates = [] if root.name.startswith("snapshot_date=") else snapshot_dates(LocalStore(root))
-    targets = [root / snapshot_dir(d) for d in dates] if dates else [root]
-    reports = [verify_snapshot(target) for target in targets]
+    parent, _, last = args.path.rstrip("/").rpartition("/")
+    if last.startswith(SNAPSHOT_PREFIX) and parent:
+        store, directories = open_store(parent), [last]
+    else:
+        store = open_store(args.path)
+        directories = [SNAPSHOT_PREFIX + d for d in snapshot_dates(store)]
+    if not directories:
+        raise IntegrityError(f"no {SNAPSHOT_PREFIX}* snapshot under {args.path}")
+    reports = [verify_snapshot((store, directory)) for directory in directories]
     if args.json:
         data = [
             {"snapshot": r.directory, "files": r.files, "rows": r.rows, "bytes": r.bytes}

@@ -379,6 +379,9 @@ def test_export_into_a_bucket_matches_the_catalog(
         con.register("images", dataset)
         count = con.execute("SELECT count(*), count(DISTINCT id) FROM images").fetchone()
     assert count == (IMAGES, IMAGES)
+    inspect = run_cli(["inspect", uri], emu.env(**s3.env()))
+    assert inspect.returncode == 0, inspect.stderr
+    assert f"{IMAGES:,} images" in inspect.stdout and "sha256 verified" in inspect.stdout
 
 
 def test_rerun_of_the_same_date_replaces_the_snapshot(
