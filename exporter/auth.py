@@ -64,8 +64,8 @@ class Credentials:
         return {"X-Auth-Email": self.email, "X-Auth-Key": self.api_key}
 
     def secrets(self) -> tuple[str, ...]:
-        """Return the secret strings, so messages can be scrubbed of them."""
-        return tuple(s for s in (self.token, self.api_key) if s)
+        """Return the strings to scrub from messages: the token, the key, and the account email."""
+        return tuple(s for s in (self.token, self.api_key, self.email) if s)
 
     def __repr__(self) -> str:
         shown = "token=***" if self.token else "email=***, api_key=***"

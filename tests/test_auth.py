@@ -64,6 +64,6 @@ class TestCredentials:
                 assert "***" in text
 
     def test_secrets_lists_what_to_scrub(self) -> None:
-        """secrets() returns the token and the key (for scrubbing messages)."""
+        """secrets() returns the token, the key and the email (for scrubbing messages)."""
         assert Credentials(token=TOKEN).secrets() == (TOKEN,)
-        assert Credentials(email="e", api_key=KEY).secrets() == (KEY,)
+        assert Credentials(email="e@x.io", api_key=KEY).secrets() == (KEY, "e@x.io")
