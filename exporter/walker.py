@@ -126,21 +126,39 @@ class Side:
         return key > edge if self.order == "asc" else key < edge
 
     def accept(self, images: Sequence[Image], url: str) -> list[tuple[datetime, Image]]:
-        """Return the page's new images with their keys; advance the edge; check the order."""
+        """Return the page's new images with their keys; advance the edge; check the order.
+
+        Runs once per image on the event loop, so the edge lives in locals for the page and
+        a run of images sharing one `uploaded` text (ties) is parsed once.
+        """
         fresh: list[tuple[datetime, Image]] = []
-        for image in images:
-            key = uploaded_key(image, url)
-            if self.edge is not None and key != self.edge and not self.beyond(key, self.edge):
-                if self.replay:
-                    continue  # seen before the restart
-                raise CursorError(url, f"{self.order} cursor went back to {image['uploaded']}")
-            if key == self.edge and image["id"] in self.edge_ids:
-                continue  # a restarted cursor passing the edge again, or a repeated tie
-            if self.edge is None or key != self.edge:
-                self.replay = False
-                self.edge, self.edge_text, self.edge_ids = key, image["uploaded"], set()
-            self.edge_ids.add(image["id"])
-            fresh.append((key, image))
+        asc = self.order == "asc"
+        edge, edge_ids = self.edge, self.edge_ids
+        text: Any = None
+        key: datetime | None = None
+        try:
+            for image in images:
+                if key is None or image.get("uploaded") != text:
+                    key = uploaded_key(image, url)
+                    text = image["uploaded"]
+                if edge is not None and key != edge:
+                    if key < edge if asc else key > edge:
+                        if self.replay:
+                            continue  # seen before the restart
+                        raise CursorError(url, f"{self.order} cursor went back to {text}")
+                    self.replay = False
+                    edge, edge_ids = key, set()
+                    self.edge_text = text
+                elif edge is None:
+                    self.replay = False
+                    edge, edge_ids = key, set()
+                    self.edge_text = text
+                elif image["id"] in edge_ids:
+                    continue  # a restarted cursor passing the edge again, or a repeated tie
+                edge_ids.add(image["id"])
+                fresh.append((key, image))
+        finally:
+            self.edge, self.edge_ids = edge, edge_ids
         return fresh
 
     def state(self) -> dict[str, Any]:
