@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 from exporter.config import ExportConfig, load_toml, parse_config
 from exporter.errors import (
     AuthError,
+    ConcurrentRunError,
     ConfigError,
     ExporterError,
     FetchError,
@@ -22,6 +23,7 @@ from exporter.stats import RunStats
 
 __all__ = [
     "AuthError",
+    "ConcurrentRunError",
     "ConfigError",
     "ExportConfig",
     "ExporterError",

@@ -12,6 +12,7 @@
   x SinkError                                exit 5  .sink: writing or publishing output failed
   x SchemaContractError                      exit 6  schema_contract = "freeze" was violated
   x IntegrityError                           exit 7  `inspect` found a mismatch
+  x ConcurrentRunError                       exit 8  the same export is already running
   x Interrupted                              exit 130 SIGINT/SIGTERM; the checkpoint is kept
 
 `cli.py` catches ExporterError only and prints `str(error)` as one line; anything else is a
@@ -108,6 +109,12 @@ class IntegrityError(ExporterError):
     """A published snapshot does not match its manifest (rows, bytes or sha256)."""
 
     exit_code = 7
+
+
+class ConcurrentRunError(ExporterError):
+    """Another export of the same request and date holds the run lock."""
+
+    exit_code = 8
 
 
 class Interrupted(ExporterError):

@@ -302,6 +302,11 @@ class ObjectStore:
             else:
                 self._fs.delete_dir(self._abs(path))
 
+    @contextlib.contextmanager
+    def lock(self, run_key: str) -> Iterator[None]:
+        """No lock: object stores offer no exclusive create here; schedule one run at a time."""
+        yield
+
     def publish(self, staged: str, snapshot_date: str, *, grace_seconds: float = 1.0) -> str:
         """Copy the sealed snapshot `staged` into `snapshot_date=D`; `_SUCCESS` comes last.
 

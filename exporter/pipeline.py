@@ -67,6 +67,8 @@ def describe_request(config: ExportConfig) -> dict[str, Any]:
         "walk": config.walk.mode if config.request.sort_order is None else "single",
         "batch_api": config.walk.batch_api,
         "formats": list(config.formats),
+        "ndjson_gzip": config.sinks.ndjson_gzip,  # the staged parts' file type depends on it
+        "duckdb_path": config.sinks.duckdb_path,
         "normalize": {
             "depth": config.normalize.depth,
             "include": list(config.normalize.include),
@@ -191,6 +193,13 @@ async def _export(config: ExportConfig, stats: RunStats) -> dict[str, Any]:
     store = await anyio.to_thread.run_sync(
         lambda: open_store(config.output, s3_endpoint=config.s3_endpoint)
     )
+    fingerprint = request_fingerprint(describe_request(config))
+    with store.lock(staging_key(fingerprint, config.snapshot_date.isoformat())):
+        return await _export_locked(config, store, stats)
+
+
+async def _export_locked(config: ExportConfig, store: Store, stats: RunStats) -> dict[str, Any]:
+    """Run the export while holding the run lock of its request and date."""
     run = await anyio.to_thread.run_sync(_prepare_run, config, store, stats)
     if run.checkpoint.phase == "publishing":
         log.info("the checkpointed run was sealed; finishing its publication")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
 import os
 import posixpath
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
-from exporter.errors import ConfigError, SinkError
+from exporter.errors import ConcurrentRunError, ConfigError, SinkError
 
 STAGING = ".staging"
 SNAPSHOT_PREFIX = "snapshot_date="
@@ -180,6 +181,10 @@ class Store(Protocol):
 
     def publish(self, staged: str, snapshot_date: str, *, grace_seconds: float = 1.0) -> str: ...
 
+    def lock(self, run_key: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the run's exclusive lock: a second export of the same request and date fails."""
+        ...
+
 
 class LocalStore:
     """A store in a local directory: fsync'd files and directories, rename-based publication."""
@@ -280,6 +285,28 @@ class LocalStore:
         with os_errors(self.name, "delete", str(target)):
             if target.exists():
                 shutil.rmtree(target)
+
+    @contextlib.contextmanager
+    def lock(self, run_key: str) -> Iterator[None]:
+        """Hold an exclusive flock on `.staging/<run_key>.lock` for the duration of a run.
+
+        Two overlapping runs of one request and date (a cron run still going when the next
+        starts) would otherwise discard or mix each other's staged parts.
+        """
+        path = self._abs(posixpath.join(STAGING, f"{run_key}.lock"))
+        with os_errors(self.name, "lock", str(path)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+b")  # held open, and locked, for the whole run
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConcurrentRunError(
+                    f"another export of this request and date is running (lock {path}); "
+                    "wait for it to finish, or stop it and re-run with --resume"
+                ) from None
+            yield
+            path.unlink(missing_ok=True)  # a finished run leaves nothing behind in .staging
 
     def publish(self, staged: str, snapshot_date: str, *, grace_seconds: float = 1.0) -> str:
         """Make the sealed directory `staged` become `snapshot_date=D` in one atomic step.

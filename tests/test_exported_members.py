@@ -19,6 +19,7 @@ def test_public_errors_carry_distinct_exit_codes() -> None:
         exporter.SinkError: 5,
         exporter.SchemaContractError: 6,
         exporter.IntegrityError: 7,
+        exporter.ConcurrentRunError: 8,
         exporter.Interrupted: 130,
     }
     assert {cls: cls.exit_code for cls in codes} == codes

@@ -13,9 +13,10 @@ import orjson
 import pytest
 
 from exporter import pipeline
+from exporter.checkpoint import request_fingerprint, staging_key
 from exporter.config import ExportConfig, parse_config
 from exporter.emulator import RunningEmulator
-from exporter.errors import SchemaContractError, SinkError
+from exporter.errors import ConcurrentRunError, SchemaContractError, SinkError
 from exporter.store import HashingWriter, LocalStore
 from tests.conftest import EmulatorFactory
 from tests.helpers import catalog_rows, exported_rows
@@ -150,6 +151,23 @@ class TestResume:
             await pipeline.export(make_config(emulator, tmp_path, **filtered))
         monkeypatch.undo()
         await pipeline.export(make_config(emulator, tmp_path, resume=True))
+        assert published_rows(tmp_path) == expected_rows(emulator)
+
+
+class TestConcurrentRuns:
+    async def test_a_second_run_of_the_same_export_is_refused(
+        self, emulator: RunningEmulator, tmp_path: Path
+    ) -> None:
+        """While one run holds the lock, another of the same request and date exits 8 and
+        touches nothing; once the lock is free, the next run proceeds."""
+        config = make_config(emulator, tmp_path)
+        key = staging_key(request_fingerprint(pipeline.describe_request(config)), DATE.isoformat())
+        with LocalStore(tmp_path).lock(key):
+            with pytest.raises(ConcurrentRunError) as caught:
+                await pipeline.export(config)
+            assert caught.value.exit_code == 8
+            assert not (tmp_path / SNAPSHOT).exists()
+        await pipeline.export(config)
         assert published_rows(tmp_path) == expected_rows(emulator)
 
 
