@@ -252,7 +252,12 @@ class ApiClient:
         self.stats.requests += 1
         reply: _Reply | None = None
         try:
-            async with self._session.get(url, params=list(params), headers=headers) as resp:
+            # Redirects are never followed: aiohttp would send X-Auth-Email/X-Auth-Key on to
+            # whatever host a 3xx names (it strips only Authorization across origins).
+            request = self._session.get(
+                url, params=list(params), headers=headers, allow_redirects=False
+            )
+            async with request as resp:
                 reply = _Reply(resp.status, resp.headers, await resp.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__

@@ -264,6 +264,16 @@ class TestFailFast:
         if isinstance(info.value, ResponseError):
             assert info.value.status == status and info.value.code == body["errors"][0]["code"]
 
+    async def test_redirects_are_not_followed(self, client: ApiClient) -> None:
+        """A 3xx is an error, never followed: X-Auth-Key would go to whatever host it names."""
+        elsewhere = "http://elsewhere.example/steal"
+        with aioresponses() as m:
+            m.get(LIST, status=302, headers={"Location": elsewhere}, body="")
+            m.get(elsewhere, payload=failure(1, "should never be asked"))
+            with pytest.raises(ResponseError) as info:
+                await pages(client)
+        assert info.value.status == 302
+
     async def test_html_error_body_is_summarised(self, client: ApiClient) -> None:
         """An HTML 404 is described by its title and size, never dumped."""
         html = "<html><head><title>Not Found</title></head><body>" + "x" * 5000 + "</body></html>"
