@@ -65,7 +65,7 @@ OPTIONS: dict[str, Option] = {
     "walk.batch_base_url": Option(str, "https://batch.imagedelivery.net", "batch API host"),
     "walk.quota": Option(int, 1200, "requests allowed per window (Cloudflare: 1200)"),
     "walk.window_s": Option((int, float), 300.0, "rate-limit window in seconds"),
-    "walk.margin": Option((int, float), 0.9, "share of the quota the pacer may spend"),
+    "walk.margin": Option((int, float), 0.95, "share of the quota the pacer may spend"),
     "walk.max_attempts": Option(int, 8, "attempts per request before giving up"),
     "walk.deadline_s": Option((int, float), 600.0, "total retry time per request, seconds"),
     "walk.connect_timeout_s": Option((int, float), 10.0, "TCP/TLS connect timeout"),

@@ -18,6 +18,7 @@ rejects on resume (400) restarts that cursor from the start; the edge skips what
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,7 +51,7 @@ class WalkOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     quota: int = 1200
     window_s: float = 300.0
-    margin: float = 0.9
+    margin: float = 0.95
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
     hold_cap: int = 20_000  # held-back ties (both cursors) before desc is frozen
@@ -87,7 +88,14 @@ def make_client(
         credentials,
         stats=stats,
         retry=options.retry,
-        pacer=Pacer(options.quota, options.window_s, options.margin),
+        # The margin holds back a share of what the server says remains as well, for the
+        # user's other API traffic: the lockout after a 429 would stop that traffic too.
+        pacer=Pacer(
+            options.quota,
+            options.window_s,
+            options.margin,
+            keep=math.floor((1 - options.margin) * options.quota),
+        ),
         batch_base_url=options.batch_base_url,
         connect_timeout_s=options.connect_timeout_s,
         read_timeout_s=options.read_timeout_s,
