@@ -114,7 +114,9 @@ def build_manifest(
     per_format = rows_by_format((f.path, f.rows) for f in files)
     if len(set(per_format.values())) > 1:
         raise ValueError(f"formats disagree on the row count: {per_format}")
-    rows = max(per_format.values(), default=0)
+    # With no file sink (e.g. DuckDB only) the snapshot directory holds no parts: the rows
+    # are the images exported.
+    rows = max(per_format.values(), default=int(counts.get("images", 0)))
     return {
         "format_version": FORMAT_VERSION,
         "exporter_version": __version__,

@@ -154,6 +154,27 @@ class TestResume:
         assert published_rows(tmp_path) == expected_rows(emulator)
 
 
+class TestDuckdbSink:
+    @pytest.mark.parametrize("formats", [["duckdb"], ["parquet", "duckdb"]], ids=["alone", "both"])
+    async def test_table_holds_the_catalog_and_the_manifest_counts_it(
+        self, emulator: RunningEmulator, tmp_path: Path, formats: list[str]
+    ) -> None:
+        """The `images` table equals the catalog for that date; the manifest's rows agree."""
+        database = tmp_path / "db.duckdb"
+        keys = {"export.formats": formats, "duckdb.path": str(database)}
+        await pipeline.export(make_config(emulator, tmp_path / "out", **keys))
+        with duckdb.connect(str(database), read_only=True) as con:
+            result = con.execute("SELECT * EXCLUDE (snapshot_date) FROM images")
+            names = [d[0] for d in result.description]
+            rows = [dict(zip(names, r, strict=True)) for r in result.fetchall()]
+            dates = con.execute("SELECT DISTINCT snapshot_date FROM images").fetchall()
+        assert exported_rows(rows) == expected_rows(emulator)
+        assert dates == [(DATE,)]
+        manifest = orjson.loads((tmp_path / "out" / SNAPSHOT / "_manifest.json").read_bytes())
+        assert manifest["counts"]["rows"] == len(emulator.catalog)
+        assert manifest["complete"] is True
+
+
 class TestConcurrentRuns:
     async def test_a_second_run_of_the_same_export_is_refused(
         self, emulator: RunningEmulator, tmp_path: Path
