@@ -78,9 +78,9 @@ OPTIONS: dict[str, Option] = {
         str, "evolve", "evolve or freeze the previous schema", ("evolve", "freeze")
     ),
     "parquet.codec": Option(str, "zstd", "compression codec"),
-    "parquet.part_rows": Option(int, 1_000_000, "rows per part file"),
-    "parquet.part_bytes": Option(int, 512 * 1024 * 1024, "bytes per part file"),
-    "parquet.row_group_rows": Option(int, 128 * 1024, "rows per row group"),
+    "parquet.part_rows": Option(int, SinkOptions.part_rows, "rows per part file"),
+    "parquet.part_bytes": Option(int, SinkOptions.part_bytes, "bytes per part file"),
+    "parquet.row_group_rows": Option(int, SinkOptions.row_group_rows, "rows per row group"),
     "ndjson.gzip": Option(bool, False, "write .ndjson.gz"),
     "duckdb.path": Option(str, None, "DuckDB database file (default OUT/images.duckdb)"),
 }

@@ -253,7 +253,8 @@ class LocalStore:
                 return None
 
     def exists(self, path: str) -> bool:
-        return self._abs(path).exists()
+        with os_errors(self.name, "read", str(self._abs(path))):  # EACCES is an error, not False
+            return self._abs(path).exists()
 
     def size(self, path: str) -> int:
         target = self._abs(path)
