@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 
 from exporter.emulator import build_catalog
@@ -150,3 +151,17 @@ def exported_rows(table_rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str
             else (orjson.loads(meta_json) if meta_json is not None else None),
         }
     return rows
+
+
+def query_rows(sql: str, database: str = ":memory:") -> list[dict[str, Any]]:
+    """Return the rows of a DuckDB query as dicts."""
+    with duckdb.connect(database, read_only=database != ":memory:") as con:
+        result = con.execute(sql)
+        names = [d[0] for d in result.description]
+        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+
+def snapshot_rows(out: Path, date: str) -> dict[str, dict[str, Any]]:
+    """Return a published Parquet snapshot, read by DuckDB with a plain glob, keyed by id."""
+    glob = out / f"snapshot_date={date}" / "*.parquet"
+    return exported_rows(query_rows(f"SELECT * FROM read_parquet('{glob}')"))

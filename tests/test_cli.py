@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import orjson
 import pytest
 
@@ -23,6 +22,7 @@ from tests.helpers import (
     emulator_process,
     exported_rows,
     run_cli,
+    snapshot_rows,
 )
 
 SECRET = "emulator-demo-token"
@@ -34,14 +34,6 @@ def emu() -> Iterator[EmulatorProcess]:
     """One emulator process (600 nasty images) shared by this module's tests."""
     with emulator_process(images=600, seed=11) as emulator:
         yield emulator
-
-
-def read_parquet_rows(out: Path, date: str = DATE) -> list[dict[str, object]]:
-    glob = str(out / f"snapshot_date={date}" / "*.parquet")
-    with duckdb.connect() as con:
-        result = con.execute(f"SELECT * FROM read_parquet('{glob}')")
-        names = [d[0] for d in result.description]
-        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
 
 def one_line_error(stderr: str) -> str:
@@ -63,7 +55,7 @@ class TestExport:
         assert result.returncode == 0, result.stderr
         assert SECRET not in result.stderr + result.stdout
         expected = catalog_rows(emu.images, emu.seed, emu.account_id)
-        assert exported_rows(read_parquet_rows(out)) == expected
+        assert snapshot_rows(out, DATE) == expected
         snapshot = out / f"snapshot_date={DATE}"
         assert (snapshot / "_SUCCESS").exists()
         manifest = orjson.loads((snapshot / "_manifest.json").read_bytes())
@@ -111,7 +103,7 @@ class TestExport:
         result = run_cli([*args, "--batch-base-url", emu.batch_base_url], emu.env())
         assert result.returncode == 0, result.stderr
         expected = catalog_rows(emu.images, emu.seed, emu.account_id)
-        assert exported_rows(read_parquet_rows(out)) == expected
+        assert snapshot_rows(out, DATE) == expected
 
     def test_json_logs_for_schedulers(self, emu: EmulatorProcess, tmp_path: Path) -> None:
         """--log-format json: every stderr line is one JSON object, the summary included."""

@@ -19,8 +19,8 @@ from tests.helpers import (
     EmulatorProcess,
     catalog_rows,
     emulator_process,
-    exported_rows,
     run_cli,
+    snapshot_rows,
 )
 
 DATE = "2026-11-27"
@@ -130,12 +130,7 @@ def test_sigkill_at_random_instants_then_resume(
     assert kills >= 15, f"only {kills} runs were still running when killed"
     resumed = (tmp_path / "runs.log").read_text().count("resuming run")
     assert resumed >= 5, f"only {resumed} runs resumed from a checkpoint"
-    glob = str(out / f"snapshot_date={DATE}" / "*.parquet")
-    with duckdb.connect() as con:
-        result = con.execute(f"SELECT * FROM read_parquet('{glob}')")
-        names = [d[0] for d in result.description]
-        rows = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-    assert exported_rows(rows) == expected
+    assert snapshot_rows(out, DATE) == expected
     assert reader.seen, "the reader never ran"
     allowed = {IMAGES} if republish else {0, IMAGES}
     assert {rows for rows, _ in reader.seen} <= allowed
@@ -196,9 +191,4 @@ def test_signal_stops_cleanly_with_exit_130_then_resume(
     )
     assert final.returncode == 0, final.stderr
     assert "resuming run" in final.stderr
-    glob = str(out / f"snapshot_date={DATE}" / "*.parquet")
-    with duckdb.connect() as con:
-        result = con.execute(f"SELECT * FROM read_parquet('{glob}')")
-        names = [d[0] for d in result.description]
-        rows = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-    assert exported_rows(rows) == catalog_rows(IMAGES, 5, slow_emulator.account_id)
+    assert snapshot_rows(out, DATE) == catalog_rows(IMAGES, 5, slow_emulator.account_id)

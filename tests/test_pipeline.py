@@ -19,7 +19,7 @@ from exporter.emulator import RunningEmulator
 from exporter.errors import ConcurrentRunError, SchemaContractError, SinkError
 from exporter.store import HashingWriter, LocalStore
 from tests.conftest import EmulatorFactory
-from tests.helpers import catalog_rows, exported_rows
+from tests.helpers import catalog_rows, exported_rows, query_rows, snapshot_rows
 
 DATE = dt.date(2026, 11, 27)
 SNAPSHOT = "snapshot_date=2026-11-27"
@@ -44,10 +44,7 @@ def make_config(emu: RunningEmulator, out: Path, **keys: Any) -> ExportConfig:
 
 
 def published_rows(out: Path) -> dict[str, dict[str, Any]]:
-    with duckdb.connect() as con:
-        result = con.execute(f"SELECT * FROM read_parquet('{out}/{SNAPSHOT}/*.parquet')")
-        names = [d[0] for d in result.description]
-        return exported_rows([dict(zip(names, r, strict=True)) for r in result.fetchall()])
+    return snapshot_rows(out, DATE.isoformat())
 
 
 def expected_rows(emu: RunningEmulator) -> dict[str, dict[str, Any]]:
@@ -163,13 +160,10 @@ class TestDuckdbSink:
         database = tmp_path / "db.duckdb"
         keys = {"export.formats": formats, "duckdb.path": str(database)}
         await pipeline.export(make_config(emulator, tmp_path / "out", **keys))
-        with duckdb.connect(str(database), read_only=True) as con:
-            result = con.execute("SELECT * EXCLUDE (snapshot_date) FROM images")
-            names = [d[0] for d in result.description]
-            rows = [dict(zip(names, r, strict=True)) for r in result.fetchall()]
-            dates = con.execute("SELECT DISTINCT snapshot_date FROM images").fetchall()
+        rows = query_rows("SELECT * EXCLUDE (snapshot_date) FROM images", str(database))
         assert exported_rows(rows) == expected_rows(emulator)
-        assert dates == [(DATE,)]
+        dates = query_rows("SELECT DISTINCT snapshot_date FROM images", str(database))
+        assert dates == [{"snapshot_date": DATE}]
         manifest = orjson.loads((tmp_path / "out" / SNAPSHOT / "_manifest.json").read_bytes())
         assert manifest["counts"]["rows"] == len(emulator.catalog)
         assert manifest["complete"] is True
