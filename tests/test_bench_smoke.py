@@ -84,3 +84,19 @@ def test_cli_runs_a_scenario_and_saves_json(
     assert document["plan"]["stage_images"] == Plan.tiny().stage_images
     assert {r["scenario"] for r in document["results"]} == {"stages"}
     assert set(SCENARIOS) == {"stages", "throughput", "memory", "latency", "paced"}
+
+
+def test_launcher_reports_the_child_rusage_not_the_parents() -> None:
+    """vfork + exec would charge this process's RSS to the child: the launcher avoids it."""
+    import subprocess
+    import sys
+
+    ballast = b"x" * (300 * 2**20)  # touched pages: this process holds > 300 MB
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.bench.launch", sys.executable, "-c", "pass"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    report = orjson.loads(out)
+    assert report["exit_code"] == 0
+    assert report["maxrss_kb"] < 100 * 1024 < len(ballast) // 1024

@@ -1,6 +1,7 @@
 """Processes and measurements: the emulator and the exporter each in their own process.
 
-The exporter's CPU seconds and peak RSS come from `os.wait4` (the child's rusage), the
+The exporter's CPU seconds and peak RSS come from `os.wait4` in a small launcher process
+(`launch.py`: the rusage is the exporter's own, not inherited from this process), the
 emulator's CPU from `/proc/<pid>/stat` read before and after each export, so a reader sees
 which side was the bottleneck. Nothing here imports the exporter's pipeline: the exporter
 runs exactly as a user runs it, `python -m exporter export`.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -205,41 +207,35 @@ def run_export(
         with open(work / "stderr", "wb") as errors:
             before = emu.cpu_seconds()
             start = time.perf_counter()
-            process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=errors, env=emu.env(), cwd=ROOT
+            launcher = subprocess.Popen(
+                [PYTHON, "-m", "tests.bench.launch", *command],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                env=emu.env(),
+                cwd=ROOT,
+                start_new_session=True,  # a timeout ends the launcher and the exporter
             )
-            status, usage = _wait(process, timeout_s)
+            try:
+                out, _ = launcher.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(launcher.pid, signal.SIGKILL)
+                out, _ = launcher.communicate()
             wall = time.perf_counter() - start
             emulator_cpu = emu.cpu_seconds() - before
+        usage = orjson.loads(out) if out.strip() else {"exit_code": -9, "cpu_s": 0, "maxrss_kb": 0}
         manifest_path = work / "out" / "snapshot_date=2026-01-01" / "_manifest.json"
         manifest = orjson.loads(manifest_path.read_bytes()) if manifest_path.exists() else {}
         return ExportRun(
-            exit_code=status,
+            exit_code=int(usage["exit_code"]),
             wall_s=wall,
-            cpu_s=usage.ru_utime + usage.ru_stime,
-            peak_rss_mb=usage.ru_maxrss / 1024,  # Linux reports KiB
+            cpu_s=float(usage["cpu_s"]),
+            peak_rss_mb=int(usage["maxrss_kb"]) / 1024,
             emulator_cpu_s=emulator_cpu,
             manifest=manifest,
             stderr=(work / "stderr").read_text(errors="replace")[-4000:],
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _wait(process: subprocess.Popen[bytes], timeout_s: float) -> tuple[int, Any]:
-    """Reap the child with wait4 (its own rusage); kill it past the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return process.returncode, usage
-        if time.monotonic() > deadline:
-            process.kill()
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return process.returncode, usage
-        time.sleep(0.02)
 
 
 def median(values: Sequence[float]) -> float:
