@@ -9,6 +9,7 @@ discarded by the sinks when they resume.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import posixpath
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from exporter.sinks import PartFile
 from exporter.store import STAGING, Store, snapshot_dir, staging_dir
 
 CHECKPOINT_NAME = "_checkpoint.json"
+STALE_AFTER_DAYS = 7  # staged runs older than this (by snapshot date) are swept after a publish
 CHECKPOINT_VERSION = 1
 # Keys never part of a fingerprint or a file: credentials in any spelling.
 SECRET_MARKERS = ("token", "secret", "password", "api_key", "apikey", "authorization", "email")
@@ -160,10 +162,24 @@ def load_checkpoint(store: Store, fingerprint: str, snapshot_date: str) -> Resum
     return ResumePoint(checkpoint, f"resuming run {checkpoint.run_id} after {images} images")
 
 
-def other_staged_runs(store: Store, run_key: str, snapshot_date: str) -> list[str]:
-    """Return staging keys of the same date left by other requests (to discard, with a note)."""
-    prefix = f"{snapshot_date}-"
-    return [k for k in store.list_dir(STAGING) if k.startswith(prefix) and k != run_key]
+def stale_staged_runs(
+    store: Store, snapshot_date: str, keep_days: int = STALE_AFTER_DAYS
+) -> list[str]:
+    """Return staging keys of runs dated more than `keep_days` before `snapshot_date`.
+
+    A run that failed and was never resumed leaves its staged parts behind; once a later
+    night has published, one that old is not worth resuming (and can be re-exported).
+    """
+    cutoff = dt.date.fromisoformat(snapshot_date) - dt.timedelta(days=keep_days)
+    stale = []
+    for key in store.list_dir(STAGING):
+        try:
+            day = dt.date.fromisoformat(key[:10])
+        except ValueError:
+            continue  # not a run directory of ours
+        if day < cutoff and not key.endswith(".lock"):
+            stale.append(key)
+    return sorted(stale)
 
 
 def discard_run(store: Store, run_key: str) -> None:

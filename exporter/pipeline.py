@@ -35,6 +35,7 @@ from exporter.checkpoint import (
     save_checkpoint,
     staged_snapshot,
     staging_key,
+    stale_staged_runs,
 )
 from exporter.config import ExportConfig
 from exporter.manifest import (
@@ -397,6 +398,9 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
     run.save(None, phase="publishing")
     published = run.store.publish(run.staged, run.checkpoint.snapshot_date)
     discard_run(run.store, run.checkpoint.run_key)
+    for key in stale_staged_runs(run.store, run.checkpoint.snapshot_date):
+        log.info("removing the staged files of an abandoned run: .staging/%s", key)
+        discard_run(run.store, key)
     return _summary(run, published, manifest)
 
 

@@ -14,12 +14,12 @@ from exporter.checkpoint import (
     checkpoint_path,
     discard_run,
     load_checkpoint,
-    other_staged_runs,
     redact_request,
     request_fingerprint,
     save_checkpoint,
     staged_snapshot,
     staging_key,
+    stale_staged_runs,
 )
 from exporter.errors import SinkError
 from exporter.sinks import PartFile
@@ -116,7 +116,13 @@ class TestCheckpointFile:
         save_checkpoint(store, checkpoint())
         other = request_fingerprint({**REQUEST, "sort_order": "asc"})
         assert load_checkpoint(store, other, DATE).checkpoint is None
-        assert other_staged_runs(store, staging_key(other, DATE), DATE) == [checkpoint().run_key]
+
+    def test_runs_staged_more_than_a_week_earlier_are_stale(self, tmp_path: Path) -> None:
+        """Staging of dates more than 7 days before tonight is swept; recent ones are kept."""
+        store = LocalStore(tmp_path)
+        for key in ("2026-11-19-aaaa", "2026-11-20-bbbb", "2026-11-27-cccc", "notes"):
+            store.make_dirs(f".staging/{key}")
+        assert stale_staged_runs(store, "2026-11-27") == ["2026-11-19-aaaa"]
 
     def test_a_foreign_checkpoint_under_our_key_is_refused(self, tmp_path: Path) -> None:
         store = LocalStore(tmp_path)

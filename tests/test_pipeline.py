@@ -151,6 +151,19 @@ class TestResume:
         assert published_rows(tmp_path) == expected_rows(emulator)
 
 
+async def test_a_publish_sweeps_staging_abandoned_over_a_week_ago(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """Staged parts of a run dated 2026-11-01 that nobody resumed are removed tonight."""
+    abandoned = tmp_path / ".staging" / "2026-11-01-0123456789abcdef"
+    abandoned.mkdir(parents=True)
+    (abandoned / "_checkpoint.json").write_text("{}")
+    recent = tmp_path / ".staging" / "2026-11-25-0123456789abcdef"
+    recent.mkdir()
+    await pipeline.export(make_config(emulator, tmp_path))
+    assert not abandoned.exists() and recent.exists()
+
+
 class TestDuckdbSink:
     @pytest.mark.parametrize("formats", [["duckdb"], ["parquet", "duckdb"]], ids=["alone", "both"])
     async def test_table_holds_the_catalog_and_the_manifest_counts_it(
