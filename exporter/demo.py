@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 
 from exporter.config import parse_config
 from exporter.emulator import EmulatorSettings, run_emulator
@@ -33,6 +34,18 @@ def meta_column(schema: Sequence[dict[str, Any]], *path: str) -> str | None:
         if column.get("path") == list(path):
             return str(column["name"])
     return None
+
+
+def display_path(path: Sequence[str]) -> str:
+    """Return a meta path as `a.b`, or as JSON when a key is empty or holds a dot."""
+    if all(key and "." not in key for key in path):
+        return ".".join(path)
+    return orjson.dumps(list(path)).decode()
+
+
+def sql_text(text: str) -> str:
+    """Return a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def demo_queries(glob: str, schema: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -58,10 +71,9 @@ def demo_queries(glob: str, schema: Sequence[dict[str, Any]]) -> list[tuple[str,
     keys = [c for c in schema if c.get("path")][:40]
     if keys:
         counts = " UNION ALL ".join(
-            f"SELECT '{'.'.join(c['path'])}' AS meta_key, '{c['type']}' AS type, "
+            f"SELECT {sql_text(display_path(c['path']))} AS meta_key, '{c['type']}' AS type, "
             f'count("{c["name"]}") AS images FROM {source}'
             for c in keys
-            if "'" not in ".".join(c["path"])
         )
         queries.append(
             ("the most used meta keys", f"{counts} ORDER BY images DESC, meta_key LIMIT 8")
@@ -109,8 +121,6 @@ def show_results(output: str, snapshot: str, manifest: dict[str, Any]) -> None:
 
 async def run_demo(images: int, seed: int, output: str, interactive: bool) -> None:
     """Serve a seeded catalog on loopback, export it to `output`, query it with DuckDB."""
-    import orjson
-
     settings = EmulatorSettings(images=images, seed=seed)
     log.info("building a %s-image emulated catalog (seed %s)", f"{images:,}", seed)
     async with run_emulator(settings) as emu:
