@@ -59,7 +59,11 @@ class ParquetSink(FilePartSink):
     def _append(self, batch: pa.RecordBatch) -> None:
         self._buffer.append(batch)
         self._buffer_rows += batch.num_rows
-        self._buffer_nbytes += batch.nbytes
+        # The buffers' total size, not `nbytes`, which walks every column's offsets to count
+        # only the referenced range (~90 us for a 1,000-row batch, against ~4 us). Normalized
+        # batches are never slices, so the two agree within a few bytes. (The tail kept by
+        # `_flush` is a slice: it is measured with `nbytes`, once per row group.)
+        self._buffer_nbytes += batch.get_total_buffer_size()
         if self._buffer_rows >= self.options.row_group_rows:
             self._flush(whole_groups_only=True)
 
