@@ -55,7 +55,11 @@ class WalkOptions:
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
     hold_cap: int = 20_000  # held-back ties (both cursors) before desc is frozen
-    prefetch: int = 2  # pages buffered ahead of the consumer
+    # Fetched ahead of the consumer: a cursor asks for its next page only while fewer than
+    # `prefetch` pages and `prefetch_images` images are buffered (always when none are), so
+    # memory follows images when pages are large and requests stay few when they are small.
+    prefetch: int = 2
+    prefetch_images: int = 2_000
 
     def validate(self) -> None:
         """Raise ConfigError for impossible settings."""
@@ -63,8 +67,10 @@ class WalkOptions:
             raise ConfigError("walk", f"must be auto, both or single, got {self.mode!r}")
         if self.quota < 1 or self.window_s <= 0 or not 0 < self.margin <= 1:
             raise ConfigError("rate_limit", "quota >= 1, window > 0 and 0 < margin <= 1")
-        if self.hold_cap < 1 or self.prefetch < 0:
-            raise ConfigError("walk", "hold_cap >= 1 and prefetch >= 0 are required")
+        if self.hold_cap < 1 or self.prefetch < 0 or self.prefetch_images < 0:
+            raise ConfigError(
+                "walk", "hold_cap >= 1, prefetch >= 0 and prefetch_images >= 0 are required"
+            )
 
     def both_ends(self, request: ListRequest) -> bool:
         """Return True when this request walks from both ends."""
@@ -366,14 +372,20 @@ class Walker:
         merge = self._merge()
         if merge.done:
             return
-        send, receive = anyio.create_memory_object_stream[_Event](self.options.prefetch)
+        # Unbounded stream: `_Budget` bounds it, in pages and images, before each request.
+        send, receive = anyio.create_memory_object_stream[_Event](math.inf)
+        budget = _Budget(self.options.prefetch, self.options.prefetch_images)
         failure: BaseException | None = None
         # Errors leave the task group as plain exceptions (never an ExceptionGroup), and a
         # consumer closing the generator cancels the fetchers: neither is raised inside it.
         async with anyio.create_task_group() as tg, receive:
-            scopes = {side.order: self._start(tg, side, send.clone()) for side in merge.wanted()}
+            scopes = {
+                side.order: self._start(tg, side, send.clone(), budget) for side in merge.wanted()
+            }
             send.close()
             async for order, page, error in receive:
+                if page is not None:
+                    budget.take(len(page.images))
                 if isinstance(error, _Restart):
                     merge.restart(order)
                     continue
@@ -401,10 +413,14 @@ class Walker:
             raise failure
 
     def _start(
-        self, tg: TaskGroup, side: Side, send: anyio.abc.ObjectSendStream[_Event]
+        self,
+        tg: TaskGroup,
+        side: Side,
+        send: anyio.abc.ObjectSendStream[_Event],
+        budget: _Budget,
     ) -> anyio.CancelScope:
         scope = anyio.CancelScope()
-        tg.start_soon(self._cursor, scope, side.order, side.token, send)
+        tg.start_soon(self._cursor, scope, side.order, side.token, send, budget)
         return scope
 
     async def _cursor(
@@ -413,39 +429,111 @@ class Walker:
         order: SortOrder,
         token: str | None,
         send: anyio.abc.ObjectSendStream[_Event],
+        budget: _Budget,
     ) -> None:
         """Fetch one cursor's pages into `send`; errors travel the stream, not the group."""
         with scope:
             async with send:
                 try:
-                    await self._pump(order, token, send)
+                    await self._pump(order, token, send, budget)
                 except anyio.get_cancelled_exc_class():
                     raise
                 except Exception as exc:
                     await send.send((order, None, exc))
 
     async def _pump(
-        self, order: SortOrder, token: str | None, send: anyio.abc.ObjectSendStream[_Event]
+        self,
+        order: SortOrder,
+        token: str | None,
+        send: anyio.abc.ObjectSendStream[_Event],
+        budget: _Budget,
     ) -> None:
-        first = True
-        batch = self.options.batch_api
         try:
-            async for page in self.client.iter_pages(self.request, order, token, batch=batch):
-                first = False
-                await send.send((order, page, None))
+            await self._fetch(order, token, send, budget, resumed=token is not None)
             return
-        except ResponseError as exc:
-            if not (first and token is not None and exc.status == 400):
-                raise
+        except _Rejected as exc:
             log.warning(
                 "the API rejected the stored continuation token of the %s cursor (%s); "
                 "restarting it from the beginning and skipping the images already exported",
                 order,
-                exc,
+                exc.error,
             )
         await send.send((order, None, _Restart()))
-        async for page in self.client.iter_pages(self.request, order, None, batch=batch):
-            await send.send((order, page, None))
+        await self._fetch(order, None, send, budget, resumed=False)
+
+    async def _fetch(
+        self,
+        order: SortOrder,
+        token: str | None,
+        send: anyio.abc.ObjectSendStream[_Event],
+        budget: _Budget,
+        *,
+        resumed: bool,
+    ) -> None:
+        """Send one cursor's pages from `token`, reserving room in `budget` before each request.
+
+        _Rejected when `resumed` and the API refuses the stored token (400) on the first page.
+        """
+        expected = self.request.per_page
+        await budget.reserve(expected)
+        pages = self.client.iter_pages(self.request, order, token, batch=self.options.batch_api)
+        try:
+            async for page in pages:
+                resumed = False
+                budget.arrived(expected, len(page.images))
+                await send.send((order, page, None))
+                if page.next_token is not None:
+                    await budget.reserve(expected)  # before the next request, not after it
+        except ResponseError as exc:
+            if not (resumed and exc.status == 400):
+                raise
+            budget.release(expected)
+            raise _Rejected(exc) from None
+
+
+class _Budget:
+    """Pages requested but not yet taken by the consumer, shared by the cursors.
+
+    A cursor reserves room (a page, and `per_page` images until the reply says how many)
+    before each request, and waits while the buffer is at either limit; an empty buffer
+    always has room, so pages larger than the image limit still flow, one at a time.
+    """
+
+    def __init__(self, pages: int, images: int) -> None:
+        self.max_pages, self.max_images = pages, images
+        self.pages = self.images = 0
+        self._changed = anyio.Event()
+
+    async def reserve(self, expected: int) -> None:
+        """Wait until the buffer is below both limits (or empty); count a page requested."""
+        while self.pages and (self.pages >= self.max_pages or self.images >= self.max_images):
+            await self._changed.wait()
+        self.pages += 1
+        self.images += expected
+
+    def arrived(self, expected: int, count: int) -> None:
+        """Correct a reservation of `expected` images to the `count` the page holds."""
+        self.images += count - expected
+
+    def release(self, expected: int) -> None:
+        """Give back a reservation whose request brought no page."""
+        self.arrived(expected, 0)
+        self.take(0)
+
+    def take(self, count: int) -> None:
+        """Count a page of `count` images out (the consumer has it); wake waiting cursors."""
+        self.pages -= 1
+        self.images -= count
+        self._changed.set()
+        self._changed = anyio.Event()
+
+
+class _Rejected(Exception):
+    """The API refused a stored continuation token on a resumed cursor's first page."""
+
+    def __init__(self, error: ResponseError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Restart(Exception):
