@@ -220,14 +220,7 @@ class ApiClient:
         auth: AuthHeaders,
         pacer: Pacer,
     ) -> dict[str, Any]:
-        """Return the decoded JSON object of a 200 reply, retrying per the policy.
-
-        The first attempt runs outside tenacity: its loop machinery costs more than the rest
-        of a request's bookkeeping, and nearly every request succeeds at once. A failed first
-        attempt is replayed as the loop's attempt 1, so waits, attempt counts and the
-        deadline (counted from the loop's construction, before the first attempt) are as if
-        the loop had run it.
-        """
+        """Return the decoded JSON object of a 200 reply, retrying per the policy."""
         retrying = build_retrying(
             self.retry,
             rng=self._rng,
@@ -236,15 +229,8 @@ class ApiClient:
             monotonic=self._clock,
         )
         try:
-            return await self._attempt(url, params, auth, pacer)
-        except TransientError as exc:
-            first: TransientError | None = exc
-        try:
             async for attempt in retrying:
                 with attempt:
-                    if first is not None:
-                        failed, first = first, None
-                        raise failed
                     return await self._attempt(url, params, auth, pacer)
         except RetryError as exc:
             last = exc.last_attempt.exception()
@@ -268,7 +254,9 @@ class ApiClient:
         try:
             # Redirects are never followed: aiohttp would send X-Auth-Email/X-Auth-Key on to
             # whatever host a 3xx names (it strips only Authorization across origins).
-            request = self._session.get(url, params=params, headers=headers, allow_redirects=False)
+            request = self._session.get(
+                url, params=list(params), headers=headers, allow_redirects=False
+            )
             async with request as resp:
                 reply = _Reply(resp.status, resp.headers, await resp.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
