@@ -70,13 +70,26 @@ class GlobReader(threading.Thread):
                 self.seen.append((int(row[0]), int(row[1])))
 
 
+def export_args(out: Path, config: Path, *extra: str) -> list[str]:
+    """Return the CLI arguments of this file's export of DATE."""
+    return [
+        "export",
+        "--config",
+        str(config),
+        "--output",
+        str(out),
+        "--snapshot-date",
+        DATE,
+        *extra,
+    ]
+
+
 def start_export(
     emu: EmulatorProcess, out: Path, config: Path, log: Path
 ) -> subprocess.Popen[bytes]:
-    args = ["export", "--config", str(config), "--output", str(out), "--snapshot-date", DATE]
     with log.open("ab") as stderr:
         return subprocess.Popen(
-            [PYTHON, "-m", "exporter", *args, "--resume"],
+            [PYTHON, "-m", "exporter", *export_args(out, config, "--resume")],
             env=emu.env(),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -93,10 +106,7 @@ def test_sigkill_at_random_instants_then_resume(
     config.write_text(CONFIG)
     expected = catalog_rows(IMAGES, 5, slow_emulator.account_id)
     if republish:  # a complete snapshot of the same date is already published
-        first = run_cli(
-            ["export", "--config", str(config), "--output", str(out), "--snapshot-date", DATE],
-            slow_emulator.env(),
-        )
+        first = run_cli(export_args(out, config), slow_emulator.env())
         assert first.returncode == 0, first.stderr
     reader = GlobReader(out)
     reader.start()
@@ -110,19 +120,7 @@ def test_sigkill_at_random_instants_then_resume(
                 process.send_signal(signal.SIGKILL)
                 kills += 1
             process.wait()
-        final = run_cli(
-            [
-                "export",
-                "--config",
-                str(config),
-                "--output",
-                str(out),
-                "--snapshot-date",
-                DATE,
-                "--resume",
-            ],
-            slow_emulator.env(),
-        )
+        final = run_cli(export_args(out, config, "--resume"), slow_emulator.env())
         assert final.returncode == 0, final.stderr
     finally:
         reader.stop.set()
@@ -149,18 +147,7 @@ def test_signal_stops_cleanly_with_exit_130_then_resume(
     out, config = tmp_path / "out", tmp_path / "kill.toml"
     config.write_text(CONFIG)
     process = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "exporter",
-            "export",
-            "--config",
-            str(config),
-            "--output",
-            str(out),
-            "--snapshot-date",
-            DATE,
-        ],
+        [PYTHON, "-m", "exporter", *export_args(out, config)],
         env=slow_emulator.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -176,19 +163,7 @@ def test_signal_stops_cleanly_with_exit_130_then_resume(
     assert "--resume" in next(line for line in stderr.splitlines() if "error:" in line)
     assert list(out.glob(".staging/*/_checkpoint.json"))
     assert not (out / f"snapshot_date={DATE}").exists()
-    final = run_cli(
-        [
-            "export",
-            "--config",
-            str(config),
-            "--output",
-            str(out),
-            "--snapshot-date",
-            DATE,
-            "--resume",
-        ],
-        slow_emulator.env(),
-    )
+    final = run_cli(export_args(out, config, "--resume"), slow_emulator.env())
     assert final.returncode == 0, final.stderr
     assert "resuming run" in final.stderr
     assert snapshot_rows(out, DATE) == catalog_rows(IMAGES, 5, slow_emulator.account_id)
