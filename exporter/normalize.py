@@ -34,12 +34,13 @@ import pyarrow.compute as pc
 
 from exporter.errors import ConfigError, PageFormatError
 from exporter.schema import (
+    CORE,
     CORE_COLUMNS,
     CORE_FIELDS,
-    CORE_NAMES,
     EXACT_INT_LIMIT,
     INT64_MAX,
     INT64_MIN,
+    META_JSON,
     ColumnPlan,
     ColumnSpec,
     PlanColumn,
@@ -55,6 +56,8 @@ _SKIP_CACHE_LIMIT = 100_000  # unselected/capped paths remembered; memory stays 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _TIMESTAMP_NS = pa.timestamp("ns", tz="UTC")
 _NONE = type(None)
+# Core column -> the image key it is read from (all but `account_id`).
+_IMAGE_KEYS = {name: field.key for name, field in CORE.items() if field.key is not None}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,17 +136,18 @@ class Normalizer:
         _check_images(images)
         ids = [image.get("id") for image in images]
         _check_ids(ids)
-        core = [
-            pa.array([self.account_id] * len(images), pa.string()),
-            pa.array(ids, pa.string()),
-            self._strings([image.get("filename") for image in images]),
-            self._strings([image.get("creator") for image in images]),
-            self._bools([image.get("requireSignedURLs") for image in images]),
-            self._timestamps([image.get("uploaded") for image in images]),
-            self._variants([image.get("variants") for image in images]),
-        ]
+        build = {
+            "string": self._strings,
+            "bool": self._bools,
+            "timestamp": self._timestamps,
+            "list<string>": self._variants,
+        }
+        core = {"account_id": pa.array([self.account_id] * len(images), pa.string())}
+        for name, key in _IMAGE_KEYS.items():
+            if name != META_JSON:  # built with the meta columns below
+                core[name] = build[CORE[name].type]([image.get(key) for image in images])
         try:
-            meta_json = self._flatten([image.get("meta") for image in images])
+            meta_json = self._flatten([image.get(_IMAGE_KEYS[META_JSON]) for image in images])
             self._observe()
         except BaseException:
             self._reset()  # e.g. SchemaContractError mid-page: leave no half-filled cells
@@ -166,15 +170,15 @@ class Normalizer:
             return batch  # built under this very plan: names, paths and types all match
         rows = batch.num_rows
         loads = orjson.loads
-        metas = [None if text is None else loads(text) for text in batch["meta_json"].to_pylist()]
-        core = [batch[name] for name in CORE_NAMES[:-1]]
+        metas = [None if text is None else loads(text) for text in batch[META_JSON].to_pylist()]
+        core = {name: batch[name] for name in CORE if name != META_JSON}
         self._conforming = True
         try:
             self._flatten(metas)
             for column in self._touched:
                 if self._batch_type(column) != column.type:
                     raise ValueError(f"{column.name}: batch does not come from this normalizer")
-            return self._finish(core, batch["meta_json"], rows)
+            return self._finish(core, batch[META_JSON], rows)
         finally:
             self._conforming = False
             self._reset()
@@ -327,9 +331,9 @@ class Normalizer:
             result = type_ if result is None else join_types(result, type_, big or column.big_int)
         return result
 
-    def _finish(self, core: list[Any], meta_json: Any, rows: int) -> pa.RecordBatch:
+    def _finish(self, core: dict[str, Any], meta_json: Any, rows: int) -> pa.RecordBatch:
         try:
-            arrays = [*core, meta_json]
+            arrays = [meta_json if name == META_JSON else core[name] for name in CORE]
             for column in self._plan.columns:
                 type_ = column.type or "string"
                 cells = column.cells

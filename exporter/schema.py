@@ -18,6 +18,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 import orjson
@@ -27,7 +28,6 @@ from exporter.errors import ConfigError, SchemaContractError
 
 MetaType = Literal["bool", "int64", "float64", "string", "json"]
 META_TYPES: tuple[str, ...] = ("bool", "int64", "float64", "string", "json")
-CORE_TYPES: tuple[str, ...] = ("string", "bool", "timestamp", "list<string>")
 META_PREFIX = "meta__"
 # Redshift caps identifiers at 127 bytes; leave room for a "__NNN" collision suffix.
 MAX_BASE_NAME = 100
@@ -80,22 +80,41 @@ class ColumnSpec:
     def arrow_field(self) -> pa.Field:
         """Return the Arrow field; meta columns carry their original path as field metadata."""
         if self.path is None:
-            return pa.field(self.name, _ARROW_TYPES[self.type], nullable=self.name != "id")
+            return pa.field(self.name, _ARROW_TYPES[self.type], nullable=CORE[self.name].nullable)
         metadata = {PATH_METADATA_KEY: orjson.dumps(list(self.path))}
         return pa.field(self.name, _ARROW_TYPES[self.type], metadata=metadata)
 
 
-CORE_COLUMNS: tuple[ColumnSpec, ...] = (
-    ColumnSpec("account_id", "string"),
-    ColumnSpec("id", "string"),
-    ColumnSpec("filename", "string"),
-    ColumnSpec("creator", "string"),
-    ColumnSpec("require_signed_urls", "bool"),
-    ColumnSpec("uploaded", "timestamp"),
-    ColumnSpec("variants", "list<string>"),
-    ColumnSpec("meta_json", "string"),
+@dataclass(frozen=True)
+class CoreField:
+    """What every format promises about one core column; `CORE` lists them by name, in order."""
+
+    type: str  # logical type; its Arrow type is `arrow_type(type)`
+    key: str | None  # the image's key in a List V2 page; None: the account being exported
+    nullable: bool = True
+    unique: bool = False  # one value per image: a Parquet dictionary would not pay
+    ndjson: Literal["value", "raw"] = "value"  # "raw": the JSON text spliced in unparsed
+    ndjson_key: str | None = None  # the key of an NDJSON line, when not the column name
+
+
+META_JSON = "meta_json"
+# The core columns, in file order. The normalizer, the Arrow schema, the Parquet encodings and
+# the NDJSON lines all read this table: a core column is added or changed here only.
+CORE: Mapping[str, CoreField] = MappingProxyType(
+    {
+        "account_id": CoreField("string", None),
+        "id": CoreField("string", "id", nullable=False, unique=True),
+        "filename": CoreField("string", "filename", unique=True),
+        "creator": CoreField("string", "creator"),
+        "require_signed_urls": CoreField("bool", "requireSignedURLs"),
+        "uploaded": CoreField("timestamp", "uploaded", unique=True),
+        "variants": CoreField("list<string>", "variants", unique=True),
+        META_JSON: CoreField("string", "meta", unique=True, ndjson="raw", ndjson_key="meta"),
+    }
 )
-CORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in CORE_COLUMNS)
+CORE_TYPES: tuple[str, ...] = tuple(dict.fromkeys(field.type for field in CORE.values()))
+CORE_COLUMNS: tuple[ColumnSpec, ...] = tuple(ColumnSpec(name, f.type) for name, f in CORE.items())
+CORE_NAMES: tuple[str, ...] = tuple(CORE)
 CORE_FIELDS: tuple[pa.Field, ...] = tuple(spec.arrow_field() for spec in CORE_COLUMNS)
 
 

@@ -7,16 +7,21 @@ import pyarrow as pa
 import pytest
 
 from exporter.errors import ConfigError, SchemaContractError
+from exporter.normalize import NormalizeOptions, Normalizer
 from exporter.schema import (
+    CORE,
     CORE_COLUMNS,
     MAX_BASE_NAME,
     PATH_METADATA_KEY,
     ColumnPlan,
     ColumnSpec,
+    arrow_type,
     base_name,
     join_types,
     segment,
 )
+from exporter.sinks.ndjson import encode_lines
+from exporter.sinks.parquet import dictionary_columns
 
 
 class TestSegment:
@@ -249,3 +254,19 @@ class TestColumnPlan:
         assert again.drift() == plan.drift()
         assert again.by_path[("a",)].big_int
         assert again.add(("B", "C")).name == "meta__b__c__2"
+
+
+def test_core_table_drives_the_schema_the_lines_and_the_encodings() -> None:
+    """The normalizer's schema, the NDJSON keys and the Parquet dictionary all follow CORE."""
+    image = {"id": "a", "uploaded": "2026-01-02T03:04:05Z", "meta": {"k": 1}}
+    batch = Normalizer("acct", NormalizeOptions()).normalize([image])
+    core = [batch.schema.field(name) for name in CORE]
+    assert [(f.name, f.type, f.nullable) for f in core] == [
+        (name, arrow_type(field.type), field.nullable) for name, field in CORE.items()
+    ]
+    assert batch.schema.names == [*CORE, "meta__k"]
+    line = orjson.loads(encode_lines(batch))
+    assert list(line) == [field.ndjson_key or name for name, field in CORE.items()]
+    assert line["meta"] == {"k": 1} and line["uploaded"] == "2026-01-02T03:04:05Z"
+    unique = {name for name, field in CORE.items() if field.unique}
+    assert set(dictionary_columns(batch.schema)) == {*batch.schema.names} - unique

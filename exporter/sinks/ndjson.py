@@ -9,19 +9,16 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from exporter.schema import CORE
 from exporter.sinks._base import FilePartSink, SinkOptions
 from exporter.store import HashingWriter
 
-# Same top-level names as the Parquet core columns; `meta` replaces `meta_json`.
-CORE_FIELDS = (
-    "account_id",
-    "id",
-    "filename",
-    "creator",
-    "require_signed_urls",
-    "uploaded",
-    "variants",
-)
+# A line is the core columns in order: values encoded by orjson, then the one raw JSON column
+# (`meta_json`, as `meta`) spliced in last, as its exact bytes.
+VALUE_FIELDS = [name for name, field in CORE.items() if field.ndjson == "value"]
+VALUE_KEYS = [CORE[name].ndjson_key or name for name in VALUE_FIELDS]
+[RAW_FIELD] = [name for name, field in CORE.items() if field.ndjson == "raw"]
+_RAW_HEAD = b',"' + (CORE[RAW_FIELD].ndjson_key or RAW_FIELD).encode() + b'":'
 NDJSON_SHAPE = "ndjson-v1"  # the line shape does not follow the meta__ column plan
 
 
@@ -32,7 +29,7 @@ def _column(batch: pa.RecordBatch, name: str) -> list[Any]:
 
 def _raw_meta(batch: pa.RecordBatch) -> list[bytes | None]:
     """Return each row's meta_json as UTF-8 bytes, straight from the Arrow buffers."""
-    index = batch.schema.get_field_index("meta_json")
+    index = batch.schema.get_field_index(RAW_FIELD)
     if index < 0:
         return [None] * batch.num_rows
     raw: list[bytes | None] = pc.cast(batch.column(index), pa.binary()).to_pylist()
@@ -45,15 +42,15 @@ def encode_lines(batch: pa.RecordBatch) -> bytes:
     The core fields are encoded by orjson; the meta object is appended as the exact bytes of
     `meta_json`, so keys keep their order, numbers their spelling, and nothing is re-encoded.
     """
-    columns = [_column(batch, name) for name in CORE_FIELDS]
+    columns = [_column(batch, name) for name in VALUE_FIELDS]
     metas = _raw_meta(batch)
     out = bytearray()
     for row, meta in zip(zip(*columns, strict=True), metas, strict=True):
-        head = orjson.dumps(dict(zip(CORE_FIELDS, row, strict=True)), option=orjson.OPT_UTC_Z)
+        head = orjson.dumps(dict(zip(VALUE_KEYS, row, strict=True)), option=orjson.OPT_UTC_Z)
         if meta is not None and (b"\n" in meta or b"\r" in meta):
             meta = orjson.dumps(orjson.loads(meta))  # a pretty-printed value would break lines
         out += head[:-1]
-        out += b',"meta":'
+        out += _RAW_HEAD
         out += meta if meta is not None else b"null"
         out += b"}\n"
     return bytes(out)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exporter.errors import SinkError
+from exporter.schema import CORE
 from exporter.sinks._base import (
     Conform,
     FilePartSink,
@@ -17,15 +18,15 @@ from exporter.sinks._base import (
 )
 from exporter.store import HashingWriter, file_digest, os_errors
 
-# Columns unique per image: a dictionary page would only grow until Parquet falls back to
-# plain encoding, costing a wasted page per row group. Everything else (account, creator,
-# flags, meta leaves) repeats across images and compresses well as a dictionary.
-UNIQUE_COLUMNS = frozenset({"id", "filename", "meta_json", "variants", "uploaded"})
-
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:
-    """Return the columns worth dictionary encoding: everything not unique per image."""
-    return [f.name for f in schema if f.name not in UNIQUE_COLUMNS]
+    """Return the columns worth dictionary encoding: everything not unique per image.
+
+    For a unique column a dictionary page would only grow until Parquet falls back to plain
+    encoding, costing a wasted page per row group. Everything else (account, creator, flags,
+    meta leaves) repeats across images and compresses well as a dictionary.
+    """
+    return [f.name for f in schema if f.name not in CORE or not CORE[f.name].unique]
 
 
 class ParquetSink(FilePartSink):
