@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test emulator demo bench clean
+.PHONY: help install lint format test golden emulator demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 
 test: lint ## lint, then the whole test suite (unit, emulator, CLI, end to end)
 	$(BIN)/pytest -q
+
+golden: $(STAMP) ## rewrite the pinned user contract (tests/contract_golden/); review the diff
+	$(BIN)/pytest -q tests/test_contract.py --update-golden
 
 emulator: $(STAMP) ## serve the Images API emulator on loopback (Ctrl-C stops it)
 	$(BIN)/cf-images-export emulator

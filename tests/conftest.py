@@ -16,6 +16,14 @@ SMALL_CATALOG = 300
 EmulatorFactory = Callable[..., AbstractAsyncContextManager[RunningEmulator]]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/contract_golden/ from the code (then review the diff)",
+    )
+
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[RunningEmulator]:
     """A running emulator with a small catalog, default token and account, no faults."""
