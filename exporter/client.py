@@ -75,8 +75,8 @@ class ApiClient:
         credentials: Credentials,
         *,
         stats: RunStats,
+        pacer: Pacer,
         retry: RetryPolicy | None = None,
-        pacer: Pacer | None = None,
         batch_base_url: str = DEFAULT_BATCH_BASE_URL,
         batch_pacer: Pacer | None = None,
         connect_timeout_s: float = 10.0,
@@ -89,7 +89,7 @@ class ApiClient:
         self.batch_base_url = batch_base_url.rstrip("/")
         self.stats = stats
         self.retry = retry or RetryPolicy()
-        self.pacer = pacer or Pacer()
+        self.pacer = pacer
         self.batch_pacer = batch_pacer or Pacer(BATCH_QUOTA, BATCH_WINDOW_S, 0.9)
         self._credentials = credentials
         self._timeout = aiohttp.ClientTimeout(

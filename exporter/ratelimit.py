@@ -1,26 +1,36 @@
-"""Client-side request budget: never reach the API's rate limit, yet use nearly all of it.
+"""Client-side request budget: spend this run's share of the API quota, never hit the wall.
 
-Cloudflare allows 1200 requests per 5 minutes per user and locks the user out for 5 minutes
-past that (DESIGN.md, "The API as the exporter uses it"), so one `Pacer` is shared by every
-walker of the process. The arithmetic is pure and takes clocks; only `acquire()` sleeps.
+Two limits meet (DESIGN.md, "Pacing: whose quota"): the server's, announced by its replies
+(`Ratelimit-Policy: "burst";q=<quota>;w=<window s>` and `Ratelimit: "default";r=<remaining>;
+t=<reset s>`, IETF httpapi-ratelimit-headers, or the older `X-RateLimit-*`), and the run's
+configured share (`quota` per `window_s`, times `margin`). Cloudflare allows 1200 requests per
+5 minutes per user and locks the whole user out for 5 minutes past that, so one `Pacer` is
+shared by every walker of the process.
 
-* Server headers win when present: `Ratelimit: "default";r=<remaining>;t=<reset s>` and
-  `Ratelimit-Policy: "burst";q=<quota>;w=<window s>` (IETF httpapi-ratelimit-headers), and the
-  older `X-RateLimit-Limit/Remaining/Reset`. The pacer never sends more than the server says
-  remains (minus what is in flight), and waits for the reset. An integer `t` is rounded, so
-  each reply narrows the interval the reset must lie in (as does the policy's window `w`);
-  the pacer waits for its upper end.
-* A server that never sent headers gets a local sliding window of `quota * margin` per
-  `window_s`. Once headers were seen, a reset window is probed with one request whose reply
-  tells the new remaining count.
-* A 429 blocks everyone for `Retry-After` (else a window) and halves the rate for a while.
+* The lower quota rules: Q = min(configured quota, announced q). An announced quota below the
+  configured one is the server's truth (with its window w); a configured one below it is the
+  user leaving room for other jobs (with the configured window).
+* The allowance is A = floor(Q * margin) requests in any span of that window: a log of this
+  run's own sends enforces it as a sliding window, which also bounds every fixed window of
+  the server wherever it starts.
+* The reserve is Q - A, a share of that same quota: the pacer never sends more than the
+  server says remains (r, less what is in flight) minus the reserve, and then waits for the
+  reset. So another consumer of the same budget only ever makes the run slower, and a quota
+  the server lowers mid-run is followed from its next reply.
+* An integer `t` is rounded, so each reply narrows the interval the reset must lie in (as does
+  the window); the pacer waits for its upper end, then probes the new window with one request
+  whose reply tells the new remaining count.
+* A server that never sent headers gets the configured share alone.
+* A 429 blocks everyone for `Retry-After` (else a window) and halves the allowance for a while.
+
+The arithmetic is pure and takes clocks; only `acquire()` sleeps.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -118,16 +128,25 @@ class Ticket:
     sent_at: float
 
 
+@dataclass(frozen=True)
+class Share:
+    """The quota a run follows now, and what the margin makes of it."""
+
+    quota: int  # min(configured, announced)
+    window_s: float  # the window of whichever quota that is
+    allowance: int  # floor(quota * margin): the most this run sends in any window
+    reserve: int  # quota - allowance: left of what the server says remains
+
+
 class Pacer:
     """A request budget shared by every walker of the process (pure; clocks injected)."""
 
     def __init__(
         self,
-        quota: int = 1200,
-        window_s: float = 300.0,
-        margin: float = 0.9,
+        quota: int,
+        window_s: float,
+        margin: float,
         *,
-        keep: int = 0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -135,12 +154,13 @@ class Pacer:
             raise ValueError("quota >= 1, window_s > 0 and 0 < margin <= 1 are required")
         self.quota = quota
         self.window_s = window_s
-        self._configured_window = window_s
         self.margin = margin
-        self.keep = keep  # requests left unspent from what the server says remains
         self._clock = clock
         self._wall = wall
-        self._sent: deque[float] = deque()  # send times within the local window
+        self._announced_quota: int | None = None
+        self._announced_window: float | None = None
+        self._sent: list[float] = []  # this run's send times, oldest first
+        self._horizon = window_s  # the longest window a send may still count in
         self._inflight = 0
         self._budget: int | None = None  # sends left until the reset, from the headers
         self._reset_lo = -math.inf
@@ -156,29 +176,43 @@ class Pacer:
         """Return the number of granted requests not yet released."""
         return self._inflight
 
-    def _local_limit(self) -> int:
-        return max(1, math.floor(self.quota * self.margin * self._factor))
+    def share(self) -> Share:
+        """Return the quota followed now: the announced one where it is lower, else our own."""
+        quota, window = self.quota, self.window_s
+        announced = self._announced_quota
+        if announced is not None and announced <= quota:
+            quota = announced
+            window = self._announced_window or window
+        allowance = max(1, math.floor(quota * self.margin))
+        return Share(quota, window, allowance, max(0, quota - allowance))
 
     def delay(self) -> float:
         """Return 0 when a request may be sent now, else the seconds worth waiting first."""
         now = self._clock()
         if now < self._blocked_until:
             return self._blocked_until - now
-        window_start = now - self.window_s
-        while self._sent and self._sent[0] <= window_start:
-            self._sent.popleft()
+        share = self.share()
+        own = self._own_wait(now, max(1, math.floor(share.allowance * self._factor)), share)
+        if own > 0:
+            return own
         if now < self._reset_hi and self._budget is not None:
-            keep = self.keep + math.ceil((1 - self._factor) * self.quota)
-            if self._budget - keep >= 1:
+            if self._budget - share.reserve >= 1:
                 return 0.0
             return self._reset_hi - now + _EPSILON_S
         if self._seen_headers:
             # The server window has reset: probe with one request and learn the new
             # remaining count from its reply before spending more.
-            return 0.0 if self._inflight == 0 else self.window_s  # woken early by the reply
-        if len(self._sent) >= self._local_limit():
-            return self._sent[0] + self.window_s - now + _EPSILON_S
+            return 0.0 if self._inflight == 0 else share.window_s  # woken early by the reply
         return 0.0
+
+    def _own_wait(self, now: float, allowance: int, share: Share) -> float:
+        """Return how long until fewer than `allowance` of our sends lie within the window."""
+        del self._sent[: bisect.bisect_right(self._sent, now - self._horizon)]
+        start = bisect.bisect_right(self._sent, now - share.window_s)
+        excess = len(self._sent) - start - allowance
+        if excess < 0:
+            return 0.0
+        return self._sent[start + excess] + share.window_s - now + _EPSILON_S
 
     def grant(self) -> Ticket:
         """Record a request being sent now (call after `delay()` returned 0)."""
@@ -203,11 +237,13 @@ class Pacer:
             self._wakeup.set()
             self._wakeup = None
         info = parse_rate_headers(headers, self._wall()) if headers else RateInfo()
-        if info.quota is not None and info.window_s is not None:
-            self.quota, self.window_s = info.quota, info.window_s
+        window = self._refine(info.window_s)
+        if info.quota is not None:
+            self._announced_quota, self._announced_window = info.quota, window
+            self._horizon = max(self._horizon, window or 0.0)
         if status == 429:
             self.throttled += 1
-            wait = retry_after_s if retry_after_s is not None else self.window_s
+            wait = retry_after_s if retry_after_s is not None else self.share().window_s
             self._blocked_until = max(self._blocked_until, now + wait)
             self._factor = max(0.125, self._factor / 2)
             self._budget = 0
@@ -220,13 +256,9 @@ class Pacer:
         self._seen_headers = True
         slack = 0.0 if info.reset_exact else 1.0  # `t` is rounded up to whole seconds
         lo, hi = ticket.sent_at + info.reset_s - slack, now + info.reset_s
-        if info.window_s is not None:
+        if window is not None:
             # No window ends later than one window after the request: a bound that beats a
-            # `t` rounded up to whole seconds. A configured window that `w` rounds up to
-            # (1.5 s for w=2) refines it.
-            window = info.window_s
-            if self._configured_window <= window < self._configured_window + 1:
-                window = self._configured_window
+            # `t` rounded up to whole seconds.
             hi = min(hi, now + window)
             lo = min(lo, hi)
         # Requests still in flight may be counted after this reply: assume they will be.
@@ -241,6 +273,12 @@ class Pacer:
             self._factor = min(1.0, self._factor * 1.5)  # a new window: speed back up
         self._budget = budget
         self._reset_lo, self._reset_hi = lo, hi
+
+    def _refine(self, window: float | None) -> float | None:
+        """Return an announced window, refined by a configured one it rounds up (1.5 s, w=2)."""
+        if window is not None and self.window_s <= window < self.window_s + 1:
+            return self.window_s
+        return window
 
     async def acquire(self, stats: RunStats | None = None) -> Ticket:
         """Wait until the budget allows one more request, then grant it."""

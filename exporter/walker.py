@@ -94,14 +94,7 @@ def make_client(
         credentials,
         stats=stats,
         retry=options.retry,
-        # The margin holds back a share of what the server says remains as well, for the
-        # user's other API traffic: the lockout after a 429 would stop that traffic too.
-        pacer=Pacer(
-            options.quota,
-            options.window_s,
-            options.margin,
-            keep=math.floor((1 - options.margin) * options.quota),
-        ),
+        pacer=Pacer(options.quota, options.window_s, options.margin),
         batch_base_url=options.batch_base_url,
         connect_timeout_s=options.connect_timeout_s,
         read_timeout_s=options.read_timeout_s,

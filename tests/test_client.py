@@ -70,7 +70,7 @@ class SteppedPacer(Pacer):
     def __init__(self) -> None:
         self.now = 0.0
         self.waited: list[float] = []
-        super().__init__(clock=lambda: self.now)
+        super().__init__(1200, 300.0, 0.95, clock=lambda: self.now)
 
     async def _wait(self, delay: float) -> None:
         self.waited.append(delay)
@@ -339,7 +339,7 @@ class TestBatch:
 
 
 async def test_used_outside_async_with_is_a_bug() -> None:
-    api = ApiClient(BASE, ACCOUNT, Credentials(token=TOKEN), stats=RunStats())
+    api = ApiClient(BASE, ACCOUNT, Credentials(token=TOKEN), stats=RunStats(), pacer=SteppedPacer())
     with pytest.raises(RuntimeError):
         await api.get_count()
 
@@ -364,6 +364,7 @@ async def test_cancelled_request_gives_its_budget_back(client: ApiClient) -> Non
 async def test_both_credentials_note_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     env = {"CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_EMAIL": "e@x", "CLOUDFLARE_API_KEY": "k"}
     with caplog.at_level(logging.INFO, logger="exporter.client"):
-        async with ApiClient(BASE, ACCOUNT, Credentials.from_env(env), stats=RunStats()):
+        creds = Credentials.from_env(env)
+        async with ApiClient(BASE, ACCOUNT, creds, stats=RunStats(), pacer=SteppedPacer()):
             pass
     assert caplog.text.count("using the token") == 1 and TOKEN not in caplog.text
