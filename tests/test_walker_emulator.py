@@ -149,26 +149,24 @@ async def test_resume_with_a_rejected_token(
         assert "rejected the stored continuation token" in caplog.text
 
 
-async def test_pacing_uses_the_quota_without_a_single_429(
+async def test_pacing_keeps_the_allowance_without_a_single_429(
     emulator_factory: EmulatorFactory,
 ) -> None:
-    """20 requests per 1.5 s window with lockout: zero 429s and >= 90% of the quota used
-    (the default margin keeps 5%, one request a window, for the user's other traffic)."""
+    """20 requests per 1.5 s window with lockout: zero 429s, and no emulator window admits more
+    than floor(20 * 0.95) = 19 (the default margin keeps 5% for the user's other traffic).
+
+    Counts only, so it holds at any speed; the share of the quota used is measured on a
+    virtual clock (test_ratelimit.py) and timed by `make bench`."""
     quota, window = 20, 1.5
     async with emulator_factory(
         images=800, seed=2, rate_quota=quota, rate_window_s=window, lockout_s=60
     ) as emu:
         opts = options(quota=quota, window_s=window)
-        start = time.monotonic()
         chunks = await walk(emu, ListRequest(per_page=10), opts)
-        elapsed = time.monotonic() - start
         assert emitted(chunks) == catalog_ids(emu)
-        requests = emu.counters.requests
         assert emu.counters.throttled == 0
-        # The fastest legal schedule of `requests` needs this many whole windows of waiting.
-        least = ((requests - 1) // quota) * window
-        assert least >= 3 * window  # a walk long enough to measure
-        assert least / elapsed >= 0.9, (requests, elapsed)
+        assert emu.state.limiter is not None and emu.state.limiter.peak <= 19
+        assert emu.counters.requests >= 3 * quota  # a walk across several window resets
 
 
 async def test_batch_mode_exact_with_a_token_expiring_mid_walk(

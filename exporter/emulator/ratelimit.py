@@ -54,6 +54,7 @@ class RateLimiter:
         self.lockout_s = lockout_s
         self._clock = clock
         self._callers: dict[str, _Caller] = {}
+        self.peak = 0  # the most requests one window of one caller admitted (tests read it)
 
     def hit(self, caller: str) -> RateDecision:
         """Count one request of `caller` and return whether it may proceed."""
@@ -69,6 +70,7 @@ class RateLimiter:
             state.used = 0
             return self._refuse(self.lockout_s)
         state.used += 1
+        self.peak = max(self.peak, state.used)
         return RateDecision(
             allowed=True,
             quota=self.quota,

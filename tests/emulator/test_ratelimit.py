@@ -73,3 +73,16 @@ def test_headers() -> None:
         "Ratelimit-Policy": '"burst";q=2;w=5',
         "Retry-After": "3",
     }
+
+
+def test_peak_is_the_most_one_window_admitted() -> None:
+    """`peak` records the fullest window of any caller: tests compare it with an allowance."""
+    clock = Clock()
+    limiter = RateLimiter(quota=5, window_s=10, lockout_s=30, clock=clock)
+    for _ in range(3):
+        limiter.hit("u")
+    clock.now += 10
+    for _ in range(2):
+        limiter.hit("u")
+        limiter.hit("v")
+    assert limiter.peak == 3
