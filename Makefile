@@ -3,20 +3,34 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Exact versions and sha256 of every dependency (dev tools and the build backend included),
+# resolved from pyproject.toml's ranges by `make lock`; installs take nothing else.
+LOCK := requirements-dev.lock
+UV := uv==0.13.9
+UPGRADE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test golden emulator demo bench clean
+.PHONY: help install lock lint format test golden emulator demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the package with its dev tools
+install: $(STAMP) ## create .venv and install the package with its dev tools, from the lock
+
+# The lock is universal (markers for other platforms and Pythons) and keeps its current pins
+# unless pyproject.toml's ranges exclude them; `make lock UPGRADE=1` takes the newest of all.
+# The build backend (build-system.requires) is pinned too: the editable install uses it.
+lock: ## re-resolve pyproject.toml into requirements-dev.lock (UPGRADE=1: newest of everything)
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet '$(UV)'; }
+	$(PYTHON) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" \
+	  | $(BIN)/uv pip compile --quiet pyproject.toml - --extra dev --universal --python-version 3.11 \
+	    --generate-hashes --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) -o $(LOCK)
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check exporter tests
