@@ -3,8 +3,7 @@
 The public surface is what `__all__` lists; everything else may change between versions.
 """
 
-__version__ = "0.1.0"
-
+from exporter._version import __version__
 from exporter.config import ExportConfig, load_toml, parse_config
 from exporter.errors import (
     AuthError,

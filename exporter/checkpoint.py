@@ -1,17 +1,15 @@
 """The run checkpoint: what --resume needs, replaced atomically after every committed part.
 
-One checkpoint per staging key `<snapshot date>-<request fingerprint>`, at
-`OUT/.staging/<key>/_checkpoint.json`, so a run of a different request (other filters, order,
-account or formats) has a different key and is never mixed into this one. A checkpoint names
-only parts that were durable before it was written; anything else found in staging is
-discarded by the sinks when they resume.
+One checkpoint per run key (one request on one date, `Layout.checkpoint`), so a run of a
+different request (other filters, order, account or formats) has a different key and is never
+mixed into this one. A checkpoint names only parts that were durable before it was written;
+anything else found in staging is discarded by the sinks when they resume.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +17,9 @@ from typing import Any
 import orjson
 
 from exporter.sinks import PartFile
-from exporter.store import STAGING, Store, snapshot_dir, staging_dir
+from exporter.store import Layout, Store
+from exporter.store.layout import run_key, run_key_date
 
-CHECKPOINT_NAME = "_checkpoint.json"
 STALE_AFTER_DAYS = 7  # staged runs older than this (by snapshot date) are swept after a publish
 CHECKPOINT_VERSION = 1
 # Keys never part of a fingerprint or a file: credentials in any spelling.
@@ -56,20 +54,6 @@ def request_fingerprint(request: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def staging_key(fingerprint: str, snapshot_date: str) -> str:
-    """Return the staging directory name of one request on one date."""
-    return f"{snapshot_date}-{fingerprint[:16]}"
-
-
-def staged_snapshot(run_key: str, snapshot_date: str) -> str:
-    """Return the staged snapshot directory of a run, relative to the output root."""
-    return posixpath.join(staging_dir(run_key), snapshot_dir(snapshot_date))
-
-
-def checkpoint_path(run_key: str) -> str:
-    return posixpath.join(staging_dir(run_key), CHECKPOINT_NAME)
-
-
 @dataclass(kw_only=True)
 class Checkpoint:
     """Continuation state of one run; `phase` is writing, finishing or publishing."""
@@ -87,7 +71,7 @@ class Checkpoint:
 
     @property
     def run_key(self) -> str:
-        return staging_key(self.request_fingerprint, self.snapshot_date)
+        return run_key(self.request_fingerprint, self.snapshot_date)
 
     def to_dict(self) -> JsonDict:
         return {
@@ -127,9 +111,9 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
     return orjson.dumps(checkpoint.to_dict(), option=orjson.OPT_INDENT_2)
 
 
-def save_checkpoint(store: Store, checkpoint: Checkpoint) -> None:
+def save_checkpoint(store: Store, layout: Layout, checkpoint: Checkpoint) -> None:
     """Replace the run's checkpoint atomically: a crash leaves the old one or the new one."""
-    store.write_atomic(checkpoint_path(checkpoint.run_key), encode_checkpoint(checkpoint))
+    store.write_atomic(layout.checkpoint(checkpoint.run_key), encode_checkpoint(checkpoint))
 
 
 @dataclass(frozen=True)
@@ -140,14 +124,15 @@ class ResumePoint:
     message: str
 
 
-def load_checkpoint(store: Store, fingerprint: str, snapshot_date: str) -> ResumePoint:
+def load_checkpoint(
+    store: Store, layout: Layout, fingerprint: str, snapshot_date: str
+) -> ResumePoint:
     """Return the checkpoint of this request and date, or None with the reason to start afresh.
 
     A checkpoint that cannot be read or belongs to another request (or an older format) is
     never used; the message says so, and the caller discards that staging directory.
     """
-    key = staging_key(fingerprint, snapshot_date)
-    raw = store.read_bytes(checkpoint_path(key))
+    raw = store.read_bytes(layout.checkpoint(run_key(fingerprint, snapshot_date)))
     if raw is None:
         return ResumePoint(None, "nothing to resume for this request and date: starting afresh")
     try:
@@ -163,7 +148,7 @@ def load_checkpoint(store: Store, fingerprint: str, snapshot_date: str) -> Resum
 
 
 def stale_staged_runs(
-    store: Store, snapshot_date: str, keep_days: int = STALE_AFTER_DAYS
+    store: Store, layout: Layout, snapshot_date: str, keep_days: int = STALE_AFTER_DAYS
 ) -> list[str]:
     """Return staging keys of runs dated more than `keep_days` before `snapshot_date`.
 
@@ -172,16 +157,13 @@ def stale_staged_runs(
     """
     cutoff = dt.date.fromisoformat(snapshot_date) - dt.timedelta(days=keep_days)
     stale = []
-    for key in store.list_dir(STAGING):
-        try:
-            day = dt.date.fromisoformat(key[:10])
-        except ValueError:
-            continue  # not a run directory of ours
-        if day < cutoff and not key.endswith(".lock"):
+    for key in store.list_dir(layout.staging):
+        day = run_key_date(key)  # None: a lock, or not a run directory of ours
+        if day is not None and day < cutoff:
             stale.append(key)
     return sorted(stale)
 
 
-def discard_run(store: Store, run_key: str) -> None:
+def discard_run(store: Store, layout: Layout, key: str) -> None:
     """Delete a run's whole staging directory (its checkpoint and staged files)."""
-    store.delete_tree(staging_dir(run_key))
+    store.delete_tree(layout.run(key))

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import anyio
 
-from exporter import __version__
+from exporter._version import __version__
 from exporter.errors import ConfigError, ExporterError, IntegrityError, Interrupted
 
 PROG = "cf-images-export"
@@ -289,14 +289,15 @@ def run_inspect(args: argparse.Namespace) -> int:
     OUT may be a directory or a bucket URI (s3://, gs://), as for `export --output`.
     """
     from exporter.manifest import snapshot_dates, verify_snapshot
-    from exporter.store import SNAPSHOT_PREFIX, open_store
+    from exporter.store import open_store
+    from exporter.store.layout import ROOT, SNAPSHOT_PREFIX, split_snapshot_path
 
-    parent, _, last = args.path.rstrip("/").rpartition("/")
-    if last.startswith(SNAPSHOT_PREFIX) and parent:
-        store, directories = open_store(parent), [last]
+    one = split_snapshot_path(args.path)
+    if one is not None:
+        store, directories = open_store(one[0]), [one[1]]
     else:
         store = open_store(args.path)
-        directories = [SNAPSHOT_PREFIX + d for d in snapshot_dates(store)]
+        directories = [ROOT.snapshot(d) for d in snapshot_dates(store)]
     if not directories:
         raise IntegrityError(f"no {SNAPSHOT_PREFIX}* snapshot under {args.path}")
     reports = [verify_snapshot((store, directory)) for directory in directories]

@@ -25,7 +25,7 @@ import anyio
 import orjson
 from tenacity import RetryError
 
-import exporter
+from exporter._version import __version__
 from exporter.auth import Credentials
 from exporter.errors import AuthError, PageFormatError, ResponseError, RetriesExhausted
 from exporter.pagination import (
@@ -45,7 +45,7 @@ log = logging.getLogger("exporter.client")
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_BATCH_BASE_URL = "https://batch.imagedelivery.net"
-USER_AGENT = f"cf-images-exporter/{exporter.__version__}"
+USER_AGENT = f"cf-images-exporter/{__version__}"
 PERMISSION_HINT = "the API token needs the Images Read permission on this account"
 BATCH_HINT = (
     "these credentials may not create batch tokens (/images/v1/batch_token); "

@@ -19,17 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exporter import __version__
+from exporter._version import __version__
 from exporter.checkpoint import redact_request
 from exporter.errors import IntegrityError, SinkError
 from exporter.sinks import PartFile
-from exporter.store import (
+from exporter.store import Layout, LocalStore, Store, file_digest
+from exporter.store.layout import (
     MANIFEST_NAME,
-    SNAPSHOT_PREFIX,
+    ROOT,
     SUCCESS_NAME,
-    LocalStore,
-    Store,
-    file_digest,
+    manifest_path,
+    parse_snapshot_name,
+    success_path,
 )
 
 FORMAT_VERSION = 1
@@ -160,9 +161,9 @@ def _as_store(out: Store | str | Path) -> Store:
 
 def read_manifest(store: Store, directory: str) -> JsonDict | None:
     """Return the manifest of a sealed snapshot directory, None unless `_SUCCESS` is there."""
-    if not store.exists(posixpath.join(directory, SUCCESS_NAME)):
+    if not store.exists(success_path(directory)):
         return None
-    raw = store.read_bytes(posixpath.join(directory, MANIFEST_NAME))
+    raw = store.read_bytes(manifest_path(directory))
     if raw is None:
         return None
     try:
@@ -172,30 +173,31 @@ def read_manifest(store: Store, directory: str) -> JsonDict | None:
     return data if isinstance(data, dict) else None
 
 
-def snapshot_dates(store: Store) -> list[str]:
-    """Return the dates that have a snapshot directory under the root, oldest first."""
-    names = store.list_dir("")
-    return sorted(n.removeprefix(SNAPSHOT_PREFIX) for n in names if n.startswith(SNAPSHOT_PREFIX))
+def snapshot_dates(store: Store, layout: Layout = ROOT) -> list[str]:
+    """Return the dates that have a snapshot directory in `layout`, oldest first."""
+    return layout.snapshot_dates(store.list_dir(layout.snapshots))
 
 
-def published_run_id(store: Store, snapshot_date: str) -> str | None:
+def published_run_id(store: Store, snapshot_date: str, layout: Layout = ROOT) -> str | None:
     """Return the run id of the sealed snapshot published for a date, if any.
 
     After a crash during publication, a resumed run compares this with its checkpoint's run
     id: equal means the swap happened (only staging is left to clean); the staged directory
     may then hold the *previous* snapshot and must never be published again.
     """
-    manifest = read_manifest(store, f"{SNAPSHOT_PREFIX}{snapshot_date}")
+    manifest = read_manifest(store, layout.snapshot(snapshot_date))
     run_id = manifest.get("run_id") if manifest else None
     return str(run_id) if run_id is not None else None
 
 
-def previous_manifest(out: Store | str | Path, before_date: str) -> JsonDict | None:
+def previous_manifest(
+    out: Store | str | Path, before_date: str, layout: Layout = ROOT
+) -> JsonDict | None:
     """Return the manifest of the newest sealed snapshot dated before `before_date`."""
     store = _as_store(out)
-    for date in reversed(snapshot_dates(store)):
+    for date in reversed(snapshot_dates(store, layout)):
         if date < before_date:
-            manifest = read_manifest(store, f"{SNAPSHOT_PREFIX}{date}")
+            manifest = read_manifest(store, layout.snapshot(date))
             if manifest is not None:
                 return manifest
     return None
@@ -232,13 +234,13 @@ def count_rows(store: Store, path: str) -> int:
 def locate_snapshot(target: str | Path) -> tuple[Store, str]:
     """Return (store, snapshot dir) for a snapshot directory or an output root (newest date)."""
     path = Path(target)
-    if (path / MANIFEST_NAME).exists() or path.name.startswith(SNAPSHOT_PREFIX):
+    if (path / MANIFEST_NAME).exists() or parse_snapshot_name(path.name) is not None:
         return LocalStore(path.parent), path.name
     store = LocalStore(path)
     dates = snapshot_dates(store)
     if not dates:
         raise IntegrityError(f"no snapshot_date=* directory in {path}")
-    return store, f"{SNAPSHOT_PREFIX}{dates[-1]}"
+    return store, ROOT.snapshot(dates[-1])
 
 
 def _check_file(store: Store, directory: str, entry: Mapping[str, Any]) -> list[str]:
@@ -268,7 +270,7 @@ def verify_snapshot(target: str | Path | tuple[Store, str], *, strict: bool = Tr
     file, row totals that disagree) unless `strict` is False; the report lists every problem.
     """
     store, directory = target if isinstance(target, tuple) else locate_snapshot(target)
-    raw = store.read_bytes(posixpath.join(directory, MANIFEST_NAME))
+    raw = store.read_bytes(manifest_path(directory))
     if raw is None:
         raise IntegrityError(f"{directory}: no {MANIFEST_NAME}")
     try:
@@ -276,7 +278,7 @@ def verify_snapshot(target: str | Path | tuple[Store, str], *, strict: bool = Tr
     except orjson.JSONDecodeError as exc:
         raise IntegrityError(f"{directory}: {MANIFEST_NAME} is not JSON ({exc})") from exc
     report = VerifyReport(directory=directory, manifest=manifest)
-    if not store.exists(posixpath.join(directory, SUCCESS_NAME)):
+    if not store.exists(success_path(directory)):
         report.problems.append(f"no {SUCCESS_NAME}: the snapshot was never completed")
     listed = {str(f["path"]) for f in manifest.get("files", [])}
     for entry in manifest.get("files", []):

@@ -33,8 +33,6 @@ from exporter.checkpoint import (
     load_checkpoint,
     request_fingerprint,
     save_checkpoint,
-    staged_snapshot,
-    staging_key,
     stale_staged_runs,
 )
 from exporter.config import ExportConfig
@@ -50,7 +48,8 @@ from exporter.pagination import SortOrder
 from exporter.schema import ColumnSpec
 from exporter.sinks import PartFile, Sink, open_sink
 from exporter.stats import RunStats
-from exporter.store import Store, open_store, seal, snapshot_dir
+from exporter.store import Layout, Store, open_store, seal
+from exporter.store.layout import ROOT, run_key
 from exporter.walker import Chunk, Walker, make_client
 
 log = logging.getLogger("exporter.pipeline")
@@ -98,7 +97,7 @@ def dry_run_plan(config: ExportConfig) -> dict[str, Any]:
 
     requests = [f"GET {config.base_url}/accounts/{config.account_id}/images/v1/stats"]
     requests += [f"GET {base}?{urlencode(config.request.params(o, None))}" for o in orders]
-    output = posixpath.join(config.output, snapshot_dir(config.snapshot_date.isoformat()))
+    output = posixpath.join(config.output, ROOT.snapshot(config.snapshot_date.isoformat()))
     return {"plan": config.plan(), "requests": requests, "publishes": output}
 
 
@@ -108,6 +107,7 @@ class Run:
 
     config: ExportConfig
     store: Store
+    layout: Layout
     stats: RunStats
     checkpoint: Checkpoint
     normalizer: Normalizer
@@ -117,7 +117,7 @@ class Run:
 
     @property
     def staged(self) -> str:
-        return staged_snapshot(self.checkpoint.run_key, self.checkpoint.snapshot_date)
+        return self.layout.staged_snapshot(self.checkpoint.run_key, self.checkpoint.snapshot_date)
 
     def save(
         self,
@@ -135,7 +135,7 @@ class Run:
         self.checkpoint.parts = {s.name: s.parts for s in self.sinks}
         self.checkpoint.counts = {**self.stats.as_dict(), **_bounds_state(self.bounds)}
         self.checkpoint.phase = phase
-        save_checkpoint(self.store, self.checkpoint)
+        save_checkpoint(self.store, self.layout, self.checkpoint)
 
 
 def _bounds_state(bounds: UploadedBounds) -> dict[str, Any]:
@@ -194,14 +194,17 @@ async def _export(config: ExportConfig, stats: RunStats) -> dict[str, Any]:
     store = await anyio.to_thread.run_sync(
         lambda: open_store(config.output, s3_endpoint=config.s3_endpoint)
     )
+    layout = ROOT
     fingerprint = request_fingerprint(describe_request(config))
-    with store.lock(staging_key(fingerprint, config.snapshot_date.isoformat())):
-        return await _export_locked(config, store, stats)
+    with store.lock(layout.lock(run_key(fingerprint, config.snapshot_date.isoformat()))):
+        return await _export_locked(config, store, layout, stats)
 
 
-async def _export_locked(config: ExportConfig, store: Store, stats: RunStats) -> dict[str, Any]:
+async def _export_locked(
+    config: ExportConfig, store: Store, layout: Layout, stats: RunStats
+) -> dict[str, Any]:
     """Run the export while holding the run lock of its request and date."""
-    run = await anyio.to_thread.run_sync(_prepare_run, config, store, stats)
+    run = await anyio.to_thread.run_sync(_prepare_run, config, store, layout, stats)
     if run.checkpoint.phase == "publishing":
         log.info("the checkpointed run was sealed; finishing its publication")
         return await anyio.to_thread.run_sync(_finish_publishing, run)
@@ -217,27 +220,27 @@ async def _export_locked(config: ExportConfig, store: Store, stats: RunStats) ->
     return await anyio.to_thread.run_sync(_seal_and_publish, run, files, api_count)
 
 
-def _prepare_run(config: ExportConfig, store: Store, stats: RunStats) -> Run:
+def _prepare_run(config: ExportConfig, store: Store, layout: Layout, stats: RunStats) -> Run:
     """Return the run: resumed from its checkpoint, or fresh with staging cleared."""
     date = config.snapshot_date.isoformat()
     fingerprint = request_fingerprint(describe_request(config))
     checkpoint = None
     if config.resume:
-        point = load_checkpoint(store, fingerprint, date)
+        point = load_checkpoint(store, layout, fingerprint, date)
         log.info("%s", point.message)
         checkpoint = point.checkpoint
-    key = staging_key(fingerprint, date)
+    key = run_key(fingerprint, date)
     if checkpoint is None:
-        if store.exists(posixpath.join(".staging", key)):
+        if store.exists(layout.run(key)):
             log.info("discarding the staged files of an earlier, unfinished run of this request")
-        discard_run(store, key)
+        discard_run(store, layout, key)
         checkpoint = Checkpoint(
             request_fingerprint=fingerprint,
             run_id=uuid.uuid4().hex,
             snapshot_date=date,
             started_at=_now().isoformat(),
         )
-    previous = previous_manifest(store, date)
+    previous = previous_manifest(store, date, layout)
     options = dataclasses.replace(config.sinks, run_tag=checkpoint.run_id[:8])
     sinks = [open_sink(name, options) for name in config.formats]
     if checkpoint.normalizer_state is not None:
@@ -250,7 +253,7 @@ def _prepare_run(config: ExportConfig, store: Store, stats: RunStats) -> Run:
         seed = [ColumnSpec.from_dict(c) for c in (previous or {}).get("schema", [])]
         normalizer = Normalizer(config.account_id, config.normalize, seed=seed or None)
         bounds = UploadedBounds()
-    return Run(config, store, stats, checkpoint, normalizer, sinks, bounds, previous)
+    return Run(config, store, layout, stats, checkpoint, normalizer, sinks, bounds, previous)
 
 
 async def _open_sinks(run: Run) -> None:
@@ -396,11 +399,12 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
         log.warning("%s", warning)
     seal(run.store, run.staged, encode_manifest(manifest))
     run.save(None, phase="publishing")
-    published = run.store.publish(run.staged, run.checkpoint.snapshot_date)
-    discard_run(run.store, run.checkpoint.run_key)
-    for key in stale_staged_runs(run.store, run.checkpoint.snapshot_date):
-        log.info("removing the staged files of an abandoned run: .staging/%s", key)
-        discard_run(run.store, key)
+    published = run.layout.snapshot(run.checkpoint.snapshot_date)
+    run.store.publish(run.staged, published)
+    discard_run(run.store, run.layout, run.checkpoint.run_key)
+    for key in stale_staged_runs(run.store, run.layout, run.checkpoint.snapshot_date):
+        log.info("removing the staged files of an abandoned run: %s", run.layout.run(key))
+        discard_run(run.store, run.layout, key)
     return _summary(run, published, manifest)
 
 
@@ -410,13 +414,13 @@ def _finish_publishing(run: Run) -> dict[str, Any]:
     The staged snapshot holds parts, manifest and `_SUCCESS`; walking again would duplicate
     every image, so the run only completes what publication had left to do.
     """
-    published = snapshot_dir(run.checkpoint.snapshot_date)
+    published = run.layout.snapshot(run.checkpoint.snapshot_date)
     manifest = read_manifest(run.store, published)
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
-        published = run.store.publish(run.staged, run.checkpoint.snapshot_date)
+        run.store.publish(run.staged, published)
         manifest = read_manifest(run.store, published)
     assert manifest is not None
-    discard_run(run.store, run.checkpoint.run_key)
+    discard_run(run.store, run.layout, run.checkpoint.run_key)
     _restore_stats(run.stats, run.checkpoint.counts)
     return _summary(run, published, manifest)
 

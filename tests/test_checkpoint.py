@@ -11,19 +11,17 @@ import pytest
 
 from exporter.checkpoint import (
     Checkpoint,
-    checkpoint_path,
     discard_run,
     load_checkpoint,
     redact_request,
     request_fingerprint,
     save_checkpoint,
-    staged_snapshot,
-    staging_key,
     stale_staged_runs,
 )
 from exporter.errors import SinkError
 from exporter.sinks import PartFile
 from exporter.store import LocalStore
+from exporter.store.layout import ROOT, run_key
 
 DATE = "2026-11-27"
 REQUEST: dict[str, Any] = {
@@ -82,67 +80,67 @@ class TestCheckpointFile:
     def test_round_trip(self, tmp_path: Path) -> None:
         store = LocalStore(tmp_path)
         saved = checkpoint()
-        save_checkpoint(store, saved)
-        found = load_checkpoint(store, saved.request_fingerprint, DATE)
+        save_checkpoint(store, ROOT, saved)
+        found = load_checkpoint(store, ROOT, saved.request_fingerprint, DATE)
         assert found.checkpoint == saved
         assert "resuming run run-1 after 10 images" == found.message
-        assert (tmp_path / checkpoint_path(saved.run_key)).exists()
+        assert (tmp_path / ROOT.checkpoint(saved.run_key)).exists()
 
     def test_each_save_replaces_the_file_atomically(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A save that dies before its rename leaves the previous checkpoint readable."""
         store = LocalStore(tmp_path)
-        save_checkpoint(store, checkpoint())
+        save_checkpoint(store, ROOT, checkpoint())
 
         def die(src: object, dst: object) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(os, "replace", die)
         with pytest.raises(SinkError, match="no space left on device"):
-            save_checkpoint(store, checkpoint(counts={"images": 20}))
+            save_checkpoint(store, ROOT, checkpoint(counts={"images": 20}))
         monkeypatch.undo()
-        found = load_checkpoint(store, request_fingerprint(REQUEST), DATE).checkpoint
+        found = load_checkpoint(store, ROOT, request_fingerprint(REQUEST), DATE).checkpoint
         assert found is not None and found.counts["images"] == 10
         assert os.listdir(tmp_path / ".staging" / found.run_key) == ["_checkpoint.json"]
 
     def test_nothing_to_resume_starts_afresh(self, tmp_path: Path) -> None:
-        found = load_checkpoint(LocalStore(tmp_path), request_fingerprint(REQUEST), DATE)
+        found = load_checkpoint(LocalStore(tmp_path), ROOT, request_fingerprint(REQUEST), DATE)
         assert found.checkpoint is None and "starting afresh" in found.message
 
     def test_another_request_never_finds_this_run(self, tmp_path: Path) -> None:
         """Staging is keyed by the fingerprint: a different request sees nothing to resume."""
         store = LocalStore(tmp_path)
-        save_checkpoint(store, checkpoint())
+        save_checkpoint(store, ROOT, checkpoint())
         other = request_fingerprint({**REQUEST, "sort_order": "asc"})
-        assert load_checkpoint(store, other, DATE).checkpoint is None
+        assert load_checkpoint(store, ROOT, other, DATE).checkpoint is None
 
     def test_runs_staged_more_than_a_week_earlier_are_stale(self, tmp_path: Path) -> None:
         """Staging of dates more than 7 days before tonight is swept; recent ones are kept."""
         store = LocalStore(tmp_path)
         for key in ("2026-11-19-aaaa", "2026-11-20-bbbb", "2026-11-27-cccc", "notes"):
             store.make_dirs(f".staging/{key}")
-        assert stale_staged_runs(store, "2026-11-27") == ["2026-11-19-aaaa"]
+        assert stale_staged_runs(store, ROOT, "2026-11-27") == ["2026-11-19-aaaa"]
 
     def test_a_foreign_checkpoint_under_our_key_is_refused(self, tmp_path: Path) -> None:
         store = LocalStore(tmp_path)
         mine = request_fingerprint(REQUEST)
         foreign = checkpoint(request_fingerprint=mine[:16] + "0" * 48)  # same key prefix
-        save_checkpoint(store, foreign)
-        found = load_checkpoint(store, mine, DATE)
+        save_checkpoint(store, ROOT, foreign)
+        found = load_checkpoint(store, ROOT, mine, DATE)
         assert found.checkpoint is None and "different request" in found.message
 
     def test_unreadable_checkpoint_starts_afresh_with_a_reason(self, tmp_path: Path) -> None:
         store = LocalStore(tmp_path)
-        key = staging_key(request_fingerprint(REQUEST), DATE)
-        store.write_atomic(checkpoint_path(key), b"{not json")
-        found = load_checkpoint(store, request_fingerprint(REQUEST), DATE)
+        key = run_key(request_fingerprint(REQUEST), DATE)
+        store.write_atomic(ROOT.checkpoint(key), b"{not json")
+        found = load_checkpoint(store, ROOT, request_fingerprint(REQUEST), DATE)
         assert found.checkpoint is None and "unreadable" in found.message
 
     def test_discard_removes_the_whole_run(self, tmp_path: Path) -> None:
         store = LocalStore(tmp_path)
         saved = checkpoint()
-        save_checkpoint(store, saved)
-        store.write_atomic(f"{staged_snapshot(saved.run_key, DATE)}/part-00000.parquet", b"x")
-        discard_run(store, saved.run_key)
+        save_checkpoint(store, ROOT, saved)
+        store.write_atomic(f"{ROOT.staged_snapshot(saved.run_key, DATE)}/part-00000.parquet", b"x")
+        discard_run(store, ROOT, saved.run_key)
         assert os.listdir(tmp_path / ".staging") == []

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pytest
 
 from exporter import __version__
-from exporter.checkpoint import staged_snapshot
 from exporter.errors import IntegrityError
 from exporter.manifest import (
     UploadedBounds,
@@ -22,7 +21,9 @@ from exporter.manifest import (
     verify_snapshot,
 )
 from exporter.sinks import PartFile, SinkOptions, open_sink
-from exporter.store import LocalStore, seal, snapshot_dir
+from exporter.store import LocalStore, seal
+from exporter.store.layout import ROOT
+from exporter.store.layout import snapshot_name as snapshot_dir
 
 DATE = "2026-11-27"
 START = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
@@ -75,7 +76,7 @@ async def publish(
 ) -> Path:
     """Export 250 rows through real sinks into staging, seal and publish: the glue in small."""
     store = LocalStore(root)
-    staged = staged_snapshot(f"{date}-key", date)
+    staged = ROOT.staged_snapshot(f"{date}-key", date)
     options = SinkOptions(part_rows=100, ndjson_gzip=True)
     sinks = [open_sink(name, options) for name in formats]
     for sink in sinks:
@@ -91,7 +92,7 @@ async def publish(
     files = [f for sink in sinks for f in await sink.finish(SCHEMA, lambda b: b)]
     manifest = manifest_for(files, run_id=run_id, snapshot_date=date, uploaded=bounds.as_dict())
     seal(store, staged, encode_manifest(manifest))
-    store.publish(staged, date, grace_seconds=0)
+    store.publish(staged, snapshot_dir(date), grace_seconds=0)
     return root / snapshot_dir(date)
 
 

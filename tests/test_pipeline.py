@@ -13,11 +13,12 @@ import orjson
 import pytest
 
 from exporter import pipeline
-from exporter.checkpoint import request_fingerprint, staging_key
+from exporter.checkpoint import request_fingerprint
 from exporter.config import ExportConfig, parse_config
 from exporter.emulator import RunningEmulator
 from exporter.errors import ConcurrentRunError, SchemaContractError, SinkError
 from exporter.store import HashingWriter, LocalStore
+from exporter.store.layout import ROOT, run_key
 from tests.conftest import EmulatorFactory
 from tests.helpers import catalog_rows, exported_rows, query_rows, snapshot_rows
 
@@ -189,8 +190,8 @@ class TestConcurrentRuns:
         """While one run holds the lock, another of the same request and date exits 8 and
         touches nothing; once the lock is free, the next run proceeds."""
         config = make_config(emulator, tmp_path)
-        key = staging_key(request_fingerprint(pipeline.describe_request(config)), DATE.isoformat())
-        with LocalStore(tmp_path).lock(key):
+        key = run_key(request_fingerprint(pipeline.describe_request(config)), DATE.isoformat())
+        with LocalStore(tmp_path).lock(ROOT.lock(key)):
             with pytest.raises(ConcurrentRunError) as caught:
                 await pipeline.export(config)
             assert caught.value.exit_code == 8

@@ -15,7 +15,7 @@ import orjson
 import pyarrow as pa
 
 from exporter.errors import SinkError
-from exporter.store import HashingWriter, Store, os_errors
+from exporter.store.base import HashingWriter, Store, os_errors
 
 Conform = Callable[[pa.RecordBatch], pa.RecordBatch]
 

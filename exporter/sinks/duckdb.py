@@ -20,10 +20,10 @@ import pyarrow as pa
 from exporter.errors import SinkError
 from exporter.sinks._base import Conform, PartFile, SinkOptions
 from exporter.sinks.parquet import ParquetSink
-from exporter.store import SNAPSHOT_PREFIX, Store
+from exporter.store.base import Store
+from exporter.store.layout import ROOT, parse_snapshot_name
 
 TABLE = "images"
-DEFAULT_DATABASE = "images.duckdb"  # under the output root; not matched by snapshot_date=*/*
 # When a column's type differs from an earlier snapshot's, the table takes the wider type, as
 # the normalizer widens (schema.py): int + float -> float; a bool never becomes a number.
 _NUMERIC_WIDTH = {"BIGINT": 1, "DOUBLE": 2}
@@ -126,11 +126,12 @@ class DuckdbSink(ParquetSink):
         self, store: Store, directory: str, schema: pa.Schema, committed: Sequence[PartFile] = ()
     ) -> None:
         base = posixpath.basename(directory)
-        if not base.startswith(SNAPSHOT_PREFIX):
+        snapshot_date = parse_snapshot_name(base)
+        if snapshot_date is None:
             raise SinkError(self.name, f"expected a snapshot_date=YYYY-MM-DD directory: {base}")
-        self.snapshot_date = base.removeprefix(SNAPSHOT_PREFIX)
+        self.snapshot_date = snapshot_date
         configured = self.options.duckdb_path
-        self.database = Path(configured) if configured else store.local_path(DEFAULT_DATABASE)
+        self.database = Path(configured) if configured else store.local_path(ROOT.database())
         if self.database is None or store.local_path(directory) is None:
             raise SinkError(
                 self.name, "needs a local output directory (DuckDB reads its staged parts locally)"

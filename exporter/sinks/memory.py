@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from exporter.sinks._base import Conform, PartFile, SinkOptions
-from exporter.store import Store
+from exporter.store.base import Store
 
 
 class MemorySink:

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from exporter.schema import CORE
 from exporter.sinks._base import FilePartSink, SinkOptions
-from exporter.store import HashingWriter
+from exporter.store.base import HashingWriter
 
 # A line is the core columns in order: values encoded by orjson, then the one raw JSON column
 # (`meta_json`, as `meta`) spliced in last, as its exact bytes.

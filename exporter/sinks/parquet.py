@@ -16,7 +16,7 @@ from exporter.sinks._base import (
     SinkOptions,
     schema_fingerprint,
 )
-from exporter.store import HashingWriter, file_digest, os_errors
+from exporter.store.base import HashingWriter, file_digest, os_errors
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:

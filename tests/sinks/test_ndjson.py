@@ -140,7 +140,7 @@ class TestNdjsonSink:
 
         sink = NdjsonSink(SinkOptions(ndjson_gzip=True))
         await sink.open(LocalStore(tmp_path), DIR, schema_of(PLAN))
-        monkeypatch.setattr("exporter.store.open", full_disk_open(room=64), raising=False)
+        monkeypatch.setattr("exporter.store.local.open", full_disk_open(room=64), raising=False)
         with pytest.raises(SinkError, match="no space left on device"):
             await sink.write(make_batch(make_images(0, 200), PLAN))
             await sink.commit_part()

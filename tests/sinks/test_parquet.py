@@ -245,7 +245,7 @@ class TestFailures:
         """ENOSPC from the file system surfaces as one clear SinkError line."""
         sink = ParquetSink(SinkOptions(row_group_rows=10))
         await sink.open(LocalStore(tmp_path), DIR, schema_of(FINAL))
-        monkeypatch.setattr("exporter.store.open", full_disk_open(room=100), raising=False)
+        monkeypatch.setattr("exporter.store.local.open", full_disk_open(room=100), raising=False)
         with pytest.raises(SinkError, match="no space left on device") as caught:
             await sink.write(make_batch(make_images(0, 50), FINAL))
             await sink.commit_part()
@@ -264,7 +264,7 @@ class TestFailures:
         await sink.open(LocalStore(tmp_path), DIR, schema_of(EARLY))
         await sink.write(make_batch(make_images(0, 30), EARLY))
         [part] = await sink.commit_part()
-        monkeypatch.setattr("exporter.store.open", full_disk_open(room=50), raising=False)
+        monkeypatch.setattr("exporter.store.local.open", full_disk_open(room=50), raising=False)
         with pytest.raises(SinkError, match="no space left on device"):
             await sink.finish(schema_of(FINAL), conformer(schema_of(FINAL)))
         monkeypatch.undo()

@@ -1,10 +1,7 @@
 """A `Store` in a bucket (S3-compatible or GCS) through `pyarrow.fs`: streaming uploads, and a
 publication built from copies because object stores cannot rename a directory.
 
-Layout is the local one, under `s3://bucket/prefix` (or `gs://`):
-
-    prefix/snapshot_date=D/part-NNNNN-<run8>.parquet, _manifest.json, _SUCCESS
-    prefix/.staging/<run-key>/_checkpoint.json, snapshot_date=D/...
+The layout (`exporter.store.layout`) is the local one, under `s3://bucket/prefix` (or `gs://`).
 
 Every file is one object; an object becomes visible only when its upload completes (a
 multipart upload killed half way stays invisible), and a PUT replaces an object atomically,
@@ -34,12 +31,8 @@ import orjson
 import pyarrow.fs as pafs
 
 from exporter.errors import ConfigError, SinkError
-from exporter.store import (
-    MANIFEST_NAME,
-    SUCCESS_NAME,
-    HashingWriter,
-    snapshot_dir,
-)
+from exporter.store.base import HashingWriter
+from exporter.store.layout import MANIFEST_NAME, SUCCESS_NAME, manifest_path, success_path
 
 SCHEMES = ("s3", "gs")
 # Attempts per request for throttling (503 SlowDown), 5xx and dropped connections, with the
@@ -303,12 +296,16 @@ class ObjectStore:
                 self._fs.delete_dir(self._abs(path))
 
     @contextlib.contextmanager
-    def lock(self, run_key: str) -> Iterator[None]:
-        """No lock: object stores offer no exclusive create here; schedule one run at a time."""
+    def lock(self, path: str) -> Iterator[None]:
+        """No lock: this store makes no exclusive create yet; schedule one run at a time.
+
+        (A conditional create, `If-None-Match: *`, of the object `path` is how a bucket lock
+        would hold: the first writer wins, the second gets 412.)
+        """
         yield
 
-    def publish(self, staged: str, snapshot_date: str, *, grace_seconds: float = 1.0) -> str:
-        """Copy the sealed snapshot `staged` into `snapshot_date=D`; `_SUCCESS` comes last.
+    def publish(self, staged: str, target: str, *, grace_seconds: float = 1.0) -> None:
+        """Copy the sealed directory `staged` into `target` (`snapshot_date=D`); `_SUCCESS` last.
 
         A bucket has no rename, so the snapshot cannot appear in one step. The order keeps
         one promise: while `D/_SUCCESS` exists, `D/` holds exactly the files its manifest
@@ -318,27 +315,25 @@ class ObjectStore:
         `grace_seconds` (a reader that read the old manifest finishes its files) delete
         every part of D the new manifest does not list; 5. write `_SUCCESS`. Every step is
         idempotent, so a publish killed anywhere is completed by running it again (a resumed
-        run does, since D has no `_SUCCESS` of its own run yet). Returns the published path.
+        run does, since D has no `_SUCCESS` of its own run yet).
         """
-        published = snapshot_dir(snapshot_date)
-        manifest = self.read_bytes(posixpath.join(staged, MANIFEST_NAME))
-        if manifest is None or not self.exists(posixpath.join(staged, SUCCESS_NAME)):
+        manifest = self.read_bytes(manifest_path(staged))
+        if manifest is None or not self.exists(success_path(staged)):
             raise SinkError(self.name, f"refusing to publish {self._url(staged)}: not sealed")
         names = manifest_files(manifest)
-        self.delete(posixpath.join(published, SUCCESS_NAME))
+        self.delete(success_path(target))
         for name in names:
-            source, target = posixpath.join(staged, name), posixpath.join(published, name)
-            with self._errors("publish", target):
-                self._fs.copy_file(self._abs(source), self._abs(target))
-        self.write_atomic(posixpath.join(published, MANIFEST_NAME), manifest)
+            src, dst = posixpath.join(staged, name), posixpath.join(target, name)
+            with self._errors("publish", dst):
+                self._fs.copy_file(self._abs(src), self._abs(dst))
+        self.write_atomic(manifest_path(target), manifest)
         keep = {*names, MANIFEST_NAME, SUCCESS_NAME}
-        stale = [entry for entry in self.list_dir(published) if entry not in keep]
+        stale = [entry for entry in self.list_dir(target) if entry not in keep]
         if stale:
             time.sleep(grace_seconds)
             for entry in stale:  # the previous run's parts, and anything else left in D
-                self.delete_tree(posixpath.join(published, entry))
-        self.write_atomic(posixpath.join(published, SUCCESS_NAME), b"")
-        return published
+                self.delete_tree(posixpath.join(target, entry))
+        self.write_atomic(success_path(target), b"")
 
 
 def manifest_files(manifest: bytes) -> list[str]:

@@ -12,9 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-import exporter.store as store_module
+import exporter.store.local as store_module
 from exporter.errors import ConfigError, SinkError
-from exporter.store import LocalStore, open_store, seal, snapshot_dir
+from exporter.store import LocalStore, open_store, seal
+from exporter.store.layout import snapshot_name as snapshot_dir
 
 DATE = "2026-11-27"
 OTHER = "2026-11-26"
@@ -106,7 +107,7 @@ class TestPublish:
     def test_first_publish_moves_the_staged_directory(self, tmp_path: Path) -> None:
         store = LocalStore(tmp_path)
         staged = stage(store, "r1", 2)
-        assert store.publish(staged, DATE) == f"snapshot_date={DATE}"
+        store.publish(staged, snapshot_dir(DATE))
         assert sorted(os.listdir(tmp_path / f"snapshot_date={DATE}")) == [
             "_SUCCESS", "_manifest.json", "part-00000.parquet", "part-00001.parquet",
         ]  # fmt: skip
@@ -114,10 +115,10 @@ class TestPublish:
 
     def test_republish_replaces_the_date_and_leaves_other_dates(self, tmp_path: Path) -> None:
         store = LocalStore(tmp_path)
-        store.publish(stage(store, "old", 1, OTHER), OTHER)
-        store.publish(stage(store, "r1", 3), DATE)
+        store.publish(stage(store, "old", 1, OTHER), snapshot_dir(OTHER))
+        store.publish(stage(store, "r1", 3), snapshot_dir(DATE))
         other = tree(tmp_path / f"snapshot_date={OTHER}")
-        store.publish(stage(store, "r2", 1), DATE, grace_seconds=0)
+        store.publish(stage(store, "r2", 1), snapshot_dir(DATE), grace_seconds=0)
         published = tree(tmp_path / f"snapshot_date={DATE}")
         assert published["part-00000.parquet"] == b"r2:part-00000.parquet"
         assert set(published) == {"_SUCCESS", "_manifest.json", "part-00000.parquet"}
@@ -129,7 +130,7 @@ class TestPublish:
         staged = stage(store, "r1", 1)
         (tmp_path / staged / "_SUCCESS").unlink()
         with pytest.raises(SinkError, match="no _SUCCESS"):
-            store.publish(staged, DATE)
+            store.publish(staged, snapshot_dir(DATE))
         assert not (tmp_path / snapshot_dir(DATE)).exists()
 
     def test_two_step_fallback_without_rename_exchange(
@@ -138,8 +139,8 @@ class TestPublish:
         """Where RENAME_EXCHANGE is missing, the result is the same, old snapshot removed."""
         monkeypatch.setattr(store_module, "_exchange", lambda a, b: False)
         store = LocalStore(tmp_path)
-        store.publish(stage(store, "r1", 2), DATE)
-        store.publish(stage(store, "r2", 1), DATE, grace_seconds=0)
+        store.publish(stage(store, "r1", 2), snapshot_dir(DATE))
+        store.publish(stage(store, "r2", 1), snapshot_dir(DATE), grace_seconds=0)
         assert tree(tmp_path / snapshot_dir(DATE))["part-00000.parquet"] == (
             b"r2:part-00000.parquet"
         )
@@ -147,12 +148,12 @@ class TestPublish:
 
     def test_vanished_staging_directory_is_a_sink_error(self, tmp_path: Path) -> None:
         store = LocalStore(tmp_path)
-        store.publish(stage(store, "r1", 1), DATE)
+        store.publish(stage(store, "r1", 1), snapshot_dir(DATE))
         before = tree(tmp_path / snapshot_dir(DATE))
         staged = stage(store, "r2", 2)
         store.delete_tree(".staging/r2")
         with pytest.raises(SinkError):
-            store.publish(staged, DATE)
+            store.publish(staged, snapshot_dir(DATE))
         assert tree(tmp_path / snapshot_dir(DATE)) == before
 
     def test_read_only_output_leaves_the_published_snapshot(
@@ -160,7 +161,7 @@ class TestPublish:
     ) -> None:
         """EROFS at publication: SinkError, and yesterday's and today's snapshots are intact."""
         store = LocalStore(tmp_path)
-        store.publish(stage(store, "r1", 2), DATE)
+        store.publish(stage(store, "r1", 2), snapshot_dir(DATE))
         before = tree(tmp_path / snapshot_dir(DATE))
         staged = stage(store, "r2", 1)
 
@@ -170,7 +171,7 @@ class TestPublish:
         monkeypatch.setattr(os, "rename", read_only)
         monkeypatch.setattr(store_module, "_exchange", read_only)
         with pytest.raises(SinkError, match=r"cannot publish .*read-only file system"):
-            store.publish(staged, DATE)
+            store.publish(staged, snapshot_dir(DATE))
         monkeypatch.undo()
         assert tree(tmp_path / snapshot_dir(DATE)) == before
         assert (tmp_path / staged / "_SUCCESS").exists()  # kept for --resume
@@ -183,9 +184,9 @@ class TestPublish:
         file and the manifest name the same run.
         """
         store = LocalStore(tmp_path)
-        store.publish(stage(store, "old", 1, OTHER), OTHER)
+        store.publish(stage(store, "old", 1, OTHER), snapshot_dir(OTHER))
         other = tree(tmp_path / snapshot_dir(OTHER))
-        store.publish(stage(store, "run0", 1), DATE)
+        store.publish(stage(store, "run0", 1), snapshot_dir(DATE))
         valid = {
             frozenset({"_SUCCESS", "_manifest.json", *(f"part-{n:05d}.parquet" for n in range(k))})
             for k in (1, 2, 3)
@@ -227,7 +228,9 @@ class TestPublish:
         thread.start()
         try:
             for run in range(1, 13):
-                store.publish(stage(store, f"run{run}", 1 + run % 3), DATE, grace_seconds=0.05)
+                store.publish(
+                    stage(store, f"run{run}", 1 + run % 3), snapshot_dir(DATE), grace_seconds=0.05
+                )
         finally:
             stop.set()
             thread.join()

@@ -26,7 +26,8 @@ from exporter import pipeline
 from exporter.config import ExportConfig, parse_config
 from exporter.emulator import RunningEmulator
 from exporter.errors import ConfigError, SinkError
-from exporter.objectstore import (
+from exporter.store import open_store, seal
+from exporter.store.bucket import (
     BucketUri,
     ObjectStore,
     describe_store_error,
@@ -35,7 +36,7 @@ from exporter.objectstore import (
     parse_bucket_uri,
     s3_settings,
 )
-from exporter.store import open_store, seal, snapshot_dir
+from exporter.store.layout import snapshot_name as snapshot_dir
 from tests.helpers import (
     PYTHON,
     EmulatorProcess,
@@ -233,18 +234,18 @@ class TestObjectStore:
         self, store: ObjectStore
     ) -> None:
         staged, names = stage(store, "run1aaaa", 3)
-        published = store.publish(staged, DATE, grace_seconds=0)
-        assert published == snapshot_dir(DATE)
+        store.publish(staged, snapshot_dir(DATE), grace_seconds=0)
+        published = snapshot_dir(DATE)
         assert store.list_dir(published) == sorted([*names, "_SUCCESS", "_manifest.json"])
         assert store.read_bytes(f"{published}/{names[0]}") == f"run1aaaa:{names[0]}".encode()
 
     def test_republish_replaces_every_part_of_the_date(self, store: ObjectStore) -> None:
-        store.publish(stage(store, "run1aaaa", 3)[0], DATE, grace_seconds=0)
+        store.publish(stage(store, "run1aaaa", 3)[0], snapshot_dir(DATE), grace_seconds=0)
         published = snapshot_dir(DATE)
         store.write_atomic(f"{published}/part-00009-run1aaaa.parquet.tmp", b"left by a crash")
         store.write_atomic(f"{published}/extra/file", b"not the exporter's")
         staged, names = stage(store, "run2bbbb", 2)
-        store.publish(staged, DATE, grace_seconds=0)
+        store.publish(staged, snapshot_dir(DATE), grace_seconds=0)
         assert store.list_dir(published) == sorted([*names, "_SUCCESS", "_manifest.json"])
         manifest = orjson.loads(store.read_bytes(f"{published}/_manifest.json") or b"")
         assert manifest["run_id"] == "run2bbbb"
@@ -254,7 +255,7 @@ class TestObjectStore:
     ) -> None:
         """Killed after the copies: no `_SUCCESS` while old and new parts sit side by side;
         the same publish run again completes it and removes the old parts."""
-        store.publish(stage(store, "run1aaaa", 3)[0], DATE, grace_seconds=0)
+        store.publish(stage(store, "run1aaaa", 3)[0], snapshot_dir(DATE), grace_seconds=0)
         staged, names = stage(store, "run2bbbb", 2)
         published = snapshot_dir(DATE)
         real = ObjectStore.write_atomic
@@ -266,24 +267,24 @@ class TestObjectStore:
 
         monkeypatch.setattr(ObjectStore, "write_atomic", killed)
         with pytest.raises(SinkError):
-            store.publish(staged, DATE, grace_seconds=0)
+            store.publish(staged, snapshot_dir(DATE), grace_seconds=0)
         assert not store.exists(f"{published}/_SUCCESS")
         assert len(store.list_dir(published)) == 3 + 2 + 1  # old, new, old manifest
         monkeypatch.setattr(ObjectStore, "write_atomic", real)
-        store.publish(staged, DATE, grace_seconds=0)
+        store.publish(staged, snapshot_dir(DATE), grace_seconds=0)
         assert store.list_dir(published) == sorted([*names, "_SUCCESS", "_manifest.json"])
 
     def test_unsealed_snapshots_are_never_published(self, store: ObjectStore) -> None:
         store.write_atomic("staged/part-00000-x.parquet", b"x")
         with pytest.raises(SinkError, match="not sealed"):
-            store.publish("staged", DATE)
+            store.publish("staged", snapshot_dir(DATE))
         assert store.list_dir(snapshot_dir(DATE)) == []
 
     def test_a_manifest_reader_never_sees_a_partial_snapshot(self, store: ObjectStore) -> None:
         """A reader that reads `_manifest.json` only when `_SUCCESS` exists, then exactly the
         files it lists, finds a complete snapshot on every read during five re-publishes."""
         published = snapshot_dir(DATE)
-        store.publish(stage(store, "run0aaaa", 4)[0], DATE, grace_seconds=0)
+        store.publish(stage(store, "run0aaaa", 4)[0], snapshot_dir(DATE), grace_seconds=0)
         stop, seen, errors = threading.Event(), [], []
 
         def read() -> None:
@@ -307,7 +308,7 @@ class TestObjectStore:
         try:
             for run in range(1, 6):
                 staged, _ = stage(store, f"run{run}bbbb", 4)
-                store.publish(staged, DATE, grace_seconds=0.3)
+                store.publish(staged, snapshot_dir(DATE), grace_seconds=0.3)
         finally:
             stop.set()
             reader.join()
