@@ -81,6 +81,9 @@ OPTIONS: dict[str, Option] = {
     "parquet.part_rows": Option(int, SinkOptions.part_rows, "rows per part file"),
     "parquet.part_bytes": Option(int, SinkOptions.part_bytes, "bytes per part file"),
     "parquet.row_group_rows": Option(int, SinkOptions.row_group_rows, "rows per row group"),
+    "parquet.row_group_bytes": Option(
+        int, SinkOptions.row_group_bytes, "in-memory bytes per row group (bounds the buffer)"
+    ),
     "ndjson.gzip": Option(bool, False, "write .ndjson.gz"),
     "duckdb.path": Option(str, None, "DuckDB database file (default OUT/images.duckdb)"),
 }
@@ -270,6 +273,7 @@ def _build(values: Mapping[str, Any], environ: Mapping[str, str], **run: Any) ->
             part_rows=values["parquet.part_rows"],
             part_bytes=values["parquet.part_bytes"],
             row_group_rows=values["parquet.row_group_rows"],
+            row_group_bytes=values["parquet.row_group_bytes"],
             ndjson_gzip=values["ndjson.gzip"],
             duckdb_path=values["duckdb.path"],
         ),

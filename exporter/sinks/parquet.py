@@ -30,7 +30,8 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
 
 
 class ParquetSink(FilePartSink):
-    """Writes `part-NNNNN.parquet`; rows are buffered into row groups of `row_group_rows`."""
+    """Writes `part-NNNNN.parquet`; rows are buffered into row groups of `row_group_rows`
+    rows or `row_group_bytes` bytes of Arrow buffers, whichever is reached first."""
 
     name = "parquet"
     suffix = ".parquet"
@@ -67,6 +68,8 @@ class ParquetSink(FilePartSink):
         self._buffer_nbytes += batch.get_total_buffer_size()
         if self._buffer_rows >= self.options.row_group_rows:
             self._flush(whole_groups_only=True)
+        elif self._buffer_nbytes >= self.options.row_group_bytes:
+            self._flush()  # large rows: a shorter group, so the buffer stays bounded in bytes
 
     def _flush(self, whole_groups_only: bool = False) -> None:
         """Write buffered rows as row groups of `row_group_rows`; keep a short tail if asked."""

@@ -110,6 +110,18 @@ class TestLayout:
         meta = pq.ParquetFile(tmp_path / DIR / parts[0].path).metadata
         assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [50, 50, 20]
 
+    async def test_row_groups_close_by_bytes_before_rows(self, tmp_path: Path) -> None:
+        """Large rows: a row group closes once its buffered batches reach row_group_bytes,
+        long before row_group_rows, so the one buffered group stays bounded in bytes."""
+        batches = [make_batch(make_images(i * 20, 20), FINAL) for i in range(10)]
+        limit = 3 * batches[0].get_total_buffer_size()  # three pages fill a group
+        sink = ParquetSink(SinkOptions(row_group_rows=10**6, row_group_bytes=limit))
+        await sink.open(LocalStore(tmp_path), DIR, schema_of(FINAL))
+        await write_all(sink, batches)
+        [part] = await sink.finish(schema_of(FINAL), conformer(schema_of(FINAL)))
+        meta = pq.ParquetFile(tmp_path / DIR / part.path).metadata
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [60, 60, 60, 20]
+
     async def test_rotates_by_bytes(self, tmp_path: Path) -> None:
         """A small part_bytes closes parts long before part_rows is reached."""
         sink = ParquetSink(SinkOptions(part_rows=10**9, part_bytes=8_000, row_group_rows=20))
