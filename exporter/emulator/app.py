@@ -37,7 +37,7 @@ from exporter.emulator.faults import FaultPlan, fault_reply
 from exporter.emulator.listing import (
     QueryError,
     ViewCache,
-    page_body,
+    envelope,
     parse_list_query,
     select_page,
 )
@@ -216,7 +216,7 @@ async def _serve_list(request: web.Request, headers: dict[str, str]) -> web.Stre
     token = None
     if page.next_key is not None:
         token = state.signer.continuation(query.sort_order, query.fingerprint, page.next_key)
-    body = page_body(state.catalog.blobs, page.positions, token)
+    body = envelope(state.catalog.render_positions(page.positions), token)
     if fault is not None and fault != "slow":
         return await fault_reply(request, fault, body, headers)
     state.counters.pages += 1

@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from exporter.emulator.catalog import Catalog, OrderKey
+from exporter.emulator.catalog import Catalog
+from exporter.emulator.render import OrderKey
 from exporter.emulator.tokens import query_fingerprint
 from exporter.errors import FilterError
 from exporter.filters import MetaFilter, matches, parse_filter_param, validate_filters
@@ -119,7 +120,7 @@ class ViewCache:
         """Return the ascending positions of the images the query selects."""
         if query.creator is None and not query.filters:
             return range(len(self._catalog))
-        cache_key = (query.creator, query.filters)
+        cache_key = (self._catalog.revision, query.creator, query.filters)
         view = self._views.get(cache_key)
         if view is None:
             needles = _needles(query)
@@ -139,7 +140,7 @@ class ViewCache:
     def is_cached(self, query: ListQuery) -> bool:
         """Return whether `positions` answers without scanning the catalog."""
         no_scan = query.creator is None and not query.filters
-        return no_scan or (query.creator, query.filters) in self._views
+        return no_scan or (self._catalog.revision, query.creator, query.filters) in self._views
 
 
 def _needles(query: ListQuery) -> list[bytes]:
@@ -189,11 +190,15 @@ def select_page(
 
 def page_body(blobs: Sequence[bytes], positions: Sequence[int], token: str | None) -> bytes:
     """Return a List V2 success envelope whose images are pre-encoded blobs."""
-    images = b",".join([blobs[position] for position in positions])
+    return envelope([blobs[position] for position in positions], token)
+
+
+def envelope(images: Sequence[bytes], token: str | None) -> bytes:
+    """Return a List V2 success envelope around the JSON bytes of a page's images."""
     token_json = b"null" if token is None else orjson.dumps(token)
     return (
         b'{"result":{"images":['
-        + images
+        + b",".join(images)
         + b'],"continuation_token":'
         + token_json
         + b'},"success":true,"errors":[],"messages":[]}'

@@ -53,16 +53,24 @@ class RunningEmulator:
 CACHE_LIMIT = 100_000  # bigger catalogs are not kept after their emulator stops
 
 
-def cached_catalog(images: int, seed: int) -> Catalog:
-    """Return the catalog of (images, seed); small ones are built once per process."""
-    if images > CACHE_LIMIT:
-        return build_catalog(images, seed)
-    return _small_catalog(images, seed)
+def catalog_for(settings: EmulatorSettings) -> Catalog:
+    """Return a fresh catalog for the settings; small ones are built once per process.
+
+    Each call returns its own copy (live mode mutates it), sharing the immutable profile.
+    """
+    shape = (settings.images, settings.seed, settings.profile, settings.tie_group)
+    if settings.images > CACHE_LIMIT:
+        return _build(*shape)
+    return _small_catalog(*shape).copy()
+
+
+def _build(images: int, seed: int, profile: str, tie_group: int) -> Catalog:
+    return build_catalog(images, seed, profile=profile, tie_group=tie_group)
 
 
 @functools.lru_cache(maxsize=16)
-def _small_catalog(images: int, seed: int) -> Catalog:
-    return build_catalog(images, seed)
+def _small_catalog(images: int, seed: int, profile: str, tie_group: int) -> Catalog:
+    return _build(images, seed, profile, tie_group)
 
 
 def check_loopback(host: str) -> None:
@@ -87,14 +95,19 @@ async def run_emulator(
 ) -> AsyncIterator[RunningEmulator]:
     """Serve the emulator on `host:port` (0: any free port) until the block exits.
 
-    `catalog` reuses a prebuilt `build_catalog(settings.images, settings.seed)`, so a benchmark
-    pays the build of a big catalog once; the clocks drive rate limits and batch-token expiry.
+    `catalog` reuses a prebuilt `build_catalog(settings.images, settings.seed, ...)` (served
+    as is: live mode mutates it), so a benchmark pays the build of a big catalog once; the
+    clocks drive rate limits and batch-token expiry.
     """
     settings = settings or EmulatorSettings()
     check_loopback(host)
     if catalog is None:
-        catalog = await asyncio.to_thread(cached_catalog, settings.images, settings.seed)
-    elif (len(catalog), catalog.seed) != (settings.images, settings.seed):
+        catalog = await asyncio.to_thread(catalog_for, settings)
+    elif (len(catalog), catalog.seed, catalog.profile.name) != (
+        settings.images,
+        settings.seed,
+        settings.profile,
+    ):
         raise ConfigError("emulator.images", "the prebuilt catalog does not match the settings")
     state = EmulatorState(settings=settings, catalog=catalog, clock=clock, wall=wall)
     runner = web.AppRunner(create_app(state), access_log=None, handle_signals=False)
@@ -146,7 +159,8 @@ def describe(emu: RunningEmulator) -> str:
     """Return the start banner: what to point a client at."""
     s = emu.settings
     lines = [
-        f"Cloudflare Images emulator: {len(emu.catalog)} images (seed {s.seed})",
+        f"Cloudflare Images emulator: {len(emu.catalog)} images "
+        f"({s.profile} catalog, seed {s.seed})",
         f"  CLOUDFLARE_BASE_URL={emu.base_url}",
         f"  CLOUDFLARE_ACCOUNT_ID={emu.account_id}",
         f"  CLOUDFLARE_API_TOKEN={emu.token}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from exporter.emulator.catalog import PROFILES
 from exporter.errors import ConfigError
 
 FAULT_KINDS = frozenset({"500", "502_html", "503", "reset", "truncated", "slow"})
@@ -21,6 +22,8 @@ class EmulatorSettings:
 
     images: int = 1000
     seed: int = 1
+    profile: str = "classic"  # "nasty": the benchmark catalog (see exporter.emulator.nasty)
+    tie_group: int = 0  # a bulk import of this many images on one `uploaded` instant
     token: str = DEMO_TOKEN
     email: str = DEMO_EMAIL
     api_key: str = DEMO_API_KEY
@@ -42,6 +45,10 @@ class EmulatorSettings:
         object.__setattr__(self, "fault_kinds", frozenset(self.fault_kinds))
         if self.images < 0:
             raise ConfigError("emulator.images", "must be >= 0")
+        if self.profile not in PROFILES:
+            raise ConfigError("emulator.profile", f"must be one of {', '.join(PROFILES)}")
+        if self.tie_group < 0:
+            raise ConfigError("emulator.tie_group", "must be >= 0")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ConfigError("emulator.fault_rate", "must be between 0 and 1")
         unknown = set(self.fault_kinds) - FAULT_KINDS
@@ -68,6 +75,14 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}, 0: any)")
     add("--images", type=int, default=d.images, help="catalog size")
     add("--seed", type=int, default=d.seed, help="catalog and fault seed")
+    add(
+        "--profile",
+        choices=PROFILES,
+        default=d.profile,
+        help="catalog: classic (default) or nasty (benchmarks: ~1 KB meta on 12%%, ~40 meta "
+        "columns, 5%% of images on one instant; rendered on demand, fine at millions)",
+    )
+    add("--tie-group", type=int, default=d.tie_group, help="bulk import of N images on one instant")
     add("--token", default=d.token, help="accepted API token")
     add("--account-id", default=d.account_id, help="the only account served")
     add("--rate-quota", type=int, default=None, help="requests per window (default: no limit)")
@@ -93,6 +108,8 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
     return EmulatorSettings(
         images=ns.images,
         seed=ns.seed,
+        profile=ns.profile,
+        tie_group=ns.tie_group,
         token=ns.token,
         account_id=ns.account_id,
         rate_quota=ns.rate_quota,

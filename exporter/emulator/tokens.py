@@ -17,7 +17,7 @@ import hmac
 import struct
 from collections.abc import Sequence
 
-from exporter.emulator.catalog import OrderKey
+from exporter.emulator.render import OrderKey
 
 _VERSION = 1
 _HEAD = struct.Struct(">BcQ8s")  # version, order (a/d), uploaded ms, query fingerprint

@@ -39,10 +39,12 @@ class TestArguments:
         ns = _parse(
             "--images 50 --seed 4 --token t --account-id a --rate-quota 9 --rate-window 3 "
             "--lockout 7 --fault-rate 0.5 --fault-kinds 500,reset --slow 0.2 --latency 0.01 "
-            "--page-cap 100 --batch-token-ttl 30 --batch-rate 5 --no-batch-tokens".split()
+            "--page-cap 100 --batch-token-ttl 30 --batch-rate 5 --no-batch-tokens "
+            "--profile nasty --tie-group 20".split()
         )
         assert settings_from_args(ns) == EmulatorSettings(
-            images=50, seed=4, token="t", account_id="a", rate_quota=9, rate_window_s=3,
+            images=50, seed=4, profile="nasty", tie_group=20, token="t", account_id="a",
+            rate_quota=9, rate_window_s=3,
             lockout_s=7, fault_rate=0.5, fault_kinds=frozenset({"500", "reset"}), slow_s=0.2,
             latency_s=0.01, page_cap=100, batch_token_ttl_s=30, batch_rate=5,
             allow_batch_tokens=False,
@@ -54,6 +56,8 @@ class TestValidation:
         ("overrides", "key"),
         [
             pytest.param({"images": -1}, "emulator.images", id="images"),
+            pytest.param({"profile": "evil"}, "emulator.profile", id="profile"),
+            pytest.param({"tie_group": -1}, "emulator.tie_group", id="tie-group"),
             pytest.param({"fault_rate": 1.5}, "emulator.fault_rate", id="fault-rate"),
             pytest.param({"fault_kinds": {"404"}}, "emulator.fault_kinds", id="unknown-kind"),
             pytest.param(
