@@ -67,8 +67,8 @@ def s3() -> Iterator[S3Server]:
 
 @pytest.fixture(scope="module")
 def emu() -> Iterator[EmulatorProcess]:
-    """An emulator slow enough (50 ms a page) that a SIGKILL lands inside a run."""
-    with emulator_process(IMAGES, SEED, "--latency", "0.05") as emulator:
+    """The emulator of this module's exports (kills land in blocked runs, not by its speed)."""
+    with emulator_process(IMAGES, SEED) as emulator:
         yield emulator
 
 
@@ -407,27 +407,33 @@ def test_rerun_of_the_same_date_replaces_the_snapshot(
 def test_resume_after_sigkill_uses_the_checkpoint_in_the_bucket(
     s3: S3Server, emu: EmulatorProcess, bucket: str, config: Path
 ) -> None:
-    """Kill the export four times at random instants; the checkpoint is in the bucket (so any
-    container can resume); a final --resume publishes every image exactly once.
+    """Kill the export four times, each just after a part of its own; the checkpoint is in the
+    bucket (so any container can resume); a final --resume publishes every image exactly once.
 
-    Parts of 100 rows (20 per run) and kills within 0.15 s of a run's first own checkpoint
-    leave most of the catalog for the final run, however fast this machine is."""
+    Each killed run may send 8 requests (`walk.quota` per an hour), a few parts of 100 rows
+    and far from the 50 pages of the walk: it is blocked mid-walk when the kill lands, however
+    fast or loaded this machine is."""
     uri = f"s3://{bucket}/nightly"
-    config.write_text(CONFIG.replace("part_rows = 200", "part_rows = 100"))
+    base = CONFIG.replace("part_rows = 200", "part_rows = 100")
+    config.write_text(base)
+    gated = config.with_name("gated.toml")  # walk.quota is not part of the request's identity
+    gated.write_text(base + "[walk]\nquota = 8\nwindow_s = 3600\nmargin = 1.0\n")
     rng = random.Random(8)
     for _ in range(4):
         before = checkpoint_etag(s3, bucket)
         process = subprocess.Popen(
-            [PYTHON, "-m", "exporter", *export_args(uri, config, "--resume")],
+            [PYTHON, "-m", "exporter", *export_args(uri, gated, "--resume")],
             env=emu.env(**s3.env()),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while checkpoint_etag(s3, bucket) == before and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120  # a hang guard only: a part comes in seconds
+        while checkpoint_etag(s3, bucket) == before:
+            assert process.poll() is None, "the run exited before committing a part"
+            assert time.monotonic() < deadline, "no part committed in 120 s"
             time.sleep(0.02)  # until this run has committed a part of its own
         time.sleep(rng.uniform(0.0, 0.15))
-        assert process.poll() is None, "the run finished before it could be killed"
+        assert process.poll() is None, "a blocked run cannot finish"
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert_success_means_complete(s3, bucket, "nightly")

@@ -7,6 +7,7 @@ import glob
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -228,9 +229,15 @@ class TestPublish:
         thread.start()
         try:
             for run in range(1, 13):
+                seen = observed["content"]
                 store.publish(
                     stage(store, f"run{run}", 1 + run % 3), snapshot_dir(DATE), grace_seconds=0.05
                 )
+                # Two reads between publishes, at any speed: the counts below are guaranteed.
+                deadline = time.monotonic() + 60  # a hang guard only
+                while observed["content"] < seen + 2 and not problems:
+                    assert time.monotonic() < deadline, "the reader stopped reading"
+                    time.sleep(0.001)
         finally:
             stop.set()
             thread.join()
