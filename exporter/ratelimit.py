@@ -12,7 +12,8 @@ shared by every walker of the process.
   user leaving room for other jobs (with the configured window).
 * The allowance is A = floor(Q * margin) requests in any span of that window: a log of this
   run's own sends enforces it as a sliding window, which also bounds every fixed window of
-  the server wherever it starts.
+  the server wherever it starts. (A server quota announced without a window is paced by
+  its remaining count alone: spending down to the reserve is exactly A per server window.)
 * The reserve is Q - A, a share of that same quota: the pacer never sends more than the
   server says remains (r, less what is in flight) minus the reserve, and then waits for the
   reset. So another consumer of the same budget only ever makes the run slower, and a quota
@@ -192,9 +193,10 @@ class Pacer:
         if now < self._blocked_until:
             return self._blocked_until - now
         share = self.share()
-        own = self._own_wait(now, max(1, math.floor(share.allowance * self._factor)), share)
-        if own > 0:
-            return own
+        if not self._window_unknown():
+            own = self._own_wait(now, max(1, math.floor(share.allowance * self._factor)), share)
+            if own > 0:
+                return own
         if now < self._reset_hi and self._budget is not None:
             if self._budget - share.reserve >= 1:
                 return 0.0
@@ -204,6 +206,13 @@ class Pacer:
             # remaining count from its reply before spending more.
             return 0.0 if self._inflight == 0 else share.window_s  # woken early by the reply
         return 0.0
+
+    def _window_unknown(self) -> bool:
+        """True when the server's quota rules but it named no window (`X-RateLimit-Limit`,
+        `RateLimit: limit=`): then r and t alone pace the run, and spending down to the
+        reserve is exactly the allowance of each server window."""
+        announced = self._announced_quota
+        return announced is not None and announced <= self.quota and not self._announced_window
 
     def _own_wait(self, now: float, allowance: int, share: Share) -> float:
         """Return how long until fewer than `allowance` of our sends lie within the window."""

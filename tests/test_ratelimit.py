@@ -494,3 +494,23 @@ def test_a_quota_that_changes_mid_run_is_followed(aligned: bool) -> None:
         times = [t for t in server.admitted if start + 10 <= t < end]
         assert most_in_any_window(times, 10) <= allowance
         assert used_share(times, start + 20, end, allowance, 10) >= 0.9
+
+
+def test_an_announced_quota_without_a_window_is_paced_by_remaining_alone() -> None:
+    """`X-RateLimit-Limit: 60` names no window: the configured 300 s is not imposed on it;
+    each server window gives floor(60 * 0.95) = 57, the remaining count less the reserve."""
+    clock = Clock()
+    pacer = Pacer(*DEFAULT, clock=clock)
+    for _window in range(3):
+        sent = 0
+        while pacer.delay() == 0:
+            ticket = pacer.grant()
+            sent += 1
+            headers = {
+                "X-RateLimit-Limit": "60",
+                "X-RateLimit-Remaining": str(60 - sent),
+                "X-RateLimit-Reset": "10",
+            }
+            pacer.release(ticket, 200, headers)
+        assert sent == 57
+        clock.now += 11
