@@ -21,7 +21,7 @@ from exporter.store import Layout, Store
 from exporter.store.layout import run_key, run_key_date
 
 STALE_AFTER_DAYS = 7  # staged runs older than this (by snapshot date) are swept after a publish
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: parts name their format; phase "committing"
 # Keys never part of a fingerprint or a file: credentials in any spelling.
 SECRET_MARKERS = ("token", "secret", "password", "api_key", "apikey", "authorization", "email")
 
@@ -56,7 +56,12 @@ def request_fingerprint(request: Mapping[str, Any]) -> str:
 
 @dataclass(kw_only=True)
 class Checkpoint:
-    """Continuation state of one run; `phase` is writing, finishing or publishing."""
+    """Continuation state of one run.
+
+    `phase`: "writing" (walking; parts committed so far), "publishing" (the staged snapshot
+    is sealed; its publication may or may not have happened), "committing" (the snapshot is
+    published; the sinks' publish steps, e.g. the DuckDB load, may not have run).
+    """
 
     request_fingerprint: str
     run_id: str

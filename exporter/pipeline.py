@@ -4,8 +4,16 @@ The walker fetches pages in background tasks while this loop normalizes (in a wo
 and the sinks write (in worker threads), so network, CPU and disk overlap; every queue between
 them is bounded. After each committed part a checkpoint names the walker state, the column
 plan and the parts, so `--resume` after a kill at any instant finishes with every image once.
-Publication is the store's single atomic step; `_SUCCESS` is written last inside the staged
-snapshot, which only then becomes `OUT/snapshot_date=D`.
+
+Publication, in this order (each step recorded before the next, so a kill anywhere resumes):
+1. seal: `_manifest.json`, then `_SUCCESS`, into the staged snapshot; checkpoint "publishing".
+2. the store publishes the staged snapshot as `OUT/snapshot_date=D` (one atomic step on a
+   disk, `_SUCCESS` last on a bucket); checkpoint "committing".
+3. each sink's `publish` step (DuckDB: replace D's rows in one transaction).
+4. the run's staging is discarded.
+A kill before 2 leaves the previous snapshot of D (if any) and DuckDB as they were; between 2
+and 3 the files hold the new D and DuckDB the old one until `--resume` (which then walks
+nothing: it publishes what is sealed, or only repeats step 3, which is idempotent).
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ import datetime as dt
 import functools
 import gc
 import logging
+import os
 import posixpath
+import signal
 import uuid
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +46,7 @@ from exporter.checkpoint import (
     stale_staged_runs,
 )
 from exporter.config import ExportConfig
+from exporter.errors import SinkError
 from exporter.manifest import (
     UploadedBounds,
     build_manifest,
@@ -46,7 +57,7 @@ from exporter.manifest import (
 from exporter.normalize import Normalizer
 from exporter.pagination import SortOrder
 from exporter.schema import ColumnSpec
-from exporter.sinks import PartFile, Sink, open_sink
+from exporter.sinks import PartFile, Publication, Sink, open_sink
 from exporter.stats import RunStats
 from exporter.store import Layout, Store, open_store, seal
 from exporter.store.layout import ROOT, run_key
@@ -118,6 +129,18 @@ class Run:
     @property
     def staged(self) -> str:
         return self.layout.staged_snapshot(self.checkpoint.run_key, self.checkpoint.snapshot_date)
+
+    def directory(self, sink: Sink) -> str:
+        """Return where `sink` writes: the staged snapshot, or its own place (adds no file)."""
+        if sink.file_formats:
+            return self.staged
+        key, date = self.checkpoint.run_key, self.checkpoint.snapshot_date
+        return self.layout.sink_work(key, date, sink.name)
+
+    def set_phase(self, phase: str) -> None:
+        """Record a publication phase; parts, states and counts stay as last saved."""
+        self.checkpoint.phase = phase
+        save_checkpoint(self.store, self.layout, self.checkpoint)
 
     def save(
         self,
@@ -205,9 +228,9 @@ async def _export_locked(
 ) -> dict[str, Any]:
     """Run the export while holding the run lock of its request and date."""
     run = await anyio.to_thread.run_sync(_prepare_run, config, store, layout, stats)
-    if run.checkpoint.phase == "publishing":
+    if run.checkpoint.phase in ("publishing", "committing"):
         log.info("the checkpointed run was sealed; finishing its publication")
-        return await anyio.to_thread.run_sync(_finish_publishing, run)
+        return await _finish_publishing(run)
     try:
         await _open_sinks(run)
         files, api_count = await _walk_and_write(run)
@@ -217,7 +240,10 @@ async def _export_locked(
                 with contextlib.suppress(Exception):
                     await sink.abort()
         raise
-    return await anyio.to_thread.run_sync(_seal_and_publish, run, files, api_count)
+    manifest = await anyio.to_thread.run_sync(_seal_and_publish, run, files, api_count)
+    await _publish_sinks(run)
+    await anyio.to_thread.run_sync(_discard_staging, run)
+    return _summary(run, run.layout.snapshot(run.checkpoint.snapshot_date), manifest)
 
 
 def _prepare_run(config: ExportConfig, store: Store, layout: Layout, stats: RunStats) -> Run:
@@ -260,7 +286,7 @@ async def _open_sinks(run: Run) -> None:
     schema = run.normalizer.final_schema()
     for sink in run.sinks:
         committed = run.checkpoint.parts.get(sink.name, [])
-        await sink.open(run.store, run.staged, schema, committed)
+        await sink.open(run.store, run.directory(sink), schema, committed)
 
 
 WRITE_AHEAD = 4  # normalized batches queued for the sinks while the next pages normalize
@@ -373,7 +399,11 @@ async def _commit(run: Run, progress: _Progress) -> None:
 
 
 def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) -> dict[str, Any]:
-    """Write the manifest and _SUCCESS into the staged snapshot, then publish it atomically."""
+    """Write the manifest and _SUCCESS into the staged snapshot, publish it; return the manifest.
+
+    Steps 1 and 2 of the module docstring: the checkpoint says "publishing" once the staged
+    snapshot is sealed and "committing" once it is published.
+    """
     config, stats = run.config, run.stats
     unfiltered = is_unfiltered(config)
     warnings = []
@@ -399,30 +429,72 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
         log.warning("%s", warning)
     seal(run.store, run.staged, encode_manifest(manifest))
     run.save(None, phase="publishing")
-    published = run.layout.snapshot(run.checkpoint.snapshot_date)
-    run.store.publish(run.staged, published)
+    _crash_point("sealed")
+    run.store.publish(run.staged, run.layout.snapshot(run.checkpoint.snapshot_date))
+    run.set_phase("committing")
+    _crash_point("files-published")
+    return manifest
+
+
+async def _publish_sinks(run: Run) -> None:
+    """Step 3: each sink's publish step, given its own directory and checkpointed parts."""
+    schema = run.normalizer.final_schema()
+    for sink in run.sinks:
+        publication = Publication(
+            store=run.store,
+            layout=run.layout,
+            snapshot_date=run.checkpoint.snapshot_date,
+            schema=schema,
+            directory=run.directory(sink),
+            parts=run.checkpoint.parts.get(sink.name, []),
+        )
+        await sink.publish(publication)
+
+
+def _discard_staging(run: Run) -> None:
+    """Step 4: drop this run's staging, and that of runs abandoned long before this date."""
     discard_run(run.store, run.layout, run.checkpoint.run_key)
     for key in stale_staged_runs(run.store, run.layout, run.checkpoint.snapshot_date):
         log.info("removing the staged files of an abandoned run: %s", run.layout.run(key))
         discard_run(run.store, run.layout, key)
-    return _summary(run, published, manifest)
 
 
-def _finish_publishing(run: Run) -> dict[str, Any]:
-    """Resume a run killed after sealing: publish the sealed snapshot unless already swapped in.
+async def _finish_publishing(run: Run) -> dict[str, Any]:
+    """Resume a run killed after sealing: complete publication from where it stopped.
 
     The staged snapshot holds parts, manifest and `_SUCCESS`; walking again would duplicate
-    every image, so the run only completes what publication had left to do.
+    every image, so the run only completes what publication had left to do: publish the
+    files unless they were already swapped in ("publishing"), then the sinks' publish steps.
     """
     published = run.layout.snapshot(run.checkpoint.snapshot_date)
-    manifest = read_manifest(run.store, published)
+    if run.checkpoint.phase == "publishing":
+        await anyio.to_thread.run_sync(_publish_sealed, run, published)
+    manifest = await anyio.to_thread.run_sync(read_manifest, run.store, published)
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
-        run.store.publish(run.staged, published)
-        manifest = read_manifest(run.store, published)
-    assert manifest is not None
-    discard_run(run.store, run.layout, run.checkpoint.run_key)
+        raise SinkError("store", f"{published} is not this run's snapshot any more; export again")
+    await _publish_sinks(run)
+    await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)
     _restore_stats(run.stats, run.checkpoint.counts)
     return _summary(run, published, manifest)
+
+
+def _publish_sealed(run: Run, published: str) -> None:
+    """Publish the sealed staged snapshot unless this run's is already published."""
+    manifest = read_manifest(run.store, published)
+    if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
+        # Not swapped in yet: the staged directory is still this run's sealed snapshot.
+        run.store.publish(run.staged, published)
+    run.set_phase("committing")
+
+
+# A test-only fault point: SIGKILL this process at a named step of publication, so a test can
+# prove what a kill there leaves and that --resume completes it. Unset in real runs.
+CRASH_AT_ENV = "CF_IMAGES_EXPORT_TEST_CRASH_AT"
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(CRASH_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _summary(run: Run, published: str, manifest: dict[str, Any]) -> dict[str, Any]:

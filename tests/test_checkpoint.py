@@ -33,7 +33,7 @@ REQUEST: dict[str, Any] = {
     "formats": ["parquet"],
 }
 PART = PartFile(path="part-00000.parquet", rows=10, bytes=1234, sha256="ab" * 32,
-                schema_fingerprint="f" * 16)  # fmt: skip
+                schema_fingerprint="f" * 16, format="parquet")  # fmt: skip
 
 
 def checkpoint(**changes: Any) -> Checkpoint:

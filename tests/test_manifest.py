@@ -99,7 +99,7 @@ async def publish(
 class TestBuildManifest:
     def test_carries_everything_design_lists(self) -> None:
         files = [PartFile(path="part-00000.parquet", rows=5, bytes=10, sha256="a" * 64,
-                          schema_fingerprint="x")]  # fmt: skip
+                          schema_fingerprint="x", format="parquet")]  # fmt: skip
         drift = [{"change": "added", "column": "meta__n", "from": None, "to": "int64"}]
         manifest = manifest_for(
             files, api_count=5, previous_snapshot="2026-11-26", drift=drift,
@@ -130,8 +130,22 @@ class TestBuildManifest:
 
     def test_formats_must_agree_on_rows(self) -> None:
         files = [
-            PartFile(path="part-00000.parquet", rows=5, bytes=1, sha256="", schema_fingerprint=""),
-            PartFile(path="part-00000.ndjson", rows=4, bytes=1, sha256="", schema_fingerprint=""),
+            PartFile(
+                path="part-00000.parquet",
+                rows=5,
+                bytes=1,
+                sha256="",
+                schema_fingerprint="",
+                format="parquet",
+            ),
+            PartFile(
+                path="part-00000.ndjson",
+                rows=4,
+                bytes=1,
+                sha256="",
+                schema_fingerprint="",
+                format="ndjson",
+            ),
         ]
         with pytest.raises(ValueError, match="disagree"):
             manifest_for(files)

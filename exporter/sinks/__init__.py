@@ -2,11 +2,14 @@
 
 A third-party package registers a sink class (or factory taking `SinkOptions`) under the
 entry point group `cf_images_exporter.sinks`; `open_sink("name", options)` finds it exactly
-like a built-in. Built-in names win over entry points of the same name.
+like a built-in. Built-in names win over entry points of the same name. The class (or the
+factory, as an attribute) declares `file_formats`, which `inspect` uses to count the rows of
+the files it wrote (`find_file_format`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
@@ -15,8 +18,10 @@ from typing import cast
 from exporter.errors import ConfigError
 from exporter.sinks._base import (
     Conform,
+    FileFormat,
     FilePartSink,
     PartFile,
+    Publication,
     Sink,
     SinkOptions,
     schema_fingerprint,
@@ -57,6 +62,24 @@ def sink_factory(name: str) -> SinkFactory:
     raise ConfigError("output.format", f"unknown sink {name!r}; available: {known}")
 
 
+def find_file_format(name: str) -> FileFormat | None:
+    """Return the format called `name` ("parquet", "ndjson.gz") that some sink declares.
+
+    Built-ins first, then the installed entry points; a plugin that fails to load is skipped
+    here (it cannot have written the file being checked on this machine).
+    """
+    factories = [sink_factory(sink) for sink in BUILTIN_SINKS]
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in BUILTIN_SINKS:
+            with contextlib.suppress(Exception):  # a broken plugin declares nothing
+                factories.append(ep.load())
+    for factory in factories:
+        for found in getattr(factory, "file_formats", ()):
+            if isinstance(found, FileFormat) and found.name == name:
+                return found
+    return None
+
+
 def open_sink(name: str, options: SinkOptions | None = None) -> Sink:
     """Return a new, not yet opened, sink called `name` configured by `options`."""
     sink = sink_factory(name)(options or SinkOptions())
@@ -69,11 +92,14 @@ __all__ = [
     "BUILTIN_SINKS",
     "ENTRY_POINT_GROUP",
     "Conform",
+    "FileFormat",
     "FilePartSink",
     "PartFile",
+    "Publication",
     "Sink",
     "SinkOptions",
     "available_sinks",
+    "find_file_format",
     "open_sink",
     "schema_fingerprint",
     "sink_factory",

@@ -1,4 +1,13 @@
-"""What every sink shares: part records, options, the Sink protocol and a file-part base."""
+"""What every sink shares: part records, file formats, options, the Sink protocol, a file base.
+
+A sink's life in one run (the pipeline drives it; `Sink` below has the exact calls):
+
+    open -> write* / commit_part* -> finish -> [files sealed and published] -> publish
+
+`finish` returns the files the sink adds to the snapshot directory (their `FileFormat` says
+how `inspect` counts their rows); `publish` commits anything that lives outside that
+directory (DuckDB's table) once the snapshot is published, and may run again after a kill.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,7 @@ import posixpath
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
 import anyio.to_thread
 import orjson
@@ -16,6 +25,7 @@ import pyarrow as pa
 
 from exporter.errors import SinkError
 from exporter.store.base import HashingWriter, Store, os_errors
+from exporter.store.layout import Layout
 
 Conform = Callable[[pa.RecordBatch], pa.RecordBatch]
 
@@ -37,6 +47,22 @@ def schema_fingerprint(schema: pa.Schema) -> str:
     return hashlib.sha256(orjson.dumps(shape)).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class FileFormat:
+    """A kind of file a sink adds to a snapshot: its name suffix, and how to count its rows.
+
+    The manifest names each file's format (`suffix` without its dot: "parquet", "ndjson.gz"),
+    and `inspect` finds the format by that name among the installed sinks to count rows.
+    """
+
+    suffix: str
+    count_rows: Callable[[IO[bytes]], int]
+
+    @property
+    def name(self) -> str:
+        return self.suffix.removeprefix(".")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PartFile:
     """One committed file: its path relative to the snapshot directory, for manifest/resume."""
@@ -46,6 +72,7 @@ class PartFile:
     bytes: int
     sha256: str
     schema_fingerprint: str
+    format: str  # FileFormat.name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,7 +85,24 @@ class PartFile:
             bytes=int(data["bytes"]),
             sha256=str(data["sha256"]),
             schema_fingerprint=str(data["schema_fingerprint"]),
+            format=str(data["format"]),
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Publication:
+    """What a sink's `publish` step is given, after the snapshot's files are published.
+
+    `directory` and `parts` are the sink's own, as `open` and the checkpoint know them, so a
+    resumed run can publish without writing anything again.
+    """
+
+    store: Store
+    layout: Layout
+    snapshot_date: str
+    schema: pa.Schema  # the snapshot's final schema
+    directory: str
+    parts: Sequence[PartFile]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,11 +140,16 @@ class Sink(Protocol):
     """An output of the export: Arrow batches in, durable part files out.
 
     Call order: `open`, then `write`* with `commit_part` whenever `should_rotate()` is true at
-    a page boundary, then `finish` once (or `abort` on failure). `parts` is what a checkpoint
-    stores; passing it back to `open(..., committed=...)` resumes the sink.
+    a page boundary, then `finish` once (or `abort` on failure), then, once the snapshot is
+    published, `publish`. `parts` is what a checkpoint stores; passing it back to
+    `open(..., committed=...)` resumes the sink.
+
+    `file_formats` lists every format whose files `finish` may return (empty for a sink that
+    adds no file to the snapshot); a class attribute, so `inspect` reads it without options.
     """
 
     name: str
+    file_formats: tuple[FileFormat, ...]
 
     @property
     def parts(self) -> list[PartFile]:
@@ -129,6 +178,15 @@ class Sink(Protocol):
         """Drop uncommitted output; committed parts stay for --resume."""
         ...
 
+    async def publish(self, publication: Publication) -> None:
+        """Commit what lives outside the snapshot directory, after the snapshot is published.
+
+        Called once per run after the files are published, and again by `--resume` when a
+        run was killed before it returned: it must be idempotent. Sinks whose output is the
+        snapshot's files have nothing to do.
+        """
+        ...
+
 
 _PART_RE = re.compile(r"^part-(\d{5,})")
 
@@ -143,7 +201,8 @@ class FilePartSink:
     """
 
     name = "files"
-    suffix = ""
+    file_format: FileFormat  # what this instance writes (one of `file_formats`)
+    file_formats: tuple[FileFormat, ...] = ()
     split_on_schema_change = True
 
     def __init__(self, options: SinkOptions | None = None) -> None:
@@ -197,6 +256,13 @@ class FilePartSink:
 
     async def abort(self) -> None:
         await anyio.to_thread.run_sync(self._abort_sync)
+
+    async def publish(self, publication: Publication) -> None:
+        """Do nothing: the parts are the snapshot's files, published by the store."""
+
+    @property
+    def suffix(self) -> str:
+        return self.file_format.suffix
 
     # -- work done in a thread --------------------------------------------------------------
 
@@ -265,6 +331,7 @@ class FilePartSink:
                 bytes=writer.bytes_written,
                 sha256=writer.hexdigest(),
                 schema_fingerprint=self._fingerprint(schema),
+                format=self.file_format.name,
             )
         )
         self._file_rows = 0

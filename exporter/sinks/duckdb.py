@@ -1,10 +1,11 @@
 """A DuckDB database file with one table `images`; each run replaces its date's rows at once.
 
-Batches are staged as Parquet parts next to the snapshot being built (in the run's staging
-area, never published), conformed to the final schema in `finish`, then loaded with one
-transaction: DELETE that date's rows, INSERT the new ones, COMMIT. Another connection sees
-the old rows or the new, never a mix. The database is opened only for that transaction, so
-it is not locked during the (long) walk.
+Batches are staged as Parquet parts in the run's staging area (never published), conformed to
+the final schema in `finish`, then, in `publish` (after the snapshot's files are published),
+loaded with one transaction: DELETE that date's rows, INSERT the new ones, COMMIT. Another
+connection sees the old rows or the new, never a mix. The transaction is idempotent, so a run
+killed before it is finished by `--resume`. The database is opened only for that transaction,
+so it is not locked during the (long) walk.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import duckdb
 import pyarrow as pa
 
 from exporter.errors import SinkError
-from exporter.sinks._base import Conform, PartFile, SinkOptions
+from exporter.sinks._base import Conform, FileFormat, PartFile, Publication
 from exporter.sinks.parquet import ParquetSink
 from exporter.store.base import Store
-from exporter.store.layout import ROOT, parse_snapshot_name
 
 TABLE = "images"
 # When a column's type differs from an earlier snapshot's, the table takes the wider type, as
@@ -113,47 +113,52 @@ def replace_snapshot(
 
 
 class DuckdbSink(ParquetSink):
-    """Loads the snapshot into table `images` of a DuckDB file (default OUT/images.duckdb)."""
+    """Loads the snapshot into table `images` of a DuckDB file (default OUT/images.duckdb).
+
+    Its Parquet parts are its own (the pipeline opens it on a directory of the run's staging
+    that is never published) and add no file to the snapshot: `finish` conforms them and
+    returns nothing; `publish`, after the snapshot's files are published, loads them.
+    """
 
     name = "duckdb"
-
-    def __init__(self, options: SinkOptions | None = None) -> None:
-        super().__init__(options)
-        self.snapshot_date = ""
-        self.database: Path | None = None
+    file_formats: tuple[FileFormat, ...] = ()  # its parts never enter the snapshot
 
     async def open(
         self, store: Store, directory: str, schema: pa.Schema, committed: Sequence[PartFile] = ()
     ) -> None:
-        base = posixpath.basename(directory)
-        snapshot_date = parse_snapshot_name(base)
-        if snapshot_date is None:
-            raise SinkError(self.name, f"expected a snapshot_date=YYYY-MM-DD directory: {base}")
-        self.snapshot_date = snapshot_date
-        configured = self.options.duckdb_path
-        self.database = Path(configured) if configured else store.local_path(ROOT.database())
-        if self.database is None or store.local_path(directory) is None:
+        if store.local_path(directory) is None:
             raise SinkError(
                 self.name, "needs a local output directory (DuckDB reads its staged parts locally)"
             )
-        # staged parts live beside the snapshot directory, so they are never published
-        await super().open(store, directory + ".duckdb", schema, committed)
+        await super().open(store, directory, schema, committed)
 
     async def finish(self, final_schema: pa.Schema, conform: Conform) -> list[PartFile]:
-        """Conform the staged parts, load them in one transaction; no snapshot files result."""
-        parts = await super().finish(final_schema, conform)
-        store = self._require_store()
-        files = [store.local_path(self._path(p.path)) for p in parts]
-        assert self.database is not None and all(f is not None for f in files)
+        """Conform the staged parts to `final_schema`; they are loaded by `publish`."""
+        await super().finish(final_schema, conform)
+        return []
+
+    async def publish(self, publication: Publication) -> None:
+        """Replace the date's rows with the staged parts, in one transaction (idempotent)."""
+        store = publication.store
+        configured = self.options.duckdb_path
+        default = publication.layout.database()
+        database = Path(configured) if configured else store.local_path(default)
+        files = [
+            store.local_path(posixpath.join(publication.directory, p.path))
+            for p in publication.parts
+        ]
+        if database is None or any(f is None for f in files):
+            raise SinkError(
+                self.name, "needs a local output directory (DuckDB reads its staged parts locally)"
+            )
         try:
             await anyio.to_thread.run_sync(
                 replace_snapshot,
-                self.database,
-                self.snapshot_date,
+                database,
+                publication.snapshot_date,
                 [f for f in files if f is not None],
-                final_schema,
+                publication.schema,
             )
         except duckdb.Error as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise SinkError(self.name, f"cannot load {self.database}: {reason}") from exc
-        return []
+            raise SinkError(self.name, f"cannot load {database}: {reason}") from exc

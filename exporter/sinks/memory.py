@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from exporter.sinks._base import Conform, PartFile, SinkOptions
+from exporter.sinks._base import Conform, PartFile, Publication, SinkOptions
 from exporter.store.base import Store
 
 
@@ -14,6 +14,7 @@ class MemorySink:
     """Keeps every batch; `finish` conforms them so `table()` has one schema. Writes no files."""
 
     name = "memory"
+    file_formats = ()
 
     def __init__(self, options: SinkOptions | None = None) -> None:
         self.options = options or SinkOptions()
@@ -21,6 +22,7 @@ class MemorySink:
         self.commits: list[int] = []  # rows in each committed part, to observe rotation
         self.finished = False
         self.aborted = False
+        self.published: Publication | None = None
         self._open_rows = 0
 
     @property
@@ -53,6 +55,9 @@ class MemorySink:
 
     async def abort(self) -> None:
         self.aborted = True
+
+    async def publish(self, publication: Publication) -> None:
+        self.published = publication
 
     def table(self) -> pa.Table:
         """Return everything written as one table (after `finish`: one schema)."""

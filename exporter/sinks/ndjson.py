@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import gzip
-from typing import Any
+from typing import IO, Any, cast
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from exporter.schema import CORE
-from exporter.sinks._base import FilePartSink, SinkOptions
+from exporter.sinks._base import FileFormat, FilePartSink, SinkOptions
 from exporter.store.base import HashingWriter
 
 # A line is the core columns in order: values encoded by orjson, then the one raw JSON column
@@ -20,6 +20,24 @@ VALUE_KEYS = [CORE[name].ndjson_key or name for name in VALUE_FIELDS]
 [RAW_FIELD] = [name for name, field in CORE.items() if field.ndjson == "raw"]
 _RAW_HEAD = b',"' + (CORE[RAW_FIELD].ndjson_key or RAW_FIELD).encode() + b'":'
 NDJSON_SHAPE = "ndjson-v1"  # the line shape does not follow the meta__ column plan
+
+
+def count_lines(raw: IO[bytes]) -> int:
+    """Return the lines of an NDJSON file (every line ends with a newline)."""
+    lines = 0
+    while block := raw.read(1 << 20):
+        lines += block.count(b"\n")
+    return lines
+
+
+def count_gzip_lines(raw: IO[bytes]) -> int:
+    """Return the lines of a gzipped NDJSON file, decompressed as a stream."""
+    with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+        return count_lines(cast(IO[bytes], stream))
+
+
+NDJSON = FileFormat(".ndjson", count_lines)
+NDJSON_GZ = FileFormat(".ndjson.gz", count_gzip_lines)
 
 
 def _column(batch: pa.RecordBatch, name: str) -> list[Any]:
@@ -60,11 +78,12 @@ class NdjsonSink(FilePartSink):
     """Writes `part-NNNNN.ndjson` (or `.ndjson.gz` with `ndjson_gzip`)."""
 
     name = "ndjson"
+    file_formats = (NDJSON, NDJSON_GZ)
     split_on_schema_change = False  # lines do not depend on the meta__ columns
 
     def __init__(self, options: SinkOptions | None = None) -> None:
         super().__init__(options)
-        self.suffix = ".ndjson.gz" if self.options.ndjson_gzip else ".ndjson"
+        self.file_format = NDJSON_GZ if self.options.ndjson_gzip else NDJSON
         self._out: gzip.GzipFile | HashingWriter | None = None
         self._gzip: gzip.GzipFile | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,12 +12,21 @@ from exporter.errors import SinkError
 from exporter.schema import CORE
 from exporter.sinks._base import (
     Conform,
+    FileFormat,
     FilePartSink,
     PartFile,
     SinkOptions,
     schema_fingerprint,
 )
 from exporter.store.base import HashingWriter, file_digest, os_errors
+
+
+def count_parquet_rows(raw: IO[bytes]) -> int:
+    """Return the rows a Parquet file's footer declares."""
+    return int(pq.ParquetFile(raw).metadata.num_rows)
+
+
+PARQUET = FileFormat(".parquet", count_parquet_rows)
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:
@@ -34,7 +44,8 @@ class ParquetSink(FilePartSink):
     rows or `row_group_bytes` bytes of Arrow buffers, whichever is reached first."""
 
     name = "parquet"
-    suffix = ".parquet"
+    file_format = PARQUET
+    file_formats: tuple[FileFormat, ...] = (PARQUET,)
 
     def __init__(self, options: SinkOptions | None = None) -> None:
         super().__init__(options)
@@ -134,7 +145,12 @@ class ParquetSink(FilePartSink):
     def _describe(self, name: str, rows: int, fingerprint: str) -> PartFile:
         size, digest = file_digest(self._require_store(), self._path(name))
         return PartFile(
-            path=name, rows=rows, bytes=size, sha256=digest, schema_fingerprint=fingerprint
+            path=name,
+            rows=rows,
+            bytes=size,
+            sha256=digest,
+            schema_fingerprint=fingerprint,
+            format=self.file_format.name,
         )
 
     def _rewrite(self, part: PartFile, final_schema: pa.Schema, conform: Conform) -> PartFile:
@@ -156,6 +172,7 @@ class ParquetSink(FilePartSink):
             bytes=size,
             sha256=digest,
             schema_fingerprint=schema_fingerprint(final_schema),
+            format=part.format,
         )
 
     def _conform_into(

@@ -11,24 +11,43 @@ import pytest
 from sink_data import conformer, make_batch, make_images, schema_of
 
 from exporter.errors import SinkError
-from exporter.sinks import SinkOptions
+from exporter.sinks import Publication, SinkOptions
 from exporter.sinks.duckdb import DuckdbSink, replace_snapshot, wider_type
 from exporter.store import LocalStore
+from exporter.store.layout import ROOT
 
 EARLY = {"meta__status": pa.string()}
 FINAL = {"meta__status": pa.string(), "meta__size": pa.int64()}
 
 
-async def export(
+async def finished(
     root: Path, date: str, batches: list[pa.RecordBatch], plan: dict[str, pa.DataType]
-) -> DuckdbSink:
+) -> tuple[DuckdbSink, Publication]:
+    """Write and finish a sink as the pipeline does; return it and its publication."""
+    store, directory = LocalStore(root), ROOT.sink_work(f"{date}-k", date, "duckdb")
     sink = DuckdbSink(SinkOptions(part_rows=40))
-    await sink.open(LocalStore(root), f".staging/k/snapshot_date={date}", schema_of(EARLY))
+    await sink.open(store, directory, schema_of(EARLY))
     for batch in batches:
         await sink.write(batch)
         if sink.should_rotate():
             await sink.commit_part()
     assert await sink.finish(schema_of(plan), conformer(schema_of(plan))) == []
+    publication = Publication(
+        store=store,
+        layout=ROOT,
+        snapshot_date=date,
+        schema=schema_of(plan),
+        directory=directory,
+        parts=sink.parts,
+    )
+    return sink, publication
+
+
+async def export(
+    root: Path, date: str, batches: list[pa.RecordBatch], plan: dict[str, pa.DataType]
+) -> DuckdbSink:
+    sink, publication = await finished(root, date, batches, plan)
+    await sink.publish(publication)
     return sink
 
 
@@ -77,9 +96,22 @@ class TestDuckdbSink:
         assert types["meta__size"] == "VARCHAR" and types["meta__new"] == "BOOLEAN"
         assert sizes == [("7",), ("14",), ("7",), ("14",)]
 
-    async def test_not_a_snapshot_directory_is_refused(self, tmp_path: Path) -> None:
-        with pytest.raises(SinkError, match="snapshot_date"):
-            await DuckdbSink().open(LocalStore(tmp_path), "somewhere", schema_of(FINAL))
+    async def test_the_table_changes_only_in_the_publish_step(self, tmp_path: Path) -> None:
+        """`finish` adds no file and loads nothing; `publish` loads, and again is a no-op."""
+        batches = [make_batch(make_images(0, 30), FINAL)]
+        sink, publication = await finished(tmp_path, "2026-11-27", batches, FINAL)
+        assert not (tmp_path / "images.duckdb").exists()
+        for _ in range(2):  # a resumed run repeats the step: same rows, not twice
+            await sink.publish(publication)
+            with duckdb.connect(str(tmp_path / "images.duckdb"), read_only=True) as con:
+                assert con.execute("SELECT count(*) FROM images").fetchall() == [(30,)]
+
+    async def test_a_database_it_cannot_open_is_a_sink_error(self, tmp_path: Path) -> None:
+        batches = [make_batch(make_images(0, 3), FINAL)]
+        sink, publication = await finished(tmp_path, "2026-11-27", batches, FINAL)
+        (tmp_path / "images.duckdb").write_bytes(b"not a database")
+        with pytest.raises(SinkError, match=r"duckdb: cannot load .*images\.duckdb"):
+            await sink.publish(publication)
 
 
 class TestReplaceSnapshot:

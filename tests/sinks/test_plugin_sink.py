@@ -1,0 +1,114 @@
+"""A third-party file sink, installed through the entry point group: its files enter the
+manifest under its own format, and `inspect` counts their rows with its own counter."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from exporter import pipeline
+from exporter.config import parse_config
+from exporter.emulator import RunningEmulator
+from exporter.manifest import verify_snapshot
+from exporter.sinks import ENTRY_POINT_GROUP
+from tests.helpers import clean_env, run_cli
+
+DATE = "2026-11-27"
+# One image per line after a header line, so counting newlines (what inspect did for any
+# file it did not know) is off by one: only the sink's own counter gets the rows right.
+PLUGIN = """
+import orjson
+
+from exporter.sinks import FileFormat, FilePartSink
+
+
+def count_rows(raw):
+    lines = 0
+    while block := raw.read(1 << 16):
+        lines += block.count(b"\\n")
+    return max(lines - 1, 0)
+
+
+CSV = FileFormat(".csv", count_rows)
+
+
+class HeaderCsvSink(FilePartSink):
+    name = "csvh"
+    file_format = CSV
+    file_formats = (CSV,)
+    split_on_schema_change = False
+
+    def _begin(self, writer, schema):
+        self._out = writer
+        writer.write(b"id,filename\\n")
+
+    def _append(self, batch):
+        ids, names = batch.column("id").to_pylist(), batch.column("filename").to_pylist()
+        lines = (orjson.dumps(i) + b"," + orjson.dumps(n) + b"\\n" for i, n in zip(ids, names))
+        self._out.write(b"".join(lines))
+
+    def _end(self):
+        self._out = None
+
+    def _fingerprint(self, schema):
+        return "csvh-v1"
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Install a distribution with a `csvh` sink entry point on sys.path; return its folder."""
+    folder = tmp_path / "site"
+    info = folder / "cf_csvh_sink-1.0.dist-info"
+    info.mkdir(parents=True)
+    (folder / "cf_csvh_sink.py").write_text(PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cf-csvh-sink\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\ncsvh = cf_csvh_sink:HeaderCsvSink\n"
+    )
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+async def test_inspect_verifies_a_plugin_sinks_files(
+    plugin: Path, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    overrides = {
+        "export.account_id": emulator.account_id,
+        "export.base_url": emulator.base_url,
+        "export.output": str(out),
+        "export.formats": ["parquet", "csvh"],
+        "request.per_page": 25,
+        "parquet.part_rows": 50,
+    }
+    env = {"CLOUDFLARE_API_TOKEN": emulator.token}
+    config = parse_config({}, env, overrides, today=dt.date.fromisoformat(DATE))
+    await pipeline.export(config)
+    snapshot = out / f"snapshot_date={DATE}"
+    manifest = orjson.loads((snapshot / "_manifest.json").read_bytes())
+    by_format: dict[str, int] = {}
+    for entry in manifest["files"]:
+        by_format[entry["format"]] = by_format.get(entry["format"], 0) + entry["rows"]
+    assert by_format == {"parquet": len(emulator.catalog), "csv": len(emulator.catalog)}
+
+    with_plugin = {**clean_env(), "PYTHONPATH": os.pathsep.join([str(plugin), os.getcwd()])}
+    verified = run_cli(["inspect", str(out)], with_plugin)
+    assert verified.returncode == 0, verified.stderr
+    assert f"{len(emulator.catalog):,} images" in verified.stdout
+
+    without = run_cli(["inspect", str(out)])  # the plugin is not installed there
+    assert without.returncode == 7
+    assert "no installed sink reads format 'csv'" in without.stderr
+
+    # The counter is what inspect trusts: a manifest claiming one row more is caught.
+    csv_entry = next(e for e in manifest["files"] if e["format"] == "csv")
+    csv_entry["rows"] += 1
+    (snapshot / "_manifest.json").write_bytes(orjson.dumps(manifest))
+    report = verify_snapshot(snapshot, strict=False)
+    rows = csv_entry["rows"]
+    assert f"{csv_entry['path']}: {rows - 1} rows, manifest says {rows}" in report.problems
