@@ -152,6 +152,27 @@ def load_checkpoint(
     return ResumePoint(checkpoint, f"resuming run {checkpoint.run_id} after {images} images")
 
 
+def committing_runs(
+    store: Store, layout: Layout, fingerprint: str, snapshot_date: str
+) -> list[Checkpoint]:
+    """Return this request's runs of other dates killed after publishing their files.
+
+    Their checkpoints say "committing": the snapshot is published, the sinks' publish steps
+    (the DuckDB load) may not have run. The next run of the request completes them.
+    """
+    found = []
+    for key in store.list_dir(layout.staging):
+        day = run_key_date(key)
+        if day is None or day.isoformat() == snapshot_date:
+            continue
+        if key != run_key(fingerprint, day.isoformat()):
+            continue  # another request's run
+        checkpoint = load_checkpoint(store, layout, fingerprint, day.isoformat()).checkpoint
+        if checkpoint is not None and checkpoint.phase == "committing":
+            found.append(checkpoint)
+    return found
+
+
 def stale_staged_runs(
     store: Store, layout: Layout, snapshot_date: str, keep_days: int = STALE_AFTER_DAYS
 ) -> list[str]:

@@ -13,7 +13,8 @@ Publication, in this order (each step recorded before the next, so a kill anywhe
 4. the run's staging is discarded.
 A kill before 2 leaves the previous snapshot of D (if any) and DuckDB as they were; between 2
 and 3 the files hold the new D and DuckDB the old one until `--resume` (which then walks
-nothing: it publishes what is sealed, or only repeats step 3, which is idempotent).
+nothing: it publishes what is sealed, or only repeats step 3, which is idempotent) or the next
+run of the same request on another date (which repeats step 3 for D before its own walk).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import pyarrow as pa
 
 from exporter.checkpoint import (
     Checkpoint,
+    committing_runs,
     discard_run,
     load_checkpoint,
     request_fingerprint,
@@ -46,7 +48,7 @@ from exporter.checkpoint import (
     stale_staged_runs,
 )
 from exporter.config import ExportConfig
-from exporter.errors import SinkError
+from exporter.errors import ConcurrentRunError, ExporterError, SinkError
 from exporter.manifest import (
     UploadedBounds,
     build_manifest,
@@ -220,7 +222,39 @@ async def _export(config: ExportConfig, stats: RunStats) -> dict[str, Any]:
     layout = ROOT
     fingerprint = request_fingerprint(describe_request(config))
     with store.lock(layout.lock(run_key(fingerprint, config.snapshot_date.isoformat()))):
+        await _complete_committing_runs(config, store, layout, fingerprint)
         return await _export_locked(config, store, layout, stats)
+
+
+async def _complete_committing_runs(
+    config: ExportConfig, store: Store, layout: Layout, fingerprint: str
+) -> None:
+    """Finish step 3 for this request's runs of other dates killed after step 2.
+
+    Without this, a run killed between its files and its DuckDB load and never resumed would
+    leave that date's table rows behind its files for good. A run being resumed right now
+    holds its lock and is left alone; a failure here is reported, and tonight's run goes on.
+    """
+    date = config.snapshot_date.isoformat()
+    pending = await anyio.to_thread.run_sync(committing_runs, store, layout, fingerprint, date)
+    for checkpoint in pending:
+        try:
+            with store.lock(layout.lock(checkpoint.run_key)):
+                log.info(
+                    "completing the publication of %s (its run stopped after the files)",
+                    checkpoint.snapshot_date,
+                )
+                run = await anyio.to_thread.run_sync(
+                    _prepare_run, config, store, layout, RunStats(), checkpoint
+                )
+                await _publish_sinks(run)
+                await anyio.to_thread.run_sync(discard_run, store, layout, checkpoint.run_key)
+        except ConcurrentRunError:
+            continue
+        except ExporterError as exc:
+            log.warning(
+                "could not complete the publication of %s: %s", checkpoint.snapshot_date, exc
+            )
 
 
 async def _export_locked(
@@ -246,12 +280,17 @@ async def _export_locked(
     return _summary(run, run.layout.snapshot(run.checkpoint.snapshot_date), manifest)
 
 
-def _prepare_run(config: ExportConfig, store: Store, layout: Layout, stats: RunStats) -> Run:
-    """Return the run: resumed from its checkpoint, or fresh with staging cleared."""
-    date = config.snapshot_date.isoformat()
+def _prepare_run(
+    config: ExportConfig,
+    store: Store,
+    layout: Layout,
+    stats: RunStats,
+    checkpoint: Checkpoint | None = None,
+) -> Run:
+    """Return the run: resumed from its (or the given) checkpoint, or fresh with staging cleared."""
+    date = checkpoint.snapshot_date if checkpoint else config.snapshot_date.isoformat()
     fingerprint = request_fingerprint(describe_request(config))
-    checkpoint = None
-    if config.resume:
+    if checkpoint is None and config.resume:
         point = load_checkpoint(store, layout, fingerprint, date)
         log.info("%s", point.message)
         checkpoint = point.checkpoint

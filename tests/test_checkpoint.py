@@ -11,6 +11,7 @@ import pytest
 
 from exporter.checkpoint import (
     Checkpoint,
+    committing_runs,
     discard_run,
     load_checkpoint,
     redact_request,
@@ -121,6 +122,23 @@ class TestCheckpointFile:
         for key in ("2026-11-19-aaaa", "2026-11-20-bbbb", "2026-11-27-cccc", "notes"):
             store.make_dirs(f".staging/{key}")
         assert stale_staged_runs(store, ROOT, "2026-11-27") == ["2026-11-19-aaaa"]
+
+    def test_runs_of_other_dates_left_between_files_and_sinks_are_found(
+        self, tmp_path: Path
+    ) -> None:
+        """Only this request's runs of other dates whose phase is "committing" are pending."""
+        store, mine = LocalStore(tmp_path), request_fingerprint(REQUEST)
+        other = request_fingerprint({**REQUEST, "creator": "someone"})
+        for date, fingerprint, phase in [
+            ("2026-11-25", mine, "committing"),  # the one to complete
+            ("2026-11-24", mine, "publishing"),  # files not published: --resume's job
+            ("2026-11-23", other, "committing"),  # another request's
+            (DATE, mine, "committing"),  # tonight's own run
+        ]:
+            run = checkpoint(snapshot_date=date, request_fingerprint=fingerprint, phase=phase)
+            save_checkpoint(store, ROOT, run)
+        found = committing_runs(store, ROOT, mine, DATE)
+        assert [c.snapshot_date for c in found] == ["2026-11-25"]
 
     def test_a_foreign_checkpoint_under_our_key_is_refused(self, tmp_path: Path) -> None:
         store = LocalStore(tmp_path)

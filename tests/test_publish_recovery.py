@@ -24,7 +24,7 @@ DATE = "2026-11-27"
 
 @pytest.mark.parametrize(
     ("point", "recovery"),
-    [("sealed", "resume"), ("files-published", "resume")],
+    [("sealed", "resume"), ("files-published", "resume"), ("files-published", "next-night")],
 )
 def test_kill_between_the_snapshot_and_duckdb_then_recover(
     tmp_path: Path, point: str, recovery: str
