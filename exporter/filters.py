@@ -28,6 +28,7 @@ Matching (`matches`, the emulator's semantics; the real API documents no more th
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ OPERATOR_KINDS: Mapping[str, frozenset[str | None]] = {
     **{op: frozenset({None, "number"}) for op in RANGE_OPS},
 }
 _PARAM = re.compile(r"^meta\.(?P<path>.*)\[(?P<op>[^\[\]]*)\]$", re.DOTALL)
-# JSON-like numbers: no "nan", "inf" or "1_000", which Python's float() would accept.
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+# JSON numbers (RFC 8259), ASCII digits only: no "nan", "inf", "1_000", "+5", ".5" or
+# Arabic-Indic digits, all of which Python's float() accepts (`\d` would match the last).
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _BOOLEANS = {"true": True, "false": False}
 
 Number = int | float
@@ -131,7 +133,7 @@ def _check_filter(f: MetaFilter) -> None:
             f"maximum {MAX_IN_VALUES} allowed"
         )
     for value in f.values:
-        if f.value_kind == "number" and _NUMBER.match(value) is None:
+        if f.value_kind == "number" and not is_json_number(value):
             raise FilterError(
                 f"Invalid numeric value for metadata filter {f.param_name!r}: {value!r}"
             )
@@ -142,9 +144,14 @@ def _check_filter(f: MetaFilter) -> None:
             )
 
 
+def is_json_number(text: str) -> bool:
+    """Return whether `text` is a JSON number whose value is finite (`1e999` is not)."""
+    return _NUMBER.fullmatch(text) is not None and math.isfinite(float(text))
+
+
 def parse_number(text: str) -> Number:
     """Return the number a filter value spells (int when integral text, else float)."""
-    if _NUMBER.match(text) is None:
+    if not is_json_number(text):
         raise FilterError(f"Invalid numeric value: {text!r}")
     try:
         return int(text)
@@ -194,7 +201,7 @@ def _equals(kind: str | None, value: Any, text: str) -> bool:
     if isinstance(value, bool):
         return kind in (None, "boolean") and _BOOLEANS.get(text) is value
     if _is_number(value):
-        if kind not in (None, "number") or _NUMBER.match(text) is None:
+        if kind not in (None, "number") or not is_json_number(text):
             return False
         return bool(value == parse_number(text))
     return False

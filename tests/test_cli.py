@@ -296,12 +296,20 @@ class TestServerSideErrors:
         assert not (tmp_path / "o" / f"snapshot_date={dt.date.today()}").exists()
 
     def test_unknown_account_is_exit_3(self, emu: EmulatorProcess, tmp_path: Path) -> None:
-        """An account the credentials cannot see: exit 3."""
+        """An account the credentials cannot see (a well-formed id, 403): exit 3."""
         result = run_cli(
-            ["export", "--output", str(tmp_path / "o"), "--account-id", "ffff"], emu.env()
+            ["export", "--output", str(tmp_path / "o"), "--account-id", "f" * 32], emu.env()
         )
         assert result.returncode == 3, result.stderr
         one_line_error(result.stderr)
+
+    def test_malformed_account_is_exit_4(self, emu: EmulatorProcess, tmp_path: Path) -> None:
+        """A malformed account id is a request the API rejects (404 code 7003): exit 4."""
+        result = run_cli(
+            ["export", "--output", str(tmp_path / "o"), "--account-id", "ffff"], emu.env()
+        )
+        assert result.returncode == 4, result.stderr
+        assert "perhaps your object identifier is invalid" in one_line_error(result.stderr)
 
     def test_unreachable_api_is_exit_4(self, tmp_path: Path) -> None:
         """Nothing listening: retries are bounded, then exit 4 with one line."""

@@ -125,6 +125,26 @@ class TestParseFilter:
                 id="nan",
             ),
             pytest.param(
+                "meta.x[gte]=1_000",
+                "Invalid numeric value for metadata filter 'meta.x[gte]': '1_000'",
+                id="underscore",
+            ),
+            pytest.param(
+                "meta.x[lt:number]=\u0661\u0662",
+                "Invalid numeric value for metadata filter 'meta.x[lt:number]': '\u0661\u0662'",
+                id="arabic-indic-digits",
+            ),
+            pytest.param(
+                "meta.x[gt]=1e999",
+                "Invalid numeric value for metadata filter 'meta.x[gt]': '1e999'",
+                id="overflows-to-inf",
+            ),
+            pytest.param(
+                "meta.x[eq:number]=+5",
+                "Invalid numeric value for metadata filter 'meta.x[eq:number]': '+5'",
+                id="plus-sign",
+            ),
+            pytest.param(
                 "meta.x[in:number]=1|two",
                 "Invalid numeric value for metadata filter 'meta.x[in:number]': 'two'",
                 id="in-number-word",

@@ -2,13 +2,37 @@
 
 Use `async with run_emulator(EmulatorSettings(...)) as emu:` and point a client at
 `emu.base_url`; `serve()` is the blocking form behind `cf-images-export emulator`.
+
+The Python API other tests use (every knob is an `EmulatorSettings` field and a CLI flag):
+
+* Catalogs: `build_catalog(n, seed, profile="classic"|"nasty", tie_group=N)`; `emu.catalog`
+  (`keys`, `blobs`, `image(i)`, `iter_images()`). `profile="nasty"` is the benchmark catalog
+  (~1 KB meta on 12%, ~40 meta columns, 5% on one instant), fine at millions of images.
+* Pages: `page_cap` (default 1000, Cloudflare's "up to 1000 results per page"; None: per_page),
+  `short_pages=True` (every page a seeded 1..size images).
+* Live mode: `live_every=K, live_mutations=M` (every K list requests, M uploads, deletions or
+  edits); `emu.live` is the truth (`stable_ids()`, `versions(id)`, `uploaded`, `deleted`,
+  `edited`, `to_json()`), also at `GET /_emulator/accounts/{id}/live`.
+* Misbehaviour: `disorder_every=N` (every Nth page out of order), `repeat_every=N` (every Nth
+  page after a token repeats its cursor's image); `emu.counters.misbehaved` counts them.
+* Accounts: `accounts=(AccountSettings(account_id=..., token=..., images=..., seed=...), ...)`
+  served besides the primary one; `emu.account(id)` gives its `list_url`, `token`, `catalog`
+  and `live_record()`. Accounts sharing a credential share one rate-limit budget.
 """
 
 from exporter.emulator.app import Counters, create_app
 from exporter.emulator.catalog import Catalog, build_catalog
-from exporter.emulator.server import RunningEmulator, describe, run_emulator, serve
+from exporter.emulator.live import LiveRecord
+from exporter.emulator.server import (
+    RunningEmulator,
+    ServedAccount,
+    describe,
+    run_emulator,
+    serve,
+)
 from exporter.emulator.settings import (
     FAULT_KINDS,
+    AccountSettings,
     EmulatorSettings,
     add_emulator_arguments,
     settings_from_args,
@@ -16,10 +40,13 @@ from exporter.emulator.settings import (
 
 __all__ = [
     "FAULT_KINDS",
+    "AccountSettings",
     "Catalog",
     "Counters",
     "EmulatorSettings",
+    "LiveRecord",
     "RunningEmulator",
+    "ServedAccount",
     "add_emulator_arguments",
     "build_catalog",
     "create_app",

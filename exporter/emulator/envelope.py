@@ -10,7 +10,8 @@ from aiohttp import web
 
 BAD_REQUEST = 5400  # the List V2 code for filter and parameter violations
 AUTH_ERROR = 10000  # Cloudflare's "Authentication error"
-NO_ROUTE = 7003  # Cloudflare's "No route for the URI"
+NO_ROUTE = 7000  # Cloudflare's "No route for that URI"
+BAD_IDENTIFIER = 7003  # "Could not route to ..., perhaps your object identifier is invalid?"
 METHOD_NOT_ALLOWED = 10405
 
 

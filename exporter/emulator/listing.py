@@ -1,9 +1,12 @@
 """List V2 semantics without I/O: query rules, the filtered view, and one page of it.
 
-Rules (OpenAPI extract): `per_page` a number, integral, 10..10000 (default 1000); `sort_order`
-asc|desc (default desc); `creator` exact, where `creator=""` selects images whose creator is
-not set (null, absent, or ""); metadata filters as in `exporter.filters`. Unknown parameters
-are ignored, as HTTP APIs commonly do. Violations raise QueryError, answered 400 code 5400.
+Rules (OpenAPI extract): `per_page` a JSON number, integral, 10..10000 (default 1000);
+`sort_order` asc|desc (default desc); `creator` exact, where `creator=""` selects images whose
+creator is not set (null, absent, or ""); metadata filters as in `exporter.filters`. Other
+unknown parameters are ignored, as Cloudflare's API does, except names starting with `meta`
+that are not a valid filter (`meta=foo`, `metadata[eq]=x`): those are refused, a deliberate
+difference, so that a mistyped filter never lists the whole catalog unnoticed (what Cloudflare
+answers is not documented). Violations raise QueryError, answered 400 code 5400.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from exporter.emulator.catalog import Catalog
 from exporter.emulator.render import OrderKey
 from exporter.emulator.tokens import query_fingerprint
 from exporter.errors import FilterError
-from exporter.filters import MetaFilter, matches, parse_filter_param, validate_filters
+from exporter.filters import (
+    MetaFilter,
+    is_json_number,
+    matches,
+    parse_filter_param,
+    validate_filters,
+)
 
 DEFAULT_PER_PAGE = 1000
 MIN_PER_PAGE = 10
@@ -53,7 +62,7 @@ def parse_list_query(params: Iterable[tuple[str, str]]) -> ListQuery:
     plain: dict[str, str] = {}
     filters: list[MetaFilter] = []
     for name, value in params:
-        if name.startswith("meta."):
+        if name.startswith("meta"):  # meta=, metadata[eq]= too: a typo must not list all
             try:
                 filters.append(parse_filter_param(name, value))
             except FilterError as exc:
@@ -76,10 +85,9 @@ def parse_list_query(params: Iterable[tuple[str, str]]) -> ListQuery:
 def _per_page(text: str | None) -> int:
     if text is None:
         return DEFAULT_PER_PAGE
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
+    # A JSON number (the spec types it `number`): Python's float() would also take "1_000",
+    # Arabic-Indic digits, "inf" and "1e999".
+    value = float(text) if is_json_number(text) else float("nan")
     if not value.is_integer() or not MIN_PER_PAGE <= value <= MAX_PER_PAGE:
         raise QueryError(
             f"Invalid per_page: {text!r}, must be a whole number between "

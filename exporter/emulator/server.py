@@ -14,9 +14,18 @@ from typing import TextIO
 
 from aiohttp import web
 
-from exporter.emulator.app import API_PREFIX, BATCH_PREFIX, Counters, EmulatorState, create_app
+from exporter.emulator.app import (
+    API_PREFIX,
+    BATCH_PREFIX,
+    AccountState,
+    Counters,
+    EmulatorState,
+    create_app,
+)
 from exporter.emulator.catalog import Catalog, build_catalog
-from exporter.emulator.settings import DEFAULT_PORT, EmulatorSettings
+from exporter.emulator.live import LiveRecord
+from exporter.emulator.nights import NightChanges, NightPlan, catalog_at_night
+from exporter.emulator.settings import DEFAULT_PORT, AccountSettings, EmulatorSettings
 from exporter.errors import ConfigError
 
 
@@ -46,22 +55,92 @@ class RunningEmulator:
 
     @property
     def list_url(self) -> str:
-        """Return the List V2 URL of the served account."""
+        """Return the List V2 URL of the primary account."""
         return f"{self.base_url}/accounts/{self.account_id}/images/v2"
+
+    @property
+    def changes(self) -> NightChanges | None:
+        """Return what changed in the primary account from night N-1 to N (None at night 0)."""
+        return self.state.accounts[self.account_id].changes
+
+    @property
+    def live(self) -> LiveRecord:
+        """Return the primary account's live record (live mode must be on)."""
+        return self.account().live_record()
+
+    def account(self, account_id: str | None = None) -> ServedAccount:
+        """Return one served account (default: the primary one)."""
+        state = self.state.accounts[account_id or self.account_id]
+        return ServedAccount(self, state)
+
+
+@dataclass(frozen=True)
+class ServedAccount:
+    """One account of a running emulator: its URL, credentials, catalog and records."""
+
+    emulator: RunningEmulator
+    state: AccountState
+
+    @property
+    def settings(self) -> AccountSettings:
+        return self.state.settings
+
+    @property
+    def account_id(self) -> str:
+        return self.state.settings.account_id
+
+    @property
+    def token(self) -> str:
+        return self.state.settings.token
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.state.catalog
+
+    @property
+    def list_url(self) -> str:
+        return f"{self.emulator.base_url}/accounts/{self.account_id}/images/v2"
+
+    @property
+    def changes(self) -> NightChanges | None:
+        """Return what changed from night N-1 to N (None at night 0)."""
+        return self.state.changes
+
+    def live_record(self) -> LiveRecord:
+        """Return the truth of live mode; RuntimeError when live mode is off."""
+        if self.state.record is None:
+            raise RuntimeError("live mode is off: set EmulatorSettings.live_every")
+        return self.state.record
 
 
 CACHE_LIMIT = 100_000  # bigger catalogs are not kept after their emulator stops
 
 
-def catalog_for(settings: EmulatorSettings) -> Catalog:
-    """Return a fresh catalog for the settings; small ones are built once per process.
+def catalog_for(
+    settings: AccountSettings, night: int = 0, plan: NightPlan | None = None
+) -> tuple[Catalog, NightChanges | None]:
+    """Return a fresh catalog for an account as of `night`, and that night's changes.
 
-    Each call returns its own copy (live mode mutates it), sharing the immutable profile.
+    Small catalogs are built once per process; each call returns its own copy (live mode
+    mutates it), sharing the immutable profile.
     """
     shape = (settings.images, settings.seed, settings.profile, settings.tie_group)
     if settings.images > CACHE_LIMIT:
-        return _build(*shape)
-    return _small_catalog(*shape).copy()
+        base, shared = _build(*shape), False
+    else:
+        base, shared = _small_catalog(*shape), True
+    if night == 0:
+        return (base.copy() if shared else base), None
+    return catalog_at_night(base, night, plan or NightPlan())  # a copy
+
+
+def _evolved(
+    account: AccountSettings, settings: EmulatorSettings, base: Catalog | None
+) -> tuple[Catalog, NightChanges | None]:
+    """Return an account's catalog as of the settings' night (from a prebuilt base if given)."""
+    if base is None:
+        return catalog_for(account, settings.night, settings.night_plan())
+    return catalog_at_night(base, settings.night, settings.night_plan())
 
 
 def _build(images: int, seed: int, profile: str, tie_group: int) -> Catalog:
@@ -101,15 +180,26 @@ async def run_emulator(
     """
     settings = settings or EmulatorSettings()
     check_loopback(host)
-    if catalog is None:
-        catalog = await asyncio.to_thread(catalog_for, settings)
-    elif (len(catalog), catalog.seed, catalog.profile.name) != (
+    if catalog is not None and (len(catalog), catalog.seed, catalog.profile.name) != (
         settings.images,
         settings.seed,
         settings.profile,
     ):
         raise ConfigError("emulator.images", "the prebuilt catalog does not match the settings")
-    state = EmulatorState(settings=settings, catalog=catalog, clock=clock, wall=wall)
+    catalogs: dict[str, Catalog] = {}
+    changes: dict[str, NightChanges | None] = {}
+    for account in settings.served():
+        key = account.account_id
+        if catalog is not None and key == settings.account_id and settings.night == 0:
+            catalogs[key], changes[key] = catalog, None
+        else:
+            built = catalog if key == settings.account_id else None
+            catalogs[key], changes[key] = await asyncio.to_thread(
+                _evolved, account, settings, built
+            )
+    state = EmulatorState(
+        settings=settings, catalogs=catalogs, changes=changes, clock=clock, wall=wall
+    )
     runner = web.AppRunner(create_app(state), access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -123,7 +213,7 @@ async def run_emulator(
             host=host,
             port=bound_port,
             settings=settings,
-            catalog=catalog,
+            catalog=state.catalog,
             state=state,
         )
     finally:
@@ -160,12 +250,23 @@ def describe(emu: RunningEmulator) -> str:
     s = emu.settings
     lines = [
         f"Cloudflare Images emulator: {len(emu.catalog)} images "
-        f"({s.profile} catalog, seed {s.seed})",
+        f"({s.profile} catalog, seed {s.seed}, night {s.night})",
         f"  CLOUDFLARE_BASE_URL={emu.base_url}",
         f"  CLOUDFLARE_ACCOUNT_ID={emu.account_id}",
         f"  CLOUDFLARE_API_TOKEN={emu.token}",
         f"  batch host: {emu.batch_base_url}/images/v2",
     ]
+    if s.email:
+        lines.append(f"  or email + key: CLOUDFLARE_EMAIL={s.email} CLOUDFLARE_API_KEY={s.api_key}")
+    if s.page_cap is not None:
+        lines.append(f"  pages: at most {s.page_cap} images" + (", short" * s.short_pages))
+    if s.live_every:
+        lines.append(f"  live: {s.live_mutations} change(s) every {s.live_every} list requests")
+    for account in s.accounts:
+        lines.append(
+            f"  account {account.account_id}: {len(emu.state.catalogs[account.account_id])} "
+            f"images ({account.profile}, seed {account.seed}), token {account.token}"
+        )
     if s.rate_quota is not None:
         lines.append(f"  rate limit: {s.rate_quota}/{s.rate_window_s:g}s, lockout {s.lockout_s:g}s")
     if s.fault_rate > 0:

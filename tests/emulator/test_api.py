@@ -70,9 +70,21 @@ class TestAuth:
     async def test_unknown_route(
         self, emulator: RunningEmulator, session: aiohttp.ClientSession
     ) -> None:
-        """Unknown paths answer Cloudflare's 7003 envelope."""
+        """Unknown paths answer Cloudflare's 7000 envelope (field reports), not 7003."""
         reply = await get(session, emulator.base_url + "/zones", headers=bearer(emulator.token))
-        assert reply.status == 404 and reply.error == (7003, "No route for the URI")
+        assert reply.status == 404 and reply.error == (7000, "No route for that URI")
+
+    @pytest.mark.parametrize("account_id", ["not-an-account", "ABCDEF", "f" * 31, "F" * 32])
+    async def test_malformed_account_id(
+        self, emulator: RunningEmulator, session: aiohttp.ClientSession, account_id: str
+    ) -> None:
+        """A malformed account id answers 404 code 7003 before any auth, as field reports show."""
+        url = f"{emulator.base_url}/accounts/{account_id}/images/v2"
+        for headers in (bearer(emulator.token), {}):
+            reply = await get(session, url, headers=headers)
+            assert reply.status == 404
+            code, message = reply.error
+            assert code == 7003 and "perhaps your object identifier is invalid" in message
 
 
 class TestValidation:

@@ -61,6 +61,17 @@ class TestParseListQuery:
             pytest.param([("per_page", "10.5")], "Invalid per_page: '10.5'", id="per-page-frac"),
             pytest.param([("per_page", "ten")], "Invalid per_page: 'ten'", id="per-page-word"),
             pytest.param([("per_page", "nan")], "Invalid per_page: 'nan'", id="per-page-nan"),
+            pytest.param([("per_page", "1_000")], "Invalid per_page: '1_000'", id="underscore"),
+            pytest.param([("per_page", "\u0661\u0660\u0660")], "Invalid per_page", id="arabic"),
+            pytest.param([("per_page", "1e999")], "Invalid per_page: '1e999'", id="inf"),
+            pytest.param([("per_page", "+100")], "Invalid per_page: '+100'", id="plus"),
+            pytest.param([("meta", "foo")], "Invalid metadata filter: 'meta'", id="meta-bare"),
+            pytest.param(
+                [("metadata[eq]", "x")], "Invalid metadata filter: 'metadata[eq]'", id="metadata"
+            ),
+            pytest.param(
+                [("meta.p[gt]", "1e999")], "Invalid numeric value for metadata filter", id="gt-inf"
+            ),
             pytest.param([("sort_order", "ASC")], "Invalid sort_order: 'ASC'", id="sort-case"),
             pytest.param(
                 [("meta.s[not-eq]", "x")],

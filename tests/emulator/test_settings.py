@@ -6,11 +6,13 @@ import argparse
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import orjson
 import pytest
 
 from exporter.emulator import (
+    AccountSettings,
     EmulatorSettings,
     add_emulator_arguments,
     build_catalog,
@@ -48,6 +50,22 @@ class TestArguments:
             lockout_s=7, fault_rate=0.5, fault_kinds=frozenset({"500", "reset"}), slow_s=0.2,
             latency_s=0.01, page_cap=100, batch_token_ttl_s=30, batch_rate=5,
             allow_batch_tokens=False,
+        )  # fmt: skip
+
+    def test_live_nights_pages_and_accounts_flags(self, tmp_path: Path) -> None:
+        """The newer knobs land in their fields; --page-cap 0 means no cap."""
+        accounts = tmp_path / "accounts.toml"
+        accounts.write_text('[[account]]\naccount_id = "' + "b" * 32 + '"\ntoken = "tb"\n')
+        ns = _parse(
+            f"--page-cap 0 --short-pages --live-every 3 --live-mutations 2 --disorder-every 4 "
+            f"--repeat-every 5 --night 2 --churn 0.1 --quiet-nights 1,4 --mass-deletion-nights 6 "
+            f"--mass-deletion-share 0.5 --email e@x --api-key k --accounts-file {accounts}".split()
+        )
+        assert settings_from_args(ns) == EmulatorSettings(
+            page_cap=None, short_pages=True, live_every=3, live_mutations=2, disorder_every=4,
+            repeat_every=5, night=2, churn=0.1, quiet_nights=(1, 4), mass_deletion_nights=(6,),
+            mass_deletion_share=0.5, email="e@x", api_key="k",
+            accounts=(AccountSettings(account_id="b" * 32, token="tb"),),
         )  # fmt: skip
 
 
@@ -97,11 +115,13 @@ def test_serve_prints_banner_and_serves() -> None:
     )
     try:
         assert process.stdout is not None
-        banner = [process.stdout.readline() for _ in range(5)]
+        banner = [process.stdout.readline() for _ in range(6)]
         assert banner[0].startswith("Cloudflare Images emulator: 20 images")
         base_url = banner[1].strip().removeprefix("CLOUDFLARE_BASE_URL=")
         assert banner[2].strip() == f"CLOUDFLARE_ACCOUNT_ID={EmulatorSettings().account_id}"
         assert banner[3].strip() == f"CLOUDFLARE_API_TOKEN={EmulatorSettings().token}"
+        demo = EmulatorSettings()
+        assert f"CLOUDFLARE_EMAIL={demo.email} CLOUDFLARE_API_KEY={demo.api_key}" in banner[5]
         request = urllib.request.Request(
             f"{base_url}/accounts/{EmulatorSettings().account_id}/images/v1/stats",
             headers={"Authorization": f"Bearer {EmulatorSettings().token}"},
