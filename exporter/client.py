@@ -289,10 +289,10 @@ class ApiClient:
             return body
         if status == 429:
             self.stats.throttled += 1
-            raise TransientError("HTTP 429 (rate limited)", 429, retry_after)
         message = self._scrub(_describe(reply))
-        if status in (500, 501, 502, 503, 504) or 520 <= status <= 530:
-            raise TransientError(f"HTTP {status}: {message}", status, retry_after)
+        if self.retry.retries(status):
+            reason = "HTTP 429 (rate limited)" if status == 429 else f"HTTP {status}: {message}"
+            raise TransientError(reason, status, retry_after)
         if status == 401 and batch:
             # The batch token expired or was revoked: get a new one and try again.
             self._batch_token = None

@@ -1,10 +1,12 @@
 """Which failures retry and how long to wait: a pure policy, plus the tenacity glue.
 
-Retry connection errors, timeouts, 429, 500-504, Cloudflare's 520-530, and HTML or
-truncated/invalid JSON bodies; fail at once on anything else (400/401/403/404 carry the API's
-own message). Waits are full-jitter exponential ("Exponential Backoff And Jitter", AWS
-Architecture Blog, 2015) with `Retry-After` honoured in either RFC 9110 form (delta-seconds or
-HTTP-date), bounded by attempts and by a total deadline per request.
+The one place that says what retries: connection errors, timeouts, HTML or truncated/invalid
+JSON bodies (no status), and the statuses of `RetryPolicy.retry_status` (429, 500-504,
+Cloudflare's 520-530); anything else fails at once (400/401/403/404 carry the API's own
+message). The client asks `RetryPolicy.retries` about every reply. Waits are full-jitter
+exponential ("Exponential Backoff And Jitter", AWS Architecture Blog, 2015) with `Retry-After`
+honoured in either RFC 9110 form (delta-seconds or HTTP-date), bounded by attempts and by a
+total deadline per request.
 """
 
 from __future__ import annotations
@@ -22,11 +24,6 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from exporter.errors import ConfigError
 
 RETRY_STATUS = frozenset({429, *range(500, 505), *range(520, 531)})
-
-
-def is_retryable_status(status: int | None) -> bool:
-    """Return True for statuses worth another attempt; None means "no status" (I/O failure)."""
-    return status is None or status in RETRY_STATUS
 
 
 def parse_retry_after(value: str | None, clock: Callable[[], float] = time.time) -> float | None:
@@ -59,6 +56,7 @@ class RetryPolicy:
     base_s: float = 0.5
     cap_s: float = 30.0
     deadline_s: float = 600.0
+    retry_status: frozenset[int] = RETRY_STATUS
     clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,6 +64,11 @@ class RetryPolicy:
             raise ConfigError(
                 "retry", "max_attempts >= 1, base_s and cap_s >= 0, deadline_s > 0 are required"
             )
+
+    def retries(self, status: int | None) -> bool:
+        """Return True for a status worth another attempt; None means "no status" (I/O failure,
+        unreadable body)."""
+        return status is None or status in self.retry_status
 
     def delay(
         self, attempt: int, status: int | None, retry_after: str | None, rng: random.Random
@@ -75,7 +78,7 @@ class RetryPolicy:
         `attempt` counts the attempts made so far (1 after the first failure); `status` is
         None for connection errors, timeouts and unreadable bodies.
         """
-        if attempt >= self.max_attempts or not is_retryable_status(status):
+        if attempt >= self.max_attempts or not self.retries(status):
             return None
         backoff = rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
         asked = parse_retry_after(retry_after, self.clock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -187,6 +188,24 @@ class TestRetry:
         [record] = [r for r in caplog.records if r.name == "exporter.client"]
         assert "retrying" in record.getMessage() and "attempt 1 of 4" in record.getMessage()
         assert f"{sleeps[0]:.2f} s" in record.getMessage()
+
+    async def test_the_policy_alone_decides_which_statuses_retry(
+        self, client: ApiClient, sleeps: list[float]
+    ) -> None:
+        """Adding 409 to the policy's statuses retries it; removing 503 fails it at once."""
+        client.retry = dataclasses.replace(FAST, retry_status=FAST.retry_status | {409})
+        with aioresponses() as m:
+            m.get(LIST, status=409, payload=failure(5409, "busy"))
+            m.get(LIST, payload=page_body(["a"], None))
+            assert [p.images[0]["id"] for p in await pages(client)] == ["a"]
+        assert client.stats.retries == 1
+        client.retry = dataclasses.replace(FAST, retry_status=FAST.retry_status - {503})
+        with aioresponses() as m:
+            m.get(LIST, status=503, payload=failure(10013, "Service down"))
+            with pytest.raises(ResponseError) as info:
+                await pages(client)
+        assert info.value.status == 503 and client.stats.requests == 3
+        assert client.stats.retries == 1 and len(sleeps) == 1
 
     async def test_retry_after_seconds(self, client: ApiClient, sleeps: list[float]) -> None:
         """A 429 with Retry-After: 3 waits 3 s, counted as throttled and as a wait."""

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import pytest
 
 from exporter.errors import ConfigError
-from exporter.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from exporter.retry import RetryPolicy, parse_retry_after
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC).timestamp()
 
@@ -22,12 +22,12 @@ class TestClassification:
     @pytest.mark.parametrize("status", [None, 429, 500, 501, 502, 503, 504, 520, 524, 530])
     def test_transient(self, status: int | None) -> None:
         """Connection errors (None), 429, 500-504 and 520-530 retry."""
-        assert is_retryable_status(status)
+        assert RetryPolicy().retries(status)
 
     @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 505, 519, 531])
     def test_fail_fast(self, status: int) -> None:
         """Client errors and other statuses fail at once."""
-        assert not is_retryable_status(status)
+        assert not RetryPolicy().retries(status)
         assert RetryPolicy().delay(1, status, None, random.Random(0)) is None
 
 
