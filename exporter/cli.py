@@ -20,6 +20,7 @@ import anyio
 
 from exporter._version import __version__
 from exporter.errors import ConfigError, ExporterError, IntegrityError, Interrupted
+from exporter.tasks import FirstErrorGroup
 
 PROG = "cf-images-export"
 
@@ -176,27 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except ExporterError as exc:
         return report_error(exc)
-    except BaseExceptionGroup as group:
-        # A task group wraps the failure of one task; report the first user error in it.
-        error = first_exporter_error(group)
-        if error is None:
-            raise
-        return report_error(error)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return Interrupted.exit_code
-
-
-def first_exporter_error(group: BaseExceptionGroup[BaseException]) -> ExporterError | None:
-    """Return the first ExporterError leaf of a (nested) exception group, if any."""
-    for exc in group.exceptions:
-        if isinstance(exc, ExporterError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = first_exporter_error(exc)
-            if found is not None:
-                return found
-    return None
 
 
 def report_error(error: ExporterError) -> int:
@@ -236,7 +219,7 @@ async def _export_with_signals(config: Any, args: argparse.Namespace) -> dict[st
     result: dict[str, Any] = {}
     stopped_by: list[int] = []
 
-    async with anyio.create_task_group() as group:
+    async with FirstErrorGroup() as group:
 
         async def watch_signals() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import orjson
 
 from exporter.config import parse_config
@@ -24,6 +23,7 @@ from exporter.emulator import EmulatorSettings, run_emulator
 from exporter.pipeline import export
 from exporter.progress import print_summary, report_progress
 from exporter.stats import RunStats
+from exporter.tasks import FirstErrorGroup
 
 log = logging.getLogger("exporter.demo")
 
@@ -138,7 +138,7 @@ async def run_demo(images: int, seed: int, output: str, interactive: bool) -> No
         )
         stats = RunStats()
         summary: dict[str, Any] = {}
-        async with anyio.create_task_group() as group:
+        async with FirstErrorGroup() as group:
 
             async def run() -> None:
                 summary.update(await export(config, stats=stats))

@@ -63,6 +63,7 @@ from exporter.sinks import PartFile, Publication, Sink, open_sink
 from exporter.stats import RunStats
 from exporter.store import Layout, Store, open_store, seal
 from exporter.store.layout import ROOT, run_key
+from exporter.tasks import FirstErrorGroup
 from exporter.walker import Chunk, Walker, make_client
 
 log = logging.getLogger("exporter.pipeline")
@@ -347,7 +348,6 @@ class _Progress:
 
     walker_state: dict[str, Any] | None
     normalizer_state: dict[str, Any] | None = None
-    failure: BaseException | None = None
 
 
 async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
@@ -366,17 +366,11 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
         stats.extra["api_count"] = api_count
         walker = Walker(client, config.request, config.walk, stats, run.checkpoint.walker_state)
         send, receive = anyio.create_memory_object_stream[_Written](WRITE_AHEAD)
-        # A failure leaves as itself (never an ExceptionGroup): the writer records it.
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_write_batches, run, receive, progress, tg.cancel_scope)
-            try:
-                async with send:
-                    await _normalize_chunks(run, walker, send)
-            except Exception as exc:  # a writer failure first breaks the queue: keep it
-                progress.failure = progress.failure or exc
-                tg.cancel_scope.cancel()
-    if progress.failure is not None:
-        raise progress.failure
+        # A writer failure first breaks the queue: the writer's error is the one raised.
+        async with FirstErrorGroup() as tasks:
+            tasks.start_soon(_write_batches, run, receive, progress)
+            async with send:
+                await _normalize_chunks(run, walker, send)
     await _commit(run, progress)
     stats.anomalies = run.normalizer.anomalies
     final = run.normalizer.final_schema()
@@ -402,29 +396,22 @@ async def _normalize_chunks(
 
 
 async def _write_batches(
-    run: Run,
-    receive: anyio.abc.ObjectReceiveStream[_Written],
-    progress: _Progress,
-    scope: anyio.CancelScope,
+    run: Run, receive: anyio.abc.ObjectReceiveStream[_Written], progress: _Progress
 ) -> None:
     """Write queued batches to every sink; commit a part (and checkpoint) when one is full."""
     stats = run.stats
-    try:
-        async with receive:
-            async for item in receive:
-                if item.batch is not None:
-                    run.bounds.update(item.batch)
-                    for sink in run.sinks:
-                        await sink.write(item.batch)
-                    stats.images += item.batch.num_rows
-                stats.pages += item.pages
-                progress.walker_state = item.walker_state
-                progress.normalizer_state = item.normalizer_state
-                if any(sink.should_rotate() for sink in run.sinks):
-                    await _commit(run, progress)
-    except Exception as exc:
-        progress.failure = progress.failure or exc
-        scope.cancel()
+    async with receive:
+        async for item in receive:
+            if item.batch is not None:
+                run.bounds.update(item.batch)
+                for sink in run.sinks:
+                    await sink.write(item.batch)
+                stats.images += item.batch.num_rows
+            stats.pages += item.pages
+            progress.walker_state = item.walker_state
+            progress.normalizer_state = item.normalizer_state
+            if any(sink.should_rotate() for sink in run.sinks):
+                await _commit(run, progress)
 
 
 async def _commit(run: Run, progress: _Progress) -> None:

@@ -25,7 +25,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 import anyio
-from anyio.abc import TaskGroup
 
 from exporter.auth import Credentials
 from exporter.client import DEFAULT_BATCH_BASE_URL, ApiClient
@@ -34,6 +33,7 @@ from exporter.pagination import Image, ListRequest, Page, SortOrder, uploaded_ke
 from exporter.ratelimit import Pacer
 from exporter.retry import RetryPolicy
 from exporter.stats import RunStats
+from exporter.tasks import FirstErrorGroup
 
 log = logging.getLogger("exporter.walker")
 
@@ -326,7 +326,7 @@ class Merge:
 
 # -- the async walk ---------------------------------------------------------------------------
 
-_Event = tuple[SortOrder, Page | None, BaseException | None]
+_Event = tuple[SortOrder, Page | None, Exception | None]
 
 
 class Walker:
@@ -368,10 +368,8 @@ class Walker:
         # Unbounded stream: `_Budget` bounds it, in pages and images, before each request.
         send, receive = anyio.create_memory_object_stream[_Event](math.inf)
         budget = _Budget(self.options.prefetch, self.options.prefetch_images)
-        failure: BaseException | None = None
-        # Errors leave the task group as plain exceptions (never an ExceptionGroup), and a
-        # consumer closing the generator cancels the fetchers: neither is raised inside it.
-        async with anyio.create_task_group() as tg, receive:
+        # Fetchers send their errors as events; a consumer closing the generator cancels them.
+        async with FirstErrorGroup() as tg, receive:
             scopes = {
                 side.order: self._start(tg, side, send.clone(), budget) for side in merge.wanted()
             }
@@ -383,13 +381,13 @@ class Walker:
                     merge.restart(order)
                     continue
                 if error is not None:
-                    failure = error
+                    tg.fail(error)
                     break
                 assert page is not None
                 try:
                     images = merge.feed(order, page, self.client.base_url)
                 except ExporterError as exc:  # a page out of order, without an uploaded time
-                    failure = exc
+                    tg.fail(exc)
                     break
                 for side in merge.sides.values():
                     if side.stopped and side.order in scopes:
@@ -402,12 +400,10 @@ class Walker:
                 if merge.done:
                     break
             tg.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
 
     def _start(
         self,
-        tg: TaskGroup,
+        tg: FirstErrorGroup,
         side: Side,
         send: anyio.abc.ObjectSendStream[_Event],
         budget: _Budget,
