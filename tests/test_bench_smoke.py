@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from tests.bench.__main__ import main
+from tests.bench.baseline import revision_tree
 from tests.bench.harness import ExportRun, emulator, run_export, toml_config
 from tests.bench.report import render_table
 from tests.bench.scenarios import SCENARIOS, Plan, export_config, quota_used, summarize
@@ -83,7 +84,7 @@ def test_cli_runs_a_scenario_and_saves_json(
     )
     assert document["plan"]["stage_images"] == Plan.tiny().stage_images
     assert {r["scenario"] for r in document["results"]} == {"stages"}
-    assert set(SCENARIOS) == {"stages", "throughput", "memory", "latency", "paced"}
+    assert set(SCENARIOS) == {"stages", "throughput", "memory", "nasty", "latency", "paced"}
 
 
 def test_launcher_reports_the_child_rusage_not_the_parents() -> None:
@@ -100,3 +101,19 @@ def test_launcher_reports_the_child_rusage_not_the_parents() -> None:
     report = orjson.loads(out)
     assert report["exit_code"] == 0
     assert report["maxrss_kb"] < 100 * 1024 < len(ballast) // 1024
+
+
+def test_an_export_can_run_another_revisions_exporter() -> None:
+    """The side-by-side scenario runs the extracted tree's package, not this checkout's."""
+    with revision_tree("HEAD") as tree:
+        assert tree is not None and (tree / "exporter" / "pipeline.py").is_file()
+        (tree / "exporter" / "__main__.py").write_text("raise SystemExit(42)\n")
+        with emulator(50) as emu:
+            run = run_export(emu, config=export_config(per_page=10), tree=tree)
+    assert run.exit_code == 42
+    assert not tree.exists()  # removed afterwards
+
+
+def test_an_unknown_revision_gives_no_tree() -> None:
+    with revision_tree("0" * 40) as tree:
+        assert tree is None

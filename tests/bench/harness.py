@@ -195,14 +195,21 @@ def run_export(
     config: Mapping[str, Mapping[str, Any]],
     args: Sequence[str] = (),
     timeout_s: float = 1800.0,
+    tree: Path | None = None,
 ) -> ExportRun:
-    """Run `python -m exporter export` once into a fresh directory; measure it."""
+    """Run `python -m exporter export` once into a fresh directory; measure it.
+
+    `tree` runs the `exporter` package found there (another revision, see `baseline.py`)
+    instead of this checkout's: `-P` keeps the working directory off `sys.path`, so the
+    PYTHONPATH entry comes before the installed (editable) package.
+    """
     work = Path(tempfile.mkdtemp(prefix="cf-bench-"))
     try:
         tables = {k: dict(v) for k, v in config.items()}
         tables.setdefault("export", {})["output"] = str(work / "out")
         (work / "bench.toml").write_text(toml_config(tables))
-        command = [PYTHON, "-m", "exporter", "export", "--config", str(work / "bench.toml")]
+        python = [PYTHON] if tree is None else [PYTHON, "-P"]
+        command = [*python, "-m", "exporter", "export", "--config", str(work / "bench.toml")]
         command += ["--snapshot-date", "2026-01-01", "--log-format", "json", "-q", *args]
         with open(work / "stderr", "wb") as errors:
             before = emu.cpu_seconds()
@@ -211,7 +218,7 @@ def run_export(
                 [PYTHON, "-m", "tests.bench.launch", *command],
                 stdout=subprocess.PIPE,
                 stderr=errors,
-                env=emu.env(),
+                env=emu.env() if tree is None else {**emu.env(), "PYTHONPATH": str(tree)},
                 cwd=ROOT,
                 start_new_session=True,  # a timeout ends the launcher and the exporter
             )

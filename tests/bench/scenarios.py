@@ -32,6 +32,7 @@ class Plan:
     repeat: int = 3
     throughput_images: int = 1_000_000
     memory_images: tuple[int, ...] = (100_000, 1_000_000, 3_000_000)
+    nasty_images: tuple[int, ...] = (50_000, 500_000, 3_000_000)
     latency_images: int = 200_000
     latency_s: float = 0.1
     paced_images: int = 150_000
@@ -39,7 +40,6 @@ class Plan:
     paced_window_s: float = 2.0
     stage_images: int = 100_000
     checkpoint_part_rows: int = 10_000
-    small_row_group_rows: int = 32_768
 
     @classmethod
     def quick(cls, repeat: int = 1) -> Plan:
@@ -48,6 +48,7 @@ class Plan:
             repeat=repeat,
             throughput_images=100_000,
             memory_images=(20_000, 100_000),
+            nasty_images=(20_000, 100_000),
             latency_images=20_000,
             paced_images=30_000,
             paced_quota=10,
@@ -63,6 +64,7 @@ class Plan:
             repeat=1,
             throughput_images=2_000,
             memory_images=(500, 2_000),
+            nasty_images=(500, 2_000),
             latency_images=300,
             latency_s=0.01,
             paced_images=300,
@@ -184,22 +186,58 @@ def throughput(plan: Plan) -> list[Row]:
 def memory(plan: Plan) -> list[Row]:
     """Peak RSS of the exporter by catalog size (Parquet, per_page 1000)."""
     rows = []
-    small = export_config(parquet={"row_group_rows": plan.small_row_group_rows})
     for images in plan.memory_images:
         with emulator(images) as emu:
             runs = repeat(emu, plan, export_config())
             rows.append(summarize("memory", f"{images:,} images", runs))
-            if images in (plan.memory_images[0], plan.memory_images[-1]):
-                # The Parquet row-group buffer is the largest allocation: show its share.
-                runs = repeat(emu, plan, small)
-                variant = f"{images:,} images row_group_rows={plan.small_row_group_rows}"
-                rows.append(summarize("memory", variant, runs))
-    for row in rows:  # against the smallest catalog exported with the same settings
-        small_groups = "row_group_rows" in row.variant
-        base = next(r for r in rows if ("row_group_rows" in r.variant) == small_groups).peak_rss_mb
+    _rss_vs_smallest(rows)
+    return rows
+
+
+def nasty(plan: Plan) -> list[Row]:
+    """Issue 12's catalog (`emulator --profile nasty`), per_page 1000: peak RSS from the
+    smallest to the largest size, and this checkout against BASELINE_REVISION side by side.
+
+    The two exporters run alternately against one emulator, so a change in the machine's
+    load during the scenario falls on both alike.
+    """
+    from tests.bench.baseline import BASELINE_REVISION, revision_tree
+
+    rows: list[Row] = []
+    baseline: list[Row] = []
+    with revision_tree(BASELINE_REVISION) as old:
+        for images in plan.nasty_images:
+            with emulator(images, args=["--profile", "nasty"]) as emu:
+                now, then = [], []
+                for _ in range(plan.repeat):
+                    now.append(checked(run_export(emu, config=export_config()), images))
+                    if old is not None:
+                        run = run_export(emu, config=export_config(), tree=old)
+                        then.append(checked(run, images))
+            rows.append(summarize("nasty", f"{images:,} images", now))
+            if then:
+                baseline.append(summarize("nasty", f"{images:,} images @{BASELINE_REVISION}", then))
+    _rss_vs_smallest(rows)
+    _rss_vs_smallest(baseline)
+    for row, old_row in zip(rows, baseline, strict=False):
+        row.extra["speedup_vs_baseline"] = round(row.images_per_s / old_row.images_per_s, 2)
+        if row.peak_rss_mb and old_row.peak_rss_mb:
+            row.extra["rss_vs_baseline"] = round(row.peak_rss_mb / old_row.peak_rss_mb, 2)
+    return [*rows, *baseline]
+
+
+def checked(run: ExportRun, images: int) -> ExportRun:
+    """Return `run` once it is known to have exported the whole catalog."""
+    check(run, images)
+    return run
+
+
+def _rss_vs_smallest(rows: Sequence[Row]) -> None:
+    """Note each row's peak RSS against the first (smallest catalog) row's."""
+    base = rows[0].peak_rss_mb if rows else None
+    for row in rows:
         if base and row.peak_rss_mb is not None:
             row.extra["rss_vs_smallest"] = round(row.peak_rss_mb / base, 2)
-    return rows
 
 
 def latency(plan: Plan) -> list[Row]:
@@ -291,6 +329,7 @@ SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "stages": stages,
     "throughput": throughput,
     "memory": memory,
+    "nasty": nasty,
     "latency": latency,
     "paced": paced,
 }

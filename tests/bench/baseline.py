@@ -1,0 +1,49 @@
+"""Another revision's exporter beside this one, for side-by-side measurements in one run.
+
+Issue 12 asks for throughput against the revision before its work, measured in the same
+`make bench` run (same machine, same load): `git archive` extracts that revision's `exporter`
+package into a temporary directory, and `harness.run_export(..., tree=...)` runs it with the
+same interpreter and dependencies. The emulator always comes from this checkout.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from io import BytesIO
+from pathlib import Path
+
+from tests.bench.harness import ROOT
+
+# main before issue 12's memory and throughput work (the closing note's revision)
+BASELINE_REVISION = "c010e14"
+
+
+@contextmanager
+def revision_tree(revision: str) -> Iterator[Path | None]:
+    """Yield a directory holding `revision`'s `exporter` package; None without git or that
+    revision (a shallow clone), so the scenario reports this checkout alone."""
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", revision, "exporter"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        yield None
+        return
+    directory = Path(tempfile.mkdtemp(prefix=f"cf-bench-{revision}-"))
+    try:
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse odd members
+                tar.extraction_filter = tarfile.data_filter
+            tar.extractall(directory)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
