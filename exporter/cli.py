@@ -120,6 +120,11 @@ def _add_export_flags(parser: argparse.ArgumentParser) -> None:
     add("--base-url", metavar="URL", help="API base URL (env CLOUDFLARE_BASE_URL)")
     add("--schema-contract", choices=["evolve", "freeze"], help="schema drift policy (evolve)")
     add("--resume", action="store_true", help="continue an interrupted run of the same request")
+    add(
+        "--accept-removals",
+        action="store_true",
+        help="publish the changes even when more than changes.max_removed_share were removed",
+    )
     add("--dry-run", action="store_true", help="print the plan and first request; send nothing")
 
 
@@ -161,6 +166,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Any:
         today=dt.datetime.now(dt.UTC).date(),
         resume=args.resume,
         dry_run=args.dry_run,
+        accept_removals=args.accept_removals,
     )
 
 
@@ -271,6 +277,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     OUT may be a directory or a bucket URI (s3://, gs://), as for `export --output`.
     """
+    from exporter.changes import change_dates
     from exporter.manifest import snapshot_dates, verify_snapshot
     from exporter.store import open_store
     from exporter.store.layout import ROOT, SNAPSHOT_PREFIX, split_snapshot_path
@@ -281,6 +288,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     else:
         store = open_store(args.path)
         directories = [ROOT.snapshot(d) for d in snapshot_dates(store)]
+        directories += [ROOT.changes(d) for d in change_dates(store, ROOT)]
     if not directories:
         raise IntegrityError(f"no {SNAPSHOT_PREFIX}* snapshot under {args.path}")
     reports = [verify_snapshot((store, directory)) for directory in directories]
@@ -292,8 +300,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     for r in reports:
+        what = "changes" if r.manifest.get("kind") == "changes" else "images"
         print(
-            f"{r.directory}: ok, {r.rows:,} images in {r.files} files, {r.bytes:,} bytes, "
+            f"{r.directory}: ok, {r.rows:,} {what} in {r.files} files, {r.bytes:,} bytes, "
             "sha256 verified"
         )
     return 0

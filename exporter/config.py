@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from exporter.auth import Credentials
+from exporter.changes import ChangeOptions
 from exporter.errors import ConfigError, ExporterError
 from exporter.filters import parse_filter, validate_filters
 from exporter.normalize import NormalizeOptions
@@ -86,6 +87,9 @@ OPTIONS: dict[str, Option] = {
     ),
     "ndjson.gzip": Option(bool, False, "write .ndjson.gz"),
     "duckdb.path": Option(str, None, "DuckDB database file (default OUT/images.duckdb)"),
+    "changes.max_removed_share": Option(
+        (int, float), 0.2, "withhold a change set removing more than this share of images"
+    ),
 }
 
 # Environment variables that set a key, as the official SDK names them.
@@ -109,6 +113,7 @@ class ExportConfig:
     walk: WalkOptions
     normalize: NormalizeOptions
     sinks: SinkOptions
+    changes: ChangeOptions = field(default_factory=ChangeOptions)
     resume: bool = False
     dry_run: bool = False
     s3_endpoint: str | None = None
@@ -133,6 +138,10 @@ class ExportConfig:
                 "batch_api": self.walk.batch_api,
                 "quota": self.walk.quota,
                 "window_s": self.walk.window_s,
+            },
+            "changes": {
+                "max_removed_share": self.changes.max_removed_share,
+                "accept_removals": self.changes.accept_removals,
             },
             "resume": self.resume,
         }
@@ -218,6 +227,7 @@ def parse_config(
     today: dt.date,
     resume: bool = False,
     dry_run: bool = False,
+    accept_removals: bool = False,
 ) -> ExportConfig:
     """Merge file < env < flags over the defaults and return the validated ExportConfig."""
     values = {name: option.default for name, option in OPTIONS.items()}
@@ -226,7 +236,14 @@ def parse_config(
         if environ.get(env_name):
             values[key] = environ[env_name]
     values.update({k: check_value(k, v) for k, v in overrides.items() if v is not None})
-    return _build(values, environ, today=today, resume=resume, dry_run=dry_run)
+    return _build(
+        values,
+        environ,
+        today=today,
+        resume=resume,
+        dry_run=dry_run,
+        accept_removals=accept_removals,
+    )
 
 
 def _build(values: Mapping[str, Any], environ: Mapping[str, str], **run: Any) -> ExportConfig:
@@ -276,6 +293,12 @@ def _build(values: Mapping[str, Any], environ: Mapping[str, str], **run: Any) ->
             row_group_bytes=values["parquet.row_group_bytes"],
             ndjson_gzip=values["ndjson.gzip"],
             duckdb_path=values["duckdb.path"],
+        ),
+        changes=_construct(
+            ChangeOptions,
+            "changes.max_removed_share",
+            max_removed_share=float(values["changes.max_removed_share"]),
+            accept_removals=run.get("accept_removals", False),
         ),
         resume=run["resume"],
         dry_run=run["dry_run"],

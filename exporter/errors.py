@@ -13,6 +13,8 @@
   x SchemaContractError                      exit 6  schema_contract = "freeze" was violated
   x IntegrityError                           exit 7  `inspect` found a mismatch
   x ConcurrentRunError                       exit 8  the same export is already running
+  x ChangesWithheldError                     exit 9  snapshot published, its changes withheld
+                                                     (removed share above the guard)
   x Interrupted                              exit 130 SIGINT/SIGTERM; the checkpoint is kept
 
 `cli.py` catches ExporterError only and prints `str(error)` as one line; anything else is a
@@ -115,6 +117,34 @@ class ConcurrentRunError(ExporterError):
     """Another export of the same request and date holds the run lock."""
 
     exit_code = 8
+
+
+class ChangesWithheldError(ExporterError):
+    """The snapshot is published but too many images vanished for its changes to be trusted.
+
+    A walk that silently missed part of the catalog would otherwise publish mass removals
+    into every warehouse that applies the change set.
+    """
+
+    exit_code = 9
+
+    def __init__(
+        self,
+        snapshot_date: str,
+        removed: int,
+        previous_images: int,
+        previous_date: str,
+        share: float,
+        limit: float,
+    ) -> None:
+        self.snapshot_date = snapshot_date
+        self.removed = removed
+        super().__init__(
+            f"snapshot {snapshot_date} is published but its changes are withheld: "
+            f"{removed} of {previous_images} images ({share:.1%}) were removed since "
+            f"{previous_date}, above changes.max_removed_share {limit}; if the removals are "
+            "real, re-run with --accept-removals (with --resume the walk is skipped)"
+        )
 
 
 class Interrupted(ExporterError):

@@ -11,7 +11,10 @@ Publication, in this order (each step recorded before the next, so a kill anywhe
 2. the store publishes the staged snapshot as `OUT/snapshot_date=D` (one atomic step on a
    disk, `_SUCCESS` last on a bucket); checkpoint "committing".
 3. each sink's `publish` step (DuckDB: replace D's rows in one transaction).
-4. the run's staging is discarded.
+4. D's change set is published (`exporter.changes`; also the next snapshot's after a re-run),
+   and the tables derived from it (DuckDB, Delta) are updated; exit 9 stops here when too many
+   images were removed.
+5. the run's staging is discarded.
 A kill before 2 leaves the previous snapshot of D (if any) and DuckDB as they were; between 2
 and 3 the files hold the new D and DuckDB the old one until `--resume` (which then walks
 nothing: it publishes what is sealed, or only repeats step 3, which is idempotent) or the next
@@ -39,6 +42,7 @@ import anyio.abc
 import anyio.to_thread
 import pyarrow as pa
 
+from exporter.changes import ChangeSet, refresh
 from exporter.checkpoint import (
     Checkpoint,
     committing_runs,
@@ -250,6 +254,7 @@ async def _complete_committing_runs(
                     _prepare_run, config, store, layout, RunStats(), checkpoint
                 )
                 await _publish_sinks(run)
+                await anyio.to_thread.run_sync(_publish_changes, run)
                 await anyio.to_thread.run_sync(discard_run, store, layout, checkpoint.run_key)
         except ConcurrentRunError:
             continue
@@ -278,8 +283,9 @@ async def _export_locked(
         raise
     manifest = await anyio.to_thread.run_sync(_seal_and_publish, run, files, api_count)
     await _publish_sinks(run)
+    changes = await anyio.to_thread.run_sync(_publish_changes, run)
     await anyio.to_thread.run_sync(_discard_staging, run)
-    return _summary(run, run.layout.snapshot(run.checkpoint.snapshot_date), manifest)
+    return _summary(run, run.layout.snapshot(run.checkpoint.snapshot_date), manifest, changes)
 
 
 def _prepare_run(
@@ -481,11 +487,30 @@ async def _publish_sinks(run: Run) -> None:
 
 
 def _discard_staging(run: Run) -> None:
-    """Step 4: drop this run's staging, and that of runs abandoned long before this date."""
+    """Step 5: drop this run's staging, and that of runs abandoned long before this date."""
     discard_run(run.store, run.layout, run.checkpoint.run_key)
     for key in stale_staged_runs(run.store, run.layout, run.checkpoint.snapshot_date):
         log.info("removing the staged files of an abandoned run: %s", run.layout.run(key))
         discard_run(run.store, run.layout, key)
+
+
+def _publish_changes(run: Run) -> list[ChangeSet]:
+    """Step 4: publish the snapshot's change set (and the next snapshot's, see `refresh`).
+
+    Runs after the sinks' publish steps (a DuckDB-only night is read from its table). The
+    checkpoint ("committing") outlives a kill or a withheld change set (exit 9), so `--resume`
+    (with `--accept-removals` after exit 9) publishes the changes without walking.
+    """
+    manifest = read_manifest(run.store, run.layout.snapshot(run.checkpoint.snapshot_date))
+    if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
+        raise SinkError("store", "the published snapshot is not this run's any more; export again")
+    return refresh(
+        run.store,
+        run.layout,
+        manifest,
+        run_key=run.checkpoint.run_key,
+        options=run.config.changes,
+    )
 
 
 async def _finish_publishing(run: Run) -> dict[str, Any]:
@@ -502,9 +527,10 @@ async def _finish_publishing(run: Run) -> dict[str, Any]:
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
         raise SinkError("store", f"{published} is not this run's snapshot any more; export again")
     await _publish_sinks(run)
+    changes = await anyio.to_thread.run_sync(_publish_changes, run)
     await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)
     _restore_stats(run.stats, run.checkpoint.counts)
-    return _summary(run, published, manifest)
+    return _summary(run, published, manifest, changes)
 
 
 def _publish_sealed(run: Run, published: str) -> None:
@@ -526,7 +552,9 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _summary(run: Run, published: str, manifest: dict[str, Any]) -> dict[str, Any]:
+def _summary(
+    run: Run, published: str, manifest: dict[str, Any], changes: Sequence[ChangeSet] = ()
+) -> dict[str, Any]:
     files: Sequence[dict[str, Any]] = manifest.get("files", [])
     started = dt.datetime.fromisoformat(manifest["started_at"].replace("Z", "+00:00"))
     finished = dt.datetime.fromisoformat(manifest["finished_at"].replace("Z", "+00:00"))
@@ -543,6 +571,7 @@ def _summary(run: Run, published: str, manifest: dict[str, Any]) -> dict[str, An
         "throttled": run.stats.throttled,
         "drift": f"{len(drift)} change(s)" if drift else "none",
         "warnings": "; ".join(warnings) if warnings else "none",
+        "changes": changes[0].describe() if changes else "none",
         "run_id": run.checkpoint.run_id,
     }
 

@@ -115,6 +115,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("retries", "retries"),
         ("throttled", "429s"),
         ("drift", "schema drift"),
+        ("changes", "changes"),
         ("warnings", "warnings"),
     ]
     rows = []

@@ -247,10 +247,11 @@ class TestSchemaAcrossNights:
         """Night 2 (another catalog) keeps night 1's columns in order; the manifest says so."""
         async with emulator_factory(images=200, seed=1) as emu:
             await pipeline.export(make_config(emu, tmp_path))
+        # another catalog removes every image of night 1: the removal guard (exit 9) is
+        # not what this test is about
+        night2 = {"export.snapshot_date": "2026-11-28", "changes.max_removed_share": 1.0}
         async with emulator_factory(images=120, seed=2) as emu:
-            await pipeline.export(
-                make_config(emu, tmp_path, **{"export.snapshot_date": "2026-11-28"})
-            )
+            await pipeline.export(make_config(emu, tmp_path, **night2))
         one = orjson.loads((tmp_path / SNAPSHOT / "_manifest.json").read_bytes())
         two = orjson.loads((tmp_path / "snapshot_date=2026-11-28" / "_manifest.json").read_bytes())
         names_one = [c["name"] for c in one["schema"]]

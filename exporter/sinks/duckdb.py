@@ -1,4 +1,8 @@
-"""A DuckDB database file with one table `images`; each run replaces its date's rows at once.
+"""A DuckDB database file with table `images`; each run replaces its date's rows at once.
+
+Beside it, `image_changes` holds every published change set (`exporter.changes` loads a
+date's set after publishing it) and two views derive from that event log: `images_history`
+(SCD2, one row per id and version) and `images_current` (the versions still current).
 
 Batches are staged as Parquet parts in the run's staging area (never published), conformed to
 the final schema in `finish`, then, in `publish` (after the snapshot's files are published),
@@ -104,6 +108,53 @@ def replace_snapshot(
                     f"FROM read_parquet([{listed}], hive_partitioning = false)",
                     [snapshot_date],
                 )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.close()
+
+
+CHANGES_TABLE = "image_changes"
+# One row per (id, version): a version is valid from the night it was added or changed until
+# the next event of its id (a change replaces it, a removal ends it: is_deleted).
+HISTORY_VIEW = f"""
+CREATE OR REPLACE VIEW images_history AS
+SELECT id, valid_from, valid_to, valid_to IS NULL AS is_current,
+       coalesce(next_change = 'removed', false) AS is_deleted,
+       account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json
+FROM (
+    SELECT *, snapshot_date AS valid_from, lead(snapshot_date) OVER w AS valid_to,
+           lead(change) OVER w AS next_change
+    FROM {CHANGES_TABLE} WINDOW w AS (PARTITION BY id ORDER BY snapshot_date)
+) WHERE change <> 'removed'
+"""
+CURRENT_VIEW = """
+CREATE OR REPLACE VIEW images_current AS
+SELECT id, valid_from, account_id, filename, creator, require_signed_urls, uploaded, variants,
+       meta_json
+FROM images_history WHERE is_current
+"""
+
+
+def replace_changes(database: Path, snapshot_date: str, files: Sequence[Path]) -> None:
+    """Replace the rows of `snapshot_date` in `image_changes` with `files`, in one transaction,
+    and (re)create the history and current views."""
+    con = duckdb.connect(str(database))
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            listed = ", ".join(_literal(str(f)) for f in files)
+            source = f"read_parquet([{listed}], hive_partitioning = false)"
+            con.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} AS FROM {source} LIMIT 0")
+            con.execute(
+                f"DELETE FROM {CHANGES_TABLE} WHERE snapshot_date = CAST(? AS DATE)",
+                [snapshot_date],
+            )
+            con.execute(f"INSERT INTO {CHANGES_TABLE} BY NAME FROM {source}")
+            con.execute(HISTORY_VIEW)
+            con.execute(CURRENT_VIEW)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

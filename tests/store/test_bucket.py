@@ -36,6 +36,7 @@ from exporter.store.bucket import (
     parse_bucket_uri,
     s3_settings,
 )
+from exporter.store.layout import ROOT
 from exporter.store.layout import snapshot_name as snapshot_dir
 from tests.helpers import (
     PYTHON,
@@ -374,7 +375,10 @@ def test_export_into_a_bucket_matches_the_catalog(
         body = s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
         lines += [orjson.loads(line) for line in body.splitlines()]
     assert exported_rows(lines) == expected
-    parquet = sorted(f"{bucket}/{k}" for k in keys if k.endswith(".parquet"))
+    snapshot = f"nightly/{ROOT.snapshot(DATE)}/"  # not the change set beside it
+    parquet = sorted(
+        f"{bucket}/{k}" for k in keys if k.startswith(snapshot) and k.endswith(".parquet")
+    )
     dataset = pads.dataset(parquet, filesystem=s3.filesystem(), format="parquet")
     with duckdb.connect() as con:
         con.register("images", dataset)
@@ -570,3 +574,32 @@ async def test_a_run_killed_while_publishing_is_completed_by_resume(
     assert parts and not parts & first_parts
     expected = catalog_rows(len(emulator.catalog), emulator.settings.seed, emulator.account_id)
     assert published_rows(s3, bucket, "nightly") == expected
+
+
+def test_changes_in_a_bucket_between_an_ndjson_and_a_parquet_night(
+    s3: S3Server, emu: EmulatorProcess, bucket: str, config: Path
+) -> None:
+    """Night 1 (half the catalog, NDJSON only) and night 2 (all of it, Parquet) in a bucket:
+    night 2's change set is published beside it, verified by `inspect`, and holds exactly
+    the images added since night 1."""
+    uri = f"s3://{bucket}/nightly"
+    with emulator_process(IMAGES // 2, SEED) as half:
+        first = [*export_args(uri, config, "--format", "ndjson"), "--snapshot-date", "2026-11-26"]
+        assert run_cli(first, half.env(**s3.env())).returncode == 0
+    second = run_cli(export_args(uri, config), emu.env(**s3.env()))
+    assert second.returncode == 0, second.stderr
+    base = f"{bucket}/nightly/{ROOT.changes(DATE)}"
+    fs = s3.filesystem()
+    with fs.open_input_stream(f"{base}/_manifest.json") as raw:
+        manifest = orjson.loads(raw.read())
+    assert manifest["previous_snapshot_date"] == "2026-11-26"
+    paths = [f"{base}/{f['path']}" for f in manifest["files"]]
+    # the column snapshot_date repeats the folder's key: read without Hive partitioning
+    table = pq.ParquetDataset(paths, filesystem=fs, partitioning=None).read()
+    expected = set(catalog_rows(IMAGES, SEED, "")) - set(catalog_rows(IMAGES // 2, SEED, ""))
+    assert set(table.column("id").to_pylist()) == expected
+    assert set(table.column("change").to_pylist()) == {"added"}
+    inspect = run_cli(["inspect", uri], emu.env(**s3.env()))
+    assert inspect.returncode == 0, inspect.stderr
+    assert f"{ROOT.changes(DATE)}: ok" in inspect.stdout
+    assert not staged_objects(s3.objects(bucket))

@@ -1,0 +1,209 @@
+"""Change sets published beside the snapshots: guard, scope, re-runs, kills, inspect.
+
+The emulator's catalog of n images (one seed) is a prefix of the catalog of n + k images, so
+nights with different sizes are uploads (growing) or deletions (shrinking) of known images.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter import changes as changes_module
+from exporter import pipeline
+from exporter.config import parse_config
+from exporter.emulator import RunningEmulator
+from exporter.errors import ChangesWithheldError
+from exporter.store import LocalStore
+from exporter.store.layout import ROOT
+from tests.conftest import EmulatorFactory
+from tests.helpers import emulator_process, query_rows, run_cli
+
+
+class Crash(BaseException):
+    """Stands in for a kill at a chosen instant (BaseException: nothing may swallow it)."""
+
+
+def config(emu: RunningEmulator, out: Path, date: str, **keys: Any) -> Any:
+    overrides = {
+        "export.account_id": emu.account_id,
+        "export.base_url": emu.base_url,
+        "export.output": str(out),
+        "export.snapshot_date": date,
+        "request.per_page": 50,
+        **keys,
+    }
+    resume = bool(overrides.pop("resume", False))
+    accept = bool(overrides.pop("accept_removals", False))
+    env = {"CLOUDFLARE_API_TOKEN": emu.token}
+    return parse_config(
+        {}, env, overrides, today=dt.date(2026, 1, 1), resume=resume, accept_removals=accept
+    )
+
+
+def change_rows(out: Path, date: str) -> dict[str, dict[str, Any]]:
+    """Return the published change set of a date keyed by id ({} when none is published)."""
+    directory = out / ROOT.changes(date)
+    if not (directory / "_SUCCESS").exists():
+        return {}
+    rows = query_rows(f"SELECT * FROM read_parquet('{directory}/*.parquet')")
+    return {row["id"]: row for row in rows}
+
+
+def kinds(rows: dict[str, dict[str, Any]]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for row in rows.values():
+        found[row["change"]] = found.get(row["change"], 0) + 1
+    return found
+
+
+async def export_night(
+    factory: EmulatorFactory, out: Path, date: str, images: int, **keys: Any
+) -> dict[str, Any]:
+    async with factory(images=images) as emu:
+        return await pipeline.export(config(emu, out, date, **keys))
+
+
+async def test_rerun_of_a_middle_night_rewrites_the_next_nights_changes(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """Nights of 100, 120, 130 images; re-running night 2 with 110 changes nights 2 and 3."""
+    for date, images in (("2026-01-01", 100), ("2026-01-02", 120), ("2026-01-03", 130)):
+        await export_night(emulator_factory, tmp_path, date, images)
+    assert kinds(change_rows(tmp_path, "2026-01-01")) == {"added": 100}
+    assert kinds(change_rows(tmp_path, "2026-01-03")) == {"added": 10}
+    await export_night(emulator_factory, tmp_path, "2026-01-02", 110)
+    assert kinds(change_rows(tmp_path, "2026-01-02")) == {"added": 10}
+    night3 = change_rows(tmp_path, "2026-01-03")
+    assert kinds(night3) == {"added": 20}
+    assert {r["previous_snapshot_date"] for r in night3.values()} == {dt.date(2026, 1, 2)}
+
+
+async def test_other_request_is_never_compared(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """A creator-filtered night after an unfiltered one is its scope's first: all added,
+    and its manifest says the changes are within the filter."""
+    await export_night(emulator_factory, tmp_path, "2026-01-01", 200)
+    await export_night(
+        emulator_factory, tmp_path, "2026-01-02", 200, **{"request.creator": "user-001"}
+    )
+    rows = change_rows(tmp_path, "2026-01-02")
+    assert rows and kinds(rows) == {"added": len(rows)}
+    assert {r["creator"] for r in rows.values()} == {"user-001"}
+    manifest = (tmp_path / ROOT.changes("2026-01-02") / "_manifest.json").read_text()
+    assert "within this filter" in manifest
+
+
+@pytest.mark.parametrize("kill_at", ["parts", "seal", "after-publish"])
+async def test_kill_during_change_publication_then_resume(
+    tmp_path: Path,
+    emulator_factory: EmulatorFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    kill_at: str,
+) -> None:
+    """A kill while D's changes are being published leaves no partial change set, and
+    `--resume` publishes them exactly, without walking again."""
+    await export_night(emulator_factory, tmp_path, "2026-01-01", 100)
+    old = change_rows(tmp_path, "2026-01-01")
+    real_parts = changes_module._write_parts
+    real_publish = LocalStore.publish
+
+    def parts(*args: Any, **kwargs: Any) -> Any:
+        real_parts(*args, **kwargs)
+        raise Crash
+
+    def encode(manifest: Any) -> bytes:
+        raise Crash
+
+    def publish(self: LocalStore, staged: str, target: str, **kwargs: Any) -> None:
+        real_publish(self, staged, target, **kwargs)
+        if target.startswith("changes/"):
+            raise Crash
+
+    if kill_at == "parts":
+        monkeypatch.setattr(changes_module, "_write_parts", parts)
+    elif kill_at == "seal":
+        monkeypatch.setattr(changes_module, "encode_manifest", encode)
+    else:
+        monkeypatch.setattr(LocalStore, "publish", publish)
+    async with emulator_factory(images=150) as emu:
+        with pytest.raises(Crash):
+            await pipeline.export(config(emu, tmp_path, "2026-01-02"))
+        monkeypatch.undo()
+        assert change_rows(tmp_path, "2026-01-01") == old
+        if kill_at != "after-publish":
+            assert not (tmp_path / ROOT.changes("2026-01-02")).exists()
+        pages = emu.counters.pages
+        await pipeline.export(config(emu, tmp_path, "2026-01-02", resume=True))
+        assert emu.counters.pages == pages  # the sealed snapshot is not walked again
+    assert kinds(change_rows(tmp_path, "2026-01-02")) == {"added": 50}
+    assert not list((tmp_path / ".staging").glob("*/changes"))
+
+
+def test_mass_removal_withholds_changes_with_exit_9_then_accept(tmp_path: Path) -> None:
+    """Half the catalog gone: the snapshot is published, its changes are not (an earlier
+    change set of that date is withdrawn), exit 9 with one line; `--resume --accept-removals`
+    then publishes them without walking again."""
+    out = str(tmp_path)
+    with emulator_process(200, 3) as emu:
+        for date in ("2026-01-01", "2026-01-02"):
+            args = ["export", "--output", out, "--snapshot-date", date, "-q"]
+            assert run_cli(args, env=emu.env()).returncode == 0
+    assert (tmp_path / ROOT.changes("2026-01-02") / "_SUCCESS").exists()
+    with emulator_process(100, 3) as emu:
+        args = ["export", "--output", out, "--snapshot-date", "2026-01-02", "-q"]
+        withheld = run_cli(args, env=emu.env())
+        assert withheld.returncode == ChangesWithheldError.exit_code, withheld.stderr
+        assert withheld.stderr.count("\n") == 1
+        assert "100 of 200 images (50.0%)" in withheld.stderr
+        assert "--accept-removals" in withheld.stderr
+        assert (tmp_path / "snapshot_date=2026-01-02" / "_SUCCESS").exists()
+        assert not (tmp_path / ROOT.changes("2026-01-02")).exists()
+        accepted = run_cli([*args, "--resume", "--accept-removals"], env=emu.env())
+        assert accepted.returncode == 0, accepted.stderr
+    assert kinds(change_rows(tmp_path, "2026-01-02")) == {"removed": 100}
+    inspected = run_cli(["inspect", out])
+    assert inspected.returncode == 0, inspected.stderr
+    assert "changes/snapshot_date=2026-01-02: ok" in inspected.stdout
+
+
+async def test_duckdb_keeps_image_changes_history_and_current(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """Nights of 100, 120 and 90 images into DuckDB only: `image_changes` holds every set,
+    `images_current` equals the last snapshot, `images_history` ends the removed versions."""
+    nights = (("2026-01-01", 100), ("2026-01-02", 120), ("2026-01-03", 90))
+    for date, images in nights:
+        keys = {"export.formats": ["duckdb"], "changes.max_removed_share": 0.5}
+        await export_night(emulator_factory, tmp_path, date, images, **keys)
+    database = str(tmp_path / "images.duckdb")
+    counts = query_rows(
+        "SELECT snapshot_date, change, count(*) AS n FROM image_changes GROUP BY ALL ORDER BY ALL",
+        database,
+    )
+    assert [(str(r["snapshot_date"]), r["change"], r["n"]) for r in counts] == [
+        ("2026-01-01", "added", 100),
+        ("2026-01-02", "added", 20),
+        ("2026-01-03", "removed", 30),
+    ]
+    columns = (
+        "id, account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json"
+    )
+    current = query_rows(f"SELECT {columns} FROM images_current ORDER BY id", database)
+    latest = query_rows(
+        f"SELECT {columns} FROM images WHERE snapshot_date = '2026-01-03' ORDER BY id", database
+    )
+    assert current == latest and len(current) == 90
+    ended = query_rows(
+        "SELECT valid_from, valid_to, is_current, is_deleted FROM images_history WHERE is_deleted",
+        database,
+    )
+    versions = sorted((str(r["valid_from"]), str(r["valid_to"]), r["is_current"]) for r in ended)
+    assert (
+        versions
+        == [("2026-01-01", "2026-01-03", False)] * 10 + [("2026-01-02", "2026-01-03", False)] * 20
+    )
