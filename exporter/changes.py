@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exporter import __version__
+from exporter._version import __version__
 from exporter.checkpoint import redact_request
 from exporter.diff import CHANGE_KINDS, CHANGES_SCHEMA, DiffSettings, NightSource, iter_changes
 from exporter.errors import ChangesWithheldError, SinkError
