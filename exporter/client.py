@@ -37,7 +37,7 @@ from exporter.pagination import (
     parse_page,
     summarize_errors,
 )
-from exporter.ratelimit import Pacer
+from exporter.ratelimit import Pacer, Ticket
 from exporter.retry import RetryPolicy, TransientError, build_retrying, parse_retry_after
 from exporter.stats import RunStats
 
@@ -221,17 +221,24 @@ class ApiClient:
         pacer: Pacer,
     ) -> dict[str, Any]:
         """Return the decoded JSON object of a 200 reply, retrying per the policy."""
+        throttled_sleep = 0.0  # a 429's retry sleep: one pause with the pacer's hold-off after
+
+        def before_sleep(exc: TransientError, attempt: int, wait: float) -> None:
+            nonlocal throttled_sleep
+            throttled_sleep = wait if exc.status == 429 else 0.0
+            self._log_retry(url, exc, attempt, wait)
+
         retrying = build_retrying(
             self.retry,
             rng=self._rng,
             sleep=self._sleep,
-            before_sleep=lambda exc, attempt, wait: self._log_retry(url, exc, attempt, wait),
+            before_sleep=before_sleep,
             monotonic=self._clock,
         )
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(url, params, auth, pacer)
+                    return await self._attempt(url, params, auth, pacer, throttled_sleep)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             reason = self._scrub(str(last))
@@ -244,11 +251,16 @@ class ApiClient:
         params: Sequence[tuple[str, str]],
         auth: AuthHeaders,
         pacer: Pacer,
+        throttled_sleep: float,
     ) -> dict[str, Any]:
         if self._session is None:
             raise RuntimeError("ApiClient used outside `async with`")
         headers = await auth()
-        ticket = await pacer.acquire(self.stats)
+        ticket = await self._acquire(pacer)
+        paused = throttled_sleep + ticket.waited
+        if paused > 0:
+            self.stats.waits += 1
+            self.stats.wait_seconds += paused
         self.stats.requests += 1
         reply: _Reply | None = None
         try:
@@ -303,6 +315,16 @@ class ApiClient:
         code = first_error_code(_json_or_empty(reply.body))
         raise ResponseError(url, status, code, message)
 
+    async def _acquire(self, pacer: Pacer) -> Ticket:
+        """Wait for the pacer's budget, showing "rate limit" while (and only while) waiting."""
+        if pacer.delay() <= 0:
+            return await pacer.acquire()  # grants at once, without yielding
+        self.stats.current_wait = "rate limit"
+        try:
+            return await pacer.acquire()
+        finally:
+            self.stats.current_wait = ""
+
     async def _sleep(self, seconds: float) -> None:
         self.stats.current_wait = "retry"
         try:
@@ -312,9 +334,6 @@ class ApiClient:
 
     def _log_retry(self, url: str, exc: TransientError, attempt: int, wait: float) -> None:
         self.stats.retries += 1
-        if exc.status == 429:
-            self.stats.waits += 1
-            self.stats.wait_seconds += wait
         log.warning(
             "retrying %s in %.2f s (attempt %d of %d failed): %s",
             url,

@@ -182,12 +182,6 @@ def _restore_bounds(counts: dict[str, Any]) -> UploadedBounds:
     return UploadedBounds(parse(low) if low else None, parse(high) if high else None)
 
 
-def _restore_stats(stats: RunStats, counts: dict[str, Any]) -> None:
-    for name in ("images", "pages", "requests", "retries", "throttled", "waits", "anomalies"):
-        setattr(stats, name, int(counts.get(name, 0)))
-    stats.wait_seconds = float(counts.get("wait_seconds", 0.0))
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -320,7 +314,7 @@ def _prepare_run(
         normalizer = Normalizer.from_state(
             config.account_id, config.normalize, checkpoint.normalizer_state
         )
-        _restore_stats(stats, checkpoint.counts)
+        stats.restore(checkpoint.counts)
         bounds = _restore_bounds(checkpoint.counts)
     else:
         seed = [ColumnSpec.from_dict(c) for c in (previous or {}).get("schema", [])]
@@ -529,7 +523,7 @@ async def _finish_publishing(run: Run) -> dict[str, Any]:
     await _publish_sinks(run)
     changes = await anyio.to_thread.run_sync(_publish_changes, run)
     await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)
-    _restore_stats(run.stats, run.checkpoint.counts)
+    run.stats.restore(run.checkpoint.counts)
     return _summary(run, published, manifest, changes)
 
 

@@ -30,14 +30,13 @@ The arithmetic is pure and takes clocks; only `acquire()` sleeps.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
-
-from exporter.stats import RunStats
 
 # Safety allowance for clock granularity when sleeping until a reset instant.
 _EPSILON_S = 0.02
@@ -127,6 +126,7 @@ class Ticket:
     """One granted request; hand it back to `Pacer.release` with the reply."""
 
     sent_at: float
+    waited: float = 0.0  # seconds `acquire` waited for budget before granting it
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,6 @@ class Pacer:
         self._seen_headers = False
         self._blocked_until = -math.inf
         self._factor = 1.0  # < 1 for a while after a 429
-        self.throttled = 0
         self._wakeup: anyio.Event | None = None  # set by release(), for acquire()
 
     @property
@@ -251,7 +250,6 @@ class Pacer:
             self._announced_quota, self._announced_window = info.quota, window
             self._horizon = max(self._horizon, window or 0.0)
         if status == 429:
-            self.throttled += 1
             wait = retry_after_s if retry_after_s is not None else self.share().window_s
             self._blocked_until = max(self._blocked_until, now + wait)
             self._factor = max(0.125, self._factor / 2)
@@ -289,20 +287,14 @@ class Pacer:
             return self.window_s
         return window
 
-    async def acquire(self, stats: RunStats | None = None) -> Ticket:
-        """Wait until the budget allows one more request, then grant it."""
+    async def acquire(self) -> Ticket:
+        """Wait until the budget allows one more request, then grant it (saying how long)."""
         waited = 0.0
         while (delay := self.delay()) > 0:
-            if stats is not None:
-                stats.current_wait = "rate limit"
             start = self._clock()
             await self._wait(delay)
             waited += self._clock() - start
-        if stats is not None and waited > 0:
-            stats.waits += 1
-            stats.wait_seconds += waited
-            stats.current_wait = ""
-        return self.grant()
+        return dataclasses.replace(self.grant(), waited=waited)
 
     async def _wait(self, delay: float) -> None:
         # Sleep until the delay is over or a reply arrives (it may free budget).

@@ -2,29 +2,43 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+_NOT_COUNTS = ("current_wait", "extra")
 
 
 @dataclass
 class RunStats:
-    """Mutable counters of one export run; the manifest and the summary read them."""
+    """Mutable counters of one export run; the manifest and the summary read them.
 
-    images: int = 0
-    pages: int = 0
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0  # HTTP 429 replies received
-    waits: int = 0  # pauses the pacer or a Retry-After imposed
-    wait_seconds: float = 0.0
-    anomalies: int = 0  # values the normalizer could not parse (kept raw, counted)
-    current_wait: str = ""  # why the walker is waiting now, for the progress bar
-    extra: dict[str, Any] = field(default_factory=dict)
+    Each counter has one writer, named beside it, so nothing is counted twice; `restore` only
+    reloads a checkpoint's counts before a resumed run goes on.
+    """
+
+    images: int = 0  # pipeline: rows written
+    pages: int = 0  # pipeline: pages written
+    requests: int = 0  # client: requests sent
+    retries: int = 0  # client: attempts retried
+    throttled: int = 0  # client: HTTP 429 replies received
+    waits: int = 0  # client: pauses before a request (pacer hold-off, a 429's Retry-After)
+    wait_seconds: float = 0.0  # client: their length
+    anomalies: int = 0  # pipeline, from the normalizer: values it could not parse (kept raw)
+    current_wait: str = ""  # client: why a request is waiting now, for the progress bar
+    extra: dict[str, Any] = field(default_factory=dict)  # pipeline: `api_count`
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as plain JSON-ready data (the manifest's `counts`)."""
         data = asdict(self)
-        data.pop("current_wait")
-        data.pop("extra")
+        for name in _NOT_COUNTS:
+            data.pop(name)
         data.update(self.extra)
         return data
+
+    def restore(self, counts: Mapping[str, Any]) -> None:
+        """Set every counter from `as_dict()` output (a checkpoint's counts); missing ones: 0."""
+        for spec in fields(self):
+            if spec.name not in _NOT_COUNTS:
+                kind = float if isinstance(spec.default, float) else int
+                setattr(self, spec.name, kind(counts.get(spec.name, 0)))

@@ -100,6 +100,8 @@ def sleeps(client: ApiClient, monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
     async def fake_sleep(seconds: float) -> None:
         waits.append(seconds)
+        if isinstance(client.pacer, SteppedPacer):
+            client.pacer.now += seconds  # the pacer's clock moves on, as it would in a real sleep
 
     monkeypatch.setattr(client, "_sleep", fake_sleep)
     return waits
@@ -214,8 +216,24 @@ class TestRetry:
             m.get(LIST, payload=page_body(["a"], None))
             await pages(client)
         assert sleeps[0] == pytest.approx(3.0, abs=0.01)
-        assert client.stats.throttled == 1 and client.stats.waits >= 1
-        assert client.pacer.throttled == 1  # the shared budget slowed down too
+        assert client.stats.throttled == 1 and client.stats.retries == 1
+        assert client.stats.waits == 1 and client.stats.wait_seconds == pytest.approx(3.0, 0.01)
+
+    async def test_a_429_and_the_pacers_hold_off_after_it_are_one_pause(
+        self, client: ApiClient, sleeps: list[float]
+    ) -> None:
+        """Without Retry-After the pacer holds everyone off for a window after the retry's
+        short backoff: one 429, one pause of both lengths (it was counted as two waits)."""
+        assert isinstance(client.pacer, SteppedPacer)
+        with aioresponses() as m:
+            m.get(LIST, status=429, payload=failure(971, "wait"))
+            m.get(LIST, payload=page_body(["a"], None))
+            await pages(client)
+        [held] = client.pacer.waited  # the shared budget slowed down too
+        assert held == pytest.approx(300.0 - sleeps[0])
+        assert client.stats.throttled == 1 and client.stats.requests == 2
+        assert client.stats.waits == 1
+        assert client.stats.wait_seconds == pytest.approx(300.0)
 
     async def test_retry_after_http_date(self, client: ApiClient, sleeps: list[float]) -> None:
         """A Retry-After HTTP-date 5 s ahead waits about 5 s."""

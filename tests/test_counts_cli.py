@@ -1,0 +1,91 @@
+"""The manifest's request counts against the emulator's own record of what it served.
+
+The CLI runs over loopback against an in-process emulator whose rate limit the test has
+already exhausted with the same token, so the export starts locked out and is answered 429
+first. Every 429 and every request the emulator served it must appear once in `counts`. The
+emulator's clock stands still until the export's first request, so a slow start of the CLI
+cannot outlast the lockout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import aiohttp
+import anyio
+import orjson
+import pytest
+
+from exporter.emulator import RunningEmulator
+from tests.helpers import PYTHON, clean_env
+
+EmulatorFactory = Callable[..., AbstractAsyncContextManager[RunningEmulator]]
+DATE = "2026-11-27"
+
+
+class HeldClock:
+    """Monotonic time that stands still until its first reading after `arm()`, from then on
+    running again: the lockout primed before the export starts when its first request comes."""
+
+    def __init__(self) -> None:
+        self.held_at: float | None = time.monotonic()
+        self.offset = 0.0
+        self.armed = False
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def __call__(self) -> float:
+        if self.held_at is None:
+            return time.monotonic() - self.offset
+        now = self.held_at
+        if self.armed:
+            self.offset, self.held_at = time.monotonic() - now, None
+        return now
+
+
+async def exhaust(emu: RunningEmulator, quota: int) -> None:
+    """Spend the token's whole window and one more request: the caller is now locked out."""
+    url = f"{emu.base_url}/accounts/{emu.account_id}/images/v1/stats"
+    headers = {"Authorization": f"Bearer {emu.token}"}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(quota + 1):
+            async with session.get(url, headers=headers) as reply:
+                await reply.read()
+    assert emu.counters.throttled == 1
+
+
+@pytest.mark.parametrize("walk", ["both", "single"])
+async def test_counts_match_what_the_emulator_served(
+    emulator_factory: EmulatorFactory, tmp_path: Path, walk: str
+) -> None:
+    quota, clock = 6, HeldClock()
+    async with emulator_factory(
+        images=120, seed=5, rate_quota=quota, rate_window_s=1.0, lockout_s=1.0, clock=clock
+    ) as emu:
+        await exhaust(emu, quota)
+        throttled_before, requests_before = emu.counters.throttled, emu.counters.requests
+        env = clean_env()
+        env.update(
+            CLOUDFLARE_API_TOKEN=emu.token,
+            CLOUDFLARE_ACCOUNT_ID=emu.account_id,
+            CLOUDFLARE_BASE_URL=emu.base_url,
+        )
+        out = tmp_path / "out"
+        command = [PYTHON, "-m", "exporter", "export", "--output", str(out)]
+        command += ["--snapshot-date", DATE, "--per-page", "20", "--walk", walk]
+        clock.arm()
+        with anyio.fail_after(120):  # the emulator serves from this loop: never block it
+            result = await anyio.run_process(command, env=env, check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        served_429 = emu.counters.throttled - throttled_before
+        served = emu.counters.requests - requests_before
+    counts = orjson.loads((out / f"snapshot_date={DATE}" / "_manifest.json").read_bytes())["counts"]
+    assert served_429 >= 1  # the run really started locked out
+    assert counts["throttled"] == served_429
+    assert counts["requests"] == served
+    assert counts["retries"] >= served_429 and counts["images"] == 120
+    assert 1 <= counts["waits"] <= counts["requests"]  # at most one pause before each request
