@@ -109,7 +109,7 @@ class Publication:
 class SinkOptions:
     """How sinks write; one instance is shared by every sink of a run.
 
-    Defaults: row groups of at most 100,000 rows or 16 MiB of Arrow buffers, whichever comes
+    Defaults: row groups of at most 100,000 rows or 8 MiB of Arrow buffers, whichever comes
     first (large enough for DuckDB/warehouse scans to skip by statistics; the byte bound keeps
     the one buffered group small when meta is large: 100,000 images with 1 KB of meta would
     hold ~100 MB), parts of at most 1,000,000 rows or 256 MiB, whichever comes first.
@@ -119,7 +119,7 @@ class SinkOptions:
     parquet_codec: str = "zstd"
     compression_level: int | None = None
     row_group_rows: int = 100_000
-    row_group_bytes: int = 16 * 1024 * 1024
+    row_group_bytes: int = 8 * 1024 * 1024
     part_rows: int = 1_000_000
     part_bytes: int = 256 * 1024 * 1024
     ndjson_gzip: bool = False
