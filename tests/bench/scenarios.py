@@ -221,6 +221,8 @@ def nasty(plan: Plan) -> list[Row]:
     _rss_vs_smallest(baseline)
     for row, old_row in zip(rows, baseline, strict=False):
         row.extra["speedup_vs_baseline"] = round(row.images_per_s / old_row.images_per_s, 2)
+        if row.cpu_s and old_row.cpu_s:  # the same ratio in CPU time, which load moves less
+            row.extra["cpu_speedup_vs_baseline"] = round(old_row.cpu_s / row.cpu_s, 2)
         if row.peak_rss_mb and old_row.peak_rss_mb:
             row.extra["rss_vs_baseline"] = round(row.peak_rss_mb / old_row.peak_rss_mb, 2)
     return [*rows, *baseline]
