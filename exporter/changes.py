@@ -31,7 +31,7 @@ import posixpath
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,10 @@ import pyarrow.parquet as pq
 
 from exporter._version import __version__
 from exporter.checkpoint import redact_request
-from exporter.diff import CHANGE_KINDS, CHANGES_SCHEMA, DiffSettings, NightSource, iter_changes
+from exporter.diff import CHANGE_KINDS, CHANGES_SCHEMA, NightSource, iter_changes
 from exporter.errors import ChangesWithheldError, SinkError
 from exporter.manifest import encode_manifest, read_manifest, rfc3339, snapshot_dates
+from exporter.options import ChangeOptions
 from exporter.sinks import PartFile
 from exporter.sinks.duckdb import replace_changes
 from exporter.store import Layout, Store, seal
@@ -54,19 +55,6 @@ log = logging.getLogger("exporter.changes")
 
 PART_ROWS = 1_000_000
 JsonDict = dict[str, Any]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChangeOptions:
-    """How change sets are published: the removal guard and DuckDB's resources."""
-
-    max_removed_share: float = 0.2
-    accept_removals: bool = False
-    diff: DiffSettings = field(default_factory=DiffSettings)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.max_removed_share <= 1:
-            raise ValueError(f"max_removed_share must be in [0, 1], got {self.max_removed_share}")
 
 
 def change_dates(store: Store, layout: Layout) -> list[str]:

@@ -14,13 +14,16 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
 from exporter._version import __version__
 from exporter.errors import ConfigError, ExporterError, IntegrityError, Interrupted
 from exporter.tasks import FirstErrorGroup
+
+if TYPE_CHECKING:
+    from exporter.options import Option
 
 PROG = "cf-images-export"
 
@@ -103,29 +106,39 @@ def _command(commands: Any, name: str, summary: str, examples: str) -> argparse.
 
 
 def _add_export_flags(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--config", metavar="FILE", help="TOML config file (see configs/)")
-    add("--account-id", metavar="ID", help="account id (env CLOUDFLARE_ACCOUNT_ID)")
-    add("--output", metavar="DIR", help="output directory or s3://, gs:// URI (default: out)")
-    add("--s3-endpoint", metavar="URL", help="S3-compatible endpoint (env AWS_ENDPOINT_URL)")
-    add("--format", action="append", metavar="NAME", help="parquet, ndjson, duckdb (repeatable)")
-    add("--filter", action="append", metavar="EXPR", help="e.g. 'meta.status[eq]=active'")
-    add("--creator", metavar="C", help="only images of this creator; '' = without a creator")
-    add("--per-page", type=int, metavar="N", help="images per page, 10..10000 (1000)")
-    add("--sort-order", choices=["asc", "desc"], help="walk one cursor in this order")
-    add("--walk", choices=["auto", "both", "single"], help="cursor strategy (auto)")
-    add("--batch-api", action="store_true", default=None, help="list via the batch API host")
-    add("--batch-base-url", metavar="URL", help="batch API host")
-    add("--snapshot-date", metavar="YYYY-MM-DD", help="snapshot date (default: today, UTC)")
-    add("--base-url", metavar="URL", help="API base URL (env CLOUDFLARE_BASE_URL)")
-    add("--schema-contract", choices=["evolve", "freeze"], help="schema drift policy (evolve)")
-    add("--resume", action="store_true", help="continue an interrupted run of the same request")
-    add(
+    from exporter.options import all_options
+
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (see configs/)")
+    for option in all_options():
+        if option.flag is not None:
+            parser.add_argument(option.flag, dest=option.key, **_flag_arguments(option))
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run of the same request"
+    )
+    parser.add_argument(
         "--accept-removals",
         action="store_true",
         help="publish the changes even when more than changes.max_removed_share were removed",
     )
-    add("--dry-run", action="store_true", help="print the plan and first request; send nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan and first request; send nothing"
+    )
+
+
+def _flag_arguments(option: Option) -> dict[str, Any]:
+    """Return add_argument's keywords for an option's flag (None when not given)."""
+    arguments: dict[str, Any] = {"help": option.flag_help or option.help}
+    if option.kind is bool:
+        return {**arguments, "action": "store_true", "default": None}
+    if option.kind is tuple:
+        arguments["action"] = "append"
+    elif option.kind is not str:
+        arguments["type"] = option.kind
+    if option.choices:
+        arguments["choices"] = [choice for choice in option.choices if choice != ""]
+    if option.metavar:
+        arguments["metavar"] = option.metavar
+    return arguments
 
 
 def _add_feedback_flags(parser: argparse.ArgumentParser) -> None:
@@ -136,22 +149,9 @@ def _add_feedback_flags(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Return the config keys the flags set (None = not given)."""
-    return {
-        "export.account_id": args.account_id,
-        "export.output": args.output,
-        "export.s3_endpoint": args.s3_endpoint,
-        "export.formats": args.format,
-        "export.snapshot_date": args.snapshot_date,
-        "export.base_url": args.base_url,
-        "request.per_page": args.per_page,
-        "request.sort_order": args.sort_order,
-        "request.creator": args.creator,
-        "request.filters": args.filter,
-        "walk.mode": args.walk,
-        "walk.batch_api": args.batch_api,
-        "walk.batch_base_url": args.batch_base_url,
-        "normalize.schema_contract": args.schema_contract,
-    }
+    from exporter.options import all_options
+
+    return {o.key: getattr(args, o.key) for o in all_options() if o.flag is not None}
 
 
 def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Any:

@@ -28,6 +28,7 @@ from tenacity import RetryError
 from exporter._version import __version__
 from exporter.auth import Credentials
 from exporter.errors import AuthError, PageFormatError, ResponseError, RetriesExhausted
+from exporter.options import DEFAULT_BASE_URL, DEFAULT_BATCH_BASE_URL
 from exporter.pagination import (
     ListRequest,
     Page,
@@ -43,8 +44,6 @@ from exporter.stats import RunStats
 
 log = logging.getLogger("exporter.client")
 
-DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
-DEFAULT_BATCH_BASE_URL = "https://batch.imagedelivery.net"
 USER_AGENT = f"cf-images-exporter/{__version__}"
 PERMISSION_HINT = "the API token needs the Images Read permission on this account"
 BATCH_HINT = (

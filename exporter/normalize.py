@@ -25,14 +25,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from exporter.errors import ConfigError, PageFormatError
+from exporter.options import NormalizeOptions
 from exporter.schema import (
     CORE,
     CORE_COLUMNS,
@@ -49,8 +49,6 @@ from exporter.schema import (
 )
 
 STATE_VERSION = 1
-MAX_DEPTH = 64
-MAX_COLUMN_CAP = 10_000  # BigQuery's column limit; other warehouses allow more
 CAPPED_SAMPLE = 100  # distinct capped paths kept for the report
 _SKIP_CACHE_LIMIT = 100_000  # unselected/capped paths remembered; memory stays bounded
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -58,48 +56,6 @@ _TIMESTAMP_NS = pa.timestamp("ns", tz="UTC")
 _NONE = type(None)
 # Core column -> the image key it is read from (all but `account_id`).
 _IMAGE_KEYS = {name: field.key for name, field in CORE.items() if field.key is not None}
-
-
-@dataclass(frozen=True, kw_only=True)
-class NormalizeOptions:
-    """How meta is flattened; the `[normalize]` table of the config."""
-
-    depth: int = 5
-    include: tuple[str, ...] = ()  # dotted meta path prefixes; empty selects every path
-    exclude: tuple[str, ...] = ()
-    column_cap: int = 200
-    schema_contract: Literal["evolve", "freeze"] = "evolve"
-
-    def __post_init__(self) -> None:
-        if type(self.depth) is not int or not 1 <= self.depth <= MAX_DEPTH:
-            raise ConfigError("normalize.depth", f"must be an integer from 1 to {MAX_DEPTH}")
-        if type(self.column_cap) is not int or not 0 <= self.column_cap <= MAX_COLUMN_CAP:
-            raise ConfigError(
-                "normalize.column_cap", f"must be an integer from 0 to {MAX_COLUMN_CAP}"
-            )
-        if self.schema_contract not in ("evolve", "freeze"):
-            raise ConfigError("normalize.schema_contract", 'must be "evolve" or "freeze"')
-        for key in ("include", "exclude"):
-            object.__setattr__(self, key, _paths_option(f"normalize.{key}", getattr(self, key)))
-
-    def selects(self, path: Sequence[str]) -> bool:
-        """Return whether a meta path gets a column under include/exclude."""
-        dotted = ".".join(path)
-        if any(_under(dotted, prefix) for prefix in self.exclude):
-            return False
-        return not self.include or any(_under(dotted, prefix) for prefix in self.include)
-
-
-def _paths_option(key: str, value: object) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise ConfigError(key, 'must be a list of dotted meta paths like ["a.b"]')
-    if not all(isinstance(item, str) and item for item in value):
-        raise ConfigError(key, "every path must be a non-empty string")
-    return tuple(value)
-
-
-def _under(dotted: str, prefix: str) -> bool:
-    return dotted == prefix or dotted.startswith(prefix + ".")
 
 
 class Normalizer:

@@ -75,26 +75,14 @@ log = logging.getLogger("exporter.pipeline")
 
 
 def describe_request(config: ExportConfig) -> dict[str, Any]:
-    """Return what defines "the same export" for resume: no secrets, no dates, no paths."""
-    return {
-        "account_id": config.account_id,
-        "base_url": config.base_url,
-        "per_page": config.request.per_page,
-        "sort_order": config.request.sort_order,
-        "creator": config.request.creator,
-        "filters": [str(f) for f in config.request.filters],
-        "walk": config.walk.mode if config.request.sort_order is None else "single",
-        "batch_api": config.walk.batch_api,
-        "formats": list(config.formats),
-        "ndjson_gzip": config.sinks.ndjson_gzip,  # the staged parts' file type depends on it
-        "duckdb_path": config.sinks.duckdb_path,
-        "normalize": {
-            "depth": config.normalize.depth,
-            "include": list(config.normalize.include),
-            "exclude": list(config.normalize.exclude),
-            "column_cap": config.normalize.column_cap,
-        },
-    }
+    """Return what defines "the same export" for resume: no secrets, no dates, no paths.
+
+    The options declared with `fingerprint=` (exporter/options.py), as the run resolved them.
+    """
+    described = config.fingerprinted()
+    if config.request.sort_order is not None:
+        described["walk"] = "single"  # an ordered request walks one cursor, whatever walk.mode
+    return described
 
 
 def is_unfiltered(config: ExportConfig) -> bool:
@@ -309,7 +297,7 @@ def _prepare_run(
         )
     previous = previous_manifest(store, date, layout)
     options = dataclasses.replace(config.sinks, run_tag=checkpoint.run_id[:8])
-    sinks = [open_sink(name, options) for name in config.formats]
+    sinks = [open_sink(name, options, config.plugins.get(name)) for name in config.formats]
     if checkpoint.normalizer_state is not None:
         normalizer = Normalizer.from_state(
             config.account_id, config.normalize, checkpoint.normalizer_state

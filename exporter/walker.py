@@ -22,61 +22,22 @@ import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 
 from exporter.auth import Credentials
-from exporter.client import DEFAULT_BATCH_BASE_URL, ApiClient
+from exporter.client import ApiClient
 from exporter.errors import ConfigError, CursorError, ExporterError, ResponseError
+from exporter.options import WalkOptions
 from exporter.pagination import Image, ListRequest, Page, SortOrder, uploaded_key
 from exporter.ratelimit import Pacer
-from exporter.retry import RetryPolicy
 from exporter.stats import RunStats
 from exporter.tasks import FirstErrorGroup
 
 log = logging.getLogger("exporter.walker")
 
 STATE_VERSION = 1
-WalkMode = Literal["auto", "both", "single"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class WalkOptions:
-    """How to walk: cursors, batch host, retries, pacing and timeouts."""
-
-    mode: WalkMode = "auto"
-    batch_api: bool = False
-    batch_base_url: str = DEFAULT_BATCH_BASE_URL
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    quota: int = 1200
-    window_s: float = 300.0
-    margin: float = 0.95
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
-    hold_cap: int = 20_000  # held-back ties (both cursors) before desc is frozen
-    # Fetched ahead of the consumer: a cursor asks for its next page only while fewer than
-    # `prefetch` pages and `prefetch_images` images are buffered (always when none are), so
-    # memory follows images when pages are large and requests stay few when they are small.
-    prefetch: int = 2
-    prefetch_images: int = 2_000
-
-    def validate(self) -> None:
-        """Raise ConfigError for impossible settings."""
-        if self.mode not in ("auto", "both", "single"):
-            raise ConfigError("walk", f"must be auto, both or single, got {self.mode!r}")
-        if self.quota < 1 or self.window_s <= 0 or not 0 < self.margin <= 1:
-            raise ConfigError("rate_limit", "quota >= 1, window > 0 and 0 < margin <= 1")
-        if self.hold_cap < 1 or self.prefetch < 0 or self.prefetch_images < 0:
-            raise ConfigError(
-                "walk", "hold_cap >= 1, prefetch >= 0 and prefetch_images >= 0 are required"
-            )
-
-    def both_ends(self, request: ListRequest) -> bool:
-        """Return True when this request walks from both ends."""
-        if self.mode == "both" and request.sort_order is not None:
-            raise ConfigError("walk", "a both-ends walk cannot honour --sort-order")
-        return self.mode == "both" or (self.mode == "auto" and request.sort_order is None)
 
 
 def make_client(
@@ -87,13 +48,12 @@ def make_client(
     stats: RunStats,
 ) -> ApiClient:
     """Return the run's client, its pacer sized from `options` (enter it with `async with`)."""
-    options.validate()
     return ApiClient(
         base_url,
         account_id,
         credentials,
         stats=stats,
-        retry=options.retry,
+        retry=options.retry_policy(),
         pacer=Pacer(options.quota, options.window_s, options.margin),
         batch_base_url=options.batch_base_url,
         connect_timeout_s=options.connect_timeout_s,

@@ -10,10 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from exporter.cli import main
+from exporter.cli import build_parser, main, overrides_from_args
 from exporter.config import load_toml
 from exporter.emulator import build_catalog
 from exporter.filters import matches, parse_filter
+from exporter.options import Option, all_options
 from tests.helpers import (
     ROOT,
     EmulatorProcess,
@@ -328,3 +329,23 @@ class TestServerSideErrors:
         assert result.returncode == 5, result.stderr
         one_line_error(result.stderr)
         assert target.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("option", [o for o in all_options() if o.flag], ids=lambda o: str(o.flag))
+def test_each_flag_sets_only_its_key(option: Option) -> None:
+    """An option's flag (declared in exporter/options.py) sets that key and no other."""
+    assert option.flag is not None
+    given = {int: "20", float: "1.5", tuple: "meta.a[eq]=1"}.get(option.kind, "x")
+    given = option.choices[-1] if option.choices else given
+    args = build_parser().parse_args(
+        ["export", option.flag] if option.kind is bool else ["export", option.flag, given]
+    )
+    expected = {
+        bool: True,
+        int: 20,
+        float: 1.5,
+        tuple: [given],
+    }.get(option.kind, given)
+    overrides = overrides_from_args(args)
+    assert overrides.pop(option.key) == expected
+    assert set(overrides.values()) == {None}

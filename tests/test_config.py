@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import re
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from exporter.config import OPTIONS, load_toml, parse_config
+from exporter.checkpoint import request_fingerprint
+from exporter.config import load_toml, parse_config
 from exporter.errors import ConfigError
+from exporter.options import (
+    Option,
+    SinkOptions,
+    WalkOptions,
+    all_options,
+    at_least,
+    declared,
+    opt,
+    override_file,
+)
+from exporter.pipeline import describe_request
+from exporter.sinks import ENTRY_POINT_GROUP, open_sink
 
 TODAY = dt.date(2026, 11, 27)
 ENV = {"CLOUDFLARE_API_TOKEN": "secret-token-value", "CLOUDFLARE_ACCOUNT_ID": "acc-env"}
@@ -125,7 +143,7 @@ def test_bad_config_names_the_key(file: dict[str, Any], env: dict[str, str], key
 
 def test_every_option_has_help() -> None:
     """Every key is documented (the config files' comments mirror these)."""
-    assert all(option.help for option in OPTIONS.values())
+    assert all(option.help for option in all_options())
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -148,3 +166,283 @@ def test_load_toml_errors(tmp_path: Path) -> None:
     bad.write_text("[export\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_toml(bad)
+
+
+NIGHTLY = Path(__file__).parent.parent / "configs" / "nightly.toml"
+
+
+def reference_lines(text: str) -> dict[str, str]:
+    """Return {"section.key": value text} of every `key = value` line, commented out or not."""
+    lines: dict[str, str] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip().removeprefix("#").strip()
+        if raw.startswith("[") and raw.rstrip().endswith("]"):
+            section = raw.strip()[1:-1]
+        elif section and re.match(r"^[a-z_0-9]+\s*=", line):
+            key, _, value = line.partition("=")
+            lines[f"{section}.{key.strip()}"] = value.strip()
+    return lines
+
+
+def toml_value(text: str) -> Any:
+    """Return the value of a line's `value  # comment` text (as TOML reads it)."""
+    return tomllib.loads(f"v = {text}")["v"]
+
+
+@pytest.mark.parametrize("option", all_options(), ids=lambda o: o.key)
+def test_reference_config_lists_every_option(option: Option) -> None:
+    """configs/nightly.toml shows every option with its default (commented out when unset)."""
+    lines = reference_lines(NIGHTLY.read_text())
+    default = list(option.default) if isinstance(option.default, tuple) else option.default
+    shown = "# " if default is None else ""
+    example = f"[{option.section}]\n{shown}{option.name} = {orjson.dumps(default).decode()}"
+    assert option.key in lines, f"configs/nightly.toml lacks {option.key}; add:\n{example}"
+    if default is not None:
+        assert toml_value(lines[option.key]) == default, f"{option.key}: the default is {default!r}"
+
+
+def test_reference_config_names_only_options() -> None:
+    """Every key in configs/nightly.toml, commented out or not, is a declared option."""
+    assert set(reference_lines(NIGHTLY.read_text())) <= {o.key for o in all_options()}
+
+
+class TestFingerprint:
+    """The request fingerprint names the staging directory: it must not move between versions."""
+
+    @pytest.mark.parametrize(
+        ("file", "digest"),
+        [
+            pytest.param(
+                {}, "bd0e0eed425eeebf9a8b1cc69d1cdc0f68df6c365d893de5897dd77299309402", id="default"
+            ),
+            pytest.param(
+                {
+                    "request": {
+                        "per_page": 500,
+                        "sort_order": "asc",
+                        "filters": ["meta.status[eq]=active"],
+                        "creator": "",
+                    },
+                    "export": {"formats": ["ndjson", "duckdb"]},
+                    "ndjson": {"gzip": True},
+                    "duckdb": {"path": "x.duckdb"},
+                    "normalize": {"depth": 3, "include": ["a"], "exclude": ["b"], "column_cap": 9},
+                    "walk": {"batch_api": True, "mode": "single"},
+                },
+                "bee53e8e1f61e43adee829e5d45b4a25c1a86687c3ebaba6ede4cbfe8b76bd5d",
+                id="every-fingerprinted-option",
+            ),
+        ],
+    )
+    def test_same_digest_as_version_0_1(self, file: dict[str, Any], digest: str) -> None:
+        """Digests computed by the code before options were declared in one module."""
+        config = parse(file, {**ENV, "CLOUDFLARE_ACCOUNT_ID": "acc"})
+        assert request_fingerprint(describe_request(config)) == digest
+
+    @pytest.mark.parametrize(
+        "option", [o for o in all_options() if o.fingerprint], ids=lambda o: o.key
+    )
+    def test_each_fingerprinted_option_changes_it(self, option: Option) -> None:
+        """Changing any option declared with fingerprint= gives another staging key."""
+        other = {
+            "export.account_id": "acc-2",
+            "export.formats": ["ndjson"],
+            "export.base_url": "http://other.example/v4",
+            "request.per_page": 10,
+            "request.sort_order": "desc",
+            "request.creator": "c",
+            "request.filters": ["meta.a[eq]=1"],
+            "walk.mode": "single",
+            "walk.batch_api": True,
+            "ndjson.gzip": True,
+            "duckdb.path": "x.duckdb",
+            "normalize.depth": 2,
+            "normalize.include": ["a"],
+            "normalize.exclude": ["b"],
+            "normalize.column_cap": 3,
+        }[option.key]
+        base = request_fingerprint(describe_request(parse()))
+        changed = request_fingerprint(describe_request(parse(**{option.key: other})))
+        assert changed != base
+
+    def test_other_options_leave_it(self) -> None:
+        """Pacing, timeouts and part sizes do not make a different request."""
+        base = request_fingerprint(describe_request(parse()))
+        file = {"walk": {"quota": 60, "read_timeout_s": 5}, "parquet": {"part_rows": 10}}
+        assert request_fingerprint(describe_request(parse(file))) == base
+
+
+class TestDeclarations:
+    def test_config_imports_no_io_module(self) -> None:
+        """config.py and options.py load neither the HTTP client nor the walker (aiohttp)."""
+        reached = module_imports("exporter.config")
+        assert not reached & {"aiohttp", "anyio", "exporter.walker", "exporter.client"}, reached
+
+    def test_one_default_for_the_margin(self) -> None:
+        """walk.margin's default is the pacer's margin of an export (no second default)."""
+        (margin,) = [o for o in all_options() if o.key == "walk.margin"]
+        assert margin.default == 0.95 == WalkOptions().margin == parse().walk.margin
+
+    def test_direct_construction_is_checked(self) -> None:
+        """The declared checks also guard options built in code (one place validates)."""
+        with pytest.raises(ConfigError, match=r"^walk\.margin: must be in \(0, 1\], got 0$"):
+            WalkOptions(margin=0)
+        with pytest.raises(ConfigError, match=r"^parquet\.part_rows: must be at least 1"):
+            SinkOptions(part_rows=0)
+
+    def test_env_sets_a_declared_option(self) -> None:
+        """An option's env variable sits between the file and the flag."""
+        env = {**ENV, "CLOUDFLARE_BASE_URL": "http://env.example/v4/"}
+        assert parse({}, env).base_url == "http://env.example/v4"
+        file = {"export": {"base_url": "http://file.example/v4"}}
+        assert parse(file, env).base_url == "http://env.example/v4"
+
+    def test_plan_lists_every_option(self) -> None:
+        """--dry-run's plan shows each option's resolved value, secrets masked."""
+        plan = parse({"ndjson": {"gzip": True}}).plan()
+        for option in all_options():
+            table = plan if option.section == "export" else plan[option.section]
+            assert option.name in table, option.key
+        assert plan["ndjson"]["gzip"] is True
+        assert plan["snapshot_date"] == TODAY.isoformat()
+        assert plan["request"]["sort_order"] is None
+
+
+class TestOverrideFile:
+    """Per-account settings of a fleet: config-file keys applied onto a base config file."""
+
+    def test_bare_and_dotted_keys(self) -> None:
+        base = {"export": {"output": "out"}, "request": {"per_page": 1000}}
+        merged = override_file(base, {"per_page": 500, "export.output": "o2", "filters": []})
+        assert merged == {"export": {"output": "o2"}, "request": {"per_page": 500, "filters": ()}}
+        assert base == {"export": {"output": "out"}, "request": {"per_page": 1000}}
+        config = parse(merged)
+        assert (config.output, config.request.per_page) == ("o2", 500)
+
+    @pytest.mark.parametrize(
+        ("overrides", "key"),
+        [
+            pytest.param({"per_pgae": 5}, "per_pgae", id="unknown"),
+            pytest.param({"per_page": 5}, "request.per_page", id="out-of-range"),
+            pytest.param({"base_url": 1}, "export.base_url", id="wrong-type"),
+        ],
+    )
+    def test_bad_override_names_the_key(self, overrides: dict[str, Any], key: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            override_file({}, overrides)
+        assert caught.value.key == key
+
+    def test_ambiguous_bare_key(self) -> None:
+        """A bare key two tables share must be written section.key."""
+        extra = declared(PluginOptions, "counting")
+        with pytest.raises(ConfigError, match="ambiguous"):
+            override_file({}, {"depth": 2}, extra)
+        assert override_file({}, {"counting.depth": 2}, extra) == {"counting": {"depth": 2}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginOptions:
+    """A plugin sink's own table (see PLUGIN below, which declares the same)."""
+
+    depth: int = opt(3, help="how deep", check=at_least(1), fingerprint=True)
+
+
+def module_imports(name: str) -> set[str]:
+    """Return what `name` imports at module level, transitively through exporter's modules.
+
+    Read from the source (ast), so the package root, made lazy on its own, does not count.
+    Imports inside functions and under `if TYPE_CHECKING:` are not module level.
+    """
+    root = Path(__file__).parent.parent
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen |= {module, module.split(".")[0]}
+        path = root / (module.replace(".", "/") + ".py")
+        if not path.exists():
+            path = root / module.replace(".", "/") / "__init__.py"
+        if not path.exists():
+            continue  # a third-party module, or a name imported from a module
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                todo += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return seen
+
+
+PLUGIN = """
+from dataclasses import dataclass
+
+from exporter.options import at_least, opt
+from exporter.sinks.memory import MemorySink
+
+
+@dataclass(frozen=True, kw_only=True)
+class CountingOptions:
+    depth: int = opt(3, help="how deep", check=at_least(1), fingerprint=True)
+
+
+class CountingSink(MemorySink):
+    name = "counting"
+    options_type = CountingOptions
+    made = []
+
+    def __init__(self, options=None, settings=None):
+        super().__init__(options)
+        self.settings = settings
+        CountingSink.made.append(settings)
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Install a distribution with a `counting` sink that declares its own options."""
+    (tmp_path / "cf_counting_options.py").write_text(PLUGIN)
+    info = tmp_path / "cf_counting_options-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cf-counting-options\nVersion: 1\n")
+    (info / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\ncounting = cf_counting_options:CountingSink\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+class TestPluginOptions:
+    def test_table_named_after_the_sink(self, plugin: Path) -> None:
+        """[counting] sets the plugin's options: validated, planned, fingerprinted, passed on."""
+        file = {"export": {"formats": ["parquet", "counting"]}, "counting": {"depth": 7}}
+        config = parse(file)
+        assert config.plugins["counting"].depth == 7
+        assert config.plan()["counting"] == {"depth": 7}
+        assert describe_request(config)["counting"] == {"depth": 7}
+        sink = open_sink("counting", config.sinks, config.plugins.get("counting"))
+        assert sink.settings is config.plugins["counting"]  # type: ignore[attr-defined]
+
+    def test_defaults_when_only_named_in_formats(self, plugin: Path) -> None:
+        config = parse(**{"export.formats": ["counting"]})
+        assert config.plugins["counting"].depth == 3
+
+    @pytest.mark.parametrize(
+        ("table", "message"),
+        [
+            pytest.param({"depth": 0}, "counting.depth: must be at least 1, got 0", id="check"),
+            pytest.param({"depth": "2"}, "counting.depth: expected an integer", id="type"),
+            pytest.param({"dpth": 2}, "counting.dpth: unknown key; known keys: counting.depth"),
+        ],
+    )
+    def test_bad_value_names_the_key(
+        self, plugin: Path, table: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            parse({"counting": table})
+        assert str(caught.value).startswith(message)
+
+    def test_unknown_table_without_the_plugin(self) -> None:
+        with pytest.raises(ConfigError, match=r"counting\.depth: unknown key"):
+            parse({"counting": {"depth": 2}})

@@ -5,6 +5,19 @@ entry point group `cf_images_exporter.sinks`; `open_sink("name", options)` finds
 like a built-in. Built-in names win over entry points of the same name. The class (or the
 factory, as an attribute) declares `file_formats`, which `inspect` uses to count the rows of
 the files it wrote (`find_file_format`).
+
+A sink with options of its own declares them as an options dataclass (fields made with
+`exporter.options.opt`) in its `options_type` attribute; the config file's table named after
+the sink sets them (`[csv]` for a sink "csv"), `--dry-run` shows them, and the sink is built as
+`factory(options, settings)` with `settings` that table, validated:
+
+    @dataclass(frozen=True, kw_only=True)
+    class CsvOptions:
+        delimiter: str = opt(",", help="field separator", check=one_character)
+
+    class CsvSink(FilePartSink):
+        options_type = CsvOptions
+        def __init__(self, options=None, settings=None): ...
 """
 
 from __future__ import annotations
@@ -13,7 +26,7 @@ import contextlib
 from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import cast
+from typing import Any, cast
 
 from exporter.errors import ConfigError
 from exporter.sinks._base import (
@@ -35,7 +48,7 @@ BUILTIN_SINKS = {
     "memory": "exporter.sinks.memory:MemorySink",
 }
 
-SinkFactory = Callable[[SinkOptions], Sink]
+SinkFactory = Callable[..., Sink]  # (SinkOptions) or (SinkOptions, its own options_type)
 
 
 def _load(target: str) -> SinkFactory:
@@ -80,9 +93,17 @@ def find_file_format(name: str) -> FileFormat | None:
     return None
 
 
-def open_sink(name: str, options: SinkOptions | None = None) -> Sink:
-    """Return a new, not yet opened, sink called `name` configured by `options`."""
-    sink = sink_factory(name)(options or SinkOptions())
+def open_sink(name: str, options: SinkOptions | None = None, settings: Any = None) -> Sink:
+    """Return a new, not yet opened, sink called `name` configured by `options`.
+
+    A sink that declares `options_type` also gets `settings`: its own table (defaults if None).
+    """
+    factory = sink_factory(name)
+    options_type = getattr(factory, "options_type", None)
+    if options_type is None:
+        sink = factory(options or SinkOptions())
+    else:
+        sink = factory(options or SinkOptions(), settings or options_type())
     if not isinstance(sink, Sink):
         raise ConfigError("output.format", f"sink {name!r} does not implement the Sink protocol")
     return sink

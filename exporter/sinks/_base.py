@@ -24,6 +24,7 @@ import orjson
 import pyarrow as pa
 
 from exporter.errors import SinkError
+from exporter.options import SinkOptions as SinkOptions  # declared with the other options
 from exporter.store.base import HashingWriter, Store, os_errors
 from exporter.store.layout import Layout
 
@@ -103,36 +104,6 @@ class Publication:
     schema: pa.Schema  # the snapshot's final schema
     directory: str
     parts: Sequence[PartFile]
-
-
-@dataclass(frozen=True, kw_only=True)
-class SinkOptions:
-    """How sinks write; one instance is shared by every sink of a run.
-
-    Defaults: row groups of at most 100,000 rows or 8 MiB of Arrow buffers, whichever comes
-    first (large enough for DuckDB/warehouse scans to skip by statistics; the byte bound keeps
-    the one buffered group small when meta is large: 100,000 images with 1 KB of meta would
-    hold ~100 MB), parts of at most 1,000,000 rows or 256 MiB, whichever comes first.
-    """
-
-    formats: tuple[str, ...] = ("parquet",)
-    parquet_codec: str = "zstd"
-    compression_level: int | None = None
-    row_group_rows: int = 100_000
-    row_group_bytes: int = 8 * 1024 * 1024
-    part_rows: int = 1_000_000
-    part_bytes: int = 256 * 1024 * 1024
-    ndjson_gzip: bool = False
-    duckdb_path: str | None = None
-    # Part files are named part-NNNNN-<run_tag><suffix>: a reader that listed the previous
-    # snapshot of a date just before a re-publish then finds no such file (an error), never a
-    # file of the new snapshot under an old name (mixed data).
-    run_tag: str = ""
-
-    def __post_init__(self) -> None:
-        for name in ("row_group_rows", "row_group_bytes", "part_rows", "part_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SinkOptions.{name} must be positive")
 
 
 @runtime_checkable

@@ -63,7 +63,7 @@ def write(batches: Sequence[pa.RecordBatch], fmt: str) -> int:
     """Write batches through the sink `fmt` into a temp directory; return the bytes written."""
 
     async def main(directory: str) -> int:
-        sink = open_sink(fmt, SinkOptions(formats=(fmt,)))
+        sink = open_sink(fmt, SinkOptions())
         await sink.open(open_store(directory), "snap", batches[-1].schema)
         for batch in batches:
             await sink.write(batch)
