@@ -100,6 +100,7 @@ class AccountState:
         self.faults = FaultPlan(account.seed, account.fault_rate, account.fault_kinds)
         self.live = live
         self.pages = 0  # list pages chosen (the misbehaviour knobs count them)
+        self.images_served = 0  # in pages served with status 200
 
     @property
     def record(self) -> LiveRecord | None:
@@ -296,6 +297,7 @@ async def _serve_list(
         return await fault_reply(request, fault, body, headers)
     state.counters.pages += 1
     state.counters.images_served += len(page.positions)
+    account.images_served += len(page.positions)
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 

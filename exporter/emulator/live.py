@@ -34,6 +34,7 @@ class LiveRecord:
     def __init__(self, catalog: Catalog) -> None:
         self._start = catalog.copy()
         self._start_ids: set[str] | None = None
+        self._start_index: dict[str, int] | None = None
         self.uploaded: dict[str, bytes] = {}  # id -> bytes as uploaded
         self.deleted: dict[str, bytes] = {}  # id -> bytes when deleted
         self.edited: dict[str, list[bytes]] = {}  # id -> every version, oldest first
@@ -44,7 +45,7 @@ class LiveRecord:
         if self._start_ids is None:
             image_id = self._start.profile.image_id
             self._start_ids = {image_id(gen) for gen in self._start.gens}
-        return self._start_ids
+        return set(self._start_ids)
 
     def stable_ids(self) -> set[str]:
         """Return the ids present for the whole walk: there at the start and never deleted."""
@@ -56,10 +57,10 @@ class LiveRecord:
             return [orjson.loads(blob) for blob in self.edited[image_id]]
         if image_id in self.uploaded:
             return [orjson.loads(self.uploaded[image_id])]
-        for position, gen in enumerate(self._start.gens):
-            if self._start.profile.image_id(gen) == image_id:
-                return [self._start.image(position)]
-        raise KeyError(image_id)
+        if self._start_index is None:
+            image_id_of = self._start.profile.image_id
+            self._start_index = {image_id_of(g): p for p, g in enumerate(self._start.gens)}
+        return [self._start.image(self._start_index[image_id])]
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as JSON-ready data (the `/_emulator/live` debug endpoint)."""

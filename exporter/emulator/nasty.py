@@ -219,7 +219,7 @@ def _near_limit(rng: random.Random, index: int) -> bytes:
     meta["tags"] = ["import", f"batch-{index}"]
     meta["description"] = ""
     room = 1008 - len(orjson.dumps(meta)) - int(rng.random() * 24)
-    text = "".join(rng.choice(TEXT) for _ in range(room))
+    text = "".join(rng.choices(TEXT, k=room))
     while len(text.encode()) > room:
         text = text[:-1]
     meta["description"] = text

@@ -106,6 +106,16 @@ class ServedAccount:
         """Return what changed from night N-1 to N (None at night 0)."""
         return self.state.changes
 
+    @property
+    def pages(self) -> int:
+        """Return how many list pages this account was asked for (faults included)."""
+        return self.state.pages
+
+    @property
+    def images_served(self) -> int:
+        """Return how many images this account served in successful pages."""
+        return self.state.images_served
+
     def live_record(self) -> LiveRecord:
         """Return the truth of live mode; RuntimeError when live mode is off."""
         if self.state.record is None:

@@ -9,7 +9,7 @@ import aiohttp
 from exporter.emulator import EmulatorSettings, build_catalog
 from exporter.emulator.live import LiveCatalog
 
-from .helpers import EmulatorFactory, get, walk
+from .helpers import EmulatorFactory, bearer, get, walk
 
 
 class TestLiveCatalog:
@@ -73,6 +73,28 @@ async def test_walks_keep_the_promise_while_changing(
             _check_promise(images, truth)
             present_at_end = {key[1] for key in emu.catalog.keys}
             assert set(truth["uploaded"]) - set(truth["deleted"]) <= present_at_end
+
+
+async def test_batch_host_walk_under_churn(
+    emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
+) -> None:
+    """The batch host serves the same live catalog, with the same promise and record."""
+    async with emulator_factory(images=300, live_every=2, live_mutations=3) as emu:
+        token_url = emu.list_url.replace("/v2", "/v1/batch_token")
+        batch = (await get(session, token_url, headers=bearer(emu.token))).json()["result"]
+        images, pages = await walk(
+            session,
+            emu,
+            [("per_page", "10"), ("sort_order", "asc")],
+            url=emu.batch_base_url + "/images/v2",
+            headers=bearer(batch["token"]),
+        )
+        truth = emu.live.to_json()
+        assert truth["mutations"] == 3 * (pages // 2)
+        _check_promise(images, truth)
+        for image in images[:20]:
+            assert image in emu.live.versions(image["id"])
+        assert emu.account().images_served == len(images)
 
 
 async def test_live_off_has_no_record(
