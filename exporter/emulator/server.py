@@ -270,6 +270,12 @@ def describe(emu: RunningEmulator) -> str:
         lines.append(f"  or email + key: CLOUDFLARE_EMAIL={s.email} CLOUDFLARE_API_KEY={s.api_key}")
     if s.page_cap is not None:
         lines.append(f"  pages: at most {s.page_cap} images" + (", short" * s.short_pages))
+    changes = emu.changes
+    if changes is not None:
+        lines.append(
+            f"  since night {s.night - 1}: {len(changes.added)} added, {len(changes.removed)} "
+            f"removed, {len(changes.changed)} changed"
+        )
     if s.live_every:
         lines.append(f"  live: {s.live_mutations} change(s) every {s.live_every} list requests")
     for account in s.accounts:

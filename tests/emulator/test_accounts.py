@@ -105,3 +105,18 @@ async def test_shared_token_shares_the_budget(
         assert statuses == [200, 200, 200, 200, 429]
         primary = await get(session, emu.list_url, headers=bearer(emu.token))
         assert primary.status == 200
+
+
+async def test_batch_token_of_a_second_account(
+    emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
+) -> None:
+    """A batch token names its account: the batch host serves that account's catalog."""
+    async with emulator_factory(images=20, accounts=_fleet()) as emu:
+        served = emu.account(B)
+        token_url = served.list_url.replace("/v2", "/v1/batch_token")
+        batch = (await get(session, token_url, headers=bearer(served.token))).json()["result"]
+        images, _ = await walk(session, emu, [("per_page", "10")],
+                               url=emu.batch_base_url + "/images/v2",
+                               headers=bearer(batch["token"]))  # fmt: skip
+        assert [img["id"] for img in images] == [k[1] for k in served.catalog.keys][::-1]
+        assert served.images_served == 70 and emu.account().images_served == 0
