@@ -67,36 +67,69 @@ class NastyProfile:
 
     def image_id(self, gen: int) -> str:
         """Return a UUID-like id, or (1 in 8) a custom id with slashes; unique through `gen`."""
-        return _image_id(mix(self._salt ^ gen), gen)
+        return _image_id(mix(self._salt ^ gen), gen).decode()
 
     def render(self, gen: int, uploaded_ms: int) -> bytes:
         """Return the JSON bytes of image `gen` as uploaded at `uploaded_ms`."""
         h = mix(self._salt ^ gen)
-        image_id = _image_id(h, gen).encode()
+        image_id = _image_id(h, gen)
+        minute, rest = divmod(uploaded_ms, 60_000)
+        prefix = _MINUTES.get(minute)
+        if prefix is None:
+            prefix = _minute_prefix(minute)
+        second, millis = divmod(rest, 1000)
+        filename = _filename(h, gen)
+        creator = _CREATORS[(h >> 8) & 0xFF]
+        signed = b"true" if (h >> 40) % 5 == 0 else b"false"
         meta = self._meta[(h >> 24) % META_POOL]
         if meta is None:
-            meta_part = b""
-        elif meta == b"{}":
-            meta_part = b',"meta":{}'
-        else:
-            meta_part = b',"meta":{"seq":%d,%s' % (gen, meta[1:])
-        return _IMAGE % (
+            return _NO_META % (
+                image_id,
+                filename,
+                creator,
+                signed,
+                prefix,
+                second,
+                millis,
+                image_id,
+                image_id,
+            )
+        if not meta:
+            return _EMPTY_META % (
+                image_id,
+                filename,
+                creator,
+                signed,
+                prefix,
+                second,
+                millis,
+                image_id,
+                image_id,
+            )
+        return _META % (
             image_id,
-            _filename(h, gen),
-            _CREATORS[(h >> 8) & 0xFF],
-            meta_part,
-            b"true" if (h >> 40) % 5 == 0 else b"false",
-            _uploaded(uploaded_ms),
+            filename,
+            creator,
+            gen,
+            meta,
+            signed,
+            prefix,
+            second,
+            millis,
             image_id,
             image_id,
         )
 
 
-_IMAGE = (
-    b'{"id":"%s","filename":%s%s%s,"requireSignedURLs":%s,"uploaded":"%s","variants":['
+_HEAD = b'{"id":"%s","filename":%s%s'
+_TAIL = (
+    b',"requireSignedURLs":%s,"uploaded":"%s%02d.%03dZ","variants":['
     b'"https://imagedelivery.net/' + DELIVERY_HASH.encode() + b'/%s/public",'
     b'"https://imagedelivery.net/' + DELIVERY_HASH.encode() + b'/%s/thumbnail"]}'
 )
+_META = _HEAD + b',"meta":{"seq":%d,%s' + _TAIL  # the pool's object minus its "{"
+_EMPTY_META = _HEAD + b',"meta":{}' + _TAIL
+_NO_META = _HEAD + _TAIL
 # The creator part by one byte of the hash: null 10%, "" 5%, set 45%, absent 40%.
 _CREATORS = tuple(
     b',"creator":null'
@@ -110,30 +143,31 @@ _CREATORS = tuple(
 )
 _FILENAMES = tuple(orjson.dumps(shape).replace(b"{i:06d}", b"%06d").replace(b"{i}", b"%d")
                    for shape in FILENAMES)  # fmt: skip
-_SECONDS: dict[int, bytes] = {}
+_MINUTES: dict[int, bytes] = {}
 
 
-def _image_id(h: int, gen: int) -> str:
+def _minute_prefix(minute: int) -> bytes:
+    """Return `YYYY-MM-DDTHH:MM:` of a minute since the epoch, cached (neighbours share it)."""
+    if len(_MINUTES) > 4096:
+        _MINUTES.clear()
+    prefix = _MINUTES[minute] = format_uploaded(minute * 60_000)[:-7].encode()
+    return prefix
+
+
+def _image_id(h: int, gen: int) -> bytes:
+    """Return the id as bytes: UUID-like, or (1 in 8) custom with slashes; unique by `gen`."""
     if h & 7 == 0:
         shape = (h >> 3) % 3
         if shape == 0:
-            return f"users/{(h >> 8) % 500}/avatar-{gen}"
+            return b"users/%d/avatar-%d" % ((h >> 8) % 500, gen)
         if shape == 1:
-            return f"shop/items/{gen}/main"
-        return f"folder with space/{gen}"
-    head, tail = f"{h:016x}", f"{0x8000_0000_0000_0000 | gen:016x}"  # gen keeps ids unique
-    return f"{head[:8]}-{head[8:12]}-{head[12:]}-{tail[:4]}-{tail[4:]}"
+            return b"shop/items/%d/main" % gen
+        return b"folder with space/%d" % gen
+    return _UUID % (h >> 32, (h >> 16) & 0xFFFF, h & 0xFFFF, 0x8000 | gen >> 48, gen & _LOW48)
 
 
-def _uploaded(ms: int) -> bytes:
-    """Return `format_uploaded(ms)` as bytes, its seconds prefix cached (ties share it)."""
-    seconds, millis = divmod(ms, 1000)
-    prefix = _SECONDS.get(seconds)
-    if prefix is None:
-        if len(_SECONDS) > 4096:
-            _SECONDS.clear()
-        prefix = _SECONDS[seconds] = format_uploaded(seconds * 1000)[:-4].encode()
-    return b"%s%03d" % (prefix, millis) + b"Z"
+_UUID = b"%08x-%04x-%04x-%04x-%012x"
+_LOW48 = (1 << 48) - 1
 
 
 def _instants(n: int, salt: int, tie_group: int) -> array[int]:
@@ -159,18 +193,18 @@ def _filename(h: int, gen: int) -> bytes:
 
 
 def _meta_pool(rng: random.Random) -> list[bytes | None]:
-    """Return the pool of pre-encoded metas: absent, `{}`, near the limit, common, nasty."""
+    """Return the pool of metas: absent (None), `{}` (b""), else JSON minus its leading "{"."""
     pool: list[bytes | None] = []
     for index in range(META_POOL):
         roll = rng.random()
         if roll < 0.06:
             pool.append(None)
         elif roll < 0.09:
-            pool.append(b"{}")
+            pool.append(b"")  # renders as {}
         elif roll < 0.09 + BIG_META_SHARE:
-            pool.append(_near_limit(rng, index))
+            pool.append(_near_limit(rng, index)[1:])
         else:
-            pool.append(orjson.dumps(_ordinary(rng, index)))
+            pool.append(orjson.dumps(_ordinary(rng, index))[1:])
     return pool
 
 
