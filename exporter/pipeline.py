@@ -24,6 +24,7 @@ run of the same request on another date (which repeats step 3 for D before its o
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import datetime as dt
 import functools
@@ -33,7 +34,7 @@ import os
 import posixpath
 import signal
 import uuid
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -195,6 +196,26 @@ def _bulk_allocation() -> Iterator[None]:
         pa.set_memory_pool(pool)
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+
+
+# Freed heap pages are handed back every this many images written (a few row groups when
+# meta is large); trimming after every group cost 3.6 s of system CPU per 3,000,000 images.
+TRIM_EVERY_IMAGES = 25_000
+
+
+def _heap_trimmer() -> Callable[[], object]:
+    """Return a call that gives the heap's free pages back to the OS, or a no-op without glibc.
+
+    Freed pages and row-group buffers leave free holes under live objects, which glibc keeps:
+    the peak RSS crept with the export's length (157 MB at 50,000 nasty images, 180-186 MB at
+    3,000,000). `malloc_trim(0)` releases every whole free page: 178 MB at 3,000,000, for
+    ~1.5 s more system CPU (pages faulted in again).
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):  # not glibc (macOS, musl): nothing to trim
+        return lambda: None
+    return functools.partial(trim, 0)
 
 
 async def export(config: ExportConfig, *, stats: RunStats | None = None) -> dict[str, Any]:
@@ -391,6 +412,7 @@ async def _write_batches(
 ) -> None:
     """Write queued batches to every sink; commit a part (and checkpoint) when one is full."""
     stats = run.stats
+    trim, written = _heap_trimmer(), 0
     async with receive:
         async for item in receive:
             if item.batch is not None:
@@ -398,6 +420,10 @@ async def _write_batches(
                 for sink in run.sinks:
                     await sink.write(item.batch)
                 stats.images += item.batch.num_rows
+                written += item.batch.num_rows
+                if written >= TRIM_EVERY_IMAGES:
+                    trim()
+                    written = 0
             stats.pages += item.pages
             progress.walker_state = item.walker_state
             progress.normalizer_state = item.normalizer_state
