@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import subprocess
 import sys
@@ -165,3 +166,24 @@ def snapshot_rows(out: Path, date: str) -> dict[str, dict[str, Any]]:
     """Return a published Parquet snapshot, read by DuckDB with a plain glob, keyed by id."""
     glob = out / f"snapshot_date={date}" / "*.parquet"
     return exported_rows(query_rows(f"SELECT * FROM read_parquet('{glob}')"))
+
+
+def bucket_snapshot_rows(fs: Any, base: str) -> dict[str, dict[str, Any]]:
+    """Read a published snapshot `base` (`bucket/prefix/snapshot_date=D`) on a pyarrow file
+    system as a manifest-honouring reader does: `_SUCCESS` exists, the Parquet files listed
+    are exactly those a listing finds, every checksum matches; return its rows by id."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    with fs.open_input_stream(f"{base}/_SUCCESS"):
+        pass
+    with fs.open_input_stream(f"{base}/_manifest.json") as raw:
+        manifest = orjson.loads(raw.read())
+    listed = sorted(f["path"] for f in manifest["files"] if f["format"] == "parquet")
+    globbed = fs.get_file_info(pafs.FileSelector(base))
+    assert sorted(i.base_name for i in globbed if i.base_name.endswith(".parquet")) == listed
+    for entry in manifest["files"]:
+        with fs.open_input_stream(f"{base}/{entry['path']}") as raw:
+            assert hashlib.sha256(raw.read()).hexdigest() == entry["sha256"]
+    table = pq.ParquetDataset([f"{base}/{p}" for p in listed], filesystem=fs).read()
+    return exported_rows(table.to_pylist())

@@ -10,7 +10,8 @@ so `write_atomic` is one upload. `publish` is the sequence described in its docs
 Credentials come only from the provider chain pyarrow's SDK implements (environment,
 profile, web identity, instance role; Application Default Credentials for GCS); the endpoint
 of an S3-compatible store comes from `--s3-endpoint`, `export.s3_endpoint`,
-`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`, the region from `AWS_REGION`.
+`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`, the region from `AWS_REGION`. A GCS emulator is
+named by `STORAGE_EMULATOR_HOST` (Google's convention), and is then used without credentials.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ SCHEMES = ("s3", "gs")
 # strategy has no retry quota, which the "standard" one spends in a long throttled night.
 S3_ATTEMPTS = 10
 GCS_RETRY_LIMIT = dt.timedelta(minutes=5)
+# The GCS client retries a missing token ("Could not create a OAuth2 access token") as if it
+# were transient, for the whole retry limit, on every request: a machine without Google
+# credentials printed progress for 7 minutes before failing. The check at open time gets a
+# short limit, so missing credentials (or an unreachable store) fail before the walk starts.
+GCS_OPEN_CHECK_LIMIT = dt.timedelta(seconds=10)
 CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 120.0
 
@@ -105,8 +111,26 @@ def s3_settings(endpoint: str | None, environ: Mapping[str, str]) -> S3Settings:
     return S3Settings(url.netloc, url.scheme, region)
 
 
+def gcs_emulator(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """Return (scheme, host:port) of the GCS emulator `STORAGE_EMULATOR_HOST` names, if any.
+
+    Google's libraries accept `host:port` (meaning http) or a URL there.
+    """
+    raw = environ.get("STORAGE_EMULATOR_HOST")
+    if not raw:
+        return None
+    url = urlsplit(raw if "://" in raw else f"http://{raw}")
+    if url.scheme not in ("http", "https") or not url.netloc or url.path.strip("/"):
+        raise ConfigError("STORAGE_EMULATOR_HOST", f"{raw!r} is not an emulator's host:port")
+    return url.scheme, url.netloc
+
+
 def make_filesystem(
-    uri: BucketUri, *, s3_endpoint: str | None = None, environ: Mapping[str, str] | None = None
+    uri: BucketUri,
+    *,
+    s3_endpoint: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    gcs_retry_limit: dt.timedelta = GCS_RETRY_LIMIT,
 ) -> pafs.FileSystem:
     """Return the pyarrow file system for a bucket URI.
 
@@ -115,7 +139,16 @@ def make_filesystem(
     """
     env = os.environ if environ is None else environ
     if uri.scheme == "gs":
-        return pafs.GcsFileSystem(retry_time_limit=GCS_RETRY_LIMIT)
+        emulator = gcs_emulator(env)
+        if emulator is None:
+            return pafs.GcsFileSystem(retry_time_limit=gcs_retry_limit)
+        scheme, host = emulator
+        return pafs.GcsFileSystem(
+            anonymous=True,
+            endpoint_override=host,
+            scheme=scheme,
+            retry_time_limit=gcs_retry_limit,
+        )
     settings = s3_settings(s3_endpoint, env)
     region = settings.region
     if region is None and settings.endpoint_override is None:
@@ -141,8 +174,19 @@ _REASONS = (
         "access denied (check the credentials the provider chain found and their permissions)",
     ),
     (
-        ("INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId", "SIGNATURE_DOES_NOT_MATCH", "Unauthorized"),
+        (
+            "INVALID_ACCESS_KEY_ID",
+            "InvalidAccessKeyId",
+            "SIGNATURE_DOES_NOT_MATCH",
+            "Unauthorized",
+            "UNAUTHENTICATED",
+        ),
         "the credentials were rejected (unknown key or bad secret)",
+    ),
+    (
+        ("Could not create a OAuth2 access token", "Could not automatically determine credentials"),
+        "no usable Google credentials (set GOOGLE_APPLICATION_CREDENTIALS to a service account "
+        "key file, or run where the metadata server answers)",
     ),
     (("Path does not exist", "NotFound", "NO_SUCH_KEY"), "no such object"),
     (
@@ -272,12 +316,20 @@ class ObjectStore:
         return int(info.size)
 
     def list_dir(self, path: str) -> list[str]:
-        """Return the sorted names one level below `path` ([] when nothing is there)."""
+        """Return the sorted names one level below `path` ([] when nothing is there).
+
+        On GCS the listing is recursive: pyarrow's one-level GCS listing returns objects
+        only, never the prefixes below (`snapshot_date=D/` would be missing), so the names
+        of the first level are taken from every object under `path`.
+        """
+        base = self._abs(path)
+        recursive = self.uri.scheme == "gs"
         with self._errors("list", path):
             infos = self._fs.get_file_info(
-                pafs.FileSelector(self._abs(path), allow_not_found=True, recursive=False)
+                pafs.FileSelector(base, allow_not_found=True, recursive=recursive)
             )
-        return sorted(posixpath.basename(info.path.rstrip("/")) for info in infos)
+        names = {info.path[len(base) :].strip("/").split("/", 1)[0] for info in infos}
+        return sorted(name for name in names if name)
 
     def make_dirs(self, path: str) -> None:
         """Do nothing: prefixes exist through the objects under them (no marker objects)."""
@@ -292,6 +344,8 @@ class ObjectStore:
         with self._errors("delete", path), contextlib.suppress(FileNotFoundError):
             if self._fs.get_file_info(self._abs(path)).type == pafs.FileType.File:
                 self._fs.delete_file(self._abs(path))
+            elif self.uri.scheme == "gs":  # no marker objects; delete_dir wants one
+                self._fs.delete_dir_contents(self._abs(path), missing_dir_ok=True)
             else:
                 self._fs.delete_dir(self._abs(path))
 
@@ -358,5 +412,9 @@ def open_object_store(
     except OSError as exc:  # e.g. an unreadable credentials file
         raise SinkError("store", f"cannot open {parsed}: {describe_store_error(str(exc))}") from exc
     store = ObjectStore(fs, parsed)
-    store.check_bucket()
+    if parsed.scheme == "gs":  # the same check, with a retry limit of seconds (see above)
+        quick = make_filesystem(parsed, environ=environ, gcs_retry_limit=GCS_OPEN_CHECK_LIMIT)
+        ObjectStore(quick, parsed).check_bucket()
+    else:
+        store.check_bucket()
     return store

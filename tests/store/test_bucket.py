@@ -41,6 +41,7 @@ from exporter.store.layout import snapshot_name as snapshot_dir
 from tests.helpers import (
     PYTHON,
     EmulatorProcess,
+    bucket_snapshot_rows,
     catalog_rows,
     emulator_process,
     exported_rows,
@@ -111,7 +112,7 @@ class TestUris:
         assert open_store(str(tmp_path)).local_path("") == tmp_path
 
     def test_gs_uris_get_a_gcs_file_system(self) -> None:
-        """There is no GCS emulator here: only the dispatch is tested, no request is sent."""
+        """Only the dispatch: no request is sent (tests/store/test_gcs.py sends them)."""
         fs = make_filesystem(parse_bucket_uri("gs://bkt/p"), environ={})
         assert isinstance(fs, pafs.GcsFileSystem)
         store = ObjectStore(fs, parse_bucket_uri("gs://bkt/p"))
@@ -337,21 +338,7 @@ def staged_objects(keys: dict[str, str]) -> list[str]:
 
 
 def published_rows(s3: S3Server, bucket: str, prefix: str) -> dict[str, dict[str, Any]]:
-    """Read the published snapshot as a manifest-honouring reader does, compare with a glob."""
-    fs = s3.filesystem()
-    base = f"{bucket}/{prefix}/{snapshot_dir(DATE)}"
-    with fs.open_input_stream(f"{base}/_SUCCESS"):
-        pass
-    with fs.open_input_stream(f"{base}/_manifest.json") as raw:
-        manifest = orjson.loads(raw.read())
-    listed = sorted(f["path"] for f in manifest["files"] if f["format"] == "parquet")
-    globbed = fs.get_file_info(pafs.FileSelector(base))
-    assert sorted(i.base_name for i in globbed if i.base_name.endswith(".parquet")) == listed
-    for entry in manifest["files"]:
-        with fs.open_input_stream(f"{base}/{entry['path']}") as raw:
-            assert hashlib.sha256(raw.read()).hexdigest() == entry["sha256"]
-    table = pq.ParquetDataset([f"{base}/{p}" for p in listed], filesystem=fs).read()
-    return exported_rows(table.to_pylist())
+    return bucket_snapshot_rows(s3.filesystem(), f"{bucket}/{prefix}/{snapshot_dir(DATE)}")
 
 
 def test_export_into_a_bucket_matches_the_catalog(
