@@ -23,6 +23,7 @@ from exporter.emulator import EmulatorSettings, run_emulator
 from exporter.pipeline import export
 from exporter.progress import print_summary, report_progress
 from exporter.stats import RunStats
+from exporter.store.layout import MANIFEST_NAME, ROOT, SUCCESS_NAME, manifest_path
 from exporter.tasks import FirstErrorGroup
 
 log = logging.getLogger("exporter.demo")
@@ -102,11 +103,12 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def show_results(output: str, snapshot: str, manifest: dict[str, Any]) -> None:
+def show_results(output: str, snapshot: str) -> None:
     """Print the DuckDB query results and the paths written."""
     import duckdb
 
-    glob = posixpath.join(output, "snapshot_date=*", "*.parquet")
+    manifest = orjson.loads(Path(manifest_path(snapshot)).read_bytes())
+    glob = posixpath.join(output, ROOT.snapshot("*"), "*.parquet")
     with duckdb.connect() as con:
         for title, sql in demo_queries(glob, manifest.get("schema", [])):
             result = con.execute(sql)
@@ -115,7 +117,7 @@ def show_results(output: str, snapshot: str, manifest: dict[str, Any]) -> None:
     print(f"\nsnapshot: {snapshot}")
     for entry in manifest.get("files", []):
         print(f"  {entry['path']:<28} {entry['rows']:>9,} rows {entry['bytes']:>12,} bytes")
-    print("  _manifest.json, _SUCCESS")
+    print(f"  {MANIFEST_NAME}, {SUCCESS_NAME}")
     print(f"query it yourself: SELECT count(*) FROM read_parquet('{glob}')")
 
 
@@ -147,6 +149,4 @@ async def run_demo(images: int, seed: int, output: str, interactive: bool) -> No
             group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
             group.start_soon(run)
     print_summary(summary, log_format="plain", interactive=interactive)
-    snapshot = str(summary["snapshot"])
-    manifest = orjson.loads((Path(snapshot) / "_manifest.json").read_bytes())
-    show_results(output, snapshot, manifest)
+    show_results(output, str(summary["snapshot"]))

@@ -218,17 +218,21 @@ def _heap_trimmer() -> Callable[[], object]:
     return functools.partial(trim, 0)
 
 
-async def export(config: ExportConfig, *, stats: RunStats | None = None) -> dict[str, Any]:
-    """Export one snapshot and publish it; return the summary (the CLI prints it)."""
+async def export(
+    config: ExportConfig, *, stats: RunStats | None = None, layout: Layout = ROOT
+) -> dict[str, Any]:
+    """Export one snapshot and publish it; return the summary (the CLI prints it).
+
+    `layout` places everything under a level of OUT (`Layout.for_account(id)` in a fleet).
+    """
     with _bulk_allocation():
-        return await _export(config, stats if stats is not None else RunStats())
+        return await _export(config, stats if stats is not None else RunStats(), layout)
 
 
-async def _export(config: ExportConfig, stats: RunStats) -> dict[str, Any]:
+async def _export(config: ExportConfig, stats: RunStats, layout: Layout) -> dict[str, Any]:
     store = await anyio.to_thread.run_sync(
         lambda: open_store(config.output, s3_endpoint=config.s3_endpoint)
     )
-    layout = ROOT
     fingerprint = request_fingerprint(describe_request(config))
     with store.lock(layout.lock(run_key(fingerprint, config.snapshot_date.isoformat()))):
         await _complete_committing_runs(config, store, layout, fingerprint)

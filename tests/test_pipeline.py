@@ -18,7 +18,7 @@ from exporter.config import ExportConfig, parse_config
 from exporter.emulator import RunningEmulator
 from exporter.errors import ConcurrentRunError, SchemaContractError, SinkError
 from exporter.store import HashingWriter, LocalStore
-from exporter.store.layout import ROOT, run_key
+from exporter.store.layout import ROOT, Layout, run_key
 from tests.conftest import EmulatorFactory
 from tests.helpers import catalog_rows, exported_rows, query_rows, snapshot_rows
 
@@ -181,6 +181,30 @@ class TestDuckdbSink:
         manifest = orjson.loads((tmp_path / "out" / SNAPSHOT / "_manifest.json").read_bytes())
         assert manifest["counts"]["rows"] == len(emulator.catalog)
         assert manifest["complete"] is True
+
+
+class TestAccountLayout:
+    async def test_an_account_level_holds_everything_of_its_run(
+        self, emulator: RunningEmulator, tmp_path: Path
+    ) -> None:
+        """With `Layout.for_account`, snapshot, staging and DuckDB live under `account_id=<id>/`,
+        and one Hive-partitioned glob reads the account's rows back."""
+        config = make_config(emulator, tmp_path, **{"export.formats": ["parquet", "duckdb"]})
+        await pipeline.export(config, layout=Layout.for_account(emulator.account_id))
+        level = tmp_path / f"account_id={emulator.account_id}"
+        listed = {d.name: sorted(p.name for p in d.iterdir()) for d in (tmp_path, level)}
+        assert listed == {
+            tmp_path.name: [level.name],
+            level.name: [".staging", "images.duckdb", SNAPSHOT],
+        }
+        glob = tmp_path / "account_id=*" / "snapshot_date=*" / "*.parquet"
+        rows = query_rows(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
+        assert {r["account_id"] for r in rows} == {emulator.account_id}
+        assert exported_rows(rows) == expected_rows(emulator)
+        table = query_rows(
+            "SELECT * EXCLUDE (snapshot_date) FROM images", str(level / "images.duckdb")
+        )
+        assert exported_rows(table) == expected_rows(emulator)
 
 
 class TestConcurrentRuns:
