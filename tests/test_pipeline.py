@@ -195,7 +195,7 @@ class TestAccountLayout:
         listed = {d.name: sorted(p.name for p in d.iterdir()) for d in (tmp_path, level)}
         assert listed == {
             tmp_path.name: [level.name],
-            level.name: [".staging", "images.duckdb", SNAPSHOT],
+            level.name: [".staging", "changes", "images.duckdb", SNAPSHOT],
         }
         glob = tmp_path / "account_id=*" / "snapshot_date=*" / "*.parquet"
         rows = query_rows(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
