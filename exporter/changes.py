@@ -127,6 +127,11 @@ def night_source(
         database = _duckdb_path(store, layout, request)
         if database is not None and database.exists():
             return NightSource("duckdb", date, (str(database),))
+    if "delta" in request.get("formats", []):
+        from exporter import delta
+
+        location = delta.DeltaLocation(store, layout)
+        return NightSource("arrow", date, table=delta.read_partition(location, delta.IMAGES, date))
     raise SinkError("changes", f"snapshot {date} wrote nothing the change diff can read")
 
 
@@ -232,6 +237,12 @@ def _load_tables(
         except duckdb.Error as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SinkError("duckdb", f"cannot load the changes into {database}: {reason}") from exc
+    if "delta" in request.get("formats", []):
+        from exporter import delta
+
+        paths = [posixpath.join(published, name) for name in names]
+        date, run_id = str(night["snapshot_date"]), str(night.get("run_id", ""))
+        delta.load_changes(store, layout, date, paths, CHANGES_SCHEMA, run_id)
 
 
 def _duckdb_path(store: Store, layout: Layout, request: Mapping[str, Any]) -> Path | None:

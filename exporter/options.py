@@ -35,7 +35,7 @@ Check = Callable[[Any], Any]  # returns the (normalised) value or raises ValueEr
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_BATCH_BASE_URL = "https://batch.imagedelivery.net"
-BUILTIN_FORMATS = ("parquet", "ndjson", "duckdb")
+BUILTIN_FORMATS = ("parquet", "ndjson", "duckdb", "delta")
 MAX_DEPTH = 64
 MAX_COLUMN_CAP = 10_000  # BigQuery's column limit; other warehouses allow more
 
@@ -325,11 +325,11 @@ class ExportOptions(Options):
     )
     formats: tuple[str, ...] = opt(
         ("parquet",),
-        help="sinks to write: parquet, ndjson, duckdb, or a plugin",
+        help="sinks to write: parquet, ndjson, duckdb, delta, or a plugin",
         check=some_format,
         flag="--format",
         metavar="NAME",
-        flag_help="parquet, ndjson, duckdb (repeatable)",
+        flag_help="parquet, ndjson, duckdb, delta (repeatable)",
         fingerprint=True,
     )
     snapshot_date: str = opt(

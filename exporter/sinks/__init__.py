@@ -45,6 +45,7 @@ BUILTIN_SINKS = {
     "parquet": "exporter.sinks.parquet:ParquetSink",
     "ndjson": "exporter.sinks.ndjson:NdjsonSink",
     "duckdb": "exporter.sinks.duckdb:DuckdbSink",
+    "delta": "exporter.sinks.delta:DeltaSink",
     "memory": "exporter.sinks.memory:MemorySink",
 }
 
