@@ -84,7 +84,15 @@ def test_cli_runs_a_scenario_and_saves_json(
     )
     assert document["plan"]["stage_images"] == Plan.tiny().stage_images
     assert {r["scenario"] for r in document["results"]} == {"stages"}
-    assert set(SCENARIOS) == {"stages", "throughput", "memory", "nasty", "latency", "paced"}
+    assert set(SCENARIOS) == {
+        "stages",
+        "throughput",
+        "memory",
+        "nasty",
+        "latency",
+        "paced",
+        "changes",
+    }
 
 
 def test_launcher_reports_the_child_rusage_not_the_parents() -> None:
@@ -117,3 +125,14 @@ def test_an_export_can_run_another_revisions_exporter() -> None:
 def test_an_unknown_revision_gives_no_tree() -> None:
     with revision_tree("0" * 40) as tree:
         assert tree is None
+
+
+def test_changes_scenario_measures_the_diff_beside_the_export() -> None:
+    """Two nights into one output; the row holds the diff's and the export's numbers."""
+    from tests.bench.changes import measure
+
+    row = measure(500, repeat=1)
+    assert row.scenario == "changes" and row.images == 500
+    assert row.extra["change_rows"] == 5  # 1% uploads
+    assert row.wall_s > 0 and row.extra["export_wall_s"] > 0
+    assert row.peak_rss_mb and row.extra["export_peak_rss_mb"]

@@ -40,6 +40,7 @@ class Plan:
     paced_window_s: float = 2.0
     stage_images: int = 100_000
     checkpoint_part_rows: int = 10_000
+    changes_images: tuple[int, ...] = (1_000_000, 3_000_000)
 
     @classmethod
     def quick(cls, repeat: int = 1) -> Plan:
@@ -55,6 +56,7 @@ class Plan:
             paced_window_s=1.0,
             stage_images=20_000,
             checkpoint_part_rows=5_000,
+            changes_images=(100_000,),
         )
 
     @classmethod
@@ -72,6 +74,7 @@ class Plan:
             paced_window_s=0.5,
             stage_images=300,
             checkpoint_part_rows=1_000,
+            changes_images=(500,),
         )
 
 
@@ -320,6 +323,13 @@ def quota_used(run: ExportRun, quota: int, window: float) -> tuple[float, float]
     return requests / seconds, least / seconds
 
 
+def changes(plan: Plan) -> list[Row]:
+    """The change diff's wall and peak RSS against the export's (1% uploads a night)."""
+    from tests.bench.changes import measure
+
+    return [measure(images, plan.repeat) for images in plan.changes_images]
+
+
 def stages(plan: Plan) -> list[Row]:
     """Decode, normalize and write each alone, in this process, on one core."""
     from tests.bench.stages import measure_stages
@@ -334,4 +344,5 @@ SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "nasty": nasty,
     "latency": latency,
     "paced": paced,
+    "changes": changes,
 }
