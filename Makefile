@@ -50,7 +50,7 @@ golden: $(STAMP) ## rewrite the pinned user contract (tests/contract_golden/); r
 emulator: $(STAMP) ## serve the Images API emulator on loopback (Ctrl-C stops it)
 	$(BIN)/cf-images-export emulator
 
-demo: $(STAMP) ## export a 50,000-image emulated catalog and query it with DuckDB
+demo: $(STAMP) ## export two nights of a 50,000-image emulated catalog; DuckDB shows what changed
 	$(BIN)/cf-images-export demo
 
 bench: $(STAMP) ## run the benchmark suite (tests/bench), print and save the table

@@ -1,9 +1,10 @@
-"""`cf-images-export demo`: a real export over loopback from an embedded emulator, then DuckDB.
+"""`cf-images-export demo`: two nights exported over loopback from an embedded emulator, DuckDB.
 
-Nothing to set up: the emulator listens on a free 127.0.0.1 port with its demo token, the
+Nothing to set up: the emulator listens on a free 127.0.0.1 port with its demo token, and
+serves the catalog as of yesterday night, then as of tonight (uploads, deletions, edits). Each
 export runs exactly as a nightly job would (both-ends walk, pacing, Parquet + NDJSON,
-manifest, atomic publication), and a few DuckDB queries over the published Parquet show
-that the output is ready for analytics.
+manifest, atomic publication, change set); DuckDB queries over the published Parquet show the
+catalog and what changed between the two nights.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def show_results(output: str, snapshot: str) -> None:
     import duckdb
 
     manifest = orjson.loads(Path(manifest_path(snapshot)).read_bytes())
-    glob = posixpath.join(output, ROOT.snapshot("*"), "*.parquet")
+    glob = posixpath.join(snapshot, "*.parquet")
     with duckdb.connect() as con:
         for title, sql in demo_queries(glob, manifest.get("schema", [])):
             result = con.execute(sql)
@@ -119,12 +120,58 @@ def show_results(output: str, snapshot: str) -> None:
         print(f"  {entry['path']:<28} {entry['rows']:>9,} rows {entry['bytes']:>12,} bytes")
     print(f"  {MANIFEST_NAME}, {SUCCESS_NAME}")
     print(f"query it yourself: SELECT count(*) FROM read_parquet('{glob}')")
+    changes = posixpath.join(output, ROOT.changes("*"), "*.parquet")
+    print(f"and the changes: SELECT * FROM read_parquet('{changes}', hive_partitioning = false)")
+
+
+def change_queries(output: str) -> list[tuple[str, str]]:
+    """Return (title, SQL) pairs showing tonight's change set."""
+    source = (
+        f"read_parquet('{posixpath.join(output, ROOT.changes('*'), '*.parquet')}', "
+        "hive_partitioning = false) WHERE previous_snapshot_date IS NOT NULL"
+    )
+    return [
+        (
+            "what changed since the previous night",
+            f"SELECT snapshot_date, change, count(*) AS images FROM {source} "
+            "GROUP BY ALL ORDER BY snapshot_date, change",
+        ),
+        (
+            "a few edited images and the fields that changed",
+            f"SELECT id, changed_fields, left(filename, 30) AS filename FROM {source} "
+            "AND change = 'changed' ORDER BY len(changed_fields) DESC, id LIMIT 6",
+        ),
+    ]
+
+
+def show_changes(output: str) -> None:
+    """Print tonight's change set, as DuckDB sees it."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        for title, sql in change_queries(output):
+            result = con.execute(sql)
+            columns = [d[0] for d in result.description]
+            print(f"\n-- {title}\n{render_table(columns, result.fetchall())}")
 
 
 async def run_demo(images: int, seed: int, output: str, interactive: bool) -> None:
-    """Serve a seeded catalog on loopback, export it to `output`, query it with DuckDB."""
-    settings = EmulatorSettings(images=images, seed=seed)
-    log.info("building a %s-image emulated catalog (seed %s)", f"{images:,}", seed)
+    """Export the catalog as of last night, then tonight; query both and the changes."""
+    today = dt.datetime.now(dt.UTC).date()
+    summary: dict[str, Any] = {}
+    for night, day in enumerate((today - dt.timedelta(days=1), today)):
+        summary = await _export_night(images, seed, night, day, output, interactive)
+        print_summary(summary, log_format="plain", interactive=interactive)
+    show_results(output, str(summary["snapshot"]))
+    show_changes(output)
+
+
+async def _export_night(
+    images: int, seed: int, night: int, day: dt.date, output: str, interactive: bool
+) -> dict[str, Any]:
+    """Serve the catalog as of `night` on loopback and export it as the snapshot of `day`."""
+    settings = EmulatorSettings(images=images, seed=seed, night=night)
+    log.info("night %s: a %s-image emulated catalog (seed %s)", night, f"{images:,}", seed)
     async with run_emulator(settings) as emu:
         log.info("emulator at %s, account %s", emu.base_url, emu.account_id)
         config = parse_config(
@@ -135,8 +182,9 @@ async def run_demo(images: int, seed: int, output: str, interactive: bool) -> No
                 "export.base_url": emu.base_url,
                 "export.output": output,
                 "export.formats": ["parquet", "ndjson"],
+                "export.snapshot_date": day.isoformat(),
             },
-            today=dt.datetime.now(dt.UTC).date(),
+            today=day,
         )
         stats = RunStats()
         summary: dict[str, Any] = {}
@@ -148,5 +196,4 @@ async def run_demo(images: int, seed: int, output: str, interactive: bool) -> No
 
             group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
             group.start_soon(run)
-    print_summary(summary, log_format="plain", interactive=interactive)
-    show_results(output, str(summary["snapshot"]))
+    return summary

@@ -63,7 +63,9 @@ def test_demo_command_prints_query_results(tmp_path: Path) -> None:
     """`cf-images-export demo` (what `make demo` runs) exports and prints DuckDB tables."""
     result = run_cli(["demo", "--images", "3000", "--output", "demo"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for title in ("images per meta.status", "images per creator", "uploads per month"):
+    titles = ("images per meta.status", "images per creator", "uploads per month")
+    titles += ("what changed since the previous night", "the fields that changed")
+    for title in titles:
         assert title in result.stdout
     assert any((tmp_path / "demo").glob("snapshot_date=*/_SUCCESS"))
     assert "3,000 images" in result.stderr or "images: 3,000" in result.stderr
