@@ -21,7 +21,7 @@ from exporter.store import Layout, Store
 from exporter.store.layout import run_key, run_key_date
 
 STALE_AFTER_DAYS = 7  # staged runs older than this (by snapshot date) are swept after a publish
-CHECKPOINT_VERSION = 2  # 2: parts name their format; phase "committing"
+CHECKPOINT_VERSION = 3  # 2: parts name their format; phase "committing"; 3: cursor positions
 # Keys never part of a fingerprint or a file: credentials in any spelling.
 SECRET_MARKERS = ("token", "secret", "password", "api_key", "apikey", "authorization", "email")
 

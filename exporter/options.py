@@ -393,6 +393,9 @@ class RequestOptions(Options):
     )
 
 
+RECENT_IDS = 10_000  # ids a walker cursor remembers to place a repeated or late image
+
+
 @dataclass(frozen=True, kw_only=True)
 class WalkOptions(Options):
     """`[walk]`: how to walk: cursors, batch host, retries, pacing and timeouts."""
@@ -430,7 +433,7 @@ class WalkOptions(Options):
     read_timeout_s: float = opt(60.0, help="read timeout per reply", check=seconds)
     # Internal settings (no config key).
     retry: RetryPolicy | None = None  # replaces max_attempts/deadline_s (tests: fast backoff)
-    hold_cap: int = 20_000  # held-back ties (both cursors) before desc is frozen
+    recent_ids: int = RECENT_IDS  # ids each cursor remembers to place repeated or late images
     # Fetched ahead of the consumer: a cursor asks for its next page only while fewer than
     # `prefetch` pages and `prefetch_images` images are buffered (always when none are), so
     # memory follows images when pages are large and requests stay few when they are small.
@@ -443,9 +446,9 @@ class WalkOptions(Options):
 
     def validate(self) -> None:
         """Raise ConfigError for impossible internal settings (declared options are checked)."""
-        if self.hold_cap < 1 or self.prefetch < 0 or self.prefetch_images < 0:
+        if self.recent_ids < 1 or self.prefetch < 0 or self.prefetch_images < 0:
             raise ConfigError(
-                "walk", "hold_cap >= 1, prefetch >= 0 and prefetch_images >= 0 are required"
+                "walk", "recent_ids >= 1, prefetch >= 0 and prefetch_images >= 0 are required"
             )
 
     def retry_policy(self) -> RetryPolicy:

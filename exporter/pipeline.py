@@ -455,7 +455,16 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
     unfiltered = is_unfiltered(config)
     warnings = []
     if unfiltered and api_count is not None and api_count != stats.images:
-        warnings.append(f"the API counts {api_count} images but {stats.images} were exported")
+        # Not a failure: uploads and deletions during the walk may or may not be exported.
+        warnings.append(
+            f"the API counted {api_count} images as the walk began and {stats.images} were "
+            "exported (uploads and deletions during the walk account for a difference)"
+        )
+    if stats.out_of_order or stats.duplicates_dropped:
+        warnings.append(
+            f"the API served {stats.out_of_order} image(s) out of order (kept) and repeated "
+            f"{stats.duplicates_dropped} id(s) (dropped); each image is exported once"
+        )
     manifest = build_manifest(
         run_id=run.checkpoint.run_id,
         snapshot_date=run.checkpoint.snapshot_date,

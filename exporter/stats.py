@@ -25,6 +25,8 @@ class RunStats:
     waits: int = 0  # client: pauses before a request (pacer hold-off, a 429's Retry-After)
     wait_seconds: float = 0.0  # client: their length
     anomalies: int = 0  # pipeline, from the normalizer: values it could not parse (kept raw)
+    out_of_order: int = 0  # walker: images a page served behind their cursor's position (kept)
+    duplicates_dropped: int = 0  # walker: ids a cursor served again (dropped)
     current_wait: str = ""  # client: why a request is waiting now, for the progress bar
     extra: dict[str, Any] = field(default_factory=dict)  # pipeline: `api_count`
 

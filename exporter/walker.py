@@ -1,24 +1,45 @@
 """Cursors over List V2: one cursor, or asc + desc from both ends meeting in the middle.
 
-Both-ends walk (issue 3, item 5). The asc cursor has seen every image with `uploaded` below
-its largest value `a`; the desc cursor every image above its smallest value `d`. While
-`a <= d`, an asc image below `a` and a desc image above `d` can never be claimed by the other
-cursor, so they stream out at once; only the ties at each cursor's edge are held back. Once
-`a > d` the two cover everything: asc keeps what lies at or below `d` (and below its own
-edge), desc the rest. When `a == d`, the desc cursor stops ("freezes") and asc walks on alone
-up to that point, emitting ties immediately; the walker also freezes desc when held ties would
-exceed `hold_cap`, which keeps memory bounded on catalogs of huge tie groups. A cursor that
-reaches its end first has seen everything, less what the other one already emitted.
+The order. List V2 serves images by `uploaded`, ties by `id` (as the emulator does; a token
+is a cursor, "the next page starts after the last sort key served", DESIGN "Live catalogs"),
+ascending for asc and descending for desc. An image's key `(uploaded, id)` is unique, so a
+cursor's position, the furthest key it has served, says what it has seen: every image that
+existed while the cursor passed, up to its position. A live catalog does not move positions:
+an edit keeps the key, and an upload or a deletion only adds or removes keys that a cursor
+has not reached yet (it may or may not be exported) or has passed (it is not).
 
-The merge (`Merge`) is pure and resumable: `state()` is JSON-ready and holds, per cursor, the
-next token, the edge value with the ids seen at it, and the held-back images. A token the API
-rejects on resume (400) restarts that cursor from the start; the edge skips what was seen.
+Both ends (issue 3, item 5). asc emits an image when its key lies below desc's position, desc
+when above asc's; the merge takes pages one at a time, in any interleaving. Invariants:
+- Exactly once: the first cursor to serve an image emits it. The other has not reached that
+  key then, so the key lies strictly on the emitting side of the other's position; once
+  served, it lies at or behind the emitter's position, which the second cursor's rule excludes.
+- Complete: the walk ends when a cursor ends (it served every key) or reaches the other's
+  position (asc served all keys up to its position, desc all from its own): every image
+  present for the whole walk was served by one of them, and so emitted.
+- Bounded (issue 12, item 2): nothing is held back, whatever the ties. A cursor's state is its
+  token and position, a few hundred bytes of JSON; a bulk import of 100,000 images on one
+  instant costs no memory and no checkpoint bytes.
+
+Misbehaving pages. A cursor remembers the ids of its last pages (two at least, and at least
+`recent_ids` ids) and its floor, the position before them: every image it served beyond the
+floor is remembered. An image a page serves at or behind the position is then
+- a repeat when its id is remembered (or an id served again under a new key): dropped,
+  counted `duplicates_dropped`;
+- late when its key lies beyond the floor: never served before, so it is kept by the same
+  rule as any image, counted `out_of_order`;
+- otherwise undecidable in bounded memory: CursorError, never a silent duplicate.
+An API that ordered ties by something other than the id would show here as late images.
+
+Resume. `state()` holds tokens, positions and counts. A resumed cursor's floor is its
+position. A token the API rejects on resume (400) restarts that cursor from the beginning in
+replay: it skips, silently, every key up to its position (exported before the restart).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +50,7 @@ import anyio
 from exporter.auth import Credentials
 from exporter.client import ApiClient
 from exporter.errors import ConfigError, CursorError, ExporterError, ResponseError
-from exporter.options import WalkOptions
+from exporter.options import RECENT_IDS, WalkOptions
 from exporter.pagination import Image, ListRequest, Page, SortOrder, uploaded_key
 from exporter.ratelimit import Pacer
 from exporter.stats import RunStats
@@ -37,7 +58,8 @@ from exporter.tasks import FirstErrorGroup
 
 log = logging.getLogger("exporter.walker")
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1 held ties and edge ids (unbounded); 2 positions
+Key = tuple[datetime, str]  # (uploaded, id): the List V2 order, unique per image
 
 
 def make_client(
@@ -74,114 +96,160 @@ class Chunk:
 
 
 @dataclass
+class _Recent:
+    """The ids of a cursor's last pages (at least two, at least `limit` ids) and its floor.
+
+    Every image the cursor served beyond `floor` (in its order) is in `ids`: a page leaves
+    only when enough later pages hold `limit` ids, and the floor becomes the position after
+    it. An image at or behind the floor may have been served by a page that has left.
+    """
+
+    limit: int
+    floor: Key | None = None
+    ids: set[str] = field(default_factory=set)
+    pages: deque[tuple[list[str], Key | None]] = field(default_factory=deque)
+    count: int = 0
+
+    def add(self, ids: list[str], position: Key | None) -> None:
+        """Remember a page's served ids and the position after it; forget what is old."""
+        self.ids.update(ids)
+        self.pages.append((ids, position))
+        self.count += len(ids)
+        while len(self.pages) > 2 and self.count - len(self.pages[0][0]) >= self.limit:
+            old, self.floor = self.pages.popleft()
+            self.count -= len(old)
+            self.ids.difference_update(old)
+
+
+@dataclass
 class Side:
-    """One cursor's progress: next token, edge (extreme `uploaded` seen) and held ties."""
+    """One cursor's progress: next token and position (the furthest key it has served)."""
 
     order: SortOrder
     token: str | None = None
     started: bool = False
     ended: bool = False
-    stopped: bool = False  # no more pages wanted (frozen desc, or the walk is over)
-    edge: datetime | None = None
-    edge_text: str | None = None
-    edge_ids: set[str] = field(default_factory=set)  # every id seen at the edge
-    held: list[Image] = field(default_factory=list)
-    replay: bool = False  # restarted from the beginning: skip what lies before the edge
+    stopped: bool = False  # no more pages wanted (the walk is over)
+    position: Key | None = None
+    position_text: str | None = None  # `uploaded` of the position, as the API wrote it
+    replay: bool = False  # restarted from the beginning: skip up to the position, silently
+    out_of_order: int = 0  # images served behind the position, never served before: kept
+    duplicates_dropped: int = 0  # ids this cursor served again: dropped
+    recent: _Recent = field(default_factory=lambda: _Recent(RECENT_IDS))
 
-    def beyond(self, key: datetime, edge: datetime) -> bool:
-        """Return True when `key` comes after `edge` in this cursor's order."""
-        return key > edge if self.order == "asc" else key < edge
+    def beyond(self, key: Key, mark: Key) -> bool:
+        """Return True when `key` comes after `mark` in this cursor's order."""
+        return key > mark if self.order == "asc" else key < mark
 
-    def accept(self, images: Sequence[Image], url: str) -> list[tuple[datetime, Image]]:
-        """Return the page's new images with their keys; advance the edge; check the order.
+    def accept(self, images: Sequence[Image], url: str) -> list[tuple[Key, Image]]:
+        """Return the page's images this cursor serves for the first time, with their keys.
 
-        Runs once per image on the event loop, so the edge lives in locals for the page and
-        a run of images sharing one `uploaded` text (ties) is parsed once.
+        Runs once per image on the event loop: the position lives in locals for the page,
+        and a run of images sharing one `uploaded` text (a tie) is parsed once.
+        CursorError for an image behind the floor that the recent ids cannot place.
         """
-        fresh: list[tuple[datetime, Image]] = []
+        fresh: list[tuple[Key, Image]] = []
+        served: list[str] = []
         asc = self.order == "asc"
-        edge, edge_ids = self.edge, self.edge_ids
+        position, position_text = self.position, self.position_text
+        recent, floor = self.recent.ids, self.recent.floor
+        page_ids: set[str] = set()
         text: Any = None
-        key: datetime | None = None
+        instant: datetime | None = None
         try:
             for image in images:
-                if key is None or image.get("uploaded") != text:
-                    key = uploaded_key(image, url)
+                if instant is None or image.get("uploaded") != text:
+                    instant = uploaded_key(image, url)
                     text = image["uploaded"]
-                if edge is not None and key != edge:
-                    if key < edge if asc else key > edge:
-                        if self.replay:
-                            continue  # seen before the restart
-                        raise CursorError(url, f"{self.order} cursor went back to {text}")
+                image_id = image["id"]
+                key = (instant, image_id)
+                if position is None or (key > position if asc else key < position):
                     self.replay = False
-                    edge, edge_ids = key, set()
-                    self.edge_text = text
-                elif edge is None:
-                    self.replay = False
-                    edge, edge_ids = key, set()
-                    self.edge_text = text
-                elif image["id"] in edge_ids:
-                    continue  # a restarted cursor passing the edge again, or a repeated tie
-                edge_ids.add(image["id"])
+                    if image_id in recent or image_id in page_ids:
+                        self.duplicates_dropped += 1  # an id served again, under a new key
+                        continue
+                    position, position_text = key, text
+                elif self.replay:
+                    continue  # exported before the restart
+                elif image_id in recent or image_id in page_ids:
+                    self.duplicates_dropped += 1
+                    continue
+                elif floor is None or (key > floor if asc else key < floor):
+                    self.out_of_order += 1  # never served: every id beyond the floor is known
+                else:
+                    raise CursorError(
+                        url,
+                        f"the {self.order} cursor went back to {text} ({image_id!r}), further "
+                        "than the walker remembers; it cannot tell whether that image was "
+                        "exported already",
+                    )
+                page_ids.add(image_id)
+                served.append(image_id)
                 fresh.append((key, image))
         finally:
-            self.edge, self.edge_ids = edge, edge_ids
+            self.position, self.position_text = position, position_text
+            self.recent.add(served, position)
         return fresh
 
     def state(self) -> dict[str, Any]:
-        """Return this cursor's JSON-ready state."""
+        """Return this cursor's JSON-ready state (a few hundred bytes, whatever the ties)."""
         return {
             "order": self.order,
             "token": self.token,
             "started": self.started,
             "ended": self.ended,
             "stopped": self.stopped,
-            "edge": self.edge_text,
-            "edge_ids": sorted(self.edge_ids),
-            "held": list(self.held),
+            "position": None if self.position is None else [self.position_text, self.position[1]],
             "replay": self.replay,
+            "out_of_order": self.out_of_order,
+            "duplicates_dropped": self.duplicates_dropped,
         }
 
     @classmethod
-    def from_state(cls, data: Mapping[str, Any]) -> Side:
-        """Return a cursor restored from `state()`."""
-        edge_text = data.get("edge")
+    def from_state(cls, data: Mapping[str, Any], recent_ids: int = RECENT_IDS) -> Side:
+        """Return a cursor restored from `state()`; its floor is its position."""
         side = cls(
             order=data["order"],
             token=data.get("token"),
             started=bool(data.get("started")),
             ended=bool(data.get("ended")),
             stopped=bool(data.get("stopped")),
-            edge_text=edge_text,
-            edge_ids=set(data.get("edge_ids", ())),
-            held=list(data.get("held", ())),
             replay=bool(data.get("replay")),
+            out_of_order=int(data.get("out_of_order", 0)),
+            duplicates_dropped=int(data.get("duplicates_dropped", 0)),
+            recent=_Recent(recent_ids),
         )
-        if edge_text is not None:
-            side.edge = uploaded_key({"uploaded": edge_text})
+        position = data.get("position")
+        if position is not None:
+            text, image_id = position
+            side.position = (uploaded_key({"uploaded": text}), image_id)
+            side.position_text = text
+            side.recent.floor = side.position
         return side
-
-
-def _key(image: Image) -> datetime:
-    return uploaded_key(image)
 
 
 class Merge:
     """The pure both-ends (or single-cursor) merge: feed pages, get the images to emit."""
 
-    def __init__(self, sides: Sequence[Side], *, hold_cap: int = 20_000) -> None:
+    def __init__(self, sides: Sequence[Side]) -> None:
         self.sides = {side.order: side for side in sides}
         self.both = len(sides) == 2
-        self.hold_cap = hold_cap
-        self.frozen = False  # desc stopped; asc covers everything up to `limit`
-        self.limit: datetime | None = None  # None while frozen: no upper limit
-        self.limit_text: str | None = None
         self.done = False
 
     @classmethod
-    def start(cls, orders: Sequence[SortOrder], *, hold_cap: int = 20_000) -> Merge:
+    def start(cls, orders: Sequence[SortOrder], *, recent_ids: int = RECENT_IDS) -> Merge:
         """Return a fresh merge over cursors of these orders."""
-        return cls([Side(order) for order in orders], hold_cap=hold_cap)
+        return cls([Side(order, recent=_Recent(recent_ids)) for order in orders])
+
+    @property
+    def out_of_order(self) -> int:
+        """Images served behind their cursor's position, never served before (kept)."""
+        return sum(side.out_of_order for side in self.sides.values())
+
+    @property
+    def duplicates_dropped(self) -> int:
+        """Ids a cursor served a second time (dropped)."""
+        return sum(side.duplicates_dropped for side in self.sides.values())
 
     def state(self) -> dict[str, Any]:
         """Return the JSON-ready resume state."""
@@ -189,21 +257,15 @@ class Merge:
             "version": STATE_VERSION,
             "both": self.both,
             "sides": [side.state() for side in self.sides.values()],
-            "frozen": self.frozen,
-            "limit": self.limit_text,
             "done": self.done,
         }
 
     @classmethod
-    def from_state(cls, data: Mapping[str, Any], *, hold_cap: int = 20_000) -> Merge:
+    def from_state(cls, data: Mapping[str, Any], *, recent_ids: int = RECENT_IDS) -> Merge:
         """Return a merge restored from `state()`; ConfigError if it is not one."""
         if not isinstance(data, Mapping) or data.get("version") != STATE_VERSION:
             raise ConfigError("checkpoint", "walker state of an unknown version")
-        merge = cls([Side.from_state(s) for s in data["sides"]], hold_cap=hold_cap)
-        merge.frozen = bool(data.get("frozen"))
-        merge.limit_text = data.get("limit")
-        if merge.limit_text is not None:
-            merge.limit = uploaded_key({"uploaded": merge.limit_text})
+        merge = cls([Side.from_state(s, recent_ids) for s in data["sides"]])
         merge.done = bool(data.get("done"))
         return merge
 
@@ -217,70 +279,30 @@ class Merge:
         """Note that a cursor's stored token was rejected and it restarts from the start."""
         side = self.sides[order]
         side.token = None
-        side.replay = side.edge is not None
+        side.replay = side.position is not None
 
     def feed(self, order: SortOrder, page: Page, url: str = "") -> list[Image]:
         """Take one page of cursor `order`; return the images that are now final."""
         side = self.sides[order]
         if self.done or side.stopped:
-            return []  # a page prefetched before this cursor was stopped
+            return []  # a page prefetched before the walk ended
         fresh = side.accept(page.images, url)
         side.started = True
         side.token = page.next_token
         side.ended = page.next_token is None
-        if not self.both:
-            self.done = side.ended
-            return [image for _, image in fresh]
-        out = self._feed_asc(side, fresh) if order == "asc" else self._feed_desc(side, fresh)
-        if not self.done and not self.frozen:
-            if len(self.sides["asc"].held) + len(self.sides["desc"].held) > self.hold_cap:
-                out.extend(self._freeze())
-        if self.done:
+        other = self.sides["desc" if order == "asc" else "asc"] if self.both else None
+        mark = other.position if other is not None else None
+        if other is None or mark is None:  # one cursor, or the other has served nothing yet
+            out = [image for _, image in fresh]
+        else:  # what the other cursor has not reached; it never will emit these
+            out = [image for key, image in fresh if other.beyond(key, mark)]
+        met = (
+            mark is not None and side.position is not None and not side.beyond(mark, side.position)
+        )
+        if side.ended or met:
+            self.done = True
             for s in self.sides.values():
-                s.stopped, s.held = True, []
-        return out
-
-    def _feed_asc(self, asc: Side, fresh: list[tuple[datetime, Image]]) -> list[Image]:
-        desc = self.sides["desc"]
-        if self.frozen:
-            out = [img for key, img in fresh if self.limit is None or key <= self.limit]
-            self.done = asc.ended or len(out) < len(fresh)
-            return out
-        candidates = [(_key(img), img) for img in asc.held] + fresh
-        a, d = asc.edge, desc.edge if desc.started else None
-        if asc.ended or (a is not None and d is not None and a > d):
-            # asc has seen all up to its end (or past d): it takes what desc has not emitted.
-            self.done = True
-            return [img for key, img in candidates if d is None or key <= d]
-        if a is not None and a == d:
-            asc.held = [img for _, img in candidates]
-            return self._freeze()
-        asc.held = [img for key, img in candidates if key == a]
-        return [img for key, img in candidates if key != a]
-
-    def _feed_desc(self, desc: Side, fresh: list[tuple[datetime, Image]]) -> list[Image]:
-        asc = self.sides["asc"]
-        candidates = [(_key(img), img) for img in desc.held] + fresh
-        d, a = desc.edge, asc.edge if asc.started else None
-        if desc.ended or (a is not None and d is not None and d < a):
-            # asc emitted exactly what lies below a; desc holds everything else.
-            self.done = True
-            return [img for key, img in candidates if a is None or key >= a]
-        if d is not None and d == a:
-            out = [img for key, img in candidates if key != d]
-            desc.held = []
-            return out + self._freeze()
-        desc.held = [img for key, img in candidates if key == d]
-        return [img for key, img in candidates if key != d]
-
-    def _freeze(self) -> list[Image]:
-        """Stop desc at its edge; asc covers the rest up to it. Return asc's held ties."""
-        asc, desc = self.sides["asc"], self.sides["desc"]
-        self.frozen = True
-        self.limit, self.limit_text = (desc.edge, desc.edge_text) if desc.started else (None, None)
-        desc.stopped, desc.held = True, []  # its ties lie at the limit: asc will cover them
-        out, asc.held = asc.held, []
-        log.debug("desc cursor stopped at %s; asc continues alone", self.limit_text)
+                s.stopped = True
         return out
 
 
@@ -307,12 +329,18 @@ class Walker:
         self._state = state
 
     def _merge(self) -> Merge:
+        recent = self.options.recent_ids
         if self._state is not None:
-            return Merge.from_state(self._state, hold_cap=self.options.hold_cap)
+            return Merge.from_state(self._state, recent_ids=recent)
         if self.options.both_ends(self.request):
-            return Merge.start(("asc", "desc"), hold_cap=self.options.hold_cap)
+            return Merge.start(("asc", "desc"), recent_ids=recent)
         # One cursor; an unordered single walk asks for desc, the API's default, explicitly.
-        return Merge.start((self.request.sort_order or "desc",), hold_cap=self.options.hold_cap)
+        return Merge.start((self.request.sort_order or "desc",), recent_ids=recent)
+
+    def _count(self, merge: Merge) -> None:
+        """Copy the merge's counts of misbehaving pages to the run's stats (their one writer)."""
+        self.stats.out_of_order = merge.out_of_order
+        self.stats.duplicates_dropped = merge.duplicates_dropped
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Yield a chunk per page, with its final images and the state to checkpoint after.
@@ -323,6 +351,7 @@ class Walker:
         self.request.validate()
         self.options.validate()
         merge = self._merge()
+        self._count(merge)
         if merge.done:
             return
         # Unbounded stream: `_Budget` bounds it, in pages and images, before each request.
@@ -346,9 +375,10 @@ class Walker:
                 assert page is not None
                 try:
                     images = merge.feed(order, page, self.client.base_url)
-                except ExporterError as exc:  # a page out of order, without an uploaded time
+                except ExporterError as exc:  # a page the walker cannot place, no uploaded time
                     tg.fail(exc)
                     break
+                self._count(merge)
                 for side in merge.sides.values():
                     if side.stopped and side.order in scopes:
                         scopes.pop(side.order).cancel()

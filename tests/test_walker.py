@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,42 +24,76 @@ from exporter.walker import Chunk, Merge, Walker, WalkOptions
 def make_catalog(n: int, distinct: int, rng: random.Random) -> list[Image]:
     """n images over `distinct` upload instants: few instants make heavy ties."""
     seconds = sorted(rng.randrange(distinct) for _ in range(n))
-    start = datetime(2024, 1, 1, tzinfo=UTC)
     return [
-        {"id": f"img-{i:05d}", "uploaded": (start + timedelta(seconds=s)).isoformat()}
+        {"id": f"img-{rng.getrandbits(40):010x}-{i}", "uploaded": stamp(s)}
         for i, s in enumerate(seconds)
     ]
 
 
-class Source:
-    """Serves asc and desc pages of a catalog; ties come in a different order per cursor."""
+def stamp(second: int) -> str:
+    return (START + timedelta(seconds=second)).isoformat()
 
-    def __init__(
-        self, catalog: list[Image], per_page: int, rng: random.Random, empty_tail: bool = False
-    ) -> None:
-        tie_a = {img["id"]: rng.random() for img in catalog}
-        tie_d = {img["id"]: rng.random() for img in catalog}
-        self.orders: dict[str, list[Image]] = {
-            "asc": sorted(catalog, key=lambda i: (i["uploaded"], tie_a[i["id"]])),
-            "desc": sorted(catalog, key=lambda i: (i["uploaded"], tie_d[i["id"]]), reverse=True),
-        }
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+Key = tuple[str, str]  # (uploaded, id): one text format, so text order is time order
+
+
+class Source:
+    """A live List V2: (uploaded, id) order, tokens that are cursors (the last key served).
+
+    The catalog may change between any two pages (`upload`, `delete`, `edit`): a page is cut
+    from the catalog as it is when asked for, as the API does.
+    """
+
+    def __init__(self, catalog: list[Image], per_page: int, empty_tail: bool = False) -> None:
+        self.images = {img["id"]: img for img in catalog}
+        self.keys: list[Key] = sorted((img["uploaded"], img["id"]) for img in catalog)
         self.per_page = per_page
-        self.empty_tail = empty_tail
+        self.empty_tail = empty_tail  # a token after the last image; an empty page then
         self.requests = 0
+
+    def upload(self, image: Image) -> None:
+        self.images[image["id"]] = image
+        bisect.insort(self.keys, (image["uploaded"], image["id"]))
+
+    def delete(self, image_id: str) -> None:
+        image = self.images.pop(image_id)
+        self.keys.remove((image["uploaded"], image_id))
+
+    def edit(self, image_id: str) -> None:
+        image = self.images[image_id]
+        self.images[image_id] = {
+            **image,
+            "meta": {"version": image.get("meta", {}).get("version", 0) + 1},
+        }
 
     def page(self, order: str, token: str | None) -> Page:
         self.requests += 1
         if token == "bad":
             raise ResponseError("u", 400, 5400, "Invalid continuation_token")
-        start = int(token or 0)
-        items = self.orders[order][start : start + self.per_page]
-        end = start + len(items)
-        more = end < len(self.orders[order]) or (self.empty_tail and items and end % 7 == 0)
-        return Page(images=list(items), next_token=str(end) if more else None)
+        if token == "end":
+            return Page(images=[], next_token=None)
+        after = None if token is None else tuple(json.loads(token))
+        if order == "asc":
+            start = 0 if after is None else bisect.bisect_right(self.keys, after)
+            keys = self.keys[start : start + self.per_page]
+            more = start + len(keys) < len(self.keys)
+        else:
+            end = len(self.keys) if after is None else bisect.bisect_left(self.keys, after)
+            keys = self.keys[max(0, end - self.per_page) : end][::-1]
+            more = end - len(keys) > 0
+        images = [self.images[key[1]] for key in keys]
+        if more and keys:
+            return Page(images=images, next_token=json.dumps(keys[-1]))
+        return Page(images=images, next_token="end" if self.empty_tail and keys else None)
 
 
 def drive(
-    merge: Merge, source: Source, rng: random.Random, steps: int | None = None
+    merge: Merge,
+    source: Source,
+    rng: random.Random,
+    steps: int | None = None,
+    churn: Callable[[], None] | None = None,
 ) -> list[Image]:
     """Feed pages in a random interleaving, plus stale pages of stopped cursors."""
     out: list[Image] = []
@@ -66,12 +101,14 @@ def drive(
         side = rng.choice(sides)
         page = source.page(side.order, side.token)
         out.extend(merge.feed(side.order, page))
-        if rng.random() < 0.2:  # a page prefetched before its cursor stopped arrives late
+        if churn is not None:
+            churn()
+        if rng.random() < 0.2:  # a page prefetched before the walk ended arrives late
             for other in merge.sides.values():
                 if other.stopped and other.token is not None:
                     assert merge.feed(other.order, source.page(other.order, other.token)) == []
-        held = sum(len(s.held) for s in merge.sides.values())
-        assert held <= merge.hold_cap + source.per_page
+        for s in merge.sides.values():  # what a cursor remembers stays bounded
+            assert len(s.recent.ids) <= max(s.recent.limit, 2 * source.per_page) + source.per_page
         steps = None if steps is None else steps - 1
     return out
 
@@ -102,16 +139,17 @@ class TestMerge:
         """Whatever the interleaving and the ties, the union is the catalog, once each."""
         rng = random.Random(seed)
         catalog = make_catalog(n, distinct, rng)
-        source = Source(catalog, per_page, rng, empty_tail=seed % 2 == 1)
-        merge = Merge.start(("asc", "desc"), hold_cap=50)
+        source = Source(catalog, per_page, empty_tail=seed % 2 == 1)
+        merge = Merge.start(("asc", "desc"), recent_ids=20)
         assert ids(drive(merge, source, rng)) == ids(catalog)
         assert merge.done
+        assert merge.out_of_order == merge.duplicates_dropped == 0
 
     def test_both_ends_read_no_more_pages_than_one_cursor(self) -> None:
         """Two cursors meeting in the middle read the catalog once between them (+1 page)."""
         rng = random.Random(3)
         catalog = make_catalog(1000, 100_000, rng)
-        source = Source(catalog, 10, rng)
+        source = Source(catalog, 10)
         merge = Merge.start(("asc", "desc"))
         out: list[Image] = []
         while sides := merge.wanted():
@@ -124,20 +162,30 @@ class TestMerge:
     def test_single_cursor_emits_every_page_at_once(self, order: SortOrder) -> None:
         rng = random.Random(1)
         catalog = make_catalog(95, 4, rng)
-        source = Source(catalog, 10, rng)
+        source = Source(catalog, 10)
         merge = Merge.start((order,))
         page = source.page(order, None)
         assert merge.feed(order, page) == page.images  # nothing held back
         assert ids(page.images + drive(merge, source, rng)) == ids(catalog)
 
-    def test_huge_tie_group_is_bounded_by_the_hold_cap(self) -> None:
-        """One instant for everything: desc is frozen once the held ties pass the cap."""
+    @pytest.mark.parametrize("both", [True, False], ids=["both", "single"])
+    def test_a_bulk_import_on_one_instant_stays_flat(self, both: bool) -> None:
+        """100,000 images on one `uploaded` instant: exact, nothing held, small checkpoints."""
         rng = random.Random(5)
-        catalog = make_catalog(500, 1, rng)
-        source = Source(catalog, 10, rng)
-        merge = Merge.start(("asc", "desc"), hold_cap=25)
-        assert ids(drive(merge, source, rng)) == ids(catalog)
-        assert merge.frozen
+        catalog = [{"id": f"bulk-{i:06d}", "uploaded": stamp(7)} for i in range(100_000)]
+        catalog += make_catalog(3000, 5000, rng)  # and ordinary images around it
+        source = Source(catalog, 1000)
+        merge = Merge.start(("asc", "desc") if both else ("desc",), recent_ids=2000)
+        out: list[Image] = []
+        largest = 0
+        while sides := merge.wanted():
+            side = rng.choice(sides)
+            out.extend(merge.feed(side.order, source.page(side.order, side.token)))
+            largest = max(largest, len(json.dumps(merge.state())))
+            for s in merge.sides.values():
+                assert len(s.recent.ids) <= 2000 + 1000
+        assert ids(out) == ids(catalog)
+        assert largest < 1500  # bytes: tokens and positions, not the tie's ids
 
     @pytest.mark.parametrize("seed", range(8))
     @pytest.mark.parametrize("both", [True, False], ids=["both", "single"])
@@ -145,11 +193,11 @@ class TestMerge:
         """A JSON round-tripped state continues with every image exactly once."""
         rng = random.Random(seed)
         catalog = make_catalog(250, 30, rng)
-        source = Source(catalog, 10, rng)
-        merge = Merge.start(("asc", "desc") if both else ("desc",), hold_cap=40)
+        source = Source(catalog, 10)
+        merge = Merge.start(("asc", "desc") if both else ("desc",), recent_ids=40)
         first = drive(merge, source, rng, steps=rng.randrange(1, 20))
         state = json.loads(json.dumps(merge.state()))
-        resumed = Merge.from_state(state, hold_cap=40)
+        resumed = Merge.from_state(state, recent_ids=40)
         rest = drive(resumed, source, rng)
         assert ids(first + rest) == ids(catalog)
 
@@ -158,24 +206,105 @@ class TestMerge:
     def test_resume_with_rejected_tokens_restarts_and_deduplicates(
         self, seed: int, both: bool
     ) -> None:
-        """Cursors restarted from the beginning skip what was already emitted or held."""
+        """Cursors restarted from the beginning skip what was already emitted."""
         rng = random.Random(100 + seed)
         catalog = make_catalog(250, 25, rng)
-        source = Source(catalog, 10, rng)
-        merge = Merge.start(("asc", "desc") if both else ("asc",), hold_cap=40)
+        source = Source(catalog, 10)
+        merge = Merge.start(("asc", "desc") if both else ("asc",), recent_ids=40)
         first = drive(merge, source, rng, steps=rng.randrange(1, 20))
-        resumed = Merge.from_state(json.loads(json.dumps(merge.state())), hold_cap=40)
+        resumed = Merge.from_state(json.loads(json.dumps(merge.state())), recent_ids=40)
         for side in resumed.wanted():
             resumed.restart(side.order)
         rest = drive(resumed, source, rng)
         assert ids(first + rest) == ids(catalog)
+        assert resumed.out_of_order == resumed.duplicates_dropped == 0
 
-    def test_out_of_order_page_is_a_cursor_error(self) -> None:
-        merge = Merge.start(("asc", "desc"))
-        late = {"id": "a", "uploaded": "2024-01-01T00:00:05Z"}
-        early = {"id": "b", "uploaded": "2024-01-01T00:00:01Z"}
-        with pytest.raises(CursorError):
-            merge.feed("asc", Page([late, early], "t"))
+    @pytest.mark.parametrize("seed", range(12))
+    @pytest.mark.parametrize("mode", ["both", "asc", "desc"])
+    def test_live_catalog(self, seed: int, mode: str) -> None:
+        """Uploads, deletions and edits between pages: no id twice; every image present for
+        the whole walk exactly once, in either version; others may or may not appear."""
+        rng = random.Random(seed)
+        catalog = make_catalog(400, rng.choice([5, 40, 400]), rng)
+        source = Source(catalog, rng.choice([10, 17, 50]))
+        versions = {img["id"]: [img] for img in catalog}
+        touched: set[str] = set()  # uploaded or deleted during the walk
+        rate = rng.choice([0.2, 1.0, 3.0])  # changes per page
+        serial = iter(range(10**6))
+
+        def churn() -> None:
+            for _ in range(int(rate) + (rng.random() < rate % 1)):
+                kind = rng.random()
+                if kind < 0.4:  # an upload: now (the top), or into an old instant (an import)
+                    second = 10**6 if rng.random() < 0.5 else rng.randrange(400)
+                    image = {"id": f"new-{next(serial)}", "uploaded": stamp(second)}
+                    source.upload(image)
+                    touched.add(image["id"])
+                elif kind < 0.7 and source.images:
+                    victim = rng.choice(sorted(source.images))
+                    source.delete(victim)
+                    touched.add(victim)
+                elif source.images:
+                    victim = rng.choice(sorted(source.images))
+                    source.edit(victim)
+                    versions.setdefault(victim, []).append(source.images[victim])
+
+        orders: tuple[SortOrder, ...] = ("asc", "desc") if mode == "both" else (mode,)  # type: ignore[assignment]
+        merge = Merge.start(orders, recent_ids=30)
+        out = drive(merge, source, rng, churn=churn)
+        counted = ids(out)
+        assert max(counted.values(), default=1) == 1  # no id twice
+        stable = {i for i in versions if i not in touched}
+        assert stable <= set(counted)  # every image present for the whole walk
+        for image in out:
+            if image["id"] in stable:
+                assert image in versions[image["id"]]  # in one of its versions
+        assert merge.out_of_order == merge.duplicates_dropped == 0
+
+    def test_a_repeated_id_is_dropped_and_counted(self) -> None:
+        """A page that starts with the last image of the one before: dropped, counted."""
+        rng = random.Random(2)
+        catalog = make_catalog(40, 40, rng)
+        source = Source(catalog, 10)
+        merge = Merge.start(("asc",))
+        first = source.page("asc", None)
+        second = source.page("asc", first.next_token)
+        out = merge.feed("asc", first)
+        out += merge.feed("asc", Page([first.images[-1], *second.images], second.next_token))
+        out += merge.feed("asc", Page([second.images[3]], second.next_token))  # within a page
+        out += drive(merge, source, rng)
+        assert ids(out) == ids(catalog)
+        assert merge.duplicates_dropped == 2 and merge.out_of_order == 0
+        assert merge.state()["sides"][0]["duplicates_dropped"] == 2
+
+    @pytest.mark.parametrize("both", [True, False], ids=["both", "single"])
+    def test_a_page_out_of_order_is_kept_once_and_counted(self, both: bool) -> None:
+        """Two images swapped across a page boundary: each emitted once, counted late."""
+        rng = random.Random(4)
+        catalog = make_catalog(200, 200, rng)
+        source = Source(catalog, 10)
+        merge = Merge.start(("asc", "desc") if both else ("asc",), recent_ids=20)
+        first = source.page("asc", None)
+        second = source.page("asc", first.next_token)
+        swapped_first = Page([*first.images[:-1], second.images[0]], first.next_token)
+        swapped_second = Page([first.images[-1], *second.images[1:]], second.next_token)
+        out = merge.feed("asc", swapped_first) + merge.feed("asc", swapped_second)
+        out += drive(merge, source, rng)
+        assert ids(out) == ids(catalog)
+        assert merge.out_of_order == 1 and merge.duplicates_dropped == 0
+
+    def test_going_back_beyond_what_is_remembered_is_a_cursor_error(self) -> None:
+        """An image behind the floor may have been exported already: an error, not a guess."""
+        rng = random.Random(1)
+        source = Source(make_catalog(100, 100, rng), 10)
+        merge = Merge.start(("asc",), recent_ids=10)
+        pages = []
+        while len(pages) < 5:
+            pages.append(source.page("asc", pages[-1].next_token if pages else None))
+            merge.feed("asc", pages[-1])
+        back = {"id": "never-seen", "uploaded": pages[0].images[0]["uploaded"]}
+        with pytest.raises(CursorError, match="went back"):
+            merge.feed("asc", Page([back], "t"))
 
     def test_unknown_state_version(self) -> None:
         with pytest.raises(ConfigError):
@@ -239,7 +368,7 @@ class TestWalker:
     async def test_every_image_once(self, mode: str) -> None:
         rng = random.Random(2)
         catalog = make_catalog(333, 40, rng)
-        client = FakeClient(Source(catalog, 10, rng))
+        client = FakeClient(Source(catalog, 10))
         chunks = await collect(walker(client, mode=mode))
         assert ids(all_images(chunks)) == ids(catalog)
         orders = {order for order, _ in client.calls}
@@ -250,18 +379,16 @@ class TestWalker:
     async def test_sort_order_means_one_cursor(self) -> None:
         rng = random.Random(2)
         catalog = make_catalog(50, 40, rng)
-        client = FakeClient(Source(catalog, 10, rng))
+        client = FakeClient(Source(catalog, 10))
         chunks = await collect(walker(client, sort_order="asc"))
-        assert [img["id"] for img in all_images(chunks)] == [
-            img["id"] for img in client.source.orders["asc"]
-        ]
+        assert [img["id"] for img in all_images(chunks)] == [key[1] for key in client.source.keys]
 
     @pytest.mark.parametrize("cut", [1, 4, 9])
     async def test_resume_from_a_chunk_state(self, cut: int) -> None:
         """A new Walker from a chunk's state finishes with every image exactly once."""
         rng = random.Random(cut)
         catalog = make_catalog(300, 25, rng)
-        source = Source(catalog, 10, rng)
+        source = Source(catalog, 10)
         first = await collect(walker(FakeClient(source)), limit=cut)
         rest = await collect(walker(FakeClient(source), state=first[-1].state))
         assert ids(all_images(first) + all_images(rest)) == ids(catalog)
@@ -272,7 +399,7 @@ class TestWalker:
         """A 400 on a stored token restarts that cursor, de-duplicates, and warns."""
         rng = random.Random(9)
         catalog = make_catalog(300, 25, rng)
-        source = Source(catalog, 10, rng)
+        source = Source(catalog, 10)
         first = await collect(walker(FakeClient(source)), limit=6)
         state = json.loads(json.dumps(first[-1].state))
         for side in state["sides"]:
@@ -286,21 +413,55 @@ class TestWalker:
     async def test_a_cursor_error_surfaces_as_itself(self) -> None:
         """A failing cursor raises its own error (never an ExceptionGroup) and stops the other."""
         rng = random.Random(1)
-        client = FakeClient(Source(make_catalog(300, 50, rng), 10, rng), fail_after=5)
+        client = FakeClient(Source(make_catalog(300, 50, rng), 10), fail_after=5)
         with pytest.raises(ResponseError) as info:
             await collect(walker(client))
         assert info.value.status == 404
 
-    async def test_an_out_of_order_page_surfaces_as_a_cursor_error(self) -> None:
+    async def test_a_misbehaving_page_is_counted_in_the_stats(self) -> None:
+        """Reversed images inside a page and a repeated id: exact, and counted in RunStats."""
         rng = random.Random(1)
-        source = Source(make_catalog(300, 300, rng), 10, rng)
-        source.orders["asc"][20:30] = reversed(source.orders["asc"][20:30])
+        source = Source(make_catalog(300, 300, rng), 10)
+        real = source.page
+        served: list[Page] = []
+
+        def misbehave(order: str, token: str | None) -> Page:
+            page = real(order, token)
+            if source.requests == 3:  # reversed: 9 images come behind the position
+                page = Page(page.images[::-1], page.next_token)
+            elif source.requests == 5:  # the previous page's last image again
+                page = Page([served[-1].images[-1], *page.images], page.next_token)
+            served.append(page)
+            return page
+
+        source.page = misbehave  # type: ignore[method-assign]
+        w = walker(FakeClient(source), mode="single", sort_order="asc")
+        chunks = await collect(w)
+        assert ids(all_images(chunks)) == Counter(key[1] for key in source.keys)
+        assert (w.stats.out_of_order, w.stats.duplicates_dropped) == (9, 1)
+        assert chunks[-1].state["sides"][0]["out_of_order"] == 9
+
+    async def test_an_image_from_far_back_surfaces_as_a_cursor_error(self) -> None:
+        rng = random.Random(1)
+        source = Source(make_catalog(300, 300, rng), 10)
+        first = source.page("asc", None).images[0]
+        real = source.page
+
+        def far_back(order: str, token: str | None) -> Page:
+            page = real(order, token)
+            if source.requests == 8:
+                return Page([{**first, "id": "unknown"}, *page.images], page.next_token)
+            return page
+
+        source.page = far_back  # type: ignore[method-assign]
         with pytest.raises(CursorError):
-            await collect(walker(FakeClient(source), mode="single", sort_order="asc"))
+            await collect(
+                walker(FakeClient(source), mode="single", sort_order="asc", recent_ids=10)
+            )
 
     async def test_early_close_stops_the_fetchers(self) -> None:
         rng = random.Random(1)
-        client = FakeClient(Source(make_catalog(500, 50, rng), 10, rng))
+        client = FakeClient(Source(make_catalog(500, 50, rng), 10))
         chunks = await collect(walker(client), limit=2)
         assert len(chunks) == 2
         calls = len(client.calls)
@@ -309,7 +470,7 @@ class TestWalker:
 
     async def test_bad_request_fails_before_any_request(self) -> None:
         rng = random.Random(1)
-        client = FakeClient(Source(make_catalog(5, 5, rng), 10, rng))
+        client = FakeClient(Source(make_catalog(5, 5, rng), 10))
         bad = Walker(client, ListRequest(per_page=5), WalkOptions(), RunStats())  # type: ignore[arg-type]
         with pytest.raises(ConfigError):
             await collect(bad)
@@ -319,7 +480,7 @@ class TestWalker:
 
     async def test_finished_state_yields_nothing(self) -> None:
         rng = random.Random(1)
-        source = Source(make_catalog(30, 5, rng), 10, rng)
+        source = Source(make_catalog(30, 5, rng), 10)
         chunks = await collect(walker(FakeClient(source)))
         assert chunks[-1].state["done"]
         client = FakeClient(source)
