@@ -434,9 +434,10 @@ class WalkOptions(Options):
     # Internal settings (no config key).
     retry: RetryPolicy | None = None  # replaces max_attempts/deadline_s (tests: fast backoff)
     recent_ids: int = RECENT_IDS  # ids each cursor remembers to place repeated or late images
-    # Fetched ahead of the consumer: a cursor asks for its next page only while fewer than
-    # `prefetch` pages and `prefetch_images` images are buffered (always when none are), so
-    # memory follows images when pages are large and requests stay few when they are small.
+    # Fetched ahead of the consumer, per cursor: a cursor asks for its next page only while
+    # fewer than `prefetch` of its pages and `prefetch_images` of its images are buffered
+    # (always when none are), so memory follows images when pages are large and requests
+    # stay few when they are small.
     prefetch: int = 2
     prefetch_images: int = 2_000
 

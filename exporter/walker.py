@@ -356,16 +356,22 @@ class Walker:
             return
         # Unbounded stream: `_Budget` bounds it, in pages and images, before each request.
         send, receive = anyio.create_memory_object_stream[_Event](math.inf)
-        budget = _Budget(self.options.prefetch, self.options.prefetch_images)
+        # One read-ahead per cursor: with a shared one, a cursor whose page waited for the
+        # consumer (busy normalizing the other cursor's page) sent its next request late.
+        budgets = {
+            side.order: _Budget(self.options.prefetch, self.options.prefetch_images)
+            for side in merge.wanted()
+        }
         # Fetchers send their errors as events; a consumer closing the generator cancels them.
         async with FirstErrorGroup() as tg, receive:
             scopes = {
-                side.order: self._start(tg, side, send.clone(), budget) for side in merge.wanted()
+                side.order: self._start(tg, side, send.clone(), budgets[side.order])
+                for side in merge.wanted()
             }
             send.close()
             async for order, page, error in receive:
                 if page is not None:
-                    budget.take(len(page.images))
+                    budgets[order].take(len(page.images))
                 if isinstance(error, _Restart):
                     merge.restart(order)
                     continue
@@ -471,7 +477,7 @@ class Walker:
 
 
 class _Budget:
-    """Pages requested but not yet taken by the consumer, shared by the cursors.
+    """One cursor's pages requested but not yet taken by the consumer.
 
     A cursor reserves room (a page, and `per_page` images until the reply says how many)
     before each request, and waits while the buffer is at either limit; an empty buffer

@@ -1,4 +1,4 @@
-"""The walker's read-ahead: bounded in pages and in images, whatever the page size."""
+"""The walker's read-ahead: bounded in pages and in images per cursor, whatever the page size."""
 
 from __future__ import annotations
 
@@ -75,13 +75,13 @@ async def walk(client: CountingClient, per_page: int, **options: int) -> list[st
 @pytest.mark.parametrize(
     ("per_page", "options", "most_ahead"),
     [
-        # A page larger than the image bound: one request ahead of the consumer at a time.
+        # A page larger than the image bound: one request per cursor ahead of the consumer.
         # The page-only buffer this replaced let four run ahead here.
-        (100, {"prefetch": 2, "prefetch_images": 50}, 1),
-        # Small pages: the page bound holds (both cursors, two pages ahead in all).
-        (10, {"prefetch": 2, "prefetch_images": 2_000}, 2),
+        (100, {"prefetch": 2, "prefetch_images": 50}, 2),
+        # Small pages: the page bound holds (two pages ahead per cursor, four in all).
+        (10, {"prefetch": 2, "prefetch_images": 2_000}, 4),
         # One page stays under the image bound, two reach it: the page bound is not.
-        (10, {"prefetch": 8, "prefetch_images": 15}, 2),
+        (10, {"prefetch": 8, "prefetch_images": 15}, 4),
     ],
 )
 async def test_requests_ahead_of_the_consumer_are_bounded(
@@ -95,8 +95,8 @@ async def test_requests_ahead_of_the_consumer_are_bounded(
 
 
 async def test_an_empty_buffer_always_has_room() -> None:
-    """Zero limits still walk (one page at a time) instead of waiting forever."""
+    """Zero limits still walk (one page per cursor at a time) instead of waiting forever."""
     client = CountingClient(100, 10)
     ids = await walk(client, 10, prefetch=0, prefetch_images=0)
     assert len(ids) == 100 == len(set(ids))
-    assert max(client.ahead) <= 1
+    assert max(client.ahead) <= 2
