@@ -53,6 +53,7 @@ from exporter.checkpoint import (
     save_checkpoint,
     stale_staged_runs,
 )
+from exporter.client import ApiClient
 from exporter.config import ExportConfig
 from exporter.errors import ConcurrentRunError, ExporterError, SinkError
 from exporter.manifest import (
@@ -376,12 +377,11 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
     client = make_client(config.base_url, config.account_id, config.credentials, config.walk, stats)
     progress = _Progress(run.checkpoint.walker_state, run.checkpoint.normalizer_state)
     async with client:
-        api_count = await client.get_count()
-        stats.extra["api_count"] = api_count
         walker = Walker(client, config.request, config.walk, stats, run.checkpoint.walker_state)
         send, receive = anyio.create_memory_object_stream[_Written](WRITE_AHEAD)
         # A writer failure first breaks the queue: the writer's error is the one raised.
         async with FirstErrorGroup() as tasks:
+            tasks.start_soon(_count_images, client, stats)
             tasks.start_soon(_write_batches, run, receive, progress)
             async with send:
                 await _normalize_chunks(run, walker, send)
@@ -391,7 +391,12 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
     files: list[PartFile] = []
     for sink in run.sinks:
         files += await sink.finish(final, run.normalizer.conform)
-    return files, api_count
+    return files, stats.extra.get("api_count")
+
+
+async def _count_images(client: ApiClient, stats: RunStats) -> None:
+    """Ask the API's image count beside the first pages, not one round trip before them."""
+    stats.extra["api_count"] = await client.get_count()
 
 
 async def _normalize_chunks(
@@ -457,7 +462,7 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
     if unfiltered and api_count is not None and api_count != stats.images:
         # Not a failure: uploads and deletions during the walk may or may not be exported.
         warnings.append(
-            f"the API counted {api_count} images as the walk began and {stats.images} were "
+            f"the API counted {api_count} images when the walk began and {stats.images} were "
             "exported (uploads and deletions during the walk account for a difference)"
         )
     if stats.out_of_order or stats.duplicates_dropped:
