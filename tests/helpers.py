@@ -110,20 +110,24 @@ def run_cli(
 
 def catalog_rows(images: int, seed: int, account_id: str) -> dict[str, dict[str, Any]]:
     """Return the emulator's catalog as the exporter must write it, keyed by id."""
-    rows = {}
-    for image in build_catalog(images, seed).iter_images():
-        meta = image.get("meta")
-        rows[image["id"]] = {
-            "account_id": account_id,
-            "id": image["id"],
-            "filename": image.get("filename"),
-            "creator": image.get("creator"),
-            "require_signed_urls": image.get("requireSignedURLs"),
-            "uploaded": parse_time(image["uploaded"]),
-            "variants": image.get("variants"),
-            "meta": meta,
-        }
-    return rows
+    return {
+        image["id"]: image_row(image, account_id)
+        for image in build_catalog(images, seed).iter_images()
+    }
+
+
+def image_row(image: Mapping[str, Any], account_id: str) -> dict[str, Any]:
+    """Return one API image as the exporter must write it (the shape of `exported_rows`)."""
+    return {
+        "account_id": account_id,
+        "id": image["id"],
+        "filename": image.get("filename"),
+        "creator": image.get("creator"),
+        "require_signed_urls": image.get("requireSignedURLs"),
+        "uploaded": parse_time(image["uploaded"]),
+        "variants": image.get("variants"),
+        "meta": image.get("meta"),
+    }
 
 
 def parse_time(text: str) -> dt.datetime:
