@@ -1,0 +1,153 @@
+"""Prometheus metrics of export runs, for alerting on stale snapshots.
+
+One `RunMetrics` per account and run; `render` turns any number of them into the text format
+(a fleet writes one file holding every account's series), `write_textfile` publishes that text
+atomically for node_exporter's textfile collector, and `push` sends it to a Pushgateway.
+
+Every series carries `account_id` (never a secret). After a failed run,
+`cf_images_export_last_success_timestamp_seconds` keeps the time of the last success, read from
+the latest published manifest, so an alert on "older than 26 hours" fires; `exit_code` shows
+the failure. Counters describe the run that wrote the file (`*_total` as Prometheus expects of
+counters); a series with no value (no success yet, no change set) is left out, not written as 0.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.errors import SinkError
+
+PREFIX = "cf_images_export"
+JOB = "cf_images_export"
+CHANGE_KINDS = ("added", "removed", "changed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunMetrics:
+    """What one account's run reports; `None` means "not known" and is not exported."""
+
+    account_id: str
+    exit_code: int
+    last_success_timestamp: float | None = None
+    images: int | None = None
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    duration_seconds: float = 0.0
+    changes: Mapping[str, int] = field(default_factory=dict)
+
+
+class _RunCollector:
+    """A prometheus_client collector that yields the families of a fixed list of runs."""
+
+    def __init__(self, runs: Sequence[RunMetrics]) -> None:
+        self._runs = runs
+
+    def collect(self) -> Iterator[Metric]:
+        runs = self._runs
+        label = ["account_id"]
+
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=label)
+
+        def counter(name: str, doc: str) -> CounterMetricFamily:
+            return CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=label)
+
+        last = gauge("last_success_timestamp_seconds", "Unix time the last snapshot was published")
+        images = gauge("images", "Images in the snapshot this run published")
+        requests = counter("requests", "API requests this run sent")
+        retries = counter("retries", "Requests this run retried")
+        throttled = counter("throttled", "HTTP 429 replies this run received")
+        duration = gauge("duration_seconds", "Wall time of this run")
+        exit_code = gauge("exit_code", "The run's exit code (0: published)")
+        changes = GaugeMetricFamily(
+            f"{PREFIX}_changes",
+            "Images added, removed or changed since the previous snapshot",
+            labels=["account_id", "change"],
+        )
+        for run in runs:
+            key = [run.account_id]
+            if run.last_success_timestamp is not None:
+                last.add_metric(key, run.last_success_timestamp)
+            if run.images is not None:
+                images.add_metric(key, run.images)
+            requests.add_metric(key, run.requests)
+            retries.add_metric(key, run.retries)
+            throttled.add_metric(key, run.throttled)
+            duration.add_metric(key, run.duration_seconds)
+            exit_code.add_metric(key, run.exit_code)
+            for kind in CHANGE_KINDS:
+                if kind in run.changes:
+                    changes.add_metric([run.account_id, kind], run.changes[kind])
+        yield from (last, images, requests, retries, throttled, duration, changes, exit_code)
+
+
+def registry(runs: Sequence[RunMetrics]) -> CollectorRegistry:
+    """Return a registry holding exactly the series of `runs` (no process or GC series)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(_RunCollector(runs))
+    return reg
+
+
+def render(runs: Sequence[RunMetrics]) -> bytes:
+    """Return the Prometheus text format of `runs`."""
+    return generate_latest(registry(runs))
+
+
+def write_textfile(path: str | Path, runs: Sequence[RunMetrics]) -> None:
+    """Replace `path` with the metrics of `runs` in one rename, so a scrape never sees half.
+
+    The temporary file lives beside the target (same file system) and does not end in `.prom`,
+    so node_exporter's collector never reads it.
+    """
+    target = Path(path)
+    data = render(runs)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise SinkError("metrics", f"cannot write {target}: {exc.strerror or exc}") from None
+
+
+def push(url: str, runs: Sequence[RunMetrics], *, timeout_s: float = 10.0) -> None:
+    """Send each account's series to a Pushgateway, grouped by `account_id`.
+
+    One group per account, so the accounts of one fleet, or separate single-account exports,
+    never replace each other's series.
+    """
+    for run in runs:
+        try:
+            push_to_gateway(
+                url,
+                job=JOB,
+                registry=registry([run]),
+                grouping_key={"account_id": run.account_id},
+                timeout=timeout_s,
+            )
+        except OSError as exc:  # URLError and connection errors
+            raise SinkError("pushgateway", f"cannot push to {_safe_url(url)}: {exc}") from None
+
+
+def _safe_url(url: str) -> str:
+    """Return `url` without any user:password part."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"

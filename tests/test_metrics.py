@@ -1,0 +1,148 @@
+"""Metrics: the text format parses back to the runs' values; files and pushes are whole."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.errors import SinkError
+from exporter.metrics import RunMetrics, push, render, write_textfile
+
+OK = RunMetrics(
+    account_id="a" * 32,
+    exit_code=0,
+    last_success_timestamp=1_764_561_600.0,
+    images=1234,
+    requests=7,
+    retries=2,
+    throttled=1,
+    duration_seconds=3.5,
+    changes={"added": 10, "removed": 3, "changed": 4},
+)
+FAILED = RunMetrics(account_id="b" * 32, exit_code=3, requests=1, duration_seconds=0.2)
+
+
+def samples(text: bytes | str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Return {(sample name, sorted labels): value} of a text exposition."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def one(name: str, account: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return name, tuple(sorted({"account_id": account, **labels}.items()))
+
+
+class TestRender:
+    def test_every_design_series_with_the_runs_values(self) -> None:
+        """Each series DESIGN names carries the run's value, labelled by account_id."""
+        got = samples(render([OK]))
+        a = OK.account_id
+        assert got == {
+            one("cf_images_export_last_success_timestamp_seconds", a): 1_764_561_600.0,
+            one("cf_images_export_images", a): 1234,
+            one("cf_images_export_requests_total", a): 7,
+            one("cf_images_export_retries_total", a): 2,
+            one("cf_images_export_throttled_total", a): 1,
+            one("cf_images_export_duration_seconds", a): 3.5,
+            one("cf_images_export_changes", a, change="added"): 10,
+            one("cf_images_export_changes", a, change="removed"): 3,
+            one("cf_images_export_changes", a, change="changed"): 4,
+            one("cf_images_export_exit_code", a): 0,
+        }
+
+    def test_unknown_values_are_left_out_not_zero(self) -> None:
+        """A run that never succeeded has no last-success series (an alert on absent fires)."""
+        got = samples(render([FAILED]))
+        names = {name for name, _ in got}
+        assert "cf_images_export_last_success_timestamp_seconds" not in names
+        assert "cf_images_export_images" not in names
+        assert "cf_images_export_changes" not in names
+        assert got[one("cf_images_export_exit_code", FAILED.account_id)] == 3
+
+    def test_a_fleet_is_one_exposition_with_every_account(self) -> None:
+        got = samples(render([OK, FAILED]))
+        codes = {
+            dict(labels)["account_id"]: v
+            for (name, labels), v in got.items()
+            if name == "cf_images_export_exit_code"
+        }
+        assert codes == {OK.account_id: 0, FAILED.account_id: 3}
+
+
+class TestTextfile:
+    def test_written_whole_and_replaced(self, tmp_path: Path) -> None:
+        path = tmp_path / "cf_images.prom"
+        path.write_text("stale")
+        write_textfile(path, [OK])
+        assert samples(path.read_text()) == samples(render([OK]))
+        assert [p.name for p in tmp_path.iterdir()] == ["cf_images.prom"]  # no temp left
+
+    def test_unwritable_directory_is_a_sink_error(self, tmp_path: Path) -> None:
+        with pytest.raises(SinkError, match="metrics: cannot write"):
+            write_textfile(tmp_path / "missing" / "x.prom", [OK])
+
+
+class _Gateway(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+    status = 200
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(("PUT", self.path, body))
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def gateway() -> Iterator[tuple[str, type[_Gateway]]]:
+    handler = type("Gateway", (_Gateway,), {"received": [], "status": 200})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class TestPush:
+    def test_one_group_per_account(self, gateway: tuple[str, type[_Gateway]]) -> None:
+        """Accounts never replace each other's series: each is its own grouping key."""
+        url, handler = gateway
+        push(url, [OK, FAILED])
+        paths = [path for _, path, _ in handler.received]
+        assert paths == [
+            f"/metrics/job/cf_images_export/account_id/{OK.account_id}",
+            f"/metrics/job/cf_images_export/account_id/{FAILED.account_id}",
+        ]
+        assert samples(handler.received[0][2]) == samples(render([OK]))
+
+    def test_refused_push_is_one_line_without_credentials(
+        self, gateway: tuple[str, type[_Gateway]]
+    ) -> None:
+        url, handler = gateway
+        handler.status = 500
+        secret_url = url.replace("http://", "http://user:hunter2@")
+        with pytest.raises(SinkError) as info:
+            push(secret_url, [OK])
+        assert "hunter2" not in str(info.value)
+        assert "\n" not in str(info.value)
+
+    def test_unreachable_gateway_is_a_sink_error(self) -> None:
+        with pytest.raises(SinkError, match="pushgateway"):
+            push("http://127.0.0.1:9", [OK], timeout_s=2)
