@@ -13,19 +13,28 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
 from exporter._version import __version__
-from exporter.errors import ConfigError, ExporterError, IntegrityError, Interrupted
+from exporter.errors import (
+    ConfigError,
+    ExporterError,
+    FleetFailedError,
+    IntegrityError,
+    Interrupted,
+)
+from exporter.stats import RunStats
 from exporter.tasks import FirstErrorGroup
 
 if TYPE_CHECKING:
     from exporter.options import Option
 
 PROG = "cf-images-export"
+FLEET_FIXED = frozenset({"export.account_id"})  # the accounts file names each account
 
 EXPORT_EXAMPLES = """\
 examples:
@@ -53,6 +62,16 @@ examples:
   cf-images-export demo --images 5000 --output /tmp/demo
 """
 
+FLEET_EXAMPLES = """\
+examples:
+  # every account of accounts.toml, 4 at once, one Hive-partitioned tree
+  cf-images-export fleet --accounts accounts.toml --output /data/cf-images --workers 4 --resume
+
+  # the same as tasks on a Dask cluster (or `local`: a local cluster of worker processes)
+  cf-images-export fleet --accounts accounts.toml --output s3://bucket/cf-images \\
+      --dask-scheduler tcp://scheduler:8786 --metrics-textfile /var/lib/node_exporter/cf.prom
+"""
+
 INSPECT_EXAMPLES = """\
 examples:
   cf-images-export inspect demo-output                          # every snapshot under OUT
@@ -76,6 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     export = _command(commands, "export", "export one snapshot", EXPORT_EXAMPLES)
     _add_export_flags(export)
     _add_feedback_flags(export)
+
+    fleet = _command(commands, "fleet", "export many accounts in one run", FLEET_EXAMPLES)
+    fleet.add_argument(
+        "--accounts", metavar="FILE", required=True, help="TOML file of [[account]] tables"
+    )
+    fleet.add_argument(
+        "--workers", type=int, default=4, help="accounts exported at once in this process (4)"
+    )
+    fleet.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        help="run each account as a task on this Dask scheduler ('local': start a local cluster)",
+    )
+    _add_export_flags(fleet, fleet=True)
+    _add_feedback_flags(fleet)
 
     from exporter.emulator import add_emulator_arguments
 
@@ -105,12 +139,12 @@ def _command(commands: Any, name: str, summary: str, examples: str) -> argparse.
     return parser
 
 
-def _add_export_flags(parser: argparse.ArgumentParser) -> None:
+def _add_export_flags(parser: argparse.ArgumentParser, *, fleet: bool = False) -> None:
     from exporter.options import all_options
 
     parser.add_argument("--config", metavar="FILE", help="TOML config file (see configs/)")
     for option in all_options():
-        if option.flag is not None:
+        if option.flag is not None and not (fleet and option.key in FLEET_FIXED):
             parser.add_argument(option.flag, dest=option.key, **_flag_arguments(option))
     parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted run of the same request"
@@ -120,9 +154,10 @@ def _add_export_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="publish the changes even when more than changes.max_removed_share were removed",
     )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print the plan and first request; send nothing"
-    )
+    if not fleet:
+        parser.add_argument(
+            "--dry-run", action="store_true", help="print the plan and first request; send nothing"
+        )
 
 
 def _flag_arguments(option: Option) -> dict[str, Any]:
@@ -151,7 +186,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Return the config keys the flags set (None = not given)."""
     from exporter.options import all_options
 
-    return {o.key: getattr(args, o.key) for o in all_options() if o.flag is not None}
+    return {o.key: getattr(args, o.key, None) for o in all_options() if o.flag is not None}
 
 
 def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Any:
@@ -175,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "export": run_export,
+        "fleet": run_fleet,
         "emulator": run_emulator,
         "demo": run_demo,
         "inspect": run_inspect,
@@ -190,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def report_error(error: ExporterError) -> int:
     """Print the error as one line on stderr and return its exit code."""
-    message = " ".join(str(error).split())
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    for line in error.lines():
+        print(f"{PROG}: error: {line}", file=sys.stderr)
     return error.exit_code
 
 
@@ -210,17 +246,64 @@ def run_export(args: argparse.Namespace) -> int:
 
         print(json.dumps(dry_run_plan(config), indent=2, ensure_ascii=False))
         return 0
-    summary = anyio.run(_export_with_signals, config, args)
-    return 0 if summary is not None else 1
+    from exporter.options import MetricsOptions
+
+    metrics = config.section(MetricsOptions)
+    if not (metrics.textfile or metrics.pushgateway):
+        anyio.run(_export_with_signals, config, args, RunStats())
+        return 0
+    stats, began, summary, code = RunStats(), time.monotonic(), None, 0
+    try:
+        summary = anyio.run(_export_with_signals, config, args, stats)
+    except ExporterError as exc:
+        code = exc.exit_code
+        raise
+    finally:
+        _report_metrics(config, metrics, code, summary, stats, time.monotonic() - began)
+    return 0
 
 
-async def _export_with_signals(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _report_metrics(
+    config: Any,
+    options: Any,
+    code: int,
+    summary: dict[str, Any] | None,
+    stats: RunStats,
+    duration_s: float,
+) -> None:
+    """Write/push the run's metrics; a failed run reports the last success found in OUT."""
+    from exporter.metrics import from_run, last_success_timestamp, report
+    from exporter.store import open_store
+    from exporter.store.layout import ROOT
+
+    last = None
+    if summary is None:
+        try:
+            last = last_success_timestamp(
+                open_store(config.output, s3_endpoint=config.s3_endpoint), ROOT
+            )
+        except ExporterError:
+            last = None
+    run = from_run(
+        config.account_id,
+        code,
+        duration_s=duration_s,
+        summary=summary,
+        requests=stats.requests,
+        retries=stats.retries,
+        throttled=stats.throttled,
+        last_success=last,
+    )
+    report([run], textfile=options.textfile, pushgateway=options.pushgateway)
+
+
+async def _export_with_signals(
+    config: Any, args: argparse.Namespace, stats: RunStats
+) -> dict[str, Any]:
     """Run the export; SIGINT/SIGTERM cancel it cleanly (checkpoint kept) -> Interrupted."""
     from exporter.pipeline import export
     from exporter.progress import print_summary, report_progress
-    from exporter.stats import RunStats
 
-    stats = RunStats()
     interactive = sys.stderr.isatty() and args.log_format == "plain" and _verbosity(args) >= 0
     result: dict[str, Any] = {}
     stopped_by: list[int] = []
@@ -246,6 +329,51 @@ async def _export_with_signals(config: Any, args: argparse.Namespace) -> dict[st
         raise Interrupted(f"stopped by {name}; the checkpoint is kept: re-run with --resume")
     print_summary(result, log_format=args.log_format, interactive=interactive)
     return result
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    """`fleet`: resolve every account (refusing bad entries first), run them, print the table."""
+    from exporter.config import load_toml
+    from exporter.fleet import FleetRequest, parse_fleet, run_accounts, run_on_dask
+    from exporter.metrics import report
+    from exporter.options import MetricsOptions, parse_snapshot_date
+    from exporter.progress import print_fleet_table, setup_logging
+
+    setup_logging(args.log_format, _verbosity(args))
+    if args.workers < 1:
+        raise ConfigError("--workers", "must be at least 1")
+    accounts_data = load_toml(args.accounts)
+    file_data = load_toml(args.config) if args.config else {}
+    overrides = overrides_from_args(args)
+    today = dt.datetime.now(dt.UTC).date()
+    export_table = file_data.get("export")
+    date_text = overrides.get("export.snapshot_date") or (
+        export_table.get("snapshot_date") if isinstance(export_table, dict) else None
+    )
+    request = FleetRequest(
+        file_data,
+        overrides,
+        snapshot_date=parse_snapshot_date(date_text or "today", today),
+        resume=args.resume,
+        accept_removals=args.accept_removals,
+    )
+    accounts = parse_fleet(accounts_data, request, os.environ)
+    if args.dask_scheduler:
+        outcomes = run_on_dask(accounts, request, args.dask_scheduler, args.workers)
+    else:
+        outcomes = anyio.run(functools.partial(run_accounts, accounts, workers=args.workers))
+    metrics = accounts[0].config.section(MetricsOptions)
+    report(
+        [o.metrics for o in outcomes if o.metrics is not None],
+        textfile=metrics.textfile,
+        pushgateway=metrics.pushgateway,
+    )
+    interactive = sys.stderr.isatty() and args.log_format == "plain"
+    print_fleet_table(outcomes, log_format=args.log_format, interactive=interactive)
+    failed = sum(1 for o in outcomes if o.exit_code != 0)
+    if failed:
+        raise FleetFailedError(failed, len(outcomes))
+    return 0
 
 
 def run_emulator(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 * ExporterError                              exit 1 (never raised bare)
   x ConfigError(ExporterError, ValueError)   exit 2  .key, e.g. "source.per_page"
     + FilterError                            exit 2  a metadata filter the API would reject
+    + FleetConfigError                       exit 2  .problems: bad accounts-file entries
   x AuthError                                exit 3  401/403: credentials or permission
   x FetchError                               exit 4  .url (never with a secret in it)
     + ResponseError                          exit 4  .status, .code: a non-retryable API reply
@@ -15,9 +16,11 @@
   x ConcurrentRunError                       exit 8  the same export is already running
   x ChangesWithheldError                     exit 9  snapshot published, its changes withheld
                                                      (removed share above the guard)
+  x FleetFailedError                         exit 10 `fleet`: an account's code was not 0
   x Interrupted                              exit 130 SIGINT/SIGTERM; the checkpoint is kept
 
-`cli.py` catches ExporterError only and prints `str(error)` as one line; anything else is a
+`cli.py` catches ExporterError only and prints `str(error)` as one line (`lines()`: one
+line per problem, for errors that list several); anything else is a
 bug and keeps its traceback.
 """
 
@@ -28,6 +31,10 @@ class ExporterError(Exception):
     """Root of every error the exporter reports to its user."""
 
     exit_code = 1
+
+    def lines(self) -> list[str]:
+        """Return what the CLI prints: one line, whitespace folded."""
+        return [" ".join(str(self).split())]
 
 
 class ConfigError(ExporterError, ValueError):
@@ -46,6 +53,17 @@ class FilterError(ConfigError):
     def __init__(self, message: str, key: str = "filter") -> None:
         super().__init__(key, message)
         self.reason = message
+
+
+class FleetConfigError(ConfigError):
+    """An accounts file with bad entries; every problem is reported, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("accounts", "; ".join(problems))
+
+    def lines(self) -> list[str]:
+        return [" ".join(f"accounts file: {problem}".split()) for problem in self.problems]
 
 
 class AuthError(ExporterError):
@@ -144,6 +162,19 @@ class ChangesWithheldError(ExporterError):
             f"{removed} of {previous_images} images ({share:.1%}) were removed since "
             f"{previous_date}, above changes.max_removed_share {limit}; if the removals are "
             "real, re-run with --accept-removals (with --resume the walk is skipped)"
+        )
+
+
+class FleetFailedError(ExporterError):
+    """At least one account of a fleet did not publish (each account's code is in the table)."""
+
+    exit_code = 10
+
+    def __init__(self, failed: int, total: int) -> None:
+        self.failed = failed
+        super().__init__(
+            f"{failed} of {total} accounts did not publish (their exit codes are in the table "
+            "above); re-run with --resume to finish only those"
         )
 
 

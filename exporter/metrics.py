@@ -13,16 +13,26 @@ counters); a series with no value (no success yet, no change set) is left out, n
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.errors import SinkError
+
+if TYPE_CHECKING:
+    from exporter.store import Store
+    from exporter.store.layout import Layout
+
+log = logging.getLogger("exporter.metrics")
 
 PREFIX = "cf_images_export"
 JOB = "cf_images_export"
@@ -151,3 +161,59 @@ def _safe_url(url: str) -> str:
         return url
     host, slash, path = rest.partition("/")
     return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+
+
+def from_run(
+    account_id: str,
+    exit_code: int,
+    *,
+    duration_s: float,
+    summary: Mapping[str, Any] | None = None,
+    requests: int = 0,
+    retries: int = 0,
+    throttled: int = 0,
+    last_success: float | None = None,
+) -> RunMetrics:
+    """Return the metrics of one finished run (published: `summary` is export()'s).
+
+    A run that published is its own last success; one that failed reports the last success
+    found in the output store (`last_success`), so a stale-snapshot alert keeps counting.
+    """
+    published = summary is not None and exit_code in (0, 9)
+    return RunMetrics(
+        account_id=account_id,
+        exit_code=exit_code,
+        last_success_timestamp=time.time() if published else last_success,
+        images=int(summary["images"]) if summary is not None and "images" in summary else None,
+        requests=requests,
+        retries=retries,
+        throttled=throttled,
+        duration_seconds=duration_s,
+        changes=dict(summary.get("change_counts", {})) if summary is not None else {},
+    )
+
+
+def last_success_timestamp(store: Store, layout: Layout) -> float | None:
+    """Return the finish time of the newest snapshot published under `layout`, if any."""
+    from exporter.manifest import read_manifest, snapshot_dates
+
+    for date in reversed(snapshot_dates(store, layout)):
+        manifest = read_manifest(store, layout.snapshot(date))
+        if manifest is not None:
+            finished = str(manifest["finished_at"]).replace("Z", "+00:00")
+            return dt.datetime.fromisoformat(finished).timestamp()
+    return None
+
+
+def report(runs: Sequence[RunMetrics], *, textfile: str | None, pushgateway: str | None) -> None:
+    """Write and/or push `runs`, as the run's options ask; a failure is logged, not raised.
+
+    The snapshot is published by then: failing to report it must not turn into a retry of
+    the whole export, and a missing series is what the stale-snapshot alert catches anyway.
+    """
+    for target, send in ((textfile, write_textfile), (pushgateway, push)):
+        if target:
+            try:
+                send(target, runs)
+            except SinkError as exc:
+                log.error("%s", exc)

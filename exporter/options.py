@@ -580,6 +580,28 @@ class ChangeOptions(Options):
     diff: DiffSettings | None = None  # DuckDB's resources for the diff (None: its defaults)
 
 
+@dataclass(frozen=True, kw_only=True)
+class MetricsOptions(Options):
+    """`[metrics]`: where a run reports its Prometheus metrics (for stale-snapshot alerts)."""
+
+    section: ClassVar[str] = "metrics"
+
+    textfile: str | None = opt(
+        None,
+        help="write the run's metrics to this file (node_exporter's textfile collector)",
+        flag="--metrics-textfile",
+        metavar="FILE",
+        flag_help="write Prometheus metrics to FILE, atomically (textfile collector)",
+    )
+    pushgateway: str | None = opt(
+        None,
+        help="push the run's metrics to this Prometheus Pushgateway URL",
+        flag="--pushgateway",
+        metavar="URL",
+        flag_help="push Prometheus metrics to this Pushgateway URL",
+    )
+
+
 # The tables in the order the plan, the fingerprint and the reference config list them.
 SECTIONS: tuple[type[Options], ...] = (
     ExportOptions,
@@ -588,6 +610,7 @@ SECTIONS: tuple[type[Options], ...] = (
     SinkOptions,
     NormalizeOptions,
     ChangeOptions,
+    MetricsOptions,
 )
 
 

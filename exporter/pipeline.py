@@ -65,6 +65,7 @@ from exporter.manifest import (
 )
 from exporter.normalize import Normalizer
 from exporter.pagination import SortOrder
+from exporter.ratelimit import Pacer
 from exporter.schema import ColumnSpec
 from exporter.sinks import PartFile, Publication, Sink, open_sink
 from exporter.stats import RunStats
@@ -123,6 +124,7 @@ class Run:
     sinks: list[Sink]
     bounds: UploadedBounds = field(default_factory=UploadedBounds)
     previous: dict[str, Any] | None = None
+    pacer: Pacer | None = None  # shared with other accounts of a fleet; None: the run's own
 
     @property
     def staged(self) -> str:
@@ -220,24 +222,31 @@ def _heap_trimmer() -> Callable[[], object]:
 
 
 async def export(
-    config: ExportConfig, *, stats: RunStats | None = None, layout: Layout = ROOT
+    config: ExportConfig,
+    *,
+    stats: RunStats | None = None,
+    layout: Layout = ROOT,
+    pacer: Pacer | None = None,
 ) -> dict[str, Any]:
     """Export one snapshot and publish it; return the summary (the CLI prints it).
 
-    `layout` places everything under a level of OUT (`Layout.for_account(id)` in a fleet).
+    A fleet passes each account's `layout` (its `account_id=` level) and the `pacer` its
+    credential shares with other accounts; a single export uses the root and its own pacer.
     """
     with _bulk_allocation():
-        return await _export(config, stats if stats is not None else RunStats(), layout)
+        return await _export(config, stats if stats is not None else RunStats(), layout, pacer)
 
 
-async def _export(config: ExportConfig, stats: RunStats, layout: Layout) -> dict[str, Any]:
+async def _export(
+    config: ExportConfig, stats: RunStats, layout: Layout, pacer: Pacer | None
+) -> dict[str, Any]:
     store = await anyio.to_thread.run_sync(
         lambda: open_store(config.output, s3_endpoint=config.s3_endpoint)
     )
     fingerprint = request_fingerprint(describe_request(config))
     with store.lock(layout.lock(run_key(fingerprint, config.snapshot_date.isoformat()))):
         await _complete_committing_runs(config, store, layout, fingerprint)
-        return await _export_locked(config, store, layout, stats)
+        return await _export_locked(config, store, layout, stats, pacer)
 
 
 async def _complete_committing_runs(
@@ -273,10 +282,11 @@ async def _complete_committing_runs(
 
 
 async def _export_locked(
-    config: ExportConfig, store: Store, layout: Layout, stats: RunStats
+    config: ExportConfig, store: Store, layout: Layout, stats: RunStats, pacer: Pacer | None
 ) -> dict[str, Any]:
     """Run the export while holding the run lock of its request and date."""
     run = await anyio.to_thread.run_sync(_prepare_run, config, store, layout, stats)
+    run.pacer = pacer
     if run.checkpoint.phase in ("publishing", "committing"):
         log.info("the checkpointed run was sealed; finishing its publication")
         return await _finish_publishing(run)
@@ -374,7 +384,9 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
     its page, so a checkpoint names exactly what the committed parts hold.
     """
     config, stats = run.config, run.stats
-    client = make_client(config.base_url, config.account_id, config.credentials, config.walk, stats)
+    client = make_client(
+        config.base_url, config.account_id, config.credentials, config.walk, stats, run.pacer
+    )
     progress = _Progress(run.checkpoint.walker_state, run.checkpoint.normalizer_state)
     async with client:
         walker = Walker(client, config.request, config.walk, stats, run.checkpoint.walker_state)
@@ -598,6 +610,7 @@ def _summary(
         "drift": f"{len(drift)} change(s)" if drift else "none",
         "warnings": "; ".join(warnings) if warnings else "none",
         "changes": changes[0].describe() if changes else "none",
+        "change_counts": dict(changes[0].counts) if changes and changes[0].published else {},
         "run_id": run.checkpoint.run_id,
     }
 

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import anyio
@@ -143,3 +143,48 @@ def print_summary(summary: Mapping[str, Any], *, log_format: str, interactive: b
         return
     text = "; ".join(f"{label}: {value}" for label, value in summary_rows(summary))
     LOG.info("summary: %s", text)
+
+
+def print_fleet_table(outcomes: Sequence[Any], *, log_format: str, interactive: bool) -> None:
+    """Print one row per account of a fleet: images, duration, exit code and why it failed."""
+    rows = [
+        (
+            o.account_id,
+            "-" if o.images is None else f"{o.images:,}",
+            f"{o.duration_s:.1f}",
+            str(o.exit_code),
+            o.message or ("published" if o.exit_code == 0 else ""),
+        )
+        for o in outcomes
+    ]
+    if log_format == "json":
+        for o in outcomes:
+            fields = {
+                "account_id": o.account_id,
+                "images": o.images,
+                "duration_s": round(o.duration_s, 2),
+                "exit_code": o.exit_code,
+                "message": o.message,
+            }
+            LOG.info("account", extra={"fields": fields})
+        return
+    if interactive:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="fleet summary")
+        for header in ("account", "images", "duration (s)", "exit", "result"):
+            table.add_column(header)
+        for row in rows:
+            table.add_row(*row)
+        Console(stderr=True).print(table)
+        return
+    for account, images, duration, code, result in rows:
+        LOG.info(
+            "account %s: images %s, %s s, exit %s%s",
+            account,
+            images,
+            duration,
+            code,
+            f", {result}" if result else "",
+        )

@@ -68,15 +68,20 @@ def make_client(
     credentials: Credentials,
     options: WalkOptions,
     stats: RunStats,
+    pacer: Pacer | None = None,
 ) -> ApiClient:
-    """Return the run's client, its pacer sized from `options` (enter it with `async with`)."""
+    """Return the run's client (enter it with `async with`).
+
+    Its pacer is `pacer` when given (shared by a fleet's accounts of one credential), else its
+    own, sized from `options`.
+    """
     return ApiClient(
         base_url,
         account_id,
         credentials,
         stats=stats,
         retry=options.retry_policy(),
-        pacer=Pacer(options.quota, options.window_s, options.margin),
+        pacer=pacer or Pacer(options.quota, options.window_s, options.margin),
         batch_base_url=options.batch_base_url,
         connect_timeout_s=options.connect_timeout_s,
         read_timeout_s=options.read_timeout_s,
