@@ -403,20 +403,24 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_inspect(args: argparse.Namespace) -> int:
     """`inspect`: verify every file of one snapshot, or of every snapshot under OUT.
 
-    OUT may be a directory or a bucket URI (s3://, gs://), as for `export --output`.
+    OUT may hold a fleet's `account_id=<id>/` levels: every account's snapshots are verified.
+
+        OUT may be a directory or a bucket URI (s3://, gs://), as for `export --output`.
     """
     from exporter.changes import change_dates
     from exporter.manifest import snapshot_dates, verify_snapshot
     from exporter.store import open_store
-    from exporter.store.layout import ROOT, SNAPSHOT_PREFIX, split_snapshot_path
+    from exporter.store.layout import ROOT, SNAPSHOT_PREFIX, account_layouts, split_snapshot_path
 
     one = split_snapshot_path(args.path)
     if one is not None:
         store, directories = open_store(one[0]), [one[1]]
     else:
         store = open_store(args.path)
-        directories = [ROOT.snapshot(d) for d in snapshot_dates(store)]
-        directories += [ROOT.changes(d) for d in change_dates(store, ROOT)]
+        directories = []
+        for layout in [ROOT, *account_layouts(store.list_dir(ROOT.snapshots))]:
+            directories += [layout.snapshot(d) for d in snapshot_dates(store, layout)]
+            directories += [layout.changes(d) for d in change_dates(store, layout)]
     if not directories:
         raise IntegrityError(f"no {SNAPSHOT_PREFIX}* snapshot under {args.path}")
     reports = [verify_snapshot((store, directory)) for directory in directories]

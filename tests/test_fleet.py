@@ -199,6 +199,10 @@ class TestFleetRun:
         assert result.returncode == 0, result.stderr
         for ident in fleet.accounts:
             assert_account_exact(fleet, out, ident)
+        inspected = run_cli(["inspect", str(out)])
+        assert inspected.returncode == 0, inspected.stderr
+        verified = [line for line in inspected.stdout.splitlines() if "sha256 verified" in line]
+        assert len(verified) == 2 * len(fleet.accounts)  # each account's snapshot and changes
 
 
 class TestAccountsFile:

@@ -155,3 +155,9 @@ class Layout:
 
 
 ROOT = Layout()  # a single export's layout: everything directly under OUT
+
+
+def account_layouts(names: Iterable[str]) -> list[Layout]:
+    """Return the layouts of the fleet accounts among a listing of OUT (`account_id=<id>`)."""
+    found = [n.removeprefix(ACCOUNT_PREFIX) for n in names if n.startswith(ACCOUNT_PREFIX)]
+    return [Layout.for_account(a) for a in sorted(found) if _ACCOUNT_RE.fullmatch(a)]
