@@ -26,11 +26,15 @@ install: $(STAMP) ## create .venv and install the package with its dev tools, fr
 # The lock is universal (markers for other platforms and Pythons) and keeps its current pins
 # unless pyproject.toml's ranges exclude them; `make lock UPGRADE=1` takes the newest of all.
 # The build backend (build-system.requires) is pinned too: the editable install uses it.
-lock: ## re-resolve pyproject.toml into requirements-dev.lock (UPGRADE=1: newest of everything)
+lock: ## re-resolve pyproject.toml into requirements-dev.lock and requirements.lock (UPGRADE=1: newest)
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet '$(UV)'; }
-	$(PYTHON) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" \
-	  | $(BIN)/uv pip compile --quiet pyproject.toml - --extra dev --universal --python-version 3.11 \
+	$(PYTHON) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" > .build-requires.txt
+	$(BIN)/uv pip compile --quiet pyproject.toml .build-requires.txt --extra dev --universal --python-version 3.11 \
 	    --generate-hashes --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) -o $(LOCK)
+	# The container image's lock: the runtime and the Dask extra, same pins as the dev lock.
+	$(BIN)/uv pip compile --quiet pyproject.toml .build-requires.txt --extra dask --universal --python-version 3.11 \
+	    --generate-hashes --custom-compile-command 'make lock' --constraint $(LOCK) -o requirements.lock
+	rm -f .build-requires.txt
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check exporter tests
