@@ -12,6 +12,7 @@ import pytest
 
 from tests.bench.__main__ import main
 from tests.bench.baseline import revision_tree
+from tests.bench.fleet import fleet_rows
 from tests.bench.harness import ExportRun, emulator, run_export, toml_config
 from tests.bench.report import render_table
 from tests.bench.scenarios import SCENARIOS, Plan, export_config, quota_used, summarize
@@ -30,6 +31,16 @@ def test_one_export_is_measured_from_its_own_process() -> None:
     row = summarize("throughput", "parquet", [run, run])
     assert row.runs == 2 and row.images == 300
     assert row.images_per_s == 300 / run.wall_s
+
+
+def test_the_fleet_scenario_measures_every_worker_count() -> None:
+    """A tiny fleet through the real `fleet` command: one row per --workers, every image."""
+    tiny = Plan.tiny()
+    rows = fleet_rows(tiny.fleet_accounts, tiny.fleet_images, 1, (1, 2))
+    assert [row.variant.rsplit(" ", 1)[1] for row in rows] == ["1", "2"]
+    assert all(row.images == tiny.fleet_accounts * tiny.fleet_images for row in rows)
+    assert all(row.peak_rss_mb and row.peak_rss_mb > 10 for row in rows)
+    assert rows[0].extra["rss_vs_one_worker"] == 1.0
 
 
 def test_stages_report_every_stage() -> None:
@@ -92,6 +103,7 @@ def test_cli_runs_a_scenario_and_saves_json(
         "latency",
         "paced",
         "changes",
+        "fleet",
     }
 
 

@@ -41,6 +41,8 @@ class Plan:
     stage_images: int = 100_000
     checkpoint_part_rows: int = 10_000
     changes_images: tuple[int, ...] = (1_000_000, 3_000_000)
+    fleet_accounts: int = 100
+    fleet_images: int = 2_000
 
     @classmethod
     def quick(cls, repeat: int = 1) -> Plan:
@@ -57,6 +59,8 @@ class Plan:
             stage_images=20_000,
             checkpoint_part_rows=5_000,
             changes_images=(100_000,),
+            fleet_accounts=20,
+            fleet_images=1_000,
         )
 
     @classmethod
@@ -75,6 +79,8 @@ class Plan:
             stage_images=300,
             checkpoint_part_rows=1_000,
             changes_images=(500,),
+            fleet_accounts=3,
+            fleet_images=50,
         )
 
 
@@ -337,6 +343,14 @@ def stages(plan: Plan) -> list[Row]:
     return measure_stages(plan.stage_images, plan.repeat)
 
 
+def fleet(plan: Plan) -> list[Row]:
+    """A fleet of small accounts in one run: images/s overall, peak RSS at 1 and 8 workers."""
+    from tests.bench.fleet import fleet_rows
+
+    rows: list[Row] = fleet_rows(plan.fleet_accounts, plan.fleet_images, plan.repeat, (1, 8))
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "stages": stages,
     "throughput": throughput,
@@ -345,4 +359,5 @@ SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "latency": latency,
     "paced": paced,
     "changes": changes,
+    "fleet": fleet,
 }
