@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -146,3 +148,39 @@ class TestPush:
     def test_unreachable_gateway_is_a_sink_error(self) -> None:
         with pytest.raises(SinkError, match="pushgateway"):
             push("http://127.0.0.1:9", [OK], timeout_s=2)
+
+
+class TestExportMetrics:
+    """`export --metrics-textfile` through the real CLI against the emulator over loopback."""
+
+    def test_success_then_failure_keeps_the_last_success(self, tmp_path: Path) -> None:
+        from tests.helpers import emulator_process, run_cli
+
+        out, prom = tmp_path / "out", tmp_path / "cf.prom"
+        args = ["export", "--output", str(out), "--metrics-textfile", str(prom)]
+        with emulator_process(120, 3) as emu:
+            ok = run_cli([*args, "--snapshot-date", "2026-11-29"], env=emu.env())
+            assert ok.returncode == 0, ok.stderr
+            first = samples(prom.read_text())
+            account = emu.account_id
+            assert first[one("cf_images_export_images", account)] == 120
+            assert first[one("cf_images_export_exit_code", account)] == 0
+            assert first[one("cf_images_export_changes", account, change="added")] == 120
+            assert first[one("cf_images_export_requests_total", account)] >= 1
+            manifest = orjson.loads(
+                (out / "snapshot_date=2026-11-29" / "_manifest.json").read_bytes()
+            )
+            finished = dt.datetime.fromisoformat(manifest["finished_at"].replace("Z", "+00:00"))
+
+            failed = run_cli(
+                [*args, "--snapshot-date", "2026-11-30"],
+                env=emu.env(CLOUDFLARE_API_TOKEN="not-the-token"),
+            )
+        assert failed.returncode == 3
+        second = samples(prom.read_text())
+        assert second[one("cf_images_export_exit_code", account)] == 3
+        assert second[one("cf_images_export_last_success_timestamp_seconds", account)] == (
+            finished.timestamp()
+        )
+        assert one("cf_images_export_images", account) not in second
+        assert "not-the-token" not in prom.read_text()
