@@ -89,7 +89,7 @@ class ExportConfig:
             ChangeOptions: self.changes,
         }
         holder = holders.get(option.owner) or self.plugins.get(option.section)
-        if holder is None:
+        if holder is None or not hasattr(holder, option.field):  # e.g. export.lock_lease_s
             holder = self.tables[option.owner]
         return getattr(holder, option.field)
 

@@ -316,6 +316,11 @@ class ExportOptions(Options):
         metavar="DIR",
         flag_help="output directory or s3://, gs:// URI (default: out)",
     )
+    lock_lease_s: float = opt(
+        60.0,
+        help="a bucket's run lock lease, seconds: a crashed run's successor waits at most this",
+        check=seconds,
+    )
     s3_endpoint: str | None = opt(
         None,
         help="S3-compatible endpoint URL (or AWS_ENDPOINT_URL); AWS when unset",

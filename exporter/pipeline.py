@@ -64,6 +64,7 @@ from exporter.manifest import (
     read_manifest,
 )
 from exporter.normalize import Normalizer
+from exporter.options import ExportOptions
 from exporter.pagination import SortOrder
 from exporter.ratelimit import Pacer
 from exporter.schema import ColumnSpec
@@ -241,7 +242,11 @@ async def _export(
     config: ExportConfig, stats: RunStats, layout: Layout, pacer: Pacer | None
 ) -> dict[str, Any]:
     store = await anyio.to_thread.run_sync(
-        lambda: open_store(config.output, s3_endpoint=config.s3_endpoint)
+        lambda: open_store(
+            config.output,
+            s3_endpoint=config.s3_endpoint,
+            lock_lease_s=config.section(ExportOptions).lock_lease_s,
+        )
     )
     fingerprint = request_fingerprint(describe_request(config))
     with store.lock(layout.lock(run_key(fingerprint, config.snapshot_date.isoformat()))):

@@ -19,12 +19,15 @@ from exporter.store.layout import Layout
 from exporter.store.local import LocalStore
 
 
-def open_store(output: str | Path, *, s3_endpoint: str | None = None) -> Store:
+def open_store(
+    output: str | Path, *, s3_endpoint: str | None = None, lock_lease_s: float | None = None
+) -> Store:
     """Return the store for `--output`: a directory, `s3://bucket/prefix` or `gs://bucket/prefix`.
 
     `s3_endpoint` (flag or config) points S3 at a compatible service (MinIO, R2, Ceph); without
     it `AWS_ENDPOINT_URL` is used. A bucket store checks its bucket here, so a missing bucket or
-    refused credentials fail before any page is fetched.
+    refused credentials fail before any page is fetched. `lock_lease_s` is a bucket run lock's
+    lease (a directory's lock is an flock, released by the kernel when a run dies).
     """
     text = str(output)
     if "://" in text and not text.startswith("file://"):
@@ -32,7 +35,9 @@ def open_store(output: str | Path, *, s3_endpoint: str | None = None) -> Store:
         if scheme in ("s3", "gs"):
             from exporter.store.bucket import open_object_store  # pyarrow.fs S3/GCS load on use
 
-            return open_object_store(text, s3_endpoint=s3_endpoint)
+            if lock_lease_s is None:
+                return open_object_store(text, s3_endpoint=s3_endpoint)
+            return open_object_store(text, s3_endpoint=s3_endpoint, lease_s=lock_lease_s)
         raise ConfigError(
             "output", f"{scheme}:// outputs are not supported; use a directory, s3:// or gs://"
         )

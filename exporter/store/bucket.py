@@ -17,12 +17,13 @@ named by `STORAGE_EMULATOR_HOST` (Google's convention), and is then used without
 from __future__ import annotations
 
 import contextlib
+import logging
 import datetime as dt
 import os
 import posixpath
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -34,8 +35,22 @@ import pyarrow.fs as pafs
 from exporter.errors import ConfigError, SinkError
 from exporter.store.base import HashingWriter
 from exporter.store.layout import MANIFEST_NAME, SUCCESS_NAME, manifest_path, success_path
+from exporter.store.lease import (
+    LEASE_S,
+    ConditionalObjects,
+    LeaseLock,
+    Renewer,
+    obstore_objects,
+)
+
+log = logging.getLogger("exporter.store")
 
 SCHEMES = ("s3", "gs")
+CREDENTIAL_VARIABLES = (
+    ("access_key_id", "AWS_ACCESS_KEY_ID"),
+    ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+    ("session_token", "AWS_SESSION_TOKEN"),
+)
 # Attempts per request for throttling (503 SlowDown), 5xx and dropped connections, with the
 # SDK's exponential backoff (25 ms doubling: about 25 s over ten attempts). The "default"
 # strategy has no retry quota, which the "standard" one spends in a long throttled night.
@@ -214,10 +229,21 @@ class ObjectStore:
 
     name = "store"
 
-    def __init__(self, fs: pafs.FileSystem, uri: BucketUri) -> None:
+    def __init__(
+        self,
+        fs: pafs.FileSystem,
+        uri: BucketUri,
+        conditional_store: Callable[[], Any] | None = None,
+        lease_s: float = LEASE_S,
+    ) -> None:
         self._fs = fs
         self.uri = uri
         self.root = str(uri)
+        self._conditional_store = conditional_store  # makes the obstore store of the locks
+        self._objects: ConditionalObjects | None = None
+        self._leases: list[LeaseLock] = []
+        self.lease_s = lease_s
+        self.unlocked_reason: str | None = None  # set only for a GCS emulator (see lock)
 
     # -- paths and errors -------------------------------------------------------------------
 
@@ -351,12 +377,50 @@ class ObjectStore:
 
     @contextlib.contextmanager
     def lock(self, path: str) -> Iterator[None]:
-        """No lock: this store makes no exclusive create yet; schedule one run at a time.
+        """Hold the lease lock object `path` for the block (see `exporter.store.lease`).
 
-        (A conditional create, `If-None-Match: *`, of the object `path` is how a bucket lock
-        would hold: the first writer wins, the second gets 412.)
+        Conditional creates and updates (S3 `If-None-Match`/`If-Match`, as AWS, MinIO, R2
+        and moto honour them) make the first run the holder and a second one exit 8; a
+        crashed holder's lease expires and its successor takes it over. `publish` verifies
+        the lease first, so a run that lost it never publishes.
+
+        On a GCS emulator (`STORAGE_EMULATOR_HOST`) there is no lock, with a warning: obstore's
+        GCSStore would ask a metadata server for a token, and gcp-storage-emulator ignores
+        generation preconditions. Production gs:// is never unlocked this way.
         """
-        yield
+        if self.unlocked_reason is not None:
+            log.warning("no run lock on %s: %s", self.root, self.unlocked_reason)
+            yield
+            return
+        lock = LeaseLock(
+            self._conditional(), self._key(path), where=self._url(path), lease_s=self.lease_s
+        )
+        with self._errors("lock", path):
+            lock.acquire()
+        self._leases.append(lock)
+        try:
+            with Renewer(lock, lock.renew_every_s):
+                yield
+        finally:
+            self._leases.remove(lock)
+            with contextlib.suppress(Exception), self._errors("unlock", path):
+                lock.release()
+
+    def _key(self, path: str) -> str:
+        """Return `path` as an object key inside the bucket."""
+        return self._abs(path).removeprefix(f"{self.uri.bucket}/")
+
+    def _conditional(self) -> ConditionalObjects:
+        if self._objects is None:
+            if self._conditional_store is None:
+                raise SinkError(self.name, f"{self.uri.scheme}:// has no conditional writes here")
+            self._objects = obstore_objects(self._conditional_store())
+        return self._objects
+
+    def _verify_leases(self) -> None:
+        for lock in self._leases:
+            with self._errors("verify the lock of", ""):
+                lock.verify()
 
     def publish(self, staged: str, target: str, *, grace_seconds: float = 1.0) -> None:
         """Copy the sealed directory `staged` into `target` (`snapshot_date=D`); `_SUCCESS` last.
@@ -371,6 +435,7 @@ class ObjectStore:
         idempotent, so a publish killed anywhere is completed by running it again (a resumed
         run does, since D has no `_SUCCESS` of its own run yet).
         """
+        self._verify_leases()
         manifest = self.read_bytes(manifest_path(staged))
         if manifest is None or not self.exists(success_path(staged)):
             raise SinkError(self.name, f"refusing to publish {self._url(staged)}: not sealed")
@@ -403,7 +468,11 @@ def manifest_files(manifest: bytes) -> list[str]:
 
 
 def open_object_store(
-    uri: str, *, s3_endpoint: str | None = None, environ: Mapping[str, str] | None = None
+    uri: str,
+    *,
+    s3_endpoint: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    lease_s: float = LEASE_S,
 ) -> ObjectStore:
     """Return the store of an `s3://` or `gs://` output, after checking its bucket is usable."""
     parsed = parse_bucket_uri(uri)
@@ -411,10 +480,40 @@ def open_object_store(
         fs = make_filesystem(parsed, s3_endpoint=s3_endpoint, environ=environ)
     except OSError as exc:  # e.g. an unreadable credentials file
         raise SinkError("store", f"cannot open {parsed}: {describe_store_error(str(exc))}") from exc
-    store = ObjectStore(fs, parsed)
+    env = os.environ if environ is None else environ
+    store = ObjectStore(
+        fs, parsed, lambda: conditional_store(parsed, s3_endpoint, env), lease_s=lease_s
+    )
     if parsed.scheme == "gs":  # the same check, with a retry limit of seconds (see above)
         quick = make_filesystem(parsed, environ=environ, gcs_retry_limit=GCS_OPEN_CHECK_LIMIT)
         ObjectStore(quick, parsed).check_bucket()
+        if gcs_emulator(env) is not None:
+            store.unlocked_reason = "STORAGE_EMULATOR_HOST names a GCS emulator (lock untested)"
     else:
         store.check_bucket()
     return store
+
+
+def conditional_store(uri: BucketUri, s3_endpoint: str | None, environ: Mapping[str, str]) -> Any:
+    """Return the obstore store that makes the lock's conditional requests on this bucket.
+
+    pyarrow.fs cannot send `If-None-Match`/`If-Match`; obstore (Rust object_store) can, with
+    credentials from the same environment variables (it does not read ~/.aws profiles).
+    """
+    from obstore.store import GCSStore, S3Store
+
+    if uri.scheme == "gs":
+        return GCSStore(uri.bucket)
+    settings = s3_settings(s3_endpoint, environ)
+    options: dict[str, Any] = {"conditional_put": "etag"}
+    # The same variables the AWS chain reads first; passed explicitly so the mapping given
+    # (not only os.environ) is honoured, and no instance-metadata request is made off AWS.
+    for name, variable in CREDENTIAL_VARIABLES:
+        if environ.get(variable):
+            options[name] = environ[variable]
+    if "access_key_id" not in options and environ.get("AWS_EC2_METADATA_DISABLED") == "true":
+        raise SinkError("store", f"cannot lock {uri}: no AWS credentials in the environment")
+    if settings.endpoint_override is not None:
+        options["endpoint"] = f"{settings.scheme}://{settings.endpoint_override}"
+        options["client_options"] = {"allow_http": settings.scheme == "http"}
+    return S3Store(uri.bucket, region=settings.region or "us-east-1", **options)

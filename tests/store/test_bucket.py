@@ -53,6 +53,8 @@ DATE = "2026-11-27"
 IMAGES = 2000
 SEED = 13
 CONFIG = """
+[export]
+lock_lease_s = 1  # a killed run's successor takes its bucket lock over within a second
 [request]
 per_page = 40
 [parquet]
