@@ -17,8 +17,8 @@ named by `STORAGE_EMULATOR_HOST` (Google's convention), and is then used without
 from __future__ import annotations
 
 import contextlib
-import logging
 import datetime as dt
+import logging
 import os
 import posixpath
 import re
