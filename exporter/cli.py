@@ -272,28 +272,10 @@ def _report_metrics(
     duration_s: float,
 ) -> None:
     """Write/push the run's metrics; a failed run reports the last success found in OUT."""
-    from exporter.metrics import from_run, last_success_timestamp, report
-    from exporter.store import open_store
+    from exporter.metrics import observe, report
     from exporter.store.layout import ROOT
 
-    last = None
-    if summary is None:
-        try:
-            last = last_success_timestamp(
-                open_store(config.output, s3_endpoint=config.s3_endpoint), ROOT
-            )
-        except ExporterError:
-            last = None
-    run = from_run(
-        config.account_id,
-        code,
-        duration_s=duration_s,
-        summary=summary,
-        requests=stats.requests,
-        retries=stats.retries,
-        throttled=stats.throttled,
-        last_success=last,
-    )
+    run = observe(config, ROOT, code, duration_s=duration_s, summary=summary, stats=stats)
     report([run], textfile=options.textfile, pushgateway=options.pushgateway)
 
 

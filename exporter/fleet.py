@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import time
@@ -36,7 +37,7 @@ import anyio.to_thread
 from exporter.auth import EMAIL_VAR, KEY_VAR, TOKEN_VAR, Credentials
 from exporter.config import ExportConfig, parse_config
 from exporter.errors import ConfigError, ExporterError, FleetConfigError
-from exporter.metrics import RunMetrics, from_run, last_success_timestamp
+from exporter.metrics import RunMetrics, observe
 from exporter.options import override_file
 from exporter.ratelimit import Pacer
 from exporter.stats import RunStats
@@ -291,31 +292,19 @@ async def run_account(
         code, message = 1, f"unexpected error: {exc!r}"
         log.error("account %s: unexpected error\n%s", account.account_id, traceback.format_exc())
     duration = time.monotonic() - began
-    last = None
-    if summary is None:
-        last = await anyio.to_thread.run_sync(_last_success, account)
-    metrics = from_run(
-        account.account_id,
-        code,
-        duration_s=duration,
-        summary=summary,
-        requests=stats.requests,
-        retries=stats.retries,
-        throttled=stats.throttled,
-        last_success=last,
+    metrics = await anyio.to_thread.run_sync(
+        functools.partial(
+            observe,
+            account.config,
+            account.layout,
+            code,
+            duration_s=duration,
+            summary=summary,
+            stats=stats,
+        )
     )
     images = int(summary["images"]) if summary is not None else None
     return AccountOutcome(account.account_id, code, images, duration, message, metrics)
-
-
-def _last_success(account: FleetAccount) -> float | None:
-    from exporter.store import open_store
-
-    try:
-        store = open_store(account.config.output, s3_endpoint=account.config.s3_endpoint)
-        return last_success_timestamp(store, account.layout)
-    except ExporterError:
-        return None
 
 
 # -- Dask ----------------------------------------------------------------------------------

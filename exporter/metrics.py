@@ -29,7 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from exporter.errors import SinkError
 
 if TYPE_CHECKING:
-    from exporter.store import Store
+    from exporter.config import ExportConfig
+    from exporter.stats import RunStats
     from exporter.store.layout import Layout
 
 log = logging.getLogger("exporter.metrics")
@@ -163,45 +164,49 @@ def _safe_url(url: str) -> str:
     return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
 
 
-def from_run(
-    account_id: str,
+def observe(
+    config: ExportConfig,
+    layout: Layout,
     exit_code: int,
     *,
     duration_s: float,
-    summary: Mapping[str, Any] | None = None,
-    requests: int = 0,
-    retries: int = 0,
-    throttled: int = 0,
-    last_success: float | None = None,
+    summary: Mapping[str, Any] | None,
+    stats: RunStats,
 ) -> RunMetrics:
     """Return the metrics of one finished run (published: `summary` is export()'s).
 
-    A run that published is its own last success; one that failed reports the last success
-    found in the output store (`last_success`), so a stale-snapshot alert keeps counting.
+    A run that published is its own last success; one that failed reports the finish time
+    of the newest snapshot in its output, so a stale-snapshot alert keeps counting.
     """
     published = summary is not None and exit_code in (0, 9)
     return RunMetrics(
-        account_id=account_id,
+        account_id=config.account_id,
         exit_code=exit_code,
-        last_success_timestamp=time.time() if published else last_success,
+        last_success_timestamp=time.time() if published else _last_success(config, layout),
         images=int(summary["images"]) if summary is not None and "images" in summary else None,
-        requests=requests,
-        retries=retries,
-        throttled=throttled,
+        requests=stats.requests,
+        retries=stats.retries,
+        throttled=stats.throttled,
         duration_seconds=duration_s,
         changes=dict(summary.get("change_counts", {})) if summary is not None else {},
     )
 
 
-def last_success_timestamp(store: Store, layout: Layout) -> float | None:
-    """Return the finish time of the newest snapshot published under `layout`, if any."""
+def _last_success(config: ExportConfig, layout: Layout) -> float | None:
+    """Return the finish time of the newest snapshot published under `layout`, if readable."""
+    from exporter.errors import ExporterError
     from exporter.manifest import read_manifest, snapshot_dates
+    from exporter.store import open_store
 
-    for date in reversed(snapshot_dates(store, layout)):
-        manifest = read_manifest(store, layout.snapshot(date))
-        if manifest is not None:
-            finished = str(manifest["finished_at"]).replace("Z", "+00:00")
-            return dt.datetime.fromisoformat(finished).timestamp()
+    try:
+        store = open_store(config.output, s3_endpoint=config.s3_endpoint)
+        for date in reversed(snapshot_dates(store, layout)):
+            manifest = read_manifest(store, layout.snapshot(date))
+            if manifest is not None:
+                finished = str(manifest["finished_at"]).replace("Z", "+00:00")
+                return dt.datetime.fromisoformat(finished).timestamp()
+    except ExporterError:
+        return None
     return None
 
 
