@@ -222,6 +222,17 @@ def _heap_trimmer() -> Callable[[], object]:
     return functools.partial(trim, 0)
 
 
+def _release_heap() -> None:
+    """Give back what the walk freed before the change diff allocates its own buffers.
+
+    The walk's pages, batches and row groups are garbage by then, but their heap pages stay
+    resident (and Arrow's pool may keep some): the diff would start from the walk's peak.
+    """
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    _heap_trimmer()()
+
+
 async def export(
     config: ExportConfig,
     *,
@@ -547,6 +558,7 @@ def _publish_changes(run: Run) -> list[ChangeSet]:
     manifest = read_manifest(run.store, run.layout.snapshot(run.checkpoint.snapshot_date))
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
         raise SinkError("store", "the published snapshot is not this run's any more; export again")
+    _release_heap()
     return refresh(
         run.store,
         run.layout,
