@@ -207,3 +207,19 @@ async def test_duckdb_keeps_image_changes_history_and_current(
         versions
         == [("2026-01-01", "2026-01-03", False)] * 10 + [("2026-01-02", "2026-01-03", False)] * 20
     )
+
+
+@pytest.mark.parametrize("formats", [["parquet"], ["ndjson"], ["duckdb"]])
+async def test_first_night_adds_every_image_of_the_catalog(
+    tmp_path: Path, emulator_factory: EmulatorFactory, formats: list[str]
+) -> None:
+    """A first night read back from whichever format it was written in: the change set holds
+    each of the catalog's ids once, all `added`, with no previous date."""
+    async with emulator_factory(images=130) as emu:
+        await pipeline.export(config(emu, tmp_path, "2026-01-01", **{"export.formats": formats}))
+        catalog = sorted(image["id"] for image in emu.catalog.iter_images())
+    rows = change_rows(tmp_path, "2026-01-01")
+    assert sorted(rows) == catalog
+    assert kinds(rows) == {"added": 130}
+    assert {r["previous_snapshot_date"] for r in rows.values()} == {None}
+    assert all(r["changed_fields"] == [] for r in rows.values())

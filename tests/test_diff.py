@@ -6,12 +6,15 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from exporter.diff import CHANGES_SCHEMA, NightSource, canonical_json, iter_changes
+from exporter import diff
+from exporter.diff import CHANGES_SCHEMA, DiffSettings, NightSource, canonical_json, iter_changes
 
 CORE = pa.schema(
     [
@@ -176,3 +179,129 @@ class TestIterChanges:
         current = write_parquet(tmp_path / "2024-01-02.parquet", edited)
         found = pa.Table.from_batches(iter_changes(current, previous, temp_directory=tmp_path))
         assert found.column("id").to_pylist() == ["b"]
+
+
+def varied_night(count: int) -> list[dict[str, Any]]:
+    """Return `count` images whose fields take every shape a night holds (nulls, "", lists)."""
+    rows = []
+    for i in range(count):
+        rows.append(
+            image(
+                f"id{i:03d}",
+                account_id=None if i % 11 == 0 else "acc",
+                filename=None if i % 13 == 0 else f"写真-{i}.jpg",
+                creator=(None, "", f"u{i}")[i % 3],
+                require_signed_urls=(None, False, True)[i % 3],
+                uploaded=None if i % 17 == 0 else T0 + dt.timedelta(microseconds=7 * i),
+                variants=(None, [], ["public", f"v{i}"])[i % 3],
+                meta_json=(None, "{}", f'{{"n":{i},"f":1.5,"s":"é{i}","l":[true,null]}}')[i % 3],
+            )
+        )
+    return rows
+
+
+def added_rows(rows: list[dict[str, Any]], date: dt.date) -> dict[str, dict[str, Any]]:
+    """Return the change set a first night of `rows` must be: each image as it is, added."""
+    extra = {"change": "added", "snapshot_date": date, "previous_snapshot_date": None}
+    return {row["id"]: {**row, **extra, "changed_fields": []} for row in rows}
+
+
+def write_parquet_parts(directory: Path, rows: list[dict[str, Any]], group: int) -> NightSource:
+    """Write rows as two Parquet parts of `group`-row row groups (a night of several parts)."""
+    half = len(rows) // 2
+    paths = []
+    for index, chunk in enumerate((rows[:half], rows[half:])):
+        path = directory / f"part-{index:05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(chunk, schema=CORE), path, row_group_size=group)
+        paths.append(str(path))
+    return NightSource("parquet", "2024-01-02", tuple(paths))
+
+
+def write_duckdb(path: Path, rows: list[dict[str, Any]]) -> NightSource:
+    """Write rows into the DuckDB sink's `images` table, beside another date's row."""
+    table = pa.Table.from_pylist(rows, schema=CORE)
+    with duckdb.connect(str(path)) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("night", table)
+        con.execute(
+            "CREATE TABLE images AS SELECT DATE '2024-01-02' AS snapshot_date, * FROM night"
+        )
+        con.execute(
+            "INSERT INTO images SELECT DATE '2024-01-01' AS snapshot_date, * "
+            "FROM night WHERE id = 'id001'"
+        )
+    return NightSource("duckdb", "2024-01-02", (str(path),))
+
+
+class TestFirstNight:
+    """A first night's change set is every image of the night, `added`, in every format."""
+
+    ROWS = 37
+
+    def source(self, kind: str, tmp_path: Path, rows: list[dict[str, Any]]) -> NightSource:
+        table = pa.Table.from_pylist(rows, schema=CORE)
+        if kind in ("parquet", "parquet-large-groups"):
+            return write_parquet_parts(tmp_path, rows, group=5)
+        if kind == "arrow-table":
+            return NightSource("arrow", "2024-01-02", table=table)
+        if kind == "arrow-dataset":
+            pq.write_table(table, tmp_path / "night.parquet", row_group_size=6)
+            dataset = pads.dataset(str(tmp_path / "night.parquet"), format="parquet")
+            return NightSource("arrow", "2024-01-02", table=dataset)
+        if kind == "ndjson":
+            source = write_ndjson(tmp_path / "night.ndjson", rows)
+            return NightSource("ndjson", "2024-01-02", source.paths)
+        return write_duckdb(tmp_path / "night.duckdb", rows)
+
+    @pytest.mark.parametrize(
+        "kind",
+        ["parquet", "parquet-large-groups", "arrow-table", "arrow-dataset", "ndjson", "duckdb"],
+    )
+    def test_every_image_is_added_as_it_is(
+        self, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ids, values and schema of the change set are the night's, whatever it was written in."""
+        if kind == "parquet-large-groups":  # every row group streamed, none read whole
+            monkeypatch.setattr(diff, "ROW_GROUP_READ_BYTES", 0)
+        rows = varied_night(self.ROWS)
+        source = self.source(kind, tmp_path, rows)
+        settings = DiffSettings(batch_rows=4)
+        batches = list(iter_changes(source, None, settings=settings, temp_directory=tmp_path))
+        assert all(b.schema == CHANGES_SCHEMA for b in batches)
+        found = pa.Table.from_batches(batches, CHANGES_SCHEMA).to_pylist()
+        assert len(found) == self.ROWS
+        assert {row["id"]: row for row in found} == added_rows(rows, dt.date(2024, 1, 2))
+
+    @pytest.mark.parametrize("kind", ["parquet", "arrow-table", "arrow-dataset"])
+    def test_batches_are_batch_rows_whatever_the_row_groups(
+        self, kind: str, tmp_path: Path
+    ) -> None:
+        """Row groups of 5 or 6 rows across two parts give batches of exactly 4, then the rest:
+        a change part's row groups do not inherit the night's."""
+        source = self.source(kind, tmp_path, varied_night(self.ROWS))
+        settings = DiffSettings(batch_rows=4)
+        sizes = [
+            b.num_rows
+            for b in iter_changes(source, None, settings=settings, temp_directory=tmp_path)
+        ]
+        assert sizes == [4] * (self.ROWS // 4) + [self.ROWS % 4]
+
+    def test_empty_night_has_no_changes(self, tmp_path: Path) -> None:
+        """A night of no images yields no batch (the part written is empty)."""
+        source = write_parquet(tmp_path / "2024-01-02.parquet", [])
+        assert list(iter_changes(source, None, temp_directory=tmp_path)) == []
+
+    def test_same_rows_as_a_diff_against_an_empty_night(self, tmp_path: Path) -> None:
+        """The first night's rows equal what the full diff gives against a night of nothing
+        but an image of another id (which is `removed`, the rest `added`)."""
+        rows = varied_night(self.ROWS)
+        current = write_parquet_parts(tmp_path, rows, group=5)
+        other = write_parquet(tmp_path / "2024-01-01.parquet", [image("zz-other")])
+        first = pa.Table.from_batches(iter_changes(current, None, temp_directory=tmp_path))
+        against = pa.Table.from_batches(iter_changes(current, other, temp_directory=tmp_path))
+        added = [r for r in against.to_pylist() if r["change"] == "added"]
+        for row in added:
+            row["previous_snapshot_date"] = None
+        assert sorted(first.to_pylist(), key=lambda r: r["id"]) == sorted(
+            added, key=lambda r: r["id"]
+        )
