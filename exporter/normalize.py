@@ -81,7 +81,7 @@ class Normalizer:
         self._skip: set[tuple[str, ...]] = set()
         self._conforming = False
         self._touched: list[PlanColumn] = []
-        self._arrays: dict[str, pa.Array | None] = {}  # per batch: arrays Arrow inferred
+        self._arrays: dict[str, Rendered] = {}  # per batch: columns built while typing them
         self._rows = 0
         self._schema: tuple[int, pa.Schema] | None = None
 
@@ -108,7 +108,7 @@ class Normalizer:
         except BaseException:
             self._reset()  # e.g. SchemaContractError mid-page: leave no half-filled cells
             raise
-        return self._finish(core, pa.array(meta_json, pa.string()), len(images))
+        return self._finish(core, _texts(meta_json), len(images))
 
     def final_schema(self) -> pa.Schema:
         """Return the schema every part of the snapshot gets once the last batch is in."""
@@ -272,16 +272,16 @@ class Normalizer:
         """Merge the value types of this batch into the plan (may widen or raise on freeze)."""
         for column in self._touched:
             assert column.cells is not None
-            kinds, array = _kinds(column.cells)
-            self._arrays[column.name] = array
+            kinds, rendered = _kinds(column.cells, column.type)
+            self._arrays[column.name] = rendered
             for type_, big in kinds:
                 self._plan.observe(column, type_, big)
 
     def _batch_type(self, column: PlanColumn) -> str | None:
         """Return the type this batch alone would give the column, joined with the plan's."""
         assert column.cells is not None
-        kinds, array = _kinds(column.cells)
-        self._arrays[column.name] = array
+        kinds, rendered = _kinds(column.cells, column.type)
+        self._arrays[column.name] = rendered
         result = column.type
         for type_, big in kinds:
             result = type_ if result is None else join_types(result, type_, big or column.big_int)
@@ -412,16 +412,31 @@ _INFERRED: dict[pa.DataType, str] = {
     pa.float64(): "float64",
     pa.string(): "string",
 }
+# Arrow converts nothing else to these types (a str or bytes to string, a bool to bool), so
+# building the column under them is a type check as well. int64 and float64 take floats and
+# bools, so those columns are checked by inference or in Python.
+_STRICT = {"string": pa.string(), "bool": pa.bool_()}
+Rendered = tuple[str, pa.Array] | None  # the column already built under this planned type
 
 
-def _kinds(cells: list[Any]) -> tuple[list[tuple[str, bool]], pa.Array | None]:
-    """Return the (type, has an int beyond 2**53) pairs of a column's non-null values, and the
-    Arrow array when Arrow's own inference already built it.
+def _kinds(cells: list[Any], planned: str | None) -> tuple[list[tuple[str, bool]], Rendered]:
+    """Return the (type, has an int beyond 2**53) pairs of a column's non-null values, and
+    the column built under a type when that came on the way.
 
-    Fast path: Arrow infers one scalar type in C and refuses ints beyond int64, most bool/number
-    mixes, and int + float mixes with an int beyond 2**53 (the same bound as ours). It does
-    take a bool after a float (as 1.0), so a float64 column is checked in Python as well.
+    A column planned as string or bool is built under that type first: it succeeds only when
+    every value has that type. Otherwise Arrow infers one scalar type in C and refuses ints
+    beyond int64, most bool/number mixes, and int + float mixes with an int beyond 2**53 (the
+    same bound as ours). It does take a bool after a float (as 1.0), so float64 columns and
+    anything mixed are checked in Python (float64 columns directly: inference cannot settle
+    them).
     """
+    if planned is not None and planned in _STRICT:
+        try:
+            return [(planned, False)], (planned, pa.array(cells, _STRICT[planned]))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return _python_kinds(cells), None  # another type among them: widens
+    if planned in ("float64", "json"):
+        return _checked_kinds(cells)
     try:
         array = pa.array(cells)
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
@@ -430,13 +445,21 @@ def _kinds(cells: list[Any]) -> tuple[list[tuple[str, bool]], pa.Array | None]:
     if type_ is None:
         return _python_kinds(cells), None  # lists and objects: JSON text, built in Python
     if type_ == "float64":
-        kinds = _python_kinds(cells)
-        return kinds, array if {kind for kind, _ in kinds} <= {"int64", "float64"} else None
+        return _checked_kinds(cells)
     if type_ == "int64":
         bounds = pc.min_max(array)
         low, high = bounds["min"].as_py(), bounds["max"].as_py()
-        return [("int64", max(-low, high) > EXACT_INT_LIMIT)], array
-    return [(type_, False)], array
+        return [("int64", max(-low, high) > EXACT_INT_LIMIT)], ("int64", array)
+    return [(type_, False)], (type_, array)
+
+
+def _checked_kinds(cells: list[Any]) -> tuple[list[tuple[str, bool]], Rendered]:
+    """Return the kinds of a column found in Python, and the column as float64 when its
+    values are floats and ints within 2**53 (exact as floats)."""
+    kinds = _python_kinds(cells)
+    if all(kind in ("int64", "float64") and not big for kind, big in kinds):
+        return kinds, ("float64", pa.array(cells, pa.float64()))
+    return kinds, None
 
 
 def _python_kinds(cells: list[Any]) -> list[tuple[str, bool]]:
@@ -463,24 +486,39 @@ def _python_kinds(cells: list[Any]) -> list[tuple[str, bool]]:
     return found
 
 
-def _meta_array(cells: list[Any], type_: str, inferred: pa.Array | None) -> pa.Array:
+def _meta_array(cells: list[Any], type_: str, rendered: Rendered) -> pa.Array:
     """Return one meta column of a batch rendered under its planned type."""
-    if inferred is not None:
-        if _INFERRED[inferred.type] == type_:
-            return inferred
-        if type_ == "float64" and inferred.type == pa.int64():
-            return inferred.cast(pa.float64())  # exact: the plan allows no int beyond 2**53
-    if type_ == "string":
-        if not set(map(type, cells)) <= {str, _NONE}:
-            cells = [
-                value if value is None or type(value) is str else _json_text(value)
+    if rendered is not None:
+        built, array = rendered
+        if built == type_:
+            return array
+        if type_ == "float64" and built == "int64":
+            return array.cast(pa.float64())  # exact: the plan allows no int beyond 2**53
+    if type_ in ("string", "json"):
+        dumps = orjson.dumps
+        try:
+            if type_ == "string":
+                texts = [v if v is None or type(v) is str else dumps(v) for v in cells]
+            else:
+                texts = [None if v is None else dumps(v) for v in cells]
+        except (orjson.JSONEncodeError, TypeError):
+            texts = [  # ints beyond 64 bits: the stdlib's text, in orjson's layout
+                value
+                if value is None or (type_ == "string" and type(value) is str)
+                else _json_text(value)
                 for value in cells
             ]
-        return pa.array(cells, pa.string())
-    if type_ == "json":
-        texts = [None if value is None else _json_text(value) for value in cells]
-        return pa.array(texts, pa.string())
+        return _texts(texts)
     return pa.array(cells, arrow_type(type_))
+
+
+def _texts(texts: list[Any]) -> pa.Array:
+    """Return a string array of JSON texts: orjson's bytes (UTF-8 by construction) or str.
+
+    Built as binary and viewed as string: Arrow's UTF-8 check of every text on the way in to
+    a string array costs as much as the rest of the build.
+    """
+    return pa.array(texts, pa.binary()).view(pa.string())
 
 
 def _json_text(value: Any) -> str:
