@@ -58,6 +58,10 @@ _NONE = type(None)
 _IMAGE_KEYS = {name: field.key for name, field in CORE.items() if field.key is not None}
 
 
+# A level of the path tree: columns of the leaves at this level by key, subtrees by key.
+_Node = tuple[dict[str, PlanColumn], dict[str, "_Node"]]
+
+
 class Normalizer:
     """Turns pages of image dicts into record batches under one growing column plan."""
 
@@ -79,6 +83,9 @@ class Normalizer:
         self.capped_values = 0  # meta leaves that got no column because of the cap
         self._capped_keys: dict[tuple[str, ...], None] = {}
         self._skip: set[tuple[str, ...]] = set()
+        # The plan's columns by path as a tree of keys: a nested leaf is found by its key's
+        # (cached) hash, not by building and hashing its path. Filled as paths show up.
+        self._tree: _Node = ({}, {})
         self._conforming = False
         self._touched: list[PlanColumn] = []
         self._arrays: dict[str, Rendered] = {}  # per batch: columns built while typing them
@@ -192,35 +199,56 @@ class Normalizer:
 
     # -- meta flattening ------------------------------------------------------------------------
 
-    def _flatten(self, metas: list[Any]) -> list[Any]:
+    def _flatten(self, metas: list[Any]) -> list[bytes | str | None]:
         """Fill the cells of the meta columns from each image's meta; return meta_json values."""
         self._rows = rows = len(metas)
         dumps = orjson.dumps
-        meta_json: list[Any] = [None] * rows
+        meta_json: list[bytes | str | None]
+        try:
+            meta_json = [None if meta is None else dumps(meta) for meta in metas]
+        except (orjson.JSONEncodeError, TypeError):
+            meta_json = [None if meta is None else _json_bytes(meta) for meta in metas]
         walk = self._walk
-        top = self._plan.top
+        top, subs = self._tree
         touched = self._touched
         depth = self.options.depth
         for row, meta in enumerate(metas):
-            if meta is None:
-                continue
-            try:
-                meta_json[row] = dumps(meta)
-            except (orjson.JSONEncodeError, TypeError):
-                meta_json[row] = _stdlib_json(meta)
             if type(meta) is not dict:
-                if not self._conforming:
+                if meta is not None and not self._conforming:
                     self.anomalies += 1  # meta must be an object; kept in meta_json as is
                 continue
             for key, value in meta.items():  # the top level inline: most meta is flat
                 if value is None:
                     continue
                 if type(value) is dict and depth > 1:
-                    walk(value, (key,), row, depth - 1)
+                    sub = subs.get(key)
+                    if sub is None:
+                        sub = subs[key] = ({}, {})
+                    # The second level inline as well (every nasty meta has one object).
+                    leaves, deeper = sub
+                    for key2, value2 in value.items():
+                        if value2 is None:
+                            continue
+                        if type(value2) is dict and depth > 2:
+                            node = deeper.get(key2)
+                            if node is None:
+                                node = deeper[key2] = ({}, {})
+                            walk(value2, node, (key, key2), row, depth - 2)
+                            continue
+                        column = leaves.get(key2)
+                        if column is None:
+                            column = self._column(leaves, (key, key2))
+                            if column is None:
+                                continue
+                        cells = column.cells
+                        if cells is None:
+                            cells = column.cells = [None] * rows
+                            touched.append(column)
+                        cells[row] = value2
                     continue
                 column = top.get(key)
                 if column is None:
-                    column = self._resolve((key,))
+                    column = self._column(top, (key,))
                     if column is None:
                         continue
                 cells = column.cells
@@ -230,19 +258,23 @@ class Normalizer:
                 cells[row] = value
         return meta_json
 
-    def _walk(self, obj: dict[str, Any], prefix: tuple[str, ...], row: int, depth: int) -> None:
+    def _walk(
+        self, obj: dict[str, Any], node: _Node, prefix: tuple[str, ...], row: int, depth: int
+    ) -> None:
         """Fill cells for the leaves of a nested object (below the top level)."""
-        by_path = self._plan.by_path
+        leaves, subs = node
         for key, value in obj.items():
             if value is None:
                 continue
-            path = prefix + (key,)  # noqa: RUF005 (concatenation beats unpacking on this hot path)
             if type(value) is dict and depth > 1:
-                self._walk(value, path, row, depth - 1)
+                sub = subs.get(key)
+                if sub is None:
+                    sub = subs[key] = ({}, {})
+                self._walk(value, sub, prefix + (key,), row, depth - 1)  # noqa: RUF005
                 continue
-            column = by_path.get(path)
+            column = leaves.get(key)
             if column is None:
-                column = self._resolve(path)
+                column = self._column(leaves, prefix + (key,))  # noqa: RUF005
                 if column is None:
                     continue
             cells = column.cells
@@ -250,6 +282,13 @@ class Normalizer:
                 cells = column.cells = [None] * self._rows
                 self._touched.append(column)
             cells[row] = value
+
+    def _column(self, leaves: dict[str, PlanColumn], path: tuple[str, ...]) -> PlanColumn | None:
+        """Return the column of a path not in the tree yet (planned or new), or None."""
+        column = self._plan.by_path.get(path) or self._resolve(path)
+        if column is not None:
+            leaves[path[-1]] = column
+        return column
 
     def _resolve(self, path: tuple[str, ...]) -> PlanColumn | None:
         """Return a new column for a path not yet planned, or None (unselected or capped)."""
@@ -272,7 +311,7 @@ class Normalizer:
         """Merge the value types of this batch into the plan (may widen or raise on freeze)."""
         for column in self._touched:
             assert column.cells is not None
-            kinds, rendered = _kinds(column.cells, column.type)
+            kinds, rendered = _kinds(column.cells, column.type, column.seen)
             self._arrays[column.name] = rendered
             for type_, big in kinds:
                 self._plan.observe(column, type_, big)
@@ -280,7 +319,7 @@ class Normalizer:
     def _batch_type(self, column: PlanColumn) -> str | None:
         """Return the type this batch alone would give the column, joined with the plan's."""
         assert column.cells is not None
-        kinds, rendered = _kinds(column.cells, column.type)
+        kinds, rendered = _kinds(column.cells, column.type, column.seen)
         self._arrays[column.name] = rendered
         result = column.type
         for type_, big in kinds:
@@ -419,7 +458,9 @@ _STRICT = {"string": pa.string(), "bool": pa.bool_()}
 Rendered = tuple[str, pa.Array] | None  # the column already built under this planned type
 
 
-def _kinds(cells: list[Any], planned: str | None) -> tuple[list[tuple[str, bool]], Rendered]:
+def _kinds(
+    cells: list[Any], planned: str | None, seen: bool = False
+) -> tuple[list[tuple[str, bool]], Rendered]:
     """Return the (type, has an int beyond 2**53) pairs of a column's non-null values, and
     the column built under a type when that came on the way.
 
@@ -428,12 +469,14 @@ def _kinds(cells: list[Any], planned: str | None) -> tuple[list[tuple[str, bool]
     beyond int64, most bool/number mixes, and int + float mixes with an int beyond 2**53 (the
     same bound as ours). It does take a bool after a float (as 1.0), so float64 columns and
     anything mixed are checked in Python (float64 columns directly: inference cannot settle
-    them).
+    them). `seen` says the plan's type comes from tonight's data (not only from a seed).
     """
     if planned is not None and planned in _STRICT:
         try:
             return [(planned, False)], (planned, pa.array(cells, _STRICT[planned]))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
+            if seen and planned == "string":
+                return [], None  # nothing widens a string column further (nor needs its kinds)
             return _python_kinds(cells), None  # another type among them: widens
     if planned in ("float64", "json"):
         return _checked_kinds(cells)
@@ -519,6 +562,15 @@ def _texts(texts: list[Any]) -> pa.Array:
     a string array costs as much as the rest of the build.
     """
     return pa.array(texts, pa.binary()).view(pa.string())
+
+
+def _json_bytes(value: Any) -> bytes | str:
+    """Return the JSON text of a value as orjson's bytes, or the stdlib's text where orjson
+    refuses it (ints beyond 64 bits), in orjson's layout."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return _stdlib_json(value)
 
 
 def _json_text(value: Any) -> str:
