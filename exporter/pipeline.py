@@ -204,6 +204,7 @@ def _bulk_allocation() -> Iterator[None]:
 
 # Freed heap pages are handed back every this many images written (a few row groups when
 # meta is large); trimming after every group cost 3.6 s of system CPU per 3,000,000 images.
+# The trim runs in a worker thread (ctypes releases the GIL), off the normalizing thread.
 TRIM_EVERY_IMAGES = 25_000
 
 
@@ -459,7 +460,7 @@ async def _write_batches(
                 stats.images += item.batch.num_rows
                 written += item.batch.num_rows
                 if written >= TRIM_EVERY_IMAGES:
-                    trim()
+                    await anyio.to_thread.run_sync(trim)
                     written = 0
             stats.pages += item.pages
             progress.walker_state = item.walker_state
