@@ -90,6 +90,7 @@ class Normalizer:
         self._touched: list[PlanColumn] = []
         self._arrays: dict[str, Rendered] = {}  # per batch: columns built while typing them
         self._rows = 0
+        self._account: pa.Array | None = None
         self._schema: tuple[int, pa.Schema] | None = None
 
     # -- public API ---------------------------------------------------------------------------
@@ -105,9 +106,9 @@ class Normalizer:
             "timestamp": self._timestamps,
             "list<string>": self._variants,
         }
-        core = {"account_id": pa.array([self.account_id] * len(images), pa.string())}
+        core = {"account_id": self._account_column(len(images)), "id": self._strings(ids)}
         for name, key in _IMAGE_KEYS.items():
-            if name != META_JSON:  # built with the meta columns below
+            if name not in core and name != META_JSON:  # meta_json: with the meta columns
                 core[name] = build[CORE[name].type]([image.get(key) for image in images])
         try:
             meta_json = self._flatten([image.get(_IMAGE_KEYS[META_JSON]) for image in images])
@@ -347,6 +348,14 @@ class Normalizer:
         self._arrays = {}
 
     # -- core columns ---------------------------------------------------------------------------
+
+    def _account_column(self, rows: int) -> pa.Array:
+        """Return `account_id` for a batch of `rows` (Arrow arrays are immutable: one serves
+        every page of that size)."""
+        cached = self._account
+        if cached is None or len(cached) != rows:
+            cached = self._account = pa.array([self.account_id] * rows, pa.string())
+        return cached
 
     def _strings(self, values: list[Any]) -> pa.Array:
         """Return a string column; non-string values become JSON text and count as anomalies."""
