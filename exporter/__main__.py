@@ -1,7 +1,5 @@
 """`python -m exporter` runs the same CLI as the `cf-images-export` console script."""
 
-import sys
+from exporter.cli import run
 
-from exporter.cli import main
-
-sys.exit(main())
+run()

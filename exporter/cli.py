@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -86,8 +87,13 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the parser of every command and flag."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Return the parser of every command and flag.
+
+    Given the `command` about to run, the emulator's flags are left out unless it is
+    `emulator`: they live in the emulator package, whose import (its aiohttp server) would
+    otherwise delay every export's first request by some 40 ms.
+    """
     parser = OneLineParser(prog=PROG, description="Snapshot a Cloudflare Images catalog.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -111,10 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_flags(fleet, fleet=True)
     _add_feedback_flags(fleet)
 
-    from exporter.emulator import add_emulator_arguments
-
     emulator = _command(commands, "emulator", "serve the Images API emulator", EMULATOR_EXAMPLES)
-    add_emulator_arguments(emulator)
+    if command in (None, "emulator"):
+        from exporter.emulator import add_emulator_arguments
+
+        add_emulator_arguments(emulator)
 
     demo = _command(commands, "demo", "emulator + export + DuckDB summary", DEMO_EXAMPLES)
     demo.add_argument("--images", type=int, default=50_000, help="catalog size (50000)")
@@ -205,9 +212,36 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Any:
     )
 
 
+def _command_word(argv: Sequence[str]) -> str | None:
+    """Return the command of `argv`: its first word that is not an option (the top level
+    takes no option values)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def run() -> NoReturn:
+    """The console script and `python -m exporter`: run `main` with sys.argv, then exit.
+
+    An export that returned ends the process without the interpreter's teardown, which frees
+    every object and module of Arrow, DuckDB and aiohttp one by one (0.1-0.2 s after a
+    200,000-image run, as long as a dozen pages' wait; mypy's `hard_exit` does the same):
+    by then the run has closed and synced what it wrote, reported its metrics and joined its
+    threads, and the log handlers, stdout and stderr are flushed here. Other commands (a
+    fleet's Dask cluster, the emulator) exit normally.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    if _command_word(argv) == "export":
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_word(argv)).parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "export": run_export,
         "fleet": run_fleet,
