@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -126,6 +127,23 @@ class _Recent:
             self.ids.difference_update(old)
 
 
+_ID = operator.itemgetter("id")
+_UPLOADED = operator.itemgetter("uploaded")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A page's images a cursor served for the first time, with their keys (same order).
+
+    `ordered`: the keys run strictly in the cursor's order, so those beyond any mark in that
+    order are a prefix.
+    """
+
+    keys: list[Key]
+    images: list[Image]
+    ordered: bool
+
+
 @dataclass
 class Side:
     """One cursor's progress: next token and position (the furthest key it has served)."""
@@ -146,14 +164,60 @@ class Side:
         """Return True when `key` comes after `mark` in this cursor's order."""
         return key > mark if self.order == "asc" else key < mark
 
-    def accept(self, images: Sequence[Image], url: str) -> list[tuple[Key, Image]]:
+    def accept(self, images: Sequence[Image], url: str) -> Accepted:
         """Return the page's images this cursor serves for the first time, with their keys.
 
-        Runs once per image on the event loop: the position lives in locals for the page,
-        and a run of images sharing one `uploaded` text (a tie) is parsed once.
-        CursorError for an image behind the floor that the recent ids cannot place.
+        A page in strict order beyond the position, with no id seen before (every page of an
+        API that keeps its promise) is taken whole by `_in_order`, in C loops; any other
+        page, image by image. CursorError for an image behind the floor that the recent ids
+        cannot place.
         """
-        fresh: list[tuple[Key, Image]] = []
+        accepted = None if self.replay else self._in_order(images)
+        return accepted if accepted is not None else self._one_by_one(images, url)
+
+    def _in_order(self, images: Sequence[Image]) -> Accepted | None:
+        """Take a page whose keys run strictly in this cursor's order from beyond its
+        position, with no id served before (none remembered, none twice): None otherwise.
+
+        What `_one_by_one` would do with such a page, image for image (each is beyond the
+        position when it comes, each id fresh), without a Python step per image: `uploaded`
+        is parsed once per distinct text, and the checks are C loops over the page's lists.
+        """
+        if not images:
+            return None
+        try:
+            texts = list(map(_UPLOADED, images))
+            distinct = dict.fromkeys(texts)  # a tie's text once; TypeError if not hashable
+            instant = dict(zip(distinct, map(datetime.fromisoformat, distinct), strict=True))
+        except (KeyError, TypeError, ValueError):
+            return None  # the image by image walk names the image and what is wrong
+        ids = list(map(_ID, images))
+        keys = list(zip(map(instant.__getitem__, texts), ids, strict=True))
+        ahead = operator.lt if self.order == "asc" else operator.gt
+        try:
+            # Adjacent pairs only, so a naive `uploaded` beside an aware one raises TypeError:
+            # in order, the page is all aware (checked on its first key) or all naive.
+            if keys[0][0].tzinfo is None or not all(map(ahead, keys, keys[1:])):
+                return None
+            if self.position is not None and not ahead(self.position, keys[0]):
+                return None
+        except TypeError:
+            return None
+        recent = self.recent
+        if len(set(ids)) != len(ids) or not recent.ids.isdisjoint(ids):
+            return None
+        self.position, self.position_text = keys[-1], texts[-1]
+        recent.add(ids, self.position)
+        return Accepted(keys, list(images), ordered=True)
+
+    def _one_by_one(self, images: Sequence[Image], url: str) -> Accepted:
+        """Take any page image by image: repeats dropped, late images kept, or CursorError.
+
+        The position lives in locals for the page, and a run of images sharing one
+        `uploaded` text (a tie) is parsed once.
+        """
+        keys: list[Key] = []
+        fresh: list[Image] = []
         served: list[str] = []
         asc = self.order == "asc"
         position, position_text = self.position, self.position_text
@@ -190,11 +254,12 @@ class Side:
                     )
                 page_ids.add(image_id)
                 served.append(image_id)
-                fresh.append((key, image))
+                keys.append(key)
+                fresh.append(image)
         finally:
             self.position, self.position_text = position, position_text
             self.recent.add(served, position)
-        return fresh
+        return Accepted(keys, fresh, ordered=False)
 
     def state(self) -> dict[str, Any]:
         """Return this cursor's JSON-ready state (a few hundred bytes, whatever the ties)."""
@@ -298,9 +363,12 @@ class Merge:
         other = self.sides["desc" if order == "asc" else "asc"] if self.both else None
         mark = other.position if other is not None else None
         if other is None or mark is None:  # one cursor, or the other has served nothing yet
-            out = [image for _, image in fresh]
+            out = fresh.images
+        elif fresh.ordered and (not fresh.keys or other.beyond(fresh.keys[-1], mark)):
+            out = fresh.images  # in order, and its last key not reached: none is
         else:  # what the other cursor has not reached; it never will emit these
-            out = [image for key, image in fresh if other.beyond(key, mark)]
+            pairs = zip(fresh.keys, fresh.images, strict=True)
+            out = [image for key, image in pairs if other.beyond(key, mark)]
         met = (
             mark is not None and side.position is not None and not side.beyond(mark, side.position)
         )

@@ -15,10 +15,10 @@ from typing import Any
 import anyio
 import pytest
 
-from exporter.errors import ConfigError, CursorError, ResponseError
+from exporter.errors import ConfigError, CursorError, ExporterError, ResponseError
 from exporter.pagination import Image, ListRequest, Page, SortOrder
 from exporter.stats import RunStats
-from exporter.walker import Chunk, Merge, Walker, WalkOptions
+from exporter.walker import Chunk, Merge, Side, Walker, WalkOptions
 
 
 def make_catalog(n: int, distinct: int, rng: random.Random) -> list[Image]:
@@ -128,6 +128,50 @@ CASES = [
     pytest.param(300, 10_000, 10, id="few-ties"),
     pytest.param(123, 20, 17, id="odd-sizes"),
 ]
+
+
+def spoil(
+    page: list[Image],
+    rng: random.Random,
+    order: SortOrder,
+    served: list[Image],
+    position: tuple[datetime, str] | None,
+) -> list[Image]:
+    """Return `page` with one misbehaviour; several keep the page in order (a fast path
+    that trusted order alone would take them whole)."""
+    step = timedelta(milliseconds=500 if order == "asc" else -500)
+
+    def after(image: Image) -> str:  # half a second later in the cursor's order
+        return (datetime.fromisoformat(image["uploaded"]) + step).isoformat()
+
+    def fits(i: int) -> bool:  # a key half a second after page[i] sorts before page[i + 1]
+        return i == len(page) - 1 or page[i]["uploaded"] != page[i + 1]["uploaded"]
+
+    kind = rng.randrange(9)
+    i = rng.randrange(len(page))
+    if kind == 0 and len(page) > 1:  # two images swapped
+        i = min(i, len(page) - 2)
+        page[i], page[i + 1] = page[i + 1], page[i]
+    elif kind == 1 and served:  # an image served before, in order under a new key
+        if fits(i):
+            page.insert(i + 1, {**rng.choice(served), "uploaded": after(page[i])})
+    elif kind == 2 and served:  # an image served before, under its own key
+        page.insert(i, dict(rng.choice(served)))
+    elif kind == 3 and position is not None:  # a late image: fresh, just behind the position
+        late = {"id": f"late-{rng.getrandbits(32)}", "uploaded": (position[0] - step).isoformat()}
+        page.insert(0, late)
+    elif kind == 4 and fits(i):  # one id twice in the page, in order
+        page.insert(i + 1, {**page[rng.randrange(i + 1)], "uploaded": after(page[i])})
+    elif kind == 5:  # the same instant written another way (still in order)
+        instant = datetime.fromisoformat(page[i]["uploaded"]).astimezone(UTC)
+        page[i] = {**page[i], "uploaded": instant.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+    elif kind == 6:  # no zone on any image of the page (UTC, says the contract)
+        page = [{**img, "uploaded": img["uploaded"].replace("+00:00", "")} for img in page]
+    elif kind == 7:  # no zone on one image
+        page[i] = {**page[i], "uploaded": page[i]["uploaded"].replace("+00:00", "")}
+    elif kind == 8:  # a broken `uploaded`
+        page[i] = {**page[i], "uploaded": rng.choice([None, "yesterday", 7, ["x"]])}
+    return page
 
 
 class TestMerge:
@@ -305,6 +349,42 @@ class TestMerge:
         back = {"id": "never-seen", "uploaded": pages[0].images[0]["uploaded"]}
         with pytest.raises(CursorError, match="went back"):
             merge.feed("asc", Page([back], "t"))
+
+    @pytest.mark.parametrize("order", ["asc", "desc"])
+    @pytest.mark.parametrize("seed", range(40))
+    def test_a_page_taken_whole_ends_as_image_by_image(self, order: SortOrder, seed: int) -> None:
+        """Pages in order with fresh ids are taken whole; every page, taken either way, leaves
+        the same images, keys, position, counts and remembered ids (or the same error)."""
+        rng = random.Random(seed)
+        catalog = make_catalog(800, rng.choice([3, 60, 6000]), rng)
+        catalog.sort(key=lambda img: (img["uploaded"], img["id"]), reverse=order == "desc")
+        whole, single = Side(order), Side(order)
+        single._in_order = lambda images: None  # type: ignore[method-assign]
+        taken_whole = fed = at = 0
+        while at < len(catalog):
+            size = rng.randrange(1, 40)
+            page = [dict(img) for img in catalog[at : at + size]]
+            served = catalog[max(0, at - 60) : at]
+            at += size
+            if rng.random() < 0.5:
+                page = spoil(page, rng, order, served, single.position)
+            outcomes: list[tuple[Any, Any]] = []
+            for side in (whole, single):
+                try:
+                    got = side.accept(page, "u")
+                    outcomes.append((got.images, got.keys))
+                    taken_whole += side is whole and got.ordered
+                except ExporterError as exc:
+                    outcomes.append((type(exc), str(exc)))
+            assert outcomes[0] == outcomes[1]
+            if isinstance(outcomes[0][0], type):
+                break  # an error: the walk stops here
+            for name in ("position", "position_text", "out_of_order", "duplicates_dropped"):
+                assert getattr(whole, name) == getattr(single, name), name
+            assert whole.recent.ids == single.recent.ids
+            assert whole.recent.floor == single.recent.floor
+            fed += 1
+        assert taken_whole > 0 or fed < 5
 
     def test_unknown_state_version(self) -> None:
         with pytest.raises(ConfigError):
