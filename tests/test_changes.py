@@ -223,3 +223,17 @@ async def test_first_night_adds_every_image_of_the_catalog(
     assert kinds(rows) == {"added": 130}
     assert {r["previous_snapshot_date"] for r in rows.values()} == {None}
     assert all(r["changed_fields"] == [] for r in rows.values())
+
+
+async def test_export_leaves_arrow_memory_pool_as_it_found_it(
+    tmp_path: Path, emulator_factory: EmulatorFactory
+) -> None:
+    """The walk and the change step each pick Arrow's allocator for their own pattern (memory
+    bounded in bytes); a caller embedding the exporter keeps its own pool afterwards."""
+    import pyarrow as pa
+
+    before = pa.default_memory_pool().backend_name
+    await export_night(emulator_factory, tmp_path, "2026-01-01", 60)
+    await export_night(emulator_factory, tmp_path, "2026-01-02", 80)
+    assert pa.default_memory_pool().backend_name == before
+    assert kinds(change_rows(tmp_path, "2026-01-02")) == {"added": 20}
