@@ -226,11 +226,12 @@ def run() -> NoReturn:
     200,000-image run, as long as a dozen pages' wait; mypy's `hard_exit` does the same):
     by then the run has closed and synced what it wrote, reported its metrics and joined its
     threads, and the log handlers, stdout and stderr are flushed here. Other commands (a
-    fleet's Dask cluster, the emulator) exit normally.
+    fleet's Dask cluster, the emulator) exit normally, and so does a run under a profiler or
+    a tracer (`python -m cProfile`, coverage), which writes its results at exit.
     """
     argv = sys.argv[1:]
     code = main(argv)
-    if _command_word(argv) == "export":
+    if _command_word(argv) == "export" and sys.getprofile() is None and sys.gettrace() is None:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

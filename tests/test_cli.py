@@ -184,6 +184,18 @@ def test_export_does_not_load_the_emulator(capsys: pytest.CaptureFixture[str]) -
     assert "--latency" in capsys.readouterr().out
 
 
+def test_an_export_under_a_profiler_still_writes_its_results(tmp_path: Path) -> None:
+    """An export ends without the interpreter's teardown, except under a profiler or tracer,
+    whose results are written at exit (`python -m cProfile -o FILE -m exporter export`)."""
+    argv = ["export", "--dry-run", "--base-url", "http://127.0.0.1:9/v4", "--output", "x"]
+    env = {**clean_env(), "CLOUDFLARE_API_TOKEN": "t", "CLOUDFLARE_ACCOUNT_ID": "a1"}
+    stats = tmp_path / "export.prof"
+    profiled = [sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "exporter", *argv]
+    result = subprocess.run(profiled, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert stats.stat().st_size > 0
+
+
 BASE_ENV = {"CLOUDFLARE_API_TOKEN": "tok-secret-1", "CLOUDFLARE_ACCOUNT_ID": "acc"}
 # (argv, env overrides (None = unset), config file text or None, exit code, text in the line)
 BAD_INPUTS = [
