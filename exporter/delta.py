@@ -77,19 +77,22 @@ class DeltaLocation:
         base = posixpath.join(layout.prefix, DELTA) if layout.prefix else DELTA
         local = store.local_path(base)
         self.base = str(local) if local is not None else f"{store.root.rstrip('/')}/{base}"
-        self.options = storage_options(self.base, os.environ)
+        self.options = storage_options(self.base, os.environ, store.endpoint_url)
 
     def uri(self, table: str) -> str:
         return f"{self.base}/{table}"
 
 
-def storage_options(base: str, environ: Mapping[str, str]) -> dict[str, str]:
+def storage_options(
+    base: str, environ: Mapping[str, str], endpoint: str | None = None
+) -> dict[str, str]:
     """Return delta-rs storage options for a table base: none locally; on S3 the endpoint
-    (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL), plain HTTP when it says so, etag commits."""
+    (the store's `--s3-endpoint`, else AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL), plain HTTP
+    when it says so, etag commits."""
     if not base.startswith("s3://"):
         return {}
     options = {"conditional_put": "etag"}
-    endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+    endpoint = endpoint or environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         options["AWS_ENDPOINT_URL"] = endpoint
         if urlsplit(endpoint).scheme == "http":

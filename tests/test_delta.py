@@ -164,3 +164,31 @@ def test_delta_on_s3_with_etag_commits(tmp_path: Path) -> None:
         changes, _ = read_delta(f"{uri}/delta/image_changes", options, history=False)
     assert len(current) == 150
     assert sorted(r["change"] for r in changes).count("added") == 150
+
+
+def test_delta_on_s3_follows_the_s3_endpoint_flag(tmp_path: Path) -> None:
+    """`--s3-endpoint` alone (no AWS_ENDPOINT_URL in the environment) points delta-rs at the
+    same S3-compatible service as the snapshot's files, not at AWS."""
+    with s3_server() as s3:
+        s3.client().create_bucket(Bucket="lake")
+        uri = "s3://lake/flagged"
+        env = s3.env()
+        endpoint = env.pop("AWS_ENDPOINT_URL")
+        with emulator_process(60, 4) as emu:
+            export(emu, uri, "2026-01-01", "--s3-endpoint", endpoint, env=env)
+        options = storage_options(f"{uri}/delta", {}, endpoint)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+            options[name] = s3.env()[name]
+        current, _ = read_delta(f"{uri}/delta/images_current", options, history=False)
+    assert len(current) == 60
+
+
+def test_storage_options_prefer_the_stores_endpoint() -> None:
+    environ = {"AWS_ENDPOINT_URL": "https://elsewhere.example", "AWS_REGION": "eu-west-1"}
+    options = storage_options("s3://b/delta", environ, "http://127.0.0.1:9000")
+    assert options["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert options["AWS_ALLOW_HTTP"] == "true"
+    assert (
+        storage_options("s3://b/delta", environ)["AWS_ENDPOINT_URL"] == environ["AWS_ENDPOINT_URL"]
+    )
+    assert storage_options("/local/delta", environ, "http://127.0.0.1:9000") == {}

@@ -113,6 +113,9 @@ class Store(Protocol):
     """Where files live; every path is relative to the store's root, "/"-separated."""
 
     root: str
+    # The S3-compatible service (`--s3-endpoint`) as a URL, for the bucket's other clients
+    # (delta-rs); None on disk, on GCS and for AWS itself.
+    endpoint_url: str | None
 
     def open_write(self, path: str) -> contextlib.AbstractContextManager[HashingWriter]:
         """Write a new file, durable (flushed to stable storage) when the context exits."""

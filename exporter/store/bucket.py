@@ -244,6 +244,7 @@ class ObjectStore:
         self._leases: list[LeaseLock] = []
         self.lease_s = lease_s
         self.unlocked_reason: str | None = None  # set only for a GCS emulator (see lock)
+        self.endpoint_url: str | None = None  # an S3-compatible service's URL (Store)
 
     # -- paths and errors -------------------------------------------------------------------
 
@@ -490,6 +491,9 @@ def open_object_store(
         if gcs_emulator(env) is not None:
             store.unlocked_reason = "STORAGE_EMULATOR_HOST names a GCS emulator (lock untested)"
     else:
+        settings = s3_settings(s3_endpoint, env)
+        if settings.endpoint_override is not None:
+            store.endpoint_url = f"{settings.scheme}://{settings.endpoint_override}"
         store.check_bucket()
     return store
 

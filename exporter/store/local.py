@@ -35,6 +35,7 @@ class LocalStore:
     def __init__(self, root: str | Path) -> None:
         self._root = Path(root)
         self.root = str(self._root)
+        self.endpoint_url: str | None = None
 
     def _abs(self, path: str) -> Path:
         if path.startswith("/") or ".." in path.split("/"):
