@@ -251,26 +251,6 @@ def _release_heap() -> None:
     mallopt(_M_MMAP_THRESHOLD, CHANGES_MMAP_THRESHOLD)
 
 
-@contextlib.contextmanager
-def _returning_allocator() -> Iterator[None]:
-    """Give Arrow jemalloc with immediate purging for the change step, where possible.
-
-    After the walk the system allocator's heap is fragmented: the change step's row groups
-    and column buffers landed in new pages and its peak RSS rose 40 MB above the walk's
-    (226 MB at 3,000,000 nasty images). jemalloc returning freed pages at once: 197 MB.
-    """
-    pool = pa.default_memory_pool()
-    try:
-        pa.jemalloc_set_decay_ms(0)
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:  # a pyarrow built without jemalloc: keep the pool
-        pass
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(pool)
-
-
 async def export(
     config: ExportConfig,
     *,
@@ -597,14 +577,13 @@ def _publish_changes(run: Run) -> list[ChangeSet]:
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
         raise SinkError("store", "the published snapshot is not this run's any more; export again")
     _release_heap()
-    with _returning_allocator():
-        return refresh(
-            run.store,
-            run.layout,
-            manifest,
-            run_key=run.checkpoint.run_key,
-            options=run.config.changes,
-        )
+    return refresh(
+        run.store,
+        run.layout,
+        manifest,
+        run_key=run.checkpoint.run_key,
+        options=run.config.changes,
+    )
 
 
 async def _finish_publishing(run: Run) -> dict[str, Any]:
