@@ -42,21 +42,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from exporter.diff import IMAGE_COLUMNS
 from exporter.errors import SinkError
 from exporter.store import Layout, Store
 
 DELTA = "delta"
 IMAGES, CHANGES, CURRENT, HISTORY = "images", "image_changes", "images_current", "images_history"
-CURRENT_COLUMNS = (
-    "id",
-    "account_id",
-    "filename",
-    "creator",
-    "require_signed_urls",
-    "uploaded",
-    "variants",
-    "meta_json",
-)
 # The SCD2 rows of an event log `events` (the same SQL as the duckdb sink's view).
 HISTORY_SQL = """
 SELECT id, valid_from, valid_to, valid_to IS NULL AS is_current,
@@ -230,7 +221,7 @@ def refresh_current(location: DeltaLocation, snapshot_date: str, run_id: str) ->
     if latest is None:
         return
     source = read_partition(location, IMAGES, latest)
-    columns = list(CURRENT_COLUMNS)
+    columns = list(IMAGE_COLUMNS)
     uri = location.uri(CURRENT)
     with _errors("merge into", uri):
         snapshot = source.scanner(columns=columns).to_reader()

@@ -213,8 +213,9 @@ def iter_changes(
         con.close()
 
 
-# The columns an `added` row copies from its night, in CHANGES_SCHEMA's order.
-_ADDED_COPIED = (
+# The columns a change row carries of its image (an `added` row copies them from its
+# night), in CHANGES_SCHEMA's order; also the columns of Delta's `images_current`.
+IMAGE_COLUMNS = (
     "id",
     "account_id",
     "filename",
@@ -252,7 +253,7 @@ def _iter_added(current: NightSource, batch_rows: int) -> Iterator[pa.RecordBatc
             "changed_fields": pa.repeat(pa.scalar([], pa.list_(pa.string())), rows),
         }
         arrays = [
-            batch.column(f.name) if f.name in _ADDED_COPIED else constant[f.name]
+            batch.column(f.name) if f.name in IMAGE_COLUMNS else constant[f.name]
             for f in CHANGES_SCHEMA
         ]
         yield pa.RecordBatch.from_arrays(arrays, schema=CHANGES_SCHEMA)
@@ -261,7 +262,7 @@ def _iter_added(current: NightSource, batch_rows: int) -> Iterator[pa.RecordBatc
 def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
     """Yield the rows of `batches` typed as CHANGES_SCHEMA, `size` rows a batch (the last
     one fewer), so a change part's row groups do not follow the night's."""
-    schema = pa.schema([CHANGES_SCHEMA.field(name) for name in _ADDED_COPIED])
+    schema = pa.schema([CHANGES_SCHEMA.field(name) for name in IMAGE_COLUMNS])
     held: list[pa.RecordBatch] = []
     count = 0
     for batch in batches:
@@ -282,7 +283,7 @@ def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Record
 
 def _night_batches(source: NightSource, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """Yield the core columns of a Parquet or Arrow night, `batch_rows` rows at a time."""
-    columns = list(_ADDED_COPIED)
+    columns = list(IMAGE_COLUMNS)
     if source.kind == "arrow":
         table = source.table
         if isinstance(table, pa.Table):
@@ -298,7 +299,7 @@ def _night_batches(source: NightSource, batch_rows: int) -> Iterator[pa.RecordBa
                 size = sum(
                     group.column(c).total_uncompressed_size
                     for c in range(group.num_columns)
-                    if group.column(c).path_in_schema.split(".")[0] in _ADDED_COPIED
+                    if group.column(c).path_in_schema.split(".")[0] in IMAGE_COLUMNS
                 )
                 if size > ROW_GROUP_READ_BYTES:
                     yield from part.iter_batches(
