@@ -139,6 +139,10 @@ class Exports:
         """Run an export to its end (no request limit)."""
         return await anyio.run_process(self.command(None), env=self.env, check=False)
 
+    def last_lines(self) -> str:
+        """Return the end of the runs' log, for a failure's message."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-8:])
+
     def checkpoint(self) -> dict[str, Any] | None:
         found = list(self.out.glob(".staging/*/_checkpoint.json"))
         if not found:
@@ -158,23 +162,26 @@ class Exports:
         """Poll until `done()`; the run must not exit first (it is blocked, or publishing)."""
         while not done():
             if process.returncode is not None:
-                raise AssertionError(f"the run exited ({process.returncode}) before {what}")
+                raise AssertionError(
+                    f"the run exited ({process.returncode}) before {what}: {self.last_lines()}"
+                )
             await anyio.sleep(0.005)
 
 
 async def kill_at(exports: Exports, kill: Kill) -> bool:
     """Run one export and SIGKILL it at `kill`; return True when it was blocked mid-walk."""
-    if (exports.checkpoint() or {}).get("phase") == "publishing":
-        # Killed while publishing: this run only completes the publication (no request).
+    parts, rows = exports.committed()
+    # The walk still needs at least this many list pages: the run never gets them all.
+    requests = min(kill.requests, math.ceil((IMAGES - rows) / PER_PAGE) - 1)
+    if (exports.checkpoint() or {}).get("phase") in ("publishing", "committing") or requests < 1:
+        # Killed while publishing (the kill may land after the files are published, in
+        # "committing"), or with the walk all but done: this run only completes it.
         finished = await exports.finish()
         assert finished.returncode == 0, finished.stderr.decode()
         return False
     if kill is PUBLISHING:
         await publish_and_kill(exports)
         return False
-    parts, rows = exports.committed()
-    # The walk still needs at least this many list pages: the run never gets them all.
-    requests = min(kill.requests, math.ceil((IMAGES - rows) / PER_PAGE) - 1)
     sent = exports.emu.counters.requests
     process = await exports.start(requests)
     await exports.until(
@@ -183,7 +190,7 @@ async def kill_at(exports: Exports, kill: Kill) -> bool:
     if kill.after_part and requests >= 8:  # 7 pages or more: at least one part of 160 rows
         await exports.until(process, lambda: exports.committed()[0] > parts, "a part")
     await anyio.sleep(kill.delay_s)
-    assert process.returncode is None, "a blocked run cannot finish"
+    assert process.returncode is None, f"a blocked run cannot finish: {exports.last_lines()}"
     process.send_signal(signal.SIGKILL)
     assert await process.wait() == -signal.SIGKILL
     return True
