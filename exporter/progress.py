@@ -73,13 +73,23 @@ def progress_line(stats: RunStats, elapsed: float) -> str:
     return f"{text}, waiting: {stats.current_wait}" if stats.current_wait else text
 
 
+def walking(stats: RunStats) -> bool:
+    """Return whether the walk has begun (a request sent, or one waiting for the quota).
+
+    Before that the run opens its store, takes its lock and reads its checkpoint: lines of
+    "0 images" then say nothing, and would stand above a store's or lock's one-line error.
+    """
+    return stats.requests > 0 or bool(stats.current_wait)
+
+
 async def report_progress(stats: RunStats, *, interactive: bool, interval_s: float = 5.0) -> None:
     """Show progress until cancelled: a rich bar on a terminal, else a log line per interval."""
     started = time.monotonic()
     if not interactive:
         while True:
             await anyio.sleep(interval_s)
-            LOG.info("progress: %s", progress_line(stats, time.monotonic() - started))
+            if walking(stats):
+                LOG.info("progress: %s", progress_line(stats, time.monotonic() - started))
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
