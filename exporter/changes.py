@@ -277,6 +277,9 @@ def _write_parts(
                 part = None
         if part is not None or not files:
             files.append((part or _Part(store, staged, 0, run_tag)).close())
+    except duckdb.Error as exc:  # e.g. out of memory under the last cap: one line, exit 5
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SinkError("changes", f"the diff of {current.snapshot_date} failed: {reason}") from exc
     finally:
         if part is not None:
             part.abandon()

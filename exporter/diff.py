@@ -11,19 +11,27 @@ batches. Values are compared as a warehouse sees them (DESIGN "Change data", dec
                                                        (1, 1.0, true, "1" differ), object key
                                                        order ignored; null equals null only
 
-Two passes keep the memory small. Pass 1 joins the nights on `id` carrying only a 64-bit hash
-per compared field (about 80 bytes a row instead of the whole row), and keeps the ids that
-were added, removed, or whose hashes differ. Pass 2 joins that (usually small) set back to both
-nights for the columns, and decides `meta` by canonical JSON only where the texts differ
-(`canonical_json`, a Python function DuckDB calls on those rows alone). A 64-bit hash collision
-would hide one field's change: at 3,000,000 ids the chance is about 1 in 6 million million.
+Two passes keep the memory small. Pass 1 joins the nights on `id` carrying only two 64-bit
+hashes per row (meta, and the other compared fields: about 90 bytes a row instead of the whole
+row), and keeps the ids that were added, removed, or whose hashes differ. Pass 2 never joins
+two whole rows: it stages P's per-field hashes of the changed ids (and P's `meta_json` where
+meta differs), then streams D's rows and P's removed rows past those narrow tables. A field is
+listed where its hashes differ, and `meta` is then kept only where the texts are different
+JSON values (`canonical_json`, in Python, on those rows alone). A 64-bit hash collision would
+hide one field's change: at 3,000,000 ids the chance is about 1 in 6 million million.
+
+DuckDB runs under a memory cap and spills beyond it, but some of its operators cannot; a diff
+that runs out of memory starts over under the next, larger cap (`DiffSettings.memory_limits`).
+Its result is written to a file first, so nothing has been yielded when that happens.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +41,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+log = logging.getLogger("exporter.diff")
 
 COMPARED_FIELDS = ("filename", "creator", "require_signed_urls", "uploaded", "variants", "meta")
 CHANGE_KINDS = ("added", "removed", "changed")
@@ -133,40 +143,48 @@ def night_relation(con: duckdb.DuckDBPyConnection, source: NightSource, name: st
     con.execute(f"CREATE TEMP VIEW {name} AS {body}")
 
 
-def _hashed(name: str) -> str:
-    """Return the SELECT of a night's ids with one hash over every compared field."""
-    return f"SELECT id, hash({', '.join(_columns())}) AS h FROM {name}"
-
-
 def _columns() -> tuple[str, ...]:
     return tuple("meta_json" if f == "meta" else f for f in COMPARED_FIELDS)
 
 
+def _field_hash(column: str, alias: str = "") -> str:
+    """Return the SQL hash of one compared column, null apart from every value.
+
+    DuckDB hashes a null, [] and [null] alike (a row hash missed variants going from null
+    to []): every value is hashed with a null flag, and lists with their length (`to_json`
+    would do as well, but its buffers broke a 64 MB cap).
+    """
+    value = f"{alias}{column}"
+    if column == "variants":
+        return f"hash({value} IS NULL, len({value}), {value})"
+    return f"hash({value} IS NULL, {value})"
+
+
 @dataclass(frozen=True)
 class DiffSettings:
-    """DuckDB's resources for one diff: its memory cap (spills beyond it) and threads.
+    """DuckDB's resources for one diff: its memory caps, tried in turn, and threads.
 
-    Sized so the diff stays near the walk's own peak: on the nasty catalog (1 KB meta on 12%
-    of images, 300,000 images) recomputing a change set peaked at 324-344 MB with 192 MB,
-    2 threads and 65,536-row batches, and at 215-239 MB with these, for the same CPU; most
-    of it was result batches of wide rows, not DuckDB's own buffers.
-
-    Not lower: 64 MB ran out of memory (DuckDB's error, the export failed) on a night where
-    200,000 of 303,000 nasty images changed, and on a night of 1% churn it saved ~20 MB of
-    the export's peak (251 -> 228-234 MB at 300,000 images): DuckDB's instance alone holds
-    ~30 MB. A first night runs no DuckDB at all (`_iter_added`).
+    Measured alone in a process on the nasty catalog (1 KB meta on 12% of images), a night
+    with 2.5% changed, 2% added and 1% removed: 183-187 MB at 300,000 images and 245-247 MB
+    at 3,000,000 under 96 MB (202-210 and 323 MB before pass 2 stopped joining whole rows,
+    under 128 MB). 64 MB ran out of memory in pass 1 one time in three. A night where 300,000
+    images became 399,000 with 457,876 changes ran out under 128 MB (an exporter traceback
+    until then) and takes the 256 MB cap (~370 MB). DuckDB's instance alone holds ~28 MB. A
+    first night runs no DuckDB at all (`_iter_added`).
     """
 
-    memory_limit: str = "128MB"
+    memory_limits: tuple[str, ...] = ("96MB", "256MB", "1GB")
     threads: int = 2
     batch_rows: int = 8_192
 
 
-def connect(settings: DiffSettings, temp_directory: Path) -> duckdb.DuckDBPyConnection:
-    """Return an in-memory DuckDB connection capped as `settings` says, spilling to disk."""
+def connect(
+    settings: DiffSettings, memory_limit: str, temp_directory: Path
+) -> duckdb.DuckDBPyConnection:
+    """Return an in-memory DuckDB connection capped at `memory_limit`, spilling to disk."""
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = {_literal(settings.memory_limit)}")
+    con.execute(f"SET memory_limit = {_literal(memory_limit)}")
     con.execute(f"SET threads = {max(1, min(settings.threads, os.cpu_count() or 1))}")
     con.execute("SET preserve_insertion_order = false")
     con.execute(f"SET temp_directory = {_literal(str(temp_directory))}")
@@ -188,21 +206,8 @@ def iter_changes(
     if previous is None and current.kind in ("parquet", "arrow"):
         yield from _iter_added(current, settings.batch_rows)
         return
-    con = connect(settings, temp_directory)
+    con, query = _prepared(current, previous, settings, temp_directory)
     try:
-        night_relation(con, current, "cur")
-        date = f"{_literal(current.snapshot_date)}::DATE"
-        if previous is None:
-            query = (
-                f"SELECT 'added' AS change, id, {date} AS snapshot_date, "
-                "NULL::DATE AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
-                "account_id, filename, creator, require_signed_urls, uploaded, variants, "
-                "meta_json FROM cur"
-            )
-        else:
-            night_relation(con, previous, "prev")
-            _find_candidates(con)
-            query = _changes_query(date, _literal(previous.snapshot_date) + "::DATE")
         reader = con.sql(query).to_arrow_reader(settings.batch_rows)
         for batch in reader:
             if previous is not None:
@@ -211,6 +216,60 @@ def iter_changes(
                 yield _conform(batch)
     finally:
         con.close()
+
+
+# The result's row groups are read back one at a time: small, so wide rows stay few MB.
+_RESULT_GROUPS = "ROW_GROUP_SIZE 8192"
+
+
+def _prepared(
+    current: NightSource,
+    previous: NightSource | None,
+    settings: DiffSettings,
+    temp_directory: Path,
+) -> tuple[duckdb.DuckDBPyConnection, str]:
+    """Return a connection and the query that streams the change set out of it, after the
+    joins ran (under the first memory cap they fit in)."""
+    date = f"{_literal(current.snapshot_date)}::DATE"
+    results_directory = Path(tempfile.mkdtemp(prefix="diff-", dir=temp_directory))
+    for index, limit in enumerate(settings.memory_limits):
+        con = connect(settings, limit, temp_directory)
+        try:
+            night_relation(con, current, "cur")
+            if previous is None:
+                return con, (
+                    f"SELECT 'added' AS change, id, {date} AS snapshot_date, "
+                    "NULL::DATE AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
+                    "account_id, filename, creator, require_signed_urls, uploaded, variants, "
+                    "meta_json FROM cur"
+                )
+            night_relation(con, previous, "prev")
+            _find_candidates(con)
+            _stage_previous(con)
+            previous_date = _literal(previous.snapshot_date) + "::DATE"
+            # COPY streams the rows to disk: only the joins' narrow build sides stay in memory
+            # (one query at a time: together their build sides broke a 64 MB cap).
+            results = []
+            for name, query in _changes_queries(date, previous_date).items():
+                result = str(results_directory / f"{index}-{name}.parquet")
+                con.execute(
+                    f"COPY ({query}) TO {_literal(result)} (FORMAT parquet, {_RESULT_GROUPS})"
+                )
+                results.append(result)
+            return con, f"SELECT * FROM read_parquet({_file_list(results)})"
+        except duckdb.OutOfMemoryException:
+            con.close()
+            if index + 1 == len(settings.memory_limits):
+                raise
+            log.info(
+                "the change diff ran out of memory under %s; starting over under %s",
+                limit,
+                settings.memory_limits[index + 1],
+            )
+        except BaseException:
+            con.close()
+            raise
+    raise ValueError("DiffSettings.memory_limits is empty")
 
 
 # The columns a change row carries of its image (an `added` row copies them from its
@@ -312,46 +371,71 @@ def _night_batches(source: NightSource, batch_rows: int) -> Iterator[pa.RecordBa
 
 
 def _find_candidates(con: duckdb.DuckDBPyConnection) -> None:
-    """Pass 1: table `candidates` of ids added, removed, or whose row hashes differ."""
+    """Pass 1: table `candidates` of ids added, removed, or whose hashes differ, with whether
+    their meta texts differ."""
+    rest = [_field_hash(c) for c in _columns() if c != "meta_json"]
+    hashed = "SELECT id, hash({}) AS h, {} AS hm FROM {{}}".format(
+        ", ".join(rest), _field_hash("meta_json")
+    )
     con.execute(
         "CREATE TEMP TABLE candidates AS "
         "SELECT coalesce(d.id, p.id) AS id, "
         "CASE WHEN p.id IS NULL THEN 'added' WHEN d.id IS NULL THEN 'removed' "
-        "ELSE 'changed' END AS change "
-        f"FROM ({_hashed('cur')}) d FULL OUTER JOIN ({_hashed('prev')}) p ON d.id = p.id "
-        "WHERE d.id IS NULL OR p.id IS NULL OR d.h <> p.h"
+        "ELSE 'changed' END AS change, d.hm <> p.hm AS meta_differs "
+        f"FROM ({hashed.format('cur')}) d FULL OUTER JOIN ({hashed.format('prev')}) p "
+        "ON d.id = p.id WHERE d.id IS NULL OR p.id IS NULL OR d.h <> p.h OR d.hm <> p.hm"
     )
 
 
-def _changes_query(date: str, previous_date: str) -> str:
-    """Pass 2: the candidates with their columns, and P's `meta_json` where texts differ.
-
-    A field is listed when its values differ; `meta` whenever the texts differ, and
-    `_settle_meta` then drops it where both are the same JSON value (only those rows reach
-    Python). A row hash that differed by collision alone yields no field and is dropped.
-    """
-    names = [
-        f"CASE WHEN d.{c} IS DISTINCT FROM p.{c} THEN '{f}' END"
+def _field_hashes(alias: str) -> str:
+    return ", ".join(
+        f"{_field_hash(c, alias + '.')} AS h_{f}"
         for f, c in zip(COMPARED_FIELDS, _columns(), strict=True)
-    ]
-    changed = f"list_filter([{', '.join(names)}], lambda f: f IS NOT NULL)"
-    columns = ", ".join(
-        f"CASE WHEN x.change = 'removed' THEN p.{c} ELSE d.{c} END AS {c}"
-        for c in ("account_id", "filename", "creator", "require_signed_urls", "uploaded")
     )
-    return (
-        f"SELECT change, id, {date} AS snapshot_date, {previous_date} AS previous_snapshot_date,"
-        " changed_fields, account_id, filename, creator, require_signed_urls, uploaded, variants,"
-        " meta_json, previous_meta_json FROM ("
-        "SELECT x.change, x.id, CASE WHEN x.change = 'changed' THEN "
-        f"{changed} ELSE []::VARCHAR[] END AS changed_fields, {columns}, "
-        "CASE WHEN x.change = 'removed' THEN p.variants ELSE d.variants END AS variants, "
-        "CASE WHEN x.change = 'removed' THEN p.meta_json ELSE d.meta_json END AS meta_json, "
-        "CASE WHEN x.change = 'changed' AND d.meta_json <> p.meta_json "
-        "THEN p.meta_json END AS previous_meta_json "
-        "FROM candidates x LEFT JOIN cur d ON x.id = d.id LEFT JOIN prev p ON x.id = p.id"
-        ") WHERE change <> 'changed' OR len(changed_fields) > 0"
+
+
+def _stage_previous(con: duckdb.DuckDBPyConnection) -> None:
+    """Table `previous`: P's per-field hashes of the changed ids, and its `meta_json` where
+    the meta texts differ (narrow: pass 2 never holds two whole rows side by side)."""
+    con.execute(
+        f"CREATE TEMP TABLE previous AS SELECT p.id, {_field_hashes('p')}, "
+        "CASE WHEN x.meta_differs THEN p.meta_json END AS meta_json "
+        "FROM prev p JOIN candidates x ON p.id = x.id WHERE x.change = 'changed'"
     )
+
+
+def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
+    """Pass 2: D's added and changed rows, and P's removed rows.
+
+    A field is listed where its hashes differ; `meta` is settled later (`_settle_meta`) from
+    `previous_meta_json`. A row whose hashes differed by collision alone lists no field and
+    is dropped.
+    """
+    differs = [f"CASE WHEN d.h_{f} <> p.h_{f} THEN '{f}' END" for f in COMPARED_FIELDS]
+    changed = f"list_filter([{', '.join(differs)}], lambda f: f IS NOT NULL)"
+    columns = "account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json"
+    current = (
+        f"SELECT x.change, d.id, {date} AS snapshot_date, "
+        f"{previous_date} AS previous_snapshot_date, "
+        f"CASE WHEN x.change = 'changed' THEN {changed} ELSE []::VARCHAR[] END AS changed_fields, "
+        + ", ".join(f"d.{c}" for c in columns.split(", "))
+        + ", p.meta_json AS previous_meta_json "
+        f"FROM (SELECT *, {_field_hashes('cur')} FROM cur) d "
+        "JOIN candidates x ON d.id = x.id LEFT JOIN previous p ON d.id = p.id "
+        "WHERE x.change <> 'removed'"
+    )
+    removed = (
+        f"SELECT 'removed' AS change, p.id, {date} AS snapshot_date, "
+        f"{previous_date} AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
+        + ", ".join(f"p.{c}" for c in columns.split(", "))
+        + ", NULL::VARCHAR AS previous_meta_json "
+        "FROM prev p JOIN candidates x ON p.id = x.id WHERE x.change = 'removed'"
+    )
+    return {
+        "current": f"SELECT * FROM ({current}) "
+        "WHERE change <> 'changed' OR len(changed_fields) > 0",
+        "removed": removed,
+    }
 
 
 def _settle_meta(batch: pa.RecordBatch) -> pa.RecordBatch:

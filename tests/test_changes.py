@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from exporter import changes as changes_module
-from exporter import pipeline
+from exporter import diff, pipeline
 from exporter.config import parse_config
 from exporter.emulator import RunningEmulator
-from exporter.errors import ChangesWithheldError
+from exporter.errors import ChangesWithheldError, SinkError
 from exporter.store import LocalStore
 from exporter.store.layout import ROOT
 from tests.conftest import EmulatorFactory
@@ -142,6 +142,25 @@ async def test_kill_during_change_publication_then_resume(
         assert emu.counters.pages == pages  # the sealed snapshot is not walked again
     assert kinds(change_rows(tmp_path, "2026-01-02")) == {"added": 50}
     assert not list((tmp_path / ".staging").glob("*/changes"))
+
+
+async def test_diff_out_of_memory_under_every_cap_fails_in_one_line_then_resumes(
+    tmp_path: Path, emulator_factory: EmulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB's out-of-memory error was a traceback (exit 1): now one line (exit 5) after the
+    snapshot is published, and `--resume` publishes the change set."""
+    await export_night(emulator_factory, tmp_path, "2026-01-01", 120)
+    tiny = diff.DiffSettings(memory_limits=("1MB",))
+    monkeypatch.setattr(diff, "DiffSettings", lambda: tiny)
+    with pytest.raises(SinkError) as failed:
+        await export_night(emulator_factory, tmp_path, "2026-01-02", 150)
+    assert "changes: the diff of 2026-01-02 failed: Out of Memory Error" in str(failed.value)
+    assert "\n" not in str(failed.value)
+    assert (tmp_path / "snapshot_date=2026-01-02" / "_SUCCESS").exists()
+    assert change_rows(tmp_path, "2026-01-02") == {}
+    monkeypatch.undo()
+    await export_night(emulator_factory, tmp_path, "2026-01-02", 150, resume=True)
+    assert kinds(change_rows(tmp_path, "2026-01-02")) == {"added": 30}
 
 
 def test_mass_removal_withholds_changes_with_exit_9_then_accept(tmp_path: Path) -> None:
