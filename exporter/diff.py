@@ -35,12 +35,16 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from exporter.errors import SinkError
+
+if TYPE_CHECKING:  # imported where a diff runs: a first night never loads DuckDB (~25 MB)
+    import duckdb
 
 log = logging.getLogger("exporter.diff")
 
@@ -182,6 +186,8 @@ def connect(
     settings: DiffSettings, memory_limit: str, temp_directory: Path
 ) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection capped at `memory_limit`, spilling to disk."""
+    import duckdb
+
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = {_literal(memory_limit)}")
@@ -206,7 +212,12 @@ def iter_changes(
     if previous is None and current.kind in ("parquet", "arrow"):
         yield from _iter_added(current, settings.batch_rows)
         return
-    con, query = _prepared(current, previous, settings, temp_directory)
+    import duckdb
+
+    try:
+        con, query = _prepared(current, previous, settings, temp_directory)
+    except duckdb.Error as exc:  # e.g. out of memory under the last cap: one line, exit 5
+        raise _failed(current, exc) from exc
     try:
         reader = con.sql(query).to_arrow_reader(settings.batch_rows)
         for batch in reader:
@@ -214,8 +225,15 @@ def iter_changes(
                 batch = _settle_meta(batch)
             if batch.num_rows:
                 yield _conform(batch)
+    except duckdb.Error as exc:
+        raise _failed(current, exc) from exc
     finally:
         con.close()
+
+
+def _failed(current: NightSource, exc: Exception) -> SinkError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return SinkError("changes", f"the diff of {current.snapshot_date} failed: {reason}")
 
 
 # The result's row groups are read back one at a time: small, so wide rows stay few MB.
@@ -230,6 +248,8 @@ def _prepared(
 ) -> tuple[duckdb.DuckDBPyConnection, str]:
     """Return a connection and the query that streams the change set out of it, after the
     joins ran (under the first memory cap they fit in)."""
+    import duckdb
+
     date = f"{_literal(current.snapshot_date)}::DATE"
     results_directory = Path(tempfile.mkdtemp(prefix="diff-", dir=temp_directory))
     for index, limit in enumerate(settings.memory_limits):

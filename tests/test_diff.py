@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from exporter import diff
 from exporter.diff import CHANGES_SCHEMA, DiffSettings, NightSource, canonical_json, iter_changes
+from exporter.errors import SinkError
 
 CORE = pa.schema(
     [
@@ -212,11 +215,30 @@ class TestMemoryCaps:
         assert "ran out of memory under 1MB; starting over under 64MB" in caplog.text
         assert self.rows(batches) == fits
 
-    def test_out_of_memory_under_the_last_cap_is_raised(self, tmp_path: Path) -> None:
+    def test_out_of_memory_under_the_last_cap_is_one_line(self, tmp_path: Path) -> None:
         current, previous = self.nights(tmp_path)
         settings = DiffSettings(memory_limits=("1MB",))
-        with pytest.raises(duckdb.OutOfMemoryException):
+        with pytest.raises(SinkError) as failed:
             list(iter_changes(current, previous, settings=settings, temp_directory=tmp_path))
+        assert str(failed.value).startswith("changes: the diff of 2024-01-02 failed: Out of Mem")
+        assert "\n" not in str(failed.value)
+        assert isinstance(failed.value.__cause__, duckdb.OutOfMemoryException)
+
+
+def test_a_first_night_never_loads_duckdb(tmp_path: Path) -> None:
+    """A first night's change set is Arrow alone: DuckDB's ~25 MB stay out of its peak."""
+    night = write_parquet(tmp_path / "2024-01-02.parquet", varied_night(20))
+    script = (
+        "import sys; from pathlib import Path; import exporter.cli, exporter.pipeline\n"
+        "from exporter.diff import NightSource, iter_changes\n"
+        f"night = NightSource('parquet', '2024-01-02', ({str(night.paths[0])!r},))\n"
+        f"batches = iter_changes(night, None, temp_directory=Path({str(tmp_path)!r}))\n"
+        "rows = sum(b.num_rows for b in batches)\n"
+        "print(rows, 'duckdb' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["20", "False"]
 
 
 def varied_night(count: int) -> list[dict[str, Any]]:
