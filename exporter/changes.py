@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from exporter._version import __version__
 from exporter.checkpoint import redact_request
 from exporter.diff import CHANGE_KINDS, CHANGES_SCHEMA, NightSource, iter_changes
-from exporter.errors import ChangesWithheldError, SinkError
+from exporter.errors import ChangesWithheldError, SinkError, first_line
 from exporter.manifest import encode_manifest, read_manifest, rfc3339, snapshot_dates
 from exporter.options import ChangeOptions
 from exporter.sinks import PartFile
@@ -237,7 +237,7 @@ def _load_tables(
         try:
             replace_changes(database, str(night["snapshot_date"]), [f for f in files if f])
         except duckdb.Error as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
             raise SinkError("duckdb", f"cannot load the changes into {database}: {reason}") from exc
     if "delta" in request.get("formats", []):
         from exporter import delta

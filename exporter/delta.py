@@ -43,7 +43,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from exporter.diff import IMAGE_COLUMNS
-from exporter.errors import SinkError
+from exporter.errors import SinkError, first_line
 from exporter.store import Layout, Store
 
 DELTA = "delta"
@@ -110,18 +110,13 @@ def _errors(action: str, table: str) -> Any:
         try:
             yield
         except (OSError, pa.ArrowException, duckdb.Error) as exc:
-            raise SinkError(DELTA, f"cannot {action} {table}: {_first_line(exc)}") from exc
+            raise SinkError(DELTA, f"cannot {action} {table}: {first_line(exc)[:300]}") from exc
         except Exception as exc:  # deltalake's DeltaError and friends share no importable base
             if type(exc).__module__.split(".")[0] not in ("deltalake", "_internal"):
                 raise
-            raise SinkError(DELTA, f"cannot {action} {table}: {_first_line(exc)}") from exc
+            raise SinkError(DELTA, f"cannot {action} {table}: {first_line(exc)[:300]}") from exc
 
     return wrap()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def replace_partition(

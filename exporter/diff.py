@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exporter.errors import SinkError
+from exporter.errors import SinkError, first_line
 
 if TYPE_CHECKING:  # imported where a diff runs: a first night never loads DuckDB (~25 MB)
     import duckdb
@@ -232,8 +232,7 @@ def iter_changes(
 
 
 def _failed(current: NightSource, exc: Exception) -> SinkError:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return SinkError("changes", f"the diff of {current.snapshot_date} failed: {reason}")
+    return SinkError("changes", f"the diff of {current.snapshot_date} failed: {first_line(exc)}")
 
 
 # The result's row groups are read back one at a time: small, so wide rows stay few MB.

@@ -27,6 +27,13 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """Return the first line of an exception's text (its type's name when it has none): a
+    library's multi-line message (DuckDB's hints, an SDK's dump) becomes one CLI line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class ExporterError(Exception):
     """Root of every error the exporter reports to its user."""
 

@@ -22,7 +22,7 @@ import anyio.to_thread
 import duckdb
 import pyarrow as pa
 
-from exporter.errors import SinkError
+from exporter.errors import SinkError, first_line
 from exporter.sinks._base import Conform, FileFormat, PartFile, Publication
 from exporter.sinks.parquet import ParquetSink
 from exporter.store.base import Store
@@ -211,5 +211,4 @@ class DuckdbSink(ParquetSink):
                 publication.schema,
             )
         except duckdb.Error as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise SinkError(self.name, f"cannot load {database}: {reason}") from exc
+            raise SinkError(self.name, f"cannot load {database}: {first_line(exc)}") from exc

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from exporter.errors import ConcurrentRunError
+from exporter.errors import ConcurrentRunError, first_line
 
 LEASE_S = 60.0  # a crashed holder's successor waits at most this long
 POLL_S = 1.0
@@ -216,7 +216,7 @@ def obstore_objects(store: Any) -> ConditionalObjects:
         except (AlreadyExistsError, NotFoundError, PreconditionError):
             raise
         except BaseError as exc:
-            raise OSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+            raise OSError(first_line(exc)) from exc
 
     class _Objects:
         def create(self, key: str, data: bytes) -> str | None:
