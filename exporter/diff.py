@@ -259,8 +259,7 @@ def _prepared(
                 return con, (
                     f"SELECT 'added' AS change, id, {date} AS snapshot_date, "
                     "NULL::DATE AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
-                    "account_id, filename, creator, require_signed_urls, uploaded, variants, "
-                    "meta_json FROM cur"
+                    f"{', '.join(_CARRIED)} FROM cur"
                 )
             night_relation(con, previous, "prev")
             _find_candidates(con)
@@ -310,6 +309,8 @@ IMAGE_COLUMNS = (
 # lower than `iter_batches`, whose reads left the heap fragmented (~+145 MB at 300,000
 # images). Larger groups are streamed by `iter_batches`, a batch at a time.
 ROW_GROUP_READ_BYTES = 32 << 20
+
+_CARRIED = tuple(c for c in IMAGE_COLUMNS if c != "id")  # what a change row copies after its id
 
 
 def _iter_added(current: NightSource, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -432,12 +433,11 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
     """
     differs = [f"CASE WHEN d.h_{f} <> p.h_{f} THEN '{f}' END" for f in COMPARED_FIELDS]
     changed = f"list_filter([{', '.join(differs)}], lambda f: f IS NOT NULL)"
-    columns = "account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json"
     current = (
         f"SELECT x.change, d.id, {date} AS snapshot_date, "
         f"{previous_date} AS previous_snapshot_date, "
         f"CASE WHEN x.change = 'changed' THEN {changed} ELSE []::VARCHAR[] END AS changed_fields, "
-        + ", ".join(f"d.{c}" for c in columns.split(", "))
+        + ", ".join(f"d.{c}" for c in _CARRIED)
         + ", p.meta_json AS previous_meta_json "
         f"FROM (SELECT *, {_field_hashes('cur')} FROM cur) d "
         "JOIN candidates x ON d.id = x.id LEFT JOIN previous p ON d.id = p.id "
@@ -446,7 +446,7 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
     removed = (
         f"SELECT 'removed' AS change, p.id, {date} AS snapshot_date, "
         f"{previous_date} AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
-        + ", ".join(f"p.{c}" for c in columns.split(", "))
+        + ", ".join(f"p.{c}" for c in _CARRIED)
         + ", NULL::VARCHAR AS previous_meta_json "
         "FROM prev p JOIN candidates x ON p.id = x.id WHERE x.change = 'removed'"
     )
