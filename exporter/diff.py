@@ -175,8 +175,9 @@ class DiffSettings:
     images became 399,000 with 457,876 changes ran out under 128 MB (an exporter traceback
     until then) and takes the 256 MB cap (~370 MB). DuckDB's instance alone holds ~28 MB. A
     first night runs no DuckDB at all (`_iter_added`). One thread under 48 MB peaked 237 MB
-    at 1,000,000 images (277-286 MB here) for twice the diff's time, but ran out of memory
-    at 3,000,000 and started over under 96 MB: three times the time for the same peak.
+    at 1,000,000 images (277-286 MB under these defaults) for twice the diff's time, but ran
+    out of memory at 3,000,000 and started over under 96 MB: three times the time for the
+    same peak.
     """
 
     memory_limits: tuple[str, ...] = ("96MB", "256MB", "1GB")
