@@ -317,7 +317,8 @@ def _report_metrics(
 async def _export_with_signals(
     config: Any, args: argparse.Namespace, stats: RunStats
 ) -> dict[str, Any]:
-    """Run the export; SIGINT/SIGTERM cancel it cleanly (checkpoint kept) -> Interrupted."""
+    """Run the export; SIGINT/SIGTERM cancel it cleanly (checkpoint kept) -> Interrupted,
+    whose line says what the checkpoint keeps."""
     from exporter.pipeline import export
     from exporter.progress import print_summary, report_progress
 
@@ -342,10 +343,19 @@ async def _export_with_signals(
         group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
         group.start_soon(run)
     if stopped_by and not result:  # a signal during publication lets it finish: success
-        name = signal.Signals(stopped_by[0]).name
-        raise Interrupted(f"stopped by {name}; the checkpoint is kept: re-run with --resume")
+        raise Interrupted(stopped_line(signal.Signals(stopped_by[0]).name, stats))
     print_summary(result, log_format=args.log_format, interactive=interactive)
     return result
+
+
+def stopped_line(name: str, stats: RunStats) -> str:
+    """Return what a stopped run keeps: the images of its committed parts, or nothing."""
+    if stats.committed_pages == 0:
+        return f"stopped by {name} before the first checkpoint: nothing is kept to resume"
+    return (
+        f"stopped by {name}; the checkpoint keeps {stats.committed_images:,} images "
+        f"({stats.committed_pages:,} pages) in committed parts: --resume continues after them"
+    )
 
 
 def run_fleet(args: argparse.Namespace) -> int:

@@ -530,14 +530,25 @@ class SinkOptions(Options):
     Defaults: row groups of at most 100,000 rows or 8 MiB of Arrow buffers, whichever comes
     first (large enough for DuckDB/warehouse scans to skip by statistics; the byte bound keeps
     the one buffered group small when meta is large: 100,000 images with 1 KB of meta would
-    hold ~100 MB), parts of at most 1,000,000 rows or 256 MiB, whichever comes first.
+    hold ~100 MB), parts of at most 100,000 rows or 256 MiB, whichever comes first, and one
+    committed at least every 60 s of walking: each committed part is a checkpoint, so a kill
+    loses at most about a minute of walking (`exporter.cadence`).
     """
 
     parquet_codec: str = opt(
         "zstd", key="parquet.codec", help="compression codec", check=parquet_codec
     )
     part_rows: int = opt(
-        1_000_000, key="parquet.part_rows", help="rows per part file", check=at_least(1)
+        100_000,
+        key="parquet.part_rows",
+        help="rows per part file (each committed part is a checkpoint)",
+        check=at_least(1),
+    )
+    part_s: float = opt(
+        60.0,
+        key="parquet.part_s",
+        help="commit the open part (a checkpoint) after this many seconds of walking",
+        check=seconds,
     )
     part_bytes: int = opt(
         256 * 1024 * 1024, key="parquet.part_bytes", help="bytes per part file", check=at_least(1)

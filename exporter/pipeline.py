@@ -43,6 +43,7 @@ import anyio.abc
 import anyio.to_thread
 import pyarrow as pa
 
+from exporter.cadence import Cadence
 from exporter.changes import ChangeSet, refresh
 from exporter.checkpoint import (
     Checkpoint,
@@ -422,15 +423,21 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
         config.base_url, config.account_id, config.credentials, config.walk, stats, run.pacer
     )
     progress = _Progress(run.checkpoint.walker_state, run.checkpoint.normalizer_state)
+    cadence = Cadence(config.sinks.part_s)
     async with client:
         walker = Walker(client, config.request, config.walk, stats, run.checkpoint.walker_state)
-        send, receive = anyio.create_memory_object_stream[_Written](WRITE_AHEAD)
+        send, receive = anyio.create_memory_object_stream[_Written | None](WRITE_AHEAD)
         # A writer failure first breaks the queue: the writer's error is the one raised.
         async with FirstErrorGroup() as tasks:
             tasks.start_soon(_count_images, client, stats)
-            tasks.start_soon(_write_batches, run, receive, progress)
-            async with send:
-                await _normalize_chunks(run, walker, send)
+            tasks.start_soon(_write_batches, run, receive, progress, cadence)
+            ticks = anyio.CancelScope()
+            tasks.start_soon(_tick, send.clone(), cadence, ticks)
+            try:
+                async with send:
+                    await _normalize_chunks(run, walker, send)
+            finally:
+                ticks.cancel()  # the writer's queue ends once the ticks' end of it closes
     await _commit(run, progress)
     stats.anomalies = run.normalizer.anomalies
     final = run.normalizer.final_schema()
@@ -445,8 +452,20 @@ async def _count_images(client: ApiClient, stats: RunStats) -> None:
     stats.extra["api_count"] = await client.get_count()
 
 
+async def _tick(
+    send: anyio.abc.ObjectSendStream[_Written | None], cadence: Cadence, scope: anyio.CancelScope
+) -> None:
+    """Wake the writer when a checkpoint falls due while no page arrives (a paced walk)."""
+    with scope:
+        async with send:
+            while True:
+                await anyio.sleep(max(cadence.remaining(), 0.25))
+                if cadence.due():
+                    await send.send(None)
+
+
 async def _normalize_chunks(
-    run: Run, walker: Walker, send: anyio.abc.ObjectSendStream[_Written]
+    run: Run, walker: Walker, send: anyio.abc.ObjectSendStream[_Written | None]
 ) -> None:
     """Normalize each chunk of the walk and queue it for the writer, in walk order."""
     chunks_gen = cast(AsyncGenerator[Chunk, None], walker.chunks())
@@ -463,13 +482,22 @@ async def _normalize_chunks(
 
 
 async def _write_batches(
-    run: Run, receive: anyio.abc.ObjectReceiveStream[_Written], progress: _Progress
+    run: Run,
+    receive: anyio.abc.ObjectReceiveStream[_Written | None],
+    progress: _Progress,
+    cadence: Cadence,
 ) -> None:
-    """Write queued batches to every sink; commit a part (and checkpoint) when one is full."""
+    """Write queued batches to every sink; commit a part (and checkpoint) when one is full
+    or when the cadence says one is due (None in the queue: a tick, nothing to write)."""
     stats = run.stats
     trim, written = _heap_trimmer(), 0
     async with receive:
         async for item in receive:
+            if item is None:
+                if cadence.due():
+                    await _commit(run, progress)
+                    cadence.committed()
+                continue
             if item.batch is not None:
                 run.bounds.update(item.batch)
                 for sink in run.sinks:
@@ -482,8 +510,10 @@ async def _write_batches(
             stats.pages += item.pages
             progress.walker_state = item.walker_state
             progress.normalizer_state = item.normalizer_state
-            if any(sink.should_rotate() for sink in run.sinks):
+            cadence.wrote()
+            if cadence.due() or any(sink.should_rotate() for sink in run.sinks):
                 await _commit(run, progress)
+                cadence.committed()
 
 
 async def _commit(run: Run, progress: _Progress) -> None:
@@ -494,6 +524,8 @@ async def _commit(run: Run, progress: _Progress) -> None:
             run.save, progress.walker_state, normalizer_state=progress.normalizer_state
         )
     )
+    run.stats.committed_images = run.stats.images
+    run.stats.committed_pages = run.stats.pages
 
 
 def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) -> dict[str, Any]:

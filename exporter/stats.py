@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-_NOT_COUNTS = ("current_wait", "extra")
+_NOT_COUNTS = ("current_wait", "extra", "committed_images", "committed_pages")
 
 
 @dataclass
@@ -28,6 +28,10 @@ class RunStats:
     out_of_order: int = 0  # walker: images a page served behind their cursor's position (kept)
     duplicates_dropped: int = 0  # walker: ids a cursor served again (dropped)
     current_wait: str = ""  # client: why a request is waiting now, for the progress bar
+    # pipeline: images and pages in committed parts (the checkpoint keeps them), for the
+    # line of a stopped run; a restored checkpoint's counts are all committed.
+    committed_images: int = 0
+    committed_pages: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # pipeline: `api_count`
 
     def as_dict(self) -> dict[str, Any]:
@@ -44,3 +48,4 @@ class RunStats:
             if spec.name not in _NOT_COUNTS:
                 kind = float if isinstance(spec.default, float) else int
                 setattr(self, spec.name, kind(counts.get(spec.name, 0)))
+        self.committed_images, self.committed_pages = self.images, self.pages

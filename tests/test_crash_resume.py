@@ -282,3 +282,51 @@ async def receive_all(stream: anyio.abc.ByteReceiveStream) -> bytes:
     async for chunk in stream:
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_part_is_committed_every_part_s_of_walking(
+    emulator_factory: EmulatorFactory, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """With parts far larger than the catalog, a walk that stalls (its quota spent) still
+    commits what it fetched once `parquet.part_s` has passed; the stop line names what the
+    checkpoint keeps, and --resume sends fewer requests than a whole walk, exactly."""
+    async with emulator_factory(images=IMAGES, seed=SEED) as emu:
+        exports = Exports(emu, tmp_path)
+        timed = CONFIG.replace("part_rows = 160", "part_rows = 1000000\npart_s = 0.5")
+
+        def command(out: Path, quota: str) -> list[str]:
+            config = tmp_path / f"timed{len(quota)}.toml"
+            config.write_text(timed + quota)
+            args = ["--config", str(config), "--output", str(out), "--snapshot-date", DATE]
+            return [PYTHON, "-m", "exporter", "export", *args, "--resume"]
+
+        sent = emu.counters.requests
+        whole = await anyio.run_process(command(tmp_path / "whole", ""), env=exports.env)
+        assert whole.returncode == 0, whole.stderr.decode()
+        whole_requests = emu.counters.requests - sent
+
+        blocked = command(exports.out, "[walk]\nquota = 12\nwindow_s = 3600\nmargin = 1.0\n")
+        async with await anyio.open_process(blocked, env=exports.env) as process:
+            with anyio.fail_after(120):
+                await exports.until(process, lambda: exports.committed()[1] > 0, "a part")
+            process.send_signal(signum)
+            assert process.stderr is not None
+            stderr = (await receive_all(process.stderr)).decode()
+            assert await process.wait() == 130, stderr
+        parts, rows = exports.committed()
+        assert parts >= 1 and 0 < rows < IMAGES, (parts, rows)
+        line = next(line for line in stderr.splitlines() if "error:" in line)
+        assert f"the checkpoint keeps {rows:,} images" in line, line
+        assert "--resume" in line
+
+        sent = emu.counters.requests
+        final = await anyio.run_process(command(exports.out, ""), env=exports.env, check=False)
+        assert final.returncode == 0, final.stderr.decode()
+        assert b"resuming run" in final.stderr
+        resumed_requests = emu.counters.requests - sent
+    assert resumed_requests <= whole_requests - rows // PER_PAGE + 1, (
+        resumed_requests,
+        whole_requests,
+    )
+    assert snapshot_rows(exports.out, DATE) == catalog_rows(IMAGES, SEED, emu.account_id)
