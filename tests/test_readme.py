@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 
 import duckdb
+import orjson
 import pytest
 
 from tests.helpers import ROOT, emulator_process, run_cli
@@ -78,3 +79,40 @@ def test_makefile_targets_have_help(target: str) -> None:
     """Each documented make target exists with a `## help` line."""
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(rf"^{target}:.*## \S", makefile, re.MULTILINE)
+
+
+def test_cross_night_query_sees_the_columns_a_later_night_added(tmp_path: Path) -> None:
+    """Night 2 adds meta columns: a plain glob over both nights hides them (the README says
+    so), the README's `union_by_name` query and the duckdb sink's `images` table show them."""
+    (tmp_path / "night1.toml").write_text('[normalize]\ninclude = ["status"]\n')
+    with emulator_process(images=400, seed=3) as emu:
+        for date, config in (("2026-11-27", ["--config", "night1.toml"]), ("2026-11-28", [])):
+            args = ["export", *config, "--output", "out", "--snapshot-date", date]
+            args += ["--format", "parquet", "--format", "duckdb"]
+            result = run_cli(args, emu.env(), cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    first, schema = (column_names(out / f"snapshot_date={d}") for d in ("2026-11-27", "2026-11-28"))
+    added = [name for name in schema if name not in first]
+    assert added, "night 2 must add columns for this test to mean anything"
+    (query,) = [q for body in blocks("sql") for q in body.split(";") if "union_by_name" in q]
+    with duckdb.connect() as con:
+        con.execute(f"SET file_search_path = '{tmp_path}'")
+        plain = con.execute("DESCRIBE FROM read_parquet('out/snapshot_date=*/*.parquet')")
+        assert not {str(row[0]) for row in plain.fetchall()} >= set(added)
+        result = con.execute(query)
+        names = [d[0] for d in result.description]
+        rows = {str(row[0]): dict(zip(names, row, strict=True)) for row in result.fetchall()}
+    assert names == ["snapshot_date", "images", *(n for n in schema if n.startswith("meta__"))]
+    assert [rows[d]["images"] for d in ("2026-11-27", "2026-11-28")] == [400, 400]
+    assert all(rows["2026-11-27"][name] == 0 for name in added)
+    assert any(rows["2026-11-28"][name] > 0 for name in added)
+    with duckdb.connect(str(out / "images.duckdb"), read_only=True) as con:
+        table = {str(row[0]) for row in con.execute("DESCRIBE images").fetchall()}
+    assert table >= set(schema)
+
+
+def column_names(snapshot: Path) -> list[str]:
+    """Return the columns a snapshot's manifest lists, in order."""
+    manifest = orjson.loads((snapshot / "_manifest.json").read_bytes())
+    return [str(column["name"]) for column in manifest["schema"]]
