@@ -22,6 +22,7 @@ import anyio
 
 from exporter._version import __version__
 from exporter.errors import (
+    ChangesWithheldError,
     ConfigError,
     ExporterError,
     FleetFailedError,
@@ -250,19 +251,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": run_demo,
         "inspect": run_inspect,
     }
+    as_json = getattr(args, "log_format", "plain") == "json"
     try:
         return handlers[args.command](args)
     except ExporterError as exc:
-        return report_error(exc)
+        return report_error(exc, as_json=as_json)
     except KeyboardInterrupt:
+        if as_json:
+            return report_error(Interrupted("interrupted"), as_json=True)
         print(f"{PROG}: interrupted", file=sys.stderr)
         return Interrupted.exit_code
 
 
-def report_error(error: ExporterError) -> int:
-    """Print the error as one line on stderr and return its exit code."""
+def report_error(error: ExporterError, *, as_json: bool = False) -> int:
+    """Print the error as one line on stderr (a JSON log record under --log-format json) and
+    return its exit code."""
     for line in error.lines():
-        print(f"{PROG}: error: {line}", file=sys.stderr)
+        if as_json:
+            fields = {"exit_code": error.exit_code}
+            logging.getLogger("exporter.cli").error("%s", line, extra={"fields": fields})
+        else:
+            print(f"{PROG}: error: {line}", file=sys.stderr)
     return error.exit_code
 
 
@@ -319,12 +328,35 @@ async def _export_with_signals(
 ) -> dict[str, Any]:
     """Run the export; SIGINT/SIGTERM cancel it cleanly (checkpoint kept) -> Interrupted,
     whose line says what the checkpoint keeps."""
-    from exporter.pipeline import export
-    from exporter.progress import print_summary, report_progress
+    from exporter.progress import print_summary
 
     interactive = sys.stderr.isatty() and args.log_format == "plain" and _verbosity(args) >= 0
     result: dict[str, Any] = {}
     stopped_by: list[int] = []
+
+    try:
+        await _run_with_signals(config, stats, result, stopped_by, interactive=interactive)
+    except ChangesWithheldError as exc:  # exit 9: the snapshot is published all the same
+        if exc.summary is not None:
+            print_summary(exc.summary, log_format=args.log_format, interactive=interactive)
+        raise
+    if stopped_by and not result:  # a signal during publication lets it finish: success
+        raise Interrupted(stopped_line(signal.Signals(stopped_by[0]).name, stats))
+    print_summary(result, log_format=args.log_format, interactive=interactive)
+    return result
+
+
+async def _run_with_signals(
+    config: Any,
+    stats: RunStats,
+    result: dict[str, Any],
+    stopped_by: list[int],
+    *,
+    interactive: bool,
+) -> None:
+    """Run the export into `result` beside the progress display, until done or a signal."""
+    from exporter.pipeline import export
+    from exporter.progress import report_progress
 
     async with FirstErrorGroup() as group:
 
@@ -342,10 +374,6 @@ async def _export_with_signals(
         group.start_soon(watch_signals)
         group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
         group.start_soon(run)
-    if stopped_by and not result:  # a signal during publication lets it finish: success
-        raise Interrupted(stopped_line(signal.Signals(stopped_by[0]).name, stats))
-    print_summary(result, log_format=args.log_format, interactive=interactive)
-    return result
 
 
 def stopped_line(name: str, stats: RunStats) -> str:

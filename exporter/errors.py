@@ -26,6 +26,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def first_line(exc: BaseException) -> str:
     """Return the first line of an exception's text (its type's name when it has none): a
@@ -152,6 +154,7 @@ class ChangesWithheldError(ExporterError):
     """
 
     exit_code = 9
+    summary: dict[str, Any] | None = None  # the published snapshot's, for the CLI to print
 
     def __init__(
         self,
@@ -180,8 +183,8 @@ class FleetFailedError(ExporterError):
     def __init__(self, failed: int, total: int) -> None:
         self.failed = failed
         super().__init__(
-            f"{failed} of {total} accounts did not publish (their exit codes are in the table "
-            "above); re-run with --resume to finish only those"
+            f"{failed} of {total} accounts did not publish (each account's exit code is "
+            "listed above); re-run with --resume to finish only those"
         )
 
 

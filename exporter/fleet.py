@@ -39,6 +39,7 @@ from exporter.config import ExportConfig, parse_config
 from exporter.errors import ConfigError, ExporterError, FleetConfigError
 from exporter.metrics import RunMetrics, observe
 from exporter.options import override_file
+from exporter.progress import ACCOUNT
 from exporter.ratelimit import Pacer
 from exporter.stats import RunStats
 from exporter.store.layout import Layout
@@ -214,7 +215,7 @@ async def export_account(account: FleetAccount, pacer: Pacer, stats: RunStats) -
     if account.config.resume:
         done = await anyio.to_thread.run_sync(published_summary, account)
         if done is not None:
-            log.info("account %s: %s is already published", account.account_id, done["snapshot"])
+            log.info("%s is already published", done["snapshot"])
             return done
     return await export(account.config, stats=stats, layout=account.layout, pacer=pacer)
 
@@ -265,6 +266,7 @@ async def run_accounts(
     outcomes: dict[str, AccountOutcome] = {}
 
     async def one(account: FleetAccount) -> None:
+        ACCOUNT.set(account.account_id)  # this task's log lines name their account
         async with limiter:
             stats = RunStats()
             outcomes[account.account_id] = await run_account(
@@ -287,10 +289,10 @@ async def run_account(
         summary = await work
     except ExporterError as exc:
         code, message = exc.exit_code, " ".join(str(exc).split())
-        log.error("account %s: %s", account.account_id, message)
+        log.error("%s", message)
     except Exception as exc:  # a bug in one account's run must not stop the others
         code, message = 1, f"unexpected error: {exc!r}"
-        log.error("account %s: unexpected error\n%s", account.account_id, traceback.format_exc())
+        log.error("unexpected error\n%s", traceback.format_exc())
     duration = time.monotonic() - began
     metrics = await anyio.to_thread.run_sync(
         functools.partial(

@@ -56,7 +56,7 @@ from exporter.checkpoint import (
 )
 from exporter.client import ApiClient
 from exporter.config import ExportConfig
-from exporter.errors import ConcurrentRunError, ExporterError, SinkError
+from exporter.errors import ChangesWithheldError, ConcurrentRunError, ExporterError, SinkError
 from exporter.manifest import (
     UploadedBounds,
     build_manifest,
@@ -336,9 +336,10 @@ async def _export_locked(
         raise
     manifest = await anyio.to_thread.run_sync(_seal_and_publish, run, files, api_count)
     await _publish_sinks(run)
-    changes = await anyio.to_thread.run_sync(_publish_changes, run)
+    published = run.layout.snapshot(run.checkpoint.snapshot_date)
+    changes = await _publish_changes_or_say(run, published, manifest)
     await anyio.to_thread.run_sync(_discard_staging, run)
-    return _summary(run, run.layout.snapshot(run.checkpoint.snapshot_date), manifest, changes)
+    return _summary(run, published, manifest, changes)
 
 
 def _prepare_run(
@@ -632,10 +633,21 @@ async def _finish_publishing(run: Run) -> dict[str, Any]:
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
         raise SinkError("store", f"{published} is not this run's snapshot any more; export again")
     await _publish_sinks(run)
-    changes = await anyio.to_thread.run_sync(_publish_changes, run)
-    await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)
     run.stats.restore(run.checkpoint.counts)
+    changes = await _publish_changes_or_say(run, published, manifest)
+    await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)
     return _summary(run, published, manifest, changes)
+
+
+async def _publish_changes_or_say(
+    run: Run, published: str, manifest: dict[str, Any]
+) -> list[ChangeSet]:
+    """Step 4; a withheld change set (exit 9) carries the published snapshot's summary."""
+    try:
+        return await anyio.to_thread.run_sync(_publish_changes, run)
+    except ChangesWithheldError as exc:
+        exc.summary = {**_summary(run, published, manifest), "changes": "withheld (exit 9)"}
+        raise
 
 
 def _publish_sealed(run: Run, published: str) -> None:

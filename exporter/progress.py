@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 import anyio
@@ -18,6 +19,31 @@ import anyio
 from exporter.stats import RunStats
 
 LOG = logging.getLogger("exporter")
+
+# The fleet account whose run logs a line: set in each account's task, so every line of its
+# export (pipeline, walker, changes; worker threads copy the context) names its account.
+ACCOUNT: ContextVar[str | None] = ContextVar("account", default=None)
+
+
+class AccountFilter(logging.Filter):
+    """Stamp each record with the account of the task that logs it (None outside a fleet)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__["account_id"] = ACCOUNT.get()
+        return True
+
+
+class PlainFormatter(logging.Formatter):
+    """`HH:MM:SS LEVEL message`, the message led by `account <id>: ` inside a fleet."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        account = getattr(record, "account_id", None)
+        if account:
+            record.message = f"account {account}: {record.message}"
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,6 +56,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        account = getattr(record, "account_id", None)
+        if account:
+            data["account_id"] = account
         data.update(getattr(record, "fields", {}))
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
@@ -51,10 +80,8 @@ class StderrHandler(logging.StreamHandler[TextIO]):
 def setup_logging(log_format: str, verbosity: int) -> None:
     """Route the exporter's logs to stderr as plain or JSON lines; -q/-v move the level."""
     handler = StderrHandler()
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(AccountFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else PlainFormatter())
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     root = logging.getLogger("exporter")
     root.handlers[:] = [handler]
@@ -157,24 +184,25 @@ def print_summary(summary: Mapping[str, Any], *, log_format: str, interactive: b
 
 def print_fleet_table(outcomes: Sequence[Any], *, log_format: str, interactive: bool) -> None:
     """Print one row per account of a fleet: images, duration, exit code and why it failed."""
+    results = [o.message or ("published" if o.exit_code == 0 else "") for o in outcomes]
     rows = [
         (
             o.account_id,
             "-" if o.images is None else f"{o.images:,}",
             f"{o.duration_s:.1f}",
             str(o.exit_code),
-            o.message or ("published" if o.exit_code == 0 else ""),
+            result,
         )
-        for o in outcomes
+        for o, result in zip(outcomes, results, strict=True)
     ]
     if log_format == "json":
-        for o in outcomes:
+        for o, result in zip(outcomes, results, strict=True):
             fields = {
                 "account_id": o.account_id,
                 "images": o.images,
                 "duration_s": round(o.duration_s, 2),
                 "exit_code": o.exit_code,
-                "message": o.message,
+                "message": result,
             }
             LOG.info("account", extra={"fields": fields})
         return

@@ -10,6 +10,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from exporter import changes as changes_module
@@ -182,6 +183,14 @@ def test_mass_removal_withholds_changes_with_exit_9_then_accept(tmp_path: Path) 
         assert "--accept-removals" in withheld.stderr
         assert (tmp_path / "snapshot_date=2026-01-02" / "_SUCCESS").exists()
         assert not (tmp_path / ROOT.changes("2026-01-02")).exists()
+        # the snapshot is published: the run ends with its summary, every line JSON
+        logged = run_cli([*args[:-1], "--log-format", "json"], env=emu.env())
+        assert logged.returncode == ChangesWithheldError.exit_code, logged.stderr
+        records = [orjson.loads(line) for line in logged.stderr.splitlines()]
+        (summary,) = [r["summary"] for r in records if r["message"] == "summary"]
+        assert summary["images"] == 100 and summary["changes"] == "withheld (exit 9)"
+        assert records[-1]["level"] == "error" and records[-1]["exit_code"] == 9
+        assert "--accept-removals" in records[-1]["message"]
         accepted = run_cli([*args, "--resume", "--accept-removals"], env=emu.env())
         assert accepted.returncode == 0, accepted.stderr
     assert kinds(change_rows(tmp_path, "2026-01-02")) == {"removed": 100}

@@ -151,6 +151,27 @@ class TestFleetRun:
             i: fleet.accounts[i][0] for i in ids if i not in (bad_token, bad_storage)
         }
 
+    def test_json_logs_name_each_line_s_account(self, fleet: Fleet, tmp_path: Path) -> None:
+        """--log-format json: every line is JSON, an account's run lines carry its id, its
+        result line says "published" or why not, and the final error is JSON with exit 10."""
+        ids = list(fleet.accounts)
+        accounts = accounts_toml(fleet, tmp_path / "accounts.toml")
+        args = [*fleet_args(accounts, tmp_path / "out"), "--resume", "--log-format", "json"]
+        result = run_cli(args, env=fleet.env(CF_TOKEN_3="a-wrong-token"), timeout=300)
+        assert result.returncode == 10, result.stderr
+        records = [orjson.loads(line) for line in result.stderr.splitlines()]
+        fresh = [r for r in records if r["message"].startswith("nothing to resume")]
+        assert sorted(r.get("account_id") for r in fresh) == sorted(ids)
+        results = {
+            r["account_id"]: r for r in records if r["logger"] == "exporter" and "exit_code" in r
+        }
+        assert {i: r["message"] for i, r in results.items() if i != ids[3]} == {
+            i: "published" for i in ids if i != ids[3]
+        }
+        assert results[ids[3]]["exit_code"] == 3 and results[ids[3]]["message"]
+        assert records[-1]["level"] == "error" and records[-1]["exit_code"] == 10
+        assert "listed above" in records[-1]["message"]
+
     def test_a_killed_fleet_resumes_only_what_was_unfinished(
         self, fleet: Fleet, tmp_path: Path
     ) -> None:
