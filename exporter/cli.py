@@ -133,6 +133,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     inspect = _command(commands, "inspect", "verify a published snapshot", INSPECT_EXAMPLES)
     inspect.add_argument("path", help="an output directory or one snapshot_date=... directory")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    inspect.add_argument(
+        "--s3-endpoint", metavar="URL", help="S3-compatible endpoint (env AWS_ENDPOINT_URL)"
+    )
     return parser
 
 
@@ -459,38 +462,56 @@ def run_inspect(args: argparse.Namespace) -> int:
     """`inspect`: verify every file of one snapshot, or of every snapshot under OUT.
 
     OUT may hold a fleet's `account_id=<id>/` levels: every account's snapshots are verified.
-
-        OUT may be a directory or a bucket URI (s3://, gs://), as for `export --output`.
+    OUT may be a directory or a bucket URI (s3://, gs://), as for `export --output`. Every
+    snapshot is verified and reported, the damaged ones with each of their problems, before
+    the run exits 7 for any of them; a path without any snapshot is a usage error (exit 2).
     """
     from exporter.changes import change_dates
-    from exporter.manifest import snapshot_dates, verify_snapshot
+    from exporter.manifest import VerifyReport, snapshot_dates, verify_snapshot
     from exporter.store import open_store
     from exporter.store.layout import ROOT, SNAPSHOT_PREFIX, account_layouts, split_snapshot_path
 
     one = split_snapshot_path(args.path)
     if one is not None:
-        store, directories = open_store(one[0]), [one[1]]
+        store, directories = open_store(one[0], s3_endpoint=args.s3_endpoint), [one[1]]
     else:
-        store = open_store(args.path)
+        store = open_store(args.path, s3_endpoint=args.s3_endpoint)
         directories = []
         for layout in [ROOT, *account_layouts(store.list_dir(ROOT.snapshots))]:
             directories += [layout.snapshot(d) for d in snapshot_dates(store, layout)]
             directories += [layout.changes(d) for d in change_dates(store, layout)]
     if not directories:
-        raise IntegrityError(f"no {SNAPSHOT_PREFIX}* snapshot under {args.path}")
-    reports = [verify_snapshot((store, directory)) for directory in directories]
+        raise ConfigError("inspect", f"no {SNAPSHOT_PREFIX}* snapshot under {args.path}")
+    reports: list[VerifyReport] = []
+    for directory in directories:
+        try:
+            reports.append(verify_snapshot((store, directory), strict=False))
+        except IntegrityError as exc:  # no manifest, or one that is not JSON
+            problem = str(exc).removeprefix(f"{directory}: ")
+            reports.append(VerifyReport(directory=directory, manifest={}, problems=[problem]))
     if args.json:
         data = [
             {"snapshot": r.directory, "files": r.files, "rows": r.rows, "bytes": r.bytes}
+            | ({} if r.ok else {"problems": r.problems})
             for r in reports
         ]
         print(json.dumps(data, indent=2))
-        return 0
-    for r in reports:
+    for r in reports if not args.json else ():
         what = "changes" if r.manifest.get("kind") == "changes" else "images"
-        print(
-            f"{r.directory}: ok, {r.rows:,} {what} in {r.files} files, {r.bytes:,} bytes, "
-            "sha256 verified"
+        if r.ok:
+            print(
+                f"{r.directory}: ok, {r.rows:,} {what} in {r.files} files, {r.bytes:,} bytes, "
+                "sha256 verified"
+            )
+        for problem in r.problems:
+            print(f"{r.directory}: DAMAGED: {problem}")
+    damaged = [r for r in reports if not r.ok]
+    if len(damaged) == 1 and len(reports) == 1:
+        raise IntegrityError(f"{damaged[0].directory}: {'; '.join(damaged[0].problems)}")
+    if damaged:
+        raise IntegrityError(
+            f"{len(damaged)} of {len(reports)} snapshots do not match their manifests: "
+            + ", ".join(r.directory for r in damaged)
         )
     return 0
 

@@ -153,6 +153,36 @@ class TestExport:
         assert bad.returncode == 7
         assert "sha256" in one_line_error(bad.stderr)
 
+    def test_inspect_reports_every_snapshot_and_every_problem(
+        self, emu: EmulatorProcess, tmp_path: Path
+    ) -> None:
+        """One damaged snapshot among several: every other one is still reported ok (text and
+        --json), the damaged one with its problem, then exit 7; no snapshot at all: exit 2."""
+        out = tmp_path / "out"
+        for date in ("2026-11-26", DATE):
+            args = ["export", "--output", str(out), "--snapshot-date", date, "-q"]
+            assert run_cli(args, emu.env()).returncode == 0
+        (part,) = (out / f"snapshot_date={DATE}").glob("part-00000-*.parquet")
+        part.write_bytes(part.read_bytes()[:-1] + b"!")
+        text = run_cli(["inspect", str(out)])
+        assert text.returncode == 7, text.stderr
+        assert "1 of 4 snapshots do not match" in one_line_error(text.stderr)
+        lines = text.stdout.splitlines()
+        assert len([line for line in lines if ": ok, " in line]) == 3, text.stdout
+        damaged = [line for line in lines if "DAMAGED" in line]
+        assert damaged and all(line.startswith(f"snapshot_date={DATE}: ") for line in damaged)
+        assert any(part.name in line and "sha256" in line for line in damaged), damaged
+        report = run_cli(["inspect", str(out), "--json"])
+        assert report.returncode == 7
+        entries = {e["snapshot"]: e for e in orjson.loads(report.stdout)}
+        assert len(entries) == 4
+        assert [s for s, e in entries.items() if "problems" in e] == [f"snapshot_date={DATE}"]
+        (tmp_path / "empty").mkdir()
+        for path in (tmp_path / "empty", tmp_path / "missing"):
+            empty = run_cli(["inspect", str(path)])
+            assert empty.returncode == 2, empty.stderr
+            assert "no snapshot_date=* snapshot under" in one_line_error(empty.stderr)
+
 
 @pytest.mark.parametrize("command", ["export", "emulator", "demo", "inspect"])
 def test_help_shows_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -278,7 +308,7 @@ BAD_INPUTS = [
     pytest.param(["export"], {}, "[export]\nformats = []\n", 2, "formats", id="config-formats"),
     pytest.param(["emulator", "--host", "0.0.0.0"], {}, None, 2, "loopback", id="emulator-host"),
     pytest.param(["demo", "--images", "0"], {}, None, 2, "--images", id="demo-images"),
-    pytest.param(["inspect", "/nonexistent-dir"], {}, None, 7, "snapshot", id="inspect-missing"),
+    pytest.param(["inspect", "/nonexistent-dir"], {}, None, 2, "snapshot", id="inspect-missing"),
 ]
 
 
