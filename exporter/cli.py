@@ -44,9 +44,9 @@ examples:
   export CLOUDFLARE_API_TOKEN=...  CLOUDFLARE_ACCOUNT_ID=...
   cf-images-export export --output /data/cf-images --resume
 
-  # the same with a config file, as NDJSON, only active images
-  cf-images-export export --config configs/filtered-ndjson.toml \\
-      --filter 'meta.status[eq]=active'
+  # a config file's export (gzip NDJSON of active images), written elsewhere; a --filter
+  # flag would replace the file's filters, not add to them
+  cf-images-export export --config configs/filtered-ndjson.toml --output /data/active
 
   # show the resolved plan and the first request, send nothing
   cf-images-export export --config configs/nightly.toml --dry-run
@@ -171,9 +171,30 @@ def _add_export_flags(parser: argparse.ArgumentParser, *, fleet: bool = False) -
         )
 
 
+def shown_default(value: Any) -> str | None:
+    """Return a default as `--help` shows it, or None when there is none worth showing."""
+    if value is None or value is False or value in ((), ""):
+        return None
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _with_default(help_text: str, default: Any) -> str:
+    """Return `help_text` ending with its default, unless it already names it."""
+    shown = shown_default(default)
+    if shown is None or shown in help_text:
+        return help_text
+    return f"{help_text} (default: {shown.replace('%', '%%')})"
+
+
 def _flag_arguments(option: Option) -> dict[str, Any]:
     """Return add_argument's keywords for an option's flag (None when not given)."""
-    arguments: dict[str, Any] = {"help": option.flag_help or option.help}
+    arguments: dict[str, Any] = {
+        "help": _with_default(option.flag_help or option.help, option.default)
+    }
     if option.kind is bool:
         return {**arguments, "action": "store_true", "default": None}
     if option.kind is tuple:
@@ -188,7 +209,12 @@ def _flag_arguments(option: Option) -> dict[str, Any]:
 
 
 def _add_feedback_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    parser.add_argument(
+        "--log-format",
+        choices=["plain", "json"],
+        default="plain",
+        help="log lines as text or one JSON object each (default: plain)",
+    )
     parser.add_argument("-q", "--quiet", action="count", default=0, help="fewer messages")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages")
 

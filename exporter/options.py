@@ -334,7 +334,8 @@ class ExportOptions(Options):
         check=some_format,
         flag="--format",
         metavar="NAME",
-        flag_help="parquet, ndjson, duckdb, delta (repeatable)",
+        flag_help="parquet (default), ndjson, duckdb, delta or a plugin sink's name (repeatable; "
+        "replaces the config's formats)",
         fingerprint=True,
     )
     snapshot_date: str = opt(
@@ -393,7 +394,7 @@ class RequestOptions(Options):
         help="metadata filters, e.g. 'meta.status[eq]=active'",
         flag="--filter",
         metavar="EXPR",
-        flag_help="e.g. 'meta.status[eq]=active'",
+        flag_help="e.g. 'meta.status[eq]=active' (repeatable; replaces the config's filters)",
         fingerprint=True,
     )
 

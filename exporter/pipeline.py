@@ -107,7 +107,10 @@ def dry_run_plan(config: ExportConfig) -> dict[str, Any]:
         orders = [config.request.sort_order or "desc"]
     from urllib.parse import urlencode
 
-    requests = [f"GET {config.base_url}/accounts/{config.account_id}/images/v1/stats"]
+    account_url = f"{config.base_url}/accounts/{config.account_id}"
+    requests = [f"GET {account_url}/images/v1/stats"]
+    if config.walk.batch_api:
+        requests.append(f"GET {account_url}/images/v1/batch_token")
     requests += [f"GET {base}?{urlencode(config.request.params(o, None))}" for o in orders]
     output = posixpath.join(config.output, ROOT.snapshot(config.snapshot_date.isoformat()))
     return {"plan": config.plan(), "requests": requests, "publishes": output}

@@ -67,7 +67,7 @@ def emulator_process(images: int = 500, seed: int = 7, *args: str) -> Iterator[E
                 key, _, value = line.strip().partition("=")
                 banner[key] = value
             elif line.strip().startswith("batch host:"):
-                banner["batch"] = line.split(":", 1)[1].strip().removesuffix("/images/v2")
+                banner["batch"] = line.split()[-1]  # as --batch-base-url takes it
             if "batch" in banner:
                 break
         if "CLOUDFLARE_API_TOKEN" not in banner:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from exporter.cli import build_parser, main, overrides_from_args
+from exporter.cli import build_parser, main, overrides_from_args, shown_default
 from exporter.config import load_toml
 from exporter.emulator import build_catalog
 from exporter.filters import matches, parse_filter
@@ -182,6 +183,24 @@ class TestExport:
             empty = run_cli(["inspect", str(path)])
             assert empty.returncode == 2, empty.stderr
             assert "no snapshot_date=* snapshot under" in one_line_error(empty.stderr)
+
+
+@pytest.mark.parametrize("command", ["export", "fleet", "emulator", "demo", "inspect"])
+def test_help_shows_every_default(command: str) -> None:
+    """Each flag with a default says it in --help: argparse's own defaults, and for the
+    export flags the default of the option they set."""
+    parsers = build_parser(command)._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    parser = parsers[command]
+    options = {o.key: o for o in all_options()}
+    for action in parser._actions:
+        if action.help in (None, argparse.SUPPRESS) or action.nargs == 0:
+            continue  # no help, or a switch (-h, -q, --resume): nothing to default
+        option = options.get(action.dest)
+        default = option.default if option is not None else action.default
+        shown = shown_default(default) if default != 0 or default is False else "0"
+        if shown is not None:
+            text = action.help % {"default": action.default}
+            assert shown in text, f"{command} {action.option_strings}: {text!r} lacks {shown!r}"
 
 
 @pytest.mark.parametrize("command", ["export", "emulator", "demo", "inspect"])

@@ -264,7 +264,7 @@ def describe(emu: RunningEmulator) -> str:
         f"  CLOUDFLARE_BASE_URL={emu.base_url}",
         f"  CLOUDFLARE_ACCOUNT_ID={emu.account_id}",
         f"  CLOUDFLARE_API_TOKEN={emu.token}",
-        f"  batch host: {emu.batch_base_url}/images/v2",
+        f"  batch host: --batch-api --batch-base-url {emu.batch_base_url}",
     ]
     if s.email:
         lines.append(f"  or email + key: CLOUDFLARE_EMAIL={s.email} CLOUDFLARE_API_KEY={s.api_key}")

@@ -200,7 +200,14 @@ def _check_accounts(accounts: tuple[AccountSettings, ...]) -> None:
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's flags (`--host`, `--port`, catalog, auth, limits, faults)."""
     d = EmulatorSettings()
-    add = parser.add_argument
+
+    def add(*flags: str, **arguments: Any) -> None:
+        """Add a flag whose help ends with its default (unless it names it already)."""
+        default, text = arguments.get("default"), str(arguments.get("help", ""))
+        if default is not None and default is not False and default != "" and "default" not in text:
+            arguments["help"] = f"{text} (default: %(default)s)"
+        parser.add_argument(*flags, **arguments)
+
     add("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     add("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}, 0: any)")
     add("--images", type=int, default=d.images, help="catalog size")
@@ -247,7 +254,11 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     add("--live-mutations", type=int, default=1, help="live mode: changes each time")
     add("--night", type=int, default=d.night, help="serve the catalogs as of night N (0: built)")
     add("--churn", type=float, default=d.churn, help="share of images uploaded per night")
-    add("--quiet-nights", default=_ints(d.quiet_nights), help="nights with no change (1,2)")
+    add(
+        "--quiet-nights",
+        default=_ints(d.quiet_nights),
+        help="nights with no change, comma-separated",
+    )
     add(
         "--mass-deletion-nights",
         default=_ints(d.mass_deletion_nights),
