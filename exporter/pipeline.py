@@ -530,6 +530,8 @@ async def _commit(run: Run, progress: _Progress) -> None:
     )
     run.stats.committed_images = run.stats.images
     run.stats.committed_pages = run.stats.pages
+    parts = sum(len(sink.parts) for sink in run.sinks)
+    log.debug("checkpoint: %s images in %s committed part(s)", f"{run.stats.images:,}", parts)
 
 
 def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) -> dict[str, Any]:

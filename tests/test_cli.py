@@ -125,6 +125,15 @@ class TestExport:
         assert result.returncode == 0, result.stderr
         assert result.stderr == "" and result.stdout == ""
 
+    def test_verbose_adds_each_checkpoint(self, emu: EmulatorProcess, tmp_path: Path) -> None:
+        """-v: debug lines, one per checkpoint, beside the usual ones."""
+        (tmp_path / "c.toml").write_text("[parquet]\npart_rows = 200\n")
+        args = ["export", "--config", str(tmp_path / "c.toml"), "--output", str(tmp_path / "o")]
+        result = run_cli([*args, "--per-page", "100", "-v"], emu.env())
+        assert result.returncode == 0, result.stderr
+        debug = [line for line in result.stderr.splitlines() if " DEBUG checkpoint: " in line]
+        assert len(debug) >= 3, result.stderr
+
     def test_dry_run_sends_nothing_and_masks_secrets(self, tmp_path: Path) -> None:
         """--dry-run prints the plan and requests, with no secret, even with no API reachable."""
         env = {**clean_env(), "CLOUDFLARE_API_TOKEN": "very-secret", "CLOUDFLARE_ACCOUNT_ID": "a1"}

@@ -15,6 +15,8 @@ import duckdb
 import orjson
 import pytest
 
+from exporter.cli import build_parser
+from exporter.options import BUILTIN_FORMATS
 from tests.helpers import ROOT, emulator_process, run_cli
 
 README = (ROOT / "README.md").read_text()
@@ -116,3 +118,62 @@ def column_names(snapshot: Path) -> list[str]:
     """Return the columns a snapshot's manifest lists, in order."""
     manifest = orjson.loads((snapshot / "_manifest.json").read_bytes())
     return [str(column["name"]) for column in manifest["schema"]]
+
+
+def synopsis() -> dict[str, str]:
+    """Return the README's synopsis block, command by command."""
+    (block,) = [b for b in blocks("text") if b.startswith("cf-images-export export ")]
+    commands: dict[str, str] = {}
+    for line in block.splitlines():
+        if line.startswith("cf-images-export "):
+            command = line.split()[1]
+        commands[command] = commands.get(command, "") + line + "\n"
+    return commands
+
+
+def parser_flags(command: str) -> set[str]:
+    """Return the flags of one command as the synopsis writes them (no -h; -q, -v short)."""
+    parsers = build_parser(command)._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    return {
+        flag
+        for action in parsers[command]._actions
+        for flag in action.option_strings
+        if flag not in ("-h", "--help", "--quiet", "--verbose")
+    }
+
+
+FLAG = re.compile(r"(?<![\w-])(--[a-z0-9-]+|-[qv])\b")
+
+
+def test_synopsis_names_every_command_and_flag() -> None:
+    """The README's synopsis lists every command; every flag of export, demo and inspect (and
+    fleet's own); only flags that exist; and every built-in format."""
+    shown = synopsis()
+    parsers = build_parser("emulator")._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(shown) == set(parsers)
+    flags = {command: set(FLAG.findall(text)) for command, text in shown.items()}
+    for command in ("export", "demo", "inspect"):
+        assert flags[command] == parser_flags(command), command
+    assert flags["fleet"] >= parser_flags("fleet") - parser_flags("export")
+    assert flags["fleet"] <= parser_flags("fleet") | {"--account-id", "--dry-run"}
+    assert flags["emulator"] <= parser_flags("emulator")
+    assert all(name in shown["export"] for name in BUILTIN_FORMATS)
+
+
+def test_make_help_list_names_every_documented_target() -> None:
+    """The README's list of make targets is the Makefile's targets with a `## help` line."""
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z]+):.*## \S", makefile, re.MULTILINE)) - {"help"}
+    sentence = re.search(r"`make help` lists every target \(([^)]*)\)", README)
+    assert sentence is not None
+    assert set(re.findall(r"`([a-z]+)`", sentence.group(1))) == targets
+
+
+def test_nightly_config_names_every_builtin_format() -> None:
+    """configs/nightly.toml, the reference, names every built-in format beside `formats`."""
+    (line,) = [
+        line
+        for line in (ROOT / "configs" / "nightly.toml").read_text().splitlines()
+        if line.startswith("formats =")
+    ]
+    assert all(f'"{name}"' in line for name in BUILTIN_FORMATS), line
