@@ -7,8 +7,10 @@ atomically for node_exporter's textfile collector, and `push` sends it to a Push
 Every series carries `account_id` (never a secret). After a failed run,
 `cf_images_export_last_success_timestamp_seconds` keeps the time of the last success, read from
 the latest published manifest, so an alert on "older than 26 hours" fires; `exit_code` shows
-the failure. Counters describe the run that wrote the file (`*_total` as Prometheus expects of
-counters); a series with no value (no success yet, no change set) is left out, not written as 0.
+the failure. An account that never published reports 0 (1970): the same alert fires for it,
+where a missing series would keep it silent. Counters describe the run that wrote the file
+(`*_total` as Prometheus expects of counters); a series with no value (a store that could not
+be read, no change set) is left out, not written as 0.
 """
 
 from __future__ import annotations
@@ -193,7 +195,8 @@ def observe(
 
 
 def _last_success(config: ExportConfig, layout: Layout) -> float | None:
-    """Return the finish time of the newest snapshot published under `layout`, if readable."""
+    """Return the finish time of the newest snapshot published under `layout`; 0 when none
+    is, None when the store cannot be read."""
     from exporter.errors import ExporterError
     from exporter.manifest import read_manifest, snapshot_dates
     from exporter.store import open_store
@@ -207,7 +210,7 @@ def _last_success(config: ExportConfig, layout: Layout) -> float | None:
                 return dt.datetime.fromisoformat(finished).timestamp()
     except ExporterError:
         return None
-    return None
+    return 0.0
 
 
 def report(runs: Sequence[RunMetrics], *, textfile: str | None, pushgateway: str | None) -> None:

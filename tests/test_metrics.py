@@ -154,11 +154,20 @@ class TestExportMetrics:
     """`export --metrics-textfile` through the real CLI against the emulator over loopback."""
 
     def test_success_then_failure_keeps_the_last_success(self, tmp_path: Path) -> None:
+        """Never published: last success 0 (a stale-snapshot alert fires); then a success's
+        time, which a later failure keeps."""
         from tests.helpers import emulator_process, run_cli
 
         out, prom = tmp_path / "out", tmp_path / "cf.prom"
         args = ["export", "--output", str(out), "--metrics-textfile", str(prom)]
         with emulator_process(120, 3) as emu:
+            never = run_cli(
+                [*args, "--snapshot-date", "2026-11-28"],
+                env=emu.env(CLOUDFLARE_API_TOKEN="not-the-token"),
+            )
+            assert never.returncode == 3
+            zero = samples(prom.read_text())
+            assert zero[one("cf_images_export_last_success_timestamp_seconds", emu.account_id)] == 0
             ok = run_cli([*args, "--snapshot-date", "2026-11-29"], env=emu.env())
             assert ok.returncode == 0, ok.stderr
             first = samples(prom.read_text())
