@@ -47,8 +47,8 @@ from exporter.store.layout import Layout
 log = logging.getLogger("exporter.fleet")
 
 CREDENTIAL_KEYS = ("token_env", "email_env", "key_env")
-FIXED_KEYS = {"id", *CREDENTIAL_KEYS}
-NOT_PER_ACCOUNT = {"account_id", "export.account_id", "snapshot_date", "export.snapshot_date"}
+FIXED_KEYS = {"id", "account_id", *CREDENTIAL_KEYS}
+NOT_PER_ACCOUNT = {"export.account_id", "snapshot_date", "export.snapshot_date"}
 _ACCOUNT_VARS = (TOKEN_VAR, EMAIL_VAR, KEY_VAR, "CLOUDFLARE_ACCOUNT_ID")
 
 
@@ -101,7 +101,7 @@ def parse_fleet(
     seen_ids: dict[str, int] = {}
     seen_outputs: dict[tuple[str, str], int] = {}
     for index, entry in enumerate(entries, 1):
-        raw_id = entry.get("id") if isinstance(entry, Mapping) else None
+        raw_id = entry_id(entry) if isinstance(entry, Mapping) else None
         where = f"account {index}" + (f" ({raw_id})" if isinstance(raw_id, str) else "")
         if isinstance(raw_id, str) and raw_id in seen_ids:
             problems.append(f"{where}: duplicate of account {seen_ids[raw_id]}")
@@ -128,9 +128,11 @@ def resolve_account(entry: Any, request: FleetRequest, environ: Mapping[str, str
     """Return one account's export, resolved with its own credentials; ConfigError if bad."""
     if not isinstance(entry, Mapping):
         raise ConfigError("account", "expected a table")
-    account_id = entry.get("id")
+    account_id = entry_id(entry)
     if not isinstance(account_id, str) or not account_id:
         raise ConfigError("id", "missing (the account id)")
+    if "id" in entry and "account_id" in entry:
+        raise ConfigError("account_id", "the same as id: give one of them")
     try:
         layout = Layout.for_account(account_id)
     except ValueError as exc:
@@ -157,6 +159,12 @@ def resolve_account(entry: Any, request: FleetRequest, environ: Mapping[str, str
     )
     digest = hashlib.sha256("\0".join(sorted(credentials.values())).encode()).hexdigest()[:16]
     return FleetAccount(account_id, dict(entry), config, layout, digest)
+
+
+def entry_id(entry: Mapping[str, Any]) -> Any:
+    """Return an entry's account id: `id`, or `account_id` (the emulator's accounts file's
+    name, so one file can serve both)."""
+    return entry.get("id", entry.get("account_id"))
 
 
 def _credentials(entry: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.emulator.settings import parse_accounts
 from exporter.errors import FleetConfigError
 from exporter.fleet import FleetRequest, parse_fleet
 from tests.helpers import (
@@ -286,12 +287,27 @@ class TestAccountsFile:
         assert second.config.credentials.kind == "email+key"
         assert first.layout.prefix == f"account_id={account_id(1)}"
 
+    def test_account_id_names_the_account_as_in_the_emulator_s_file(self) -> None:
+        """`account_id` works as `id`, so one accounts file serves the emulator and the fleet."""
+        request = FleetRequest({}, {}, snapshot_date=dt.date(2026, 11, 30))
+        entry = {"account_id": account_id(1), "token_env": "T1"}
+        (account,) = parse_fleet({"account": [entry]}, request, {"T1": "t"})
+        assert account.account_id == account_id(1)
+        assert account.config.account_id == account_id(1)
+        served = parse_accounts({"account": [{"id": account_id(2), "token": "t2"}]})
+        assert [a.account_id for a in served] == [account_id(2)]
+
     @pytest.mark.parametrize(
         ("entry", "problem"),
         [
             pytest.param({"token_env": "T1"}, "id: missing", id="no-id"),
             pytest.param({"id": "../x", "token_env": "T1"}, "path-safe", id="unsafe-id"),
             pytest.param({"id": account_id(1)}, "token_env: missing", id="no-credential"),
+            pytest.param(
+                {"id": account_id(1), "account_id": account_id(1), "token_env": "T1"},
+                "account_id: the same as id",
+                id="both-ids",
+            ),
             pytest.param(
                 {"id": account_id(1), "token_env": "T1", "snapshot_date": "2026-01-01"},
                 "whole fleet",

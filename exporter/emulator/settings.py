@@ -227,8 +227,8 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--accounts-file",
         metavar="FILE",
-        help="TOML: more accounts to serve, [[account]] tables of account_id, token, email, "
-        "api_key, images, seed, profile, tie_group, fault_rate, fault_kinds, rate_quota, "
+        help="TOML: more accounts to serve, [[account]] tables of id (or account_id), token, "
+        "email, api_key, images, seed, profile, tie_group, fault_rate, fault_kinds, rate_quota, "
         "rate_window_s, lockout_s",
     )
     add("--rate-quota", type=int, default=None, help="requests per window (default: no limit)")
@@ -341,6 +341,10 @@ def parse_accounts(document: Mapping[str, Any]) -> tuple[AccountSettings, ...]:
     accounts = []
     for index, table in enumerate(tables):
         where = f"emulator.account[{index}]"
+        if "id" in table:  # the fleet file's name for it
+            if "account_id" in table:
+                raise ConfigError(f"{where}.id", "the same as account_id: give one of them")
+            table = {**{k: v for k, v in table.items() if k != "id"}, "account_id": table["id"]}
         unknown = set(table) - ACCOUNT_KEYS
         if unknown:
             raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key")
