@@ -61,5 +61,5 @@ bench: $(STAMP) ## run the benchmark suite (tests/bench), print and save the tab
 	$(BIN)/python -m tests.bench
 
 clean: ## remove the venv, caches and demo output
-	rm -rf $(VENV) demo-output bench-results .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-output emulator-output bench-results .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

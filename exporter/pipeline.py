@@ -680,7 +680,8 @@ def _summary(
     files: Sequence[dict[str, Any]] = manifest.get("files", [])
     started = dt.datetime.fromisoformat(manifest["started_at"].replace("Z", "+00:00"))
     finished = dt.datetime.fromisoformat(manifest["finished_at"].replace("Z", "+00:00"))
-    drift = manifest.get("drift", {}).get("changes", [])
+    drift_report = manifest.get("drift", {})
+    drift = drift_report.get("changes", [])
     warnings = manifest.get("normalize", {}).get("warnings", [])
     return {
         "snapshot": _display_path(run.config.output, published),
@@ -691,12 +692,24 @@ def _summary(
         "requests": run.stats.requests,
         "retries": run.stats.retries,
         "throttled": run.stats.throttled,
-        "drift": f"{len(drift)} change(s)" if drift else "none",
+        "drift": _drift_text(drift, first=drift_report.get("previous_snapshot") is None),
         "warnings": "; ".join(warnings) if warnings else "none",
         "changes": changes[0].describe() if changes else "none",
         "change_counts": dict(changes[0].counts) if changes and changes[0].published else {},
         "run_id": run.checkpoint.run_id,
     }
+
+
+def _drift_text(changes: Sequence[dict[str, Any]], *, first: bool) -> str:
+    """Return the summary's drift: against the previous snapshot, or what a first one widened
+    while it walked (a column seen as bool, then as a number), which is not drift."""
+    if first:
+        return (
+            f"first snapshot ({len(changes)} column(s) widened during the walk)"
+            if changes
+            else ("first snapshot")
+        )
+    return f"{len(changes)} change(s)" if changes else "none"
 
 
 def _display_path(output: str, published: str) -> str:

@@ -177,3 +177,17 @@ def test_nightly_config_names_every_builtin_format() -> None:
         if line.startswith("formats =")
     ]
     assert all(f'"{name}"' in line for name in BUILTIN_FORMATS), line
+
+
+def test_meta_column_naming_example_is_what_the_normalizer_does() -> None:
+    """The Schema section's naming examples, each key as the README shows it."""
+    from exporter.normalize import Normalizer
+    from exporter.options import NormalizeOptions
+
+    normalizer = Normalizer("a", NormalizeOptions())
+    metas = [{"a": {"b": 2}}, {"a.b": 1}, {"a-b": 1}, {"Status": "x"}, {"status": "y"}]
+    normalizer.normalize([{"id": str(i), "meta": meta} for i, meta in enumerate(metas)])
+    names = [n for n in normalizer.final_schema().names if n.startswith("meta__")]
+    assert names == ["meta__a__b", "meta__a_b", "meta__a_b__2", "meta__status", "meta__status__2"]
+    for name in names:
+        assert f"`{name}`" in README, name
