@@ -365,7 +365,9 @@ def run_on_dask(
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    # a free port: None still tries 8787 first (the emulator's port, too)
+                    # and warns when it is taken
+                    dashboard_address=":0",
                 )
             )
             client = stack.enter_context(Client(cluster))

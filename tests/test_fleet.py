@@ -6,9 +6,11 @@ others (a rejected token, a storage failure, a kill of the whole run).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -213,12 +215,17 @@ class TestFleetRun:
     ) -> None:
         accounts = accounts_toml(fleet, tmp_path / "accounts.toml")
         out = tmp_path / "out"
-        result = run_cli(
-            [*fleet_args(accounts, out), "--dask-scheduler", "local", "--workers", "2"],
-            env=fleet.env(),
-            timeout=300,
-        )
+        with socket.socket() as busy:  # Dask's default dashboard port (the emulator's too)
+            with contextlib.suppress(OSError):  # already taken: as good
+                busy.bind(("127.0.0.1", 8787))
+                busy.listen()
+            result = run_cli(
+                [*fleet_args(accounts, out), "--dask-scheduler", "local", "--workers", "2"],
+                env=fleet.env(),
+                timeout=300,
+            )
         assert result.returncode == 0, result.stderr
+        assert "8787" not in result.stderr  # the dashboard takes a free port, silently
         for ident in fleet.accounts:
             assert_account_exact(fleet, out, ident)
         inspected = run_cli(["inspect", str(out)])
