@@ -535,9 +535,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     if len(damaged) == 1 and len(reports) == 1:
         raise IntegrityError(f"{damaged[0].directory}: {'; '.join(damaged[0].problems)}")
     if damaged:
+        first = damaged[0]
         raise IntegrityError(
-            f"{len(damaged)} of {len(reports)} snapshots do not match their manifests: "
-            + ", ".join(r.directory for r in damaged)
+            f"{len(damaged)} of {len(reports)} snapshots do not match their manifests (every "
+            f"problem is listed above), first {first.directory}: {first.problems[0]}"
         )
     return 0
 
