@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
+import itertools
 import json
 import logging
 import os
@@ -82,10 +83,28 @@ examples:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line and exit 2."""
+    """An ArgumentParser whose usage errors are one line and exit 2 (a JSON record when the
+    command line asks for `--log-format json`: `main` sets `json_errors` before parsing)."""
+
+    json_errors = False
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        line = f"{self.prog}: error: {message} (see --help)"
+        if OneLineParser.json_errors:
+            record = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "level": "error",
+                "logger": "exporter.cli",
+                "message": line,
+                "exit_code": 2,
+            }
+            line = json.dumps(record, ensure_ascii=False)
+        self.exit(2, line + "\n")
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Return whether `argv` asks for JSON log lines (read before it is parsed)."""
+    return "--log-format=json" in argv or ("--log-format", "json") in itertools.pairwise(argv)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -272,6 +291,7 @@ def run() -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    OneLineParser.json_errors = _wants_json(argv)
     args = build_parser(_command_word(argv)).parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "export": run_export,

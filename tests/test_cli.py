@@ -194,6 +194,25 @@ class TestExport:
             assert "no snapshot_date=* snapshot under" in one_line_error(empty.stderr)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["export", "--per-page", "x"], id="usage"),
+        pytest.param(["export", "--per-page", "5"], id="config"),
+        pytest.param(["fleet", "--accounts", "/nonexistent.toml"], id="fleet-config"),
+    ],
+)
+def test_json_errors_for_schedulers(args: list[str]) -> None:
+    """--log-format json: a refused command line is a JSON record too, with its exit code."""
+    env = {**clean_env(), "CLOUDFLARE_API_TOKEN": "t", "CLOUDFLARE_ACCOUNT_ID": "a"}
+    result = run_cli([*args, "--log-format", "json"], env)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    record = orjson.loads(line)
+    assert record["level"] == "error" and record["exit_code"] == 2 and record["time"]
+    assert record["message"] and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("command", ["export", "fleet", "emulator", "demo", "inspect"])
 def test_help_shows_every_default(command: str) -> None:
     """Each flag with a default says it in --help: argparse's own defaults, and for the
