@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import anyio
 
+from exporter.redact import redact_text
 from exporter.stats import RunStats
 
 LOG = logging.getLogger("exporter")
@@ -48,13 +49,29 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         pass
 
 
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's line with every URL in it redacted (`exporter.redact`)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(self.inner.format(record))
+
+
 def setup_logging(log_format: str, verbosity: int) -> None:
-    """Route the exporter's logs to stderr as plain or JSON lines; -q/-v move the level."""
+    """Route the exporter's logs to stderr as plain or JSON lines; -q/-v move the level.
+
+    Each line is redacted as a whole, so a URL in a library's message, an exception or a
+    JSON line's fields never shows a password.
+    """
     handler = StderrHandler()
     if log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        inner: logging.Formatter = JsonFormatter()
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        inner = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    handler.setFormatter(RedactingFormatter(inner))
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     root = logging.getLogger("exporter")
     root.handlers[:] = [handler]
@@ -163,7 +180,7 @@ def print_fleet_table(outcomes: Sequence[Any], *, log_format: str, interactive: 
             "-" if o.images is None else f"{o.images:,}",
             f"{o.duration_s:.1f}",
             str(o.exit_code),
-            o.message or ("published" if o.exit_code == 0 else ""),
+            redact_text(o.message) or ("published" if o.exit_code == 0 else ""),
         )
         for o in outcomes
     ]
