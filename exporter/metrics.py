@@ -165,7 +165,9 @@ class Pushgateway:
         key = "metrics.pushgateway_password_env"
         if password_env:
             if password is not None:
-                raise ConfigError(key, "the Pushgateway URL carries a password too; give it once")
+                raise ConfigError(
+                    key, f"{redact_url(url)!r} carries a password too; give it in one place"
+                )
             if not user:
                 raise ConfigError(key, "name the user in the Pushgateway URL: http://USER@host")
             password = environ.get(password_env, "")

@@ -96,7 +96,13 @@ def redact_text(text: str) -> str:
     """Return `text` with every URL in it redacted (log lines, error messages, plans)."""
     if "://" not in text:
         return text
-    return URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+    return URL_IN_TEXT.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    url = match.group(0)
+    bare = url.rstrip(".,;:!?)]}")  # the sentence's punctuation, not the URL's
+    return redact_url(bare) + url[len(bare) :]
 
 
 __all__ = ["MASK", "has_userinfo", "redact_text", "redact_url", "split_userinfo"]

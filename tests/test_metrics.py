@@ -230,7 +230,7 @@ class TestBasicAuth:
     @pytest.mark.parametrize(
         ("url", "password_env", "environ", "problem"),
         [
-            ("http://u:pw@gw", "PGW", {"PGW": "x"}, "carries a password too; give it once"),
+            ("http://u:pw@gw", "PGW", {"PGW": "x"}, "carries a password too; give it in one place"),
             ("http://gw", "PGW", {"PGW": "x"}, "name the user in the Pushgateway URL"),
             ("http://u@gw", "PGW", {}, "^PGW: not set in the environment"),
             ("http://u@gw", None, {}, "has a user but no password"),
