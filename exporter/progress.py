@@ -150,7 +150,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         if key in summary:
             value = summary[key]
             text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
-            rows.append((label, str(text)))
+            rows.append((label, redact_text(str(text))))
     return rows
 
 

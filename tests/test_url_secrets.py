@@ -252,3 +252,26 @@ def test_a_fleet_entry_base_url_with_credentials_refuses_the_fleet(
     assert "API credentials come only from the environment" in line
     assert PASSWORD not in everything_shown(result)
     assert recorder.requests == [] and not out.exists()
+
+
+def test_a_dask_task_carries_no_pushgateway_password() -> None:
+    """The fleet's task payload (entries, file, flags) leaves the Pushgateway URL behind."""
+    import datetime as dt
+    import pickle
+
+    from exporter.fleet import FleetRequest, worker_entry, worker_request
+
+    gateway = f"http://{USER}:{PASSWORD}@gw:9091"
+    request = FleetRequest(
+        {"metrics": {"pushgateway": gateway, "textfile": "m.prom"}, "request": {"per_page": 50}},
+        {"metrics.pushgateway": gateway, "request.per_page": 100},
+        snapshot_date=dt.date(2026, 11, 27),
+    )
+    entry: dict[str, Any] = {"id": "a" * 32, "token_env": "T", "pushgateway": gateway}
+    entry["metrics"] = {"pushgateway": gateway}
+    payload = pickle.dumps((worker_request(request), worker_entry(entry)))
+    assert PASSWORD.encode() not in payload
+    sent = worker_request(request)
+    assert sent.file_data == {"metrics": {"textfile": "m.prom"}, "request": {"per_page": 50}}
+    assert sent.overrides == {"request.per_page": 100}
+    assert worker_entry(entry) == {"id": "a" * 32, "token_env": "T", "metrics": {}}
