@@ -36,21 +36,20 @@ URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 def _split(url: str) -> tuple[str, str | None, str]:
     """Return (scheme with "://" or "", userinfo or None, the rest from the host on).
 
-    With a scheme, the userinfo runs to the last "@" before any "?" or "#", so a password
-    holding a raw "/" is still taken whole (an "@" in a path is then masked too: none of the
-    exporter's URLs has one). Without a scheme (`user:pw@host:port`), only the first path
-    segment can hold it, so a local path with an "@" is left alone.
+    With a scheme, the userinfo runs to the last "@", as urllib and aiohttp split a netloc,
+    and further: a password holding a raw "/", "?" or "#" is still taken whole (an "@" in a
+    path or query is then masked too, which none of the exporter's URL options may hold).
+    Without a scheme (`user:pw@host:port`), only the first path segment can hold it, so a
+    local path with an "@" is left alone.
     """
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    else:
+    if sep:
+        at = rest.rfind("@")
         scheme += sep
-    head_end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    if not sep:
+    else:
+        scheme, rest = "", url
         slash = rest.find("/")
-        head_end = min(head_end, slash) if slash >= 0 else head_end
-    at = rest.rfind("@", 0, head_end)
+        at = rest.rfind("@", 0, slash if slash >= 0 else len(rest))
     if at < 0:
         return scheme, None, rest
     return scheme, rest[:at], rest[at + 1 :]

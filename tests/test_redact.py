@@ -20,6 +20,8 @@ from exporter.redact import has_userinfo, redact_text, redact_url, split_userinf
         ("https://ghp_token@host/path", "https://***@host/path"),  # a bare userinfo: a token
         ("ak:sk@minio:9000", "ak:***@minio:9000"),  # host:port without a scheme
         ("http://u:pa/ss@host/p", "http://u:***@host/p"),  # a raw "/" in the password
+        ("http://u:p#w?x@host:9091", "http://u:***@host:9091"),  # "#" and "?" too
+        ("http://u:p@ss@host", "http://u:***@host"),  # and "@"
         ("https://gw/?token=abc&job=x", "https://gw/?token=***&job=x"),
         (
             "https://b.s3/k?X-Amz-Credential=AK%2F1&X-Amz-Date=1&X-Amz-Signature=f0&sig=2#top",
