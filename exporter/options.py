@@ -672,6 +672,9 @@ class MetricsOptions(Options):
         None,
         help="environment variable holding the Pushgateway's basic-auth password (user in the URL)",
         check=env_name,
+        flag="--pushgateway-password-env",
+        metavar="VAR",
+        flag_help="read the Pushgateway's basic-auth password from this variable",
     )
 
 

@@ -180,7 +180,7 @@ def emu() -> Iterator[EmulatorProcess]:
         yield emulator
 
 
-@pytest.mark.parametrize("where", ["url", "environment", "fleet"])
+@pytest.mark.parametrize("where", ["url", "environment", "--pushgateway-password-env", "fleet"])
 def test_a_pushgateway_behind_basic_auth_gets_the_push(
     where: str, emu: EmulatorProcess, auth_gateway: Recorder, tmp_path: Path
 ) -> None:
@@ -188,7 +188,10 @@ def test_a_pushgateway_behind_basic_auth_gets_the_push(
     out, prom = tmp_path / "out", tmp_path / "cf.prom"
     env = emu.env()
     metrics = ["--metrics-textfile", str(prom)]
-    if where == "environment":
+    if where == "--pushgateway-password-env":
+        env["PGW_PASSWORD"] = PASSWORD
+        metrics += ["--pushgateway", auth_gateway.url(USER), where, "PGW_PASSWORD"]
+    elif where == "environment":
         (tmp_path / "c.toml").write_text(
             "[metrics]\n"
             f"pushgateway = '{auth_gateway.url(USER)}'\n"
