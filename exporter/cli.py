@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
@@ -34,6 +34,7 @@ from exporter.stats import RunStats
 from exporter.tasks import FirstErrorGroup
 
 if TYPE_CHECKING:
+    from exporter.metrics import Pushgateway
     from exporter.options import Option
 
 PROG = "cf-images-export"
@@ -314,13 +315,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def report_error(error: ExporterError, *, as_json: bool = False) -> int:
     """Print the error as one line on stderr (a JSON log record under --log-format json) and
-    return its exit code."""
+    return its exit code. URLs are redacted once more: a library's text may hold one."""
+    from exporter.redact import redact_text
+
     for line in error.lines():
         if as_json:
             fields = {"exit_code": error.exit_code}
             logging.getLogger("exporter.cli").error("%s", line, extra={"fields": fields})
         else:
-            print(f"{PROG}: error: {line}", file=sys.stderr)
+            print(f"{PROG}: error: {redact_text(line)}", file=sys.stderr)
     return error.exit_code
 
 
@@ -334,15 +337,17 @@ def run_export(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_format, _verbosity(args))
     config = config_from_args(args, dict(os.environ))
+    pushgateway = _pushgateway(config, os.environ)
     if config.dry_run:
         from exporter.pipeline import dry_run_plan
+        from exporter.redact import redact_text
 
-        print(json.dumps(dry_run_plan(config), indent=2, ensure_ascii=False))
+        print(redact_text(json.dumps(dry_run_plan(config), indent=2, ensure_ascii=False)))
         return 0
     from exporter.options import MetricsOptions
 
     metrics = config.section(MetricsOptions)
-    if not (metrics.textfile or metrics.pushgateway):
+    if not (metrics.textfile or pushgateway):
         anyio.run(_export_with_signals, config, args, RunStats())
         return 0
     stats, began, summary, code = RunStats(), time.monotonic(), None, 0
@@ -352,13 +357,32 @@ def run_export(args: argparse.Namespace) -> int:
         code = exc.exit_code
         raise
     finally:
-        _report_metrics(config, metrics, code, summary, stats, time.monotonic() - began)
+        _report_metrics(
+            config, metrics.textfile, pushgateway, code, summary, stats, time.monotonic() - began
+        )
     return 0
+
+
+def _pushgateway(config: Any, environ: Mapping[str, str]) -> Pushgateway | None:
+    """Return the run's `metrics.Pushgateway` (None: no push); ConfigError before any request.
+
+    Resolved here, in the process that pushes, not in `parse_config`: a fleet's Dask workers
+    re-resolve their accounts' configs without needing the Pushgateway's password.
+    """
+    from exporter.options import MetricsOptions
+
+    options = config.section(MetricsOptions)
+    if not options.pushgateway:
+        return None
+    from exporter.metrics import Pushgateway
+
+    return Pushgateway.resolve(options.pushgateway, options.pushgateway_password_env, environ)
 
 
 def _report_metrics(
     config: Any,
-    options: Any,
+    textfile: str | None,
+    pushgateway: Pushgateway | None,
     code: int,
     summary: dict[str, Any] | None,
     stats: RunStats,
@@ -369,7 +393,7 @@ def _report_metrics(
     from exporter.store.layout import ROOT
 
     run = observe(config, ROOT, code, duration_s=duration_s, summary=summary, stats=stats)
-    report([run], textfile=options.textfile, pushgateway=options.pushgateway)
+    report([run], textfile=textfile, pushgateway=pushgateway)
 
 
 async def _export_with_signals(
@@ -462,6 +486,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         accept_removals=args.accept_removals,
     )
     accounts = parse_fleet(accounts_data, request, os.environ)
+    pushgateway = _pushgateway(accounts[0].config, os.environ)
     if args.dask_scheduler:
         outcomes = run_on_dask(accounts, request, args.dask_scheduler, args.workers)
     else:
@@ -470,7 +495,7 @@ def run_fleet(args: argparse.Namespace) -> int:
     report(
         [o.metrics for o in outcomes if o.metrics is not None],
         textfile=metrics.textfile,
-        pushgateway=metrics.pushgateway,
+        pushgateway=pushgateway,
     )
     interactive = sys.stderr.isatty() and args.log_format == "plain"
     print_fleet_table(outcomes, log_format=args.log_format, interactive=interactive)

@@ -37,6 +37,7 @@ from exporter.options import (
     parse_snapshot_date,
 )
 from exporter.pagination import ListRequest
+from exporter.redact import redact_url
 
 TableT = TypeVar("TableT", bound=Options)
 
@@ -98,7 +99,7 @@ class ExportConfig:
         plan: dict[str, Any] = {}
         for option in self.options():
             table = plan if option.section == "export" else plan.setdefault(option.section, {})
-            table[option.name] = jsonable(self.resolved(option))
+            table[option.name] = shown(option, self.resolved(option))
             if option.key == "export.base_url":
                 plan["credentials"] = repr(self.credentials)
         plan.setdefault("changes", {})["accept_removals"] = self.changes.accept_removals
@@ -115,7 +116,7 @@ class ExportConfig:
             table = described
             for name in outer:
                 table = table.setdefault(name, {})
-            table[last] = jsonable(self.resolved(option))
+            table[last] = shown(option, self.resolved(option))
         return described
 
 
@@ -128,6 +129,12 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
+
+
+def shown(option: Option, value: Any) -> Any:
+    """Return a resolved value as JSON data that may be shown: a URL option's redacted."""
+    data = jsonable(value)
+    return redact_url(data) if option.url and isinstance(data, str) else data
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

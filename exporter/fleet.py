@@ -15,12 +15,14 @@ failure is its own exit code in the outcome, never another account's problem.
 
 Secrets stay out of task payloads: a Dask task carries the account's entry (variable names)
 and re-resolves it with the worker's own environment, so a worker needs the package, the
-credential variables and access to the output store.
+credential variables and access to the output store; the Pushgateway URL, which may carry a
+password, stays with the process that pushes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -346,6 +348,33 @@ async def _run_group(accounts: list[FleetAccount], workers: int) -> list[Account
     return await run_accounts(accounts, workers=workers)
 
 
+PUSH_KEYS = frozenset({"metrics.pushgateway", "pushgateway"})
+
+
+def worker_request(request: FleetRequest) -> FleetRequest:
+    """Return `request` as a Dask task carries it: without the Pushgateway URL, whose
+    `user:password@` is a secret and which only this process (the one that pushes) needs."""
+    file_data = {
+        name: {k: v for k, v in table.items() if k != "pushgateway"}
+        if name == "metrics" and isinstance(table, Mapping)
+        else table
+        for name, table in request.file_data.items()
+    }
+    overrides = {k: v for k, v in request.overrides.items() if k not in PUSH_KEYS}
+    return dataclasses.replace(request, file_data=file_data, overrides=overrides)
+
+
+def worker_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Return an account's entry as a Dask task carries it (no Pushgateway URL either)."""
+    return {
+        k: {n: v for n, v in value.items() if n != "pushgateway"}
+        if k == "metrics" and isinstance(value, Mapping)
+        else value
+        for k, value in entry.items()
+        if k not in PUSH_KEYS
+    }
+
+
 def run_on_dask(
     accounts: Sequence[FleetAccount], request: FleetRequest, scheduler: str, workers: int
 ) -> list[AccountOutcome]:
@@ -376,8 +405,15 @@ def run_on_dask(
                 client = stack.enter_context(Client(scheduler, timeout="30s"))
             except OSError as exc:
                 raise ConfigError("--dask-scheduler", f"cannot reach {scheduler}: {exc}") from None
+        payload = worker_request(request)
         futures = [
-            client.submit(export_group_task, [a.entry for a in group], request, workers, pure=False)
+            client.submit(
+                export_group_task,
+                [worker_entry(a.entry) for a in group],
+                payload,
+                workers,
+                pure=False,
+            )
             for group in groups
         ]
         results: dict[str, AccountOutcome] = {}

@@ -16,19 +16,24 @@ be read, no change set) is left out, not written as 0.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import http.client
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import urllib.error
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import basic_auth_handler, default_handler
 
-from exporter.errors import SinkError
+from exporter.errors import ConfigError, SinkError, first_line
+from exporter.redact import redact_text, redact_url, split_userinfo
 
 if TYPE_CHECKING:
     from exporter.config import ExportConfig
@@ -138,7 +143,57 @@ def write_textfile(path: str | Path, runs: Sequence[RunMetrics]) -> None:
         raise SinkError("metrics", f"cannot write {target}: {exc.strerror or exc}") from None
 
 
-def push(url: str, runs: Sequence[RunMetrics], *, timeout_s: float = 10.0) -> None:
+@dataclass(frozen=True, repr=False)
+class Pushgateway:
+    """A Pushgateway: its URL without userinfo, and the HTTP basic-auth user and password.
+
+    Built by `resolve` from `metrics.pushgateway` (whose `user:password@` is the basic auth)
+    and `metrics.pushgateway_password_env`; it is shown only as `shown` (password masked).
+    """
+
+    url: str
+    shown: str
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def resolve(cls, url: str, password_env: str | None, environ: Mapping[str, str]) -> Pushgateway:
+        """Return the target of `url`; ConfigError when its credentials cannot be used.
+
+        The password is given once: in the URL, or (so it need not sit in a crontab or a
+        config file) in the environment variable `password_env` names, the user in the URL.
+        """
+        bare, user, password = split_userinfo(url)
+        key = "metrics.pushgateway_password_env"
+        if password_env:
+            if password is not None:
+                raise ConfigError(
+                    key, f"{redact_url(url)!r} carries a password too; give it in one place"
+                )
+            if not user:
+                raise ConfigError(key, "name the user in the Pushgateway URL: http://USER@host")
+            password = environ.get(password_env, "")
+            if not password:
+                raise ConfigError(password_env, f"not set in the environment (named by {key})")
+        elif user is not None and password is None:
+            raise ConfigError(
+                "metrics.pushgateway",
+                f"{redact_url(url)!r} has a user but no password; write user:password@ "
+                f"or set {key}",
+            )
+        return cls(bare, redact_url(url), user, password)
+
+    def __repr__(self) -> str:
+        return f"Pushgateway({self.shown!r})"
+
+    def handler(self) -> Callable[..., Callable[[], None]]:
+        """Return prometheus-client's request handler: basic auth when a user is set."""
+        if self.username is None:
+            return default_handler
+        return functools.partial(basic_auth_handler, username=self.username, password=self.password)
+
+
+def push(target: Pushgateway, runs: Sequence[RunMetrics], *, timeout_s: float = 10.0) -> None:
     """Send each account's series to a Pushgateway, grouped by `account_id`.
 
     One group per account, so the accounts of one fleet, or separate single-account exports,
@@ -147,23 +202,20 @@ def push(url: str, runs: Sequence[RunMetrics], *, timeout_s: float = 10.0) -> No
     for run in runs:
         try:
             push_to_gateway(
-                url,
+                target.url,
                 job=JOB,
                 registry=registry([run]),
                 grouping_key={"account_id": run.account_id},
                 timeout=timeout_s,
+                handler=target.handler(),
             )
-        except OSError as exc:  # URLError and connection errors
-            raise SinkError("pushgateway", f"cannot push to {_safe_url(url)}: {exc}") from None
-
-
-def _safe_url(url: str) -> str:
-    """Return `url` without any user:password part."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    host, slash, path = rest.partition("/")
-    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+        # URLError/HTTPError (a refusal, 401 included) and connection errors are OSErrors;
+        # a malformed host or port is a ValueError (http.client.InvalidURL).
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # it holds the reply's socket open
+            reason = redact_text(first_line(exc))
+            raise SinkError("pushgateway", f"cannot push to {target.shown}: {reason}") from None
 
 
 def observe(
@@ -213,15 +265,22 @@ def _last_success(config: ExportConfig, layout: Layout) -> float | None:
     return 0.0
 
 
-def report(runs: Sequence[RunMetrics], *, textfile: str | None, pushgateway: str | None) -> None:
-    """Write and/or push `runs`, as the run's options ask; a failure is logged, not raised.
+def report(
+    runs: Sequence[RunMetrics], *, textfile: str | None, pushgateway: Pushgateway | None
+) -> None:
+    """Write and/or push `runs`, as the run's options ask; a failure is a warning, not raised.
 
     The snapshot is published by then: failing to report it must not turn into a retry of
-    the whole export, and a missing series is what the stale-snapshot alert catches anyway.
+    the whole export (nor change its exit code), and a missing series is what the
+    stale-snapshot alert catches anyway.
     """
-    for target, send in ((textfile, write_textfile), (pushgateway, push)):
-        if target:
-            try:
-                send(target, runs)
-            except SinkError as exc:
-                log.error("%s", exc)
+    try:
+        if textfile:
+            write_textfile(textfile, runs)
+    except SinkError as exc:
+        log.warning("%s", exc)
+    try:
+        if pushgateway is not None:
+            push(pushgateway, runs)
+    except SinkError as exc:
+        log.warning("%s", exc)

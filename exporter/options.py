@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from exporter.errors import ConfigError
 from exporter.pagination import MAX_PER_PAGE, MIN_PER_PAGE, ListRequest
+from exporter.redact import has_userinfo, redact_url
 
 if TYPE_CHECKING:
     from exporter.diff import DiffSettings
@@ -57,6 +58,7 @@ class Option:
     metavar: str | None = None
     flag_help: str | None = None
     fingerprint: str | None = None  # its name in the request description; None: not part
+    url: bool = False  # a URL or URI: shown only through `redact.redact_url`
 
     @property
     def section(self) -> str:
@@ -130,6 +132,7 @@ def opt(
     metavar: str | None = None,
     flag_help: str | None = None,
     fingerprint: bool | str = False,
+    url: bool = False,
 ) -> T:
     """Declare an option as a dataclass field (see the module docstring).
 
@@ -138,7 +141,8 @@ def opt(
     normalise it) or raises ValueError with a problem that reads after "<key>: ". `env` and
     `flag` name an environment variable and an `export` flag that set it; `flag_help` is the
     flag's help when it differs from `help`. `fingerprint` puts the option in the request
-    fingerprint (True: under its field name, or under the given dotted name).
+    fingerprint (True: under its field name, or under the given dotted name). `url` marks a
+    URL, which the plan, the fingerprint and error messages show only redacted.
     """
     spec = {
         "key": key,
@@ -152,6 +156,7 @@ def opt(
         "metavar": metavar,
         "flag_help": flag_help,
         "fingerprint": fingerprint,
+        "url": url,
     }
     return field(default=default, metadata={"option": spec})
 
@@ -236,10 +241,62 @@ def per_page(value: int) -> int:
     return value
 
 
-def http_url(value: str) -> str:
+API_CREDENTIALS = (
+    "API credentials come only from the environment "
+    "(CLOUDFLARE_API_TOKEN, or CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)"
+)
+S3_CREDENTIALS = (
+    "S3 credentials come only from the AWS provider chain "
+    "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile or a role)"
+)
+GCS_CREDENTIALS = "GCS credentials come only from Application Default Credentials"
+
+URI_OPTIONS = "options in the URI are not supported; use flags"
+
+
+def api_url(value: str) -> str:
+    """Check an API base URL: http(s), and nothing the requests built on it would lose."""
+    shown = redact_url(value)
     if not value.startswith(("https://", "http://")):
-        raise ValueError(f"{value!r} is not an http(s) URL")
+        raise ValueError(f"{shown!r} is not an http(s) URL")
+    if has_userinfo(value):
+        raise ValueError(f"{shown!r} carries credentials; {API_CREDENTIALS}")
+    if "?" in value or "#" in value:
+        raise ValueError(f"{shown!r}: give the base URL without a query")
     return value.rstrip("/")
+
+
+def output_location(value: str) -> str:
+    """Check `--output`: a path, or a bucket URI without credentials or options (so it is shown
+    as given; `bucket.parse_bucket_uri` checks the rest when the store opens)."""
+    nonempty(value)
+    if "://" in value and has_userinfo(value):
+        source = GCS_CREDENTIALS if value.startswith("gs://") else S3_CREDENTIALS
+        raise ValueError(f"{redact_url(value)!r} carries credentials; {source}")
+    if "://" in value and ("?" in value or "#" in value):
+        raise ValueError(f"{redact_url(value)!r}: {URI_OPTIONS}")
+    return value
+
+
+def bucket_endpoint(value: str) -> str:
+    """Check an S3-compatible endpoint (`bucket.s3_settings` checks the rest when used)."""
+    if has_userinfo(value):  # neither pyarrow nor obstore would take them as the credentials
+        raise ValueError(f"{redact_url(value)!r} carries credentials; {S3_CREDENTIALS}")
+    return value
+
+
+def pushgateway_url(value: str) -> str:
+    """Check a Pushgateway URL: http(s) or a bare host:port (http), as prometheus-client takes."""
+    scheme, sep, _ = value.partition("://")
+    if not value.strip() or (sep and scheme.lower() not in ("http", "https")):
+        raise ValueError(f"{redact_url(value)!r} is not an http(s) URL")
+    return value
+
+
+def env_name(value: str) -> str:
+    if not value.strip() or "=" in value:
+        raise ValueError(f"{value!r} is not the name of an environment variable")
+    return value
 
 
 def nonempty(value: str) -> str:
@@ -311,7 +368,7 @@ class ExportOptions(Options):
     output: str = opt(
         "out",
         help="output directory or URI",
-        check=nonempty,
+        check=output_location,
         flag="--output",
         metavar="DIR",
         flag_help="output directory or s3://, gs:// URI (default: out)",
@@ -324,6 +381,8 @@ class ExportOptions(Options):
     s3_endpoint: str | None = opt(
         None,
         help="S3-compatible endpoint URL (or AWS_ENDPOINT_URL); AWS when unset",
+        check=bucket_endpoint,
+        url=True,
         flag="--s3-endpoint",
         metavar="URL",
         flag_help="S3-compatible endpoint (env AWS_ENDPOINT_URL)",
@@ -349,7 +408,8 @@ class ExportOptions(Options):
     base_url: str = opt(
         DEFAULT_BASE_URL,
         help="API base URL (or CLOUDFLARE_BASE_URL)",
-        check=http_url,
+        check=api_url,
+        url=True,
         env="CLOUDFLARE_BASE_URL",
         flag="--base-url",
         metavar="URL",
@@ -426,7 +486,8 @@ class WalkOptions(Options):
     batch_base_url: str = opt(
         DEFAULT_BATCH_BASE_URL,
         help="batch API host",
-        check=http_url,
+        check=api_url,
+        url=True,
         flag="--batch-base-url",
         metavar="URL",
     )
@@ -612,10 +673,20 @@ class MetricsOptions(Options):
     )
     pushgateway: str | None = opt(
         None,
-        help="push the run's metrics to this Prometheus Pushgateway URL",
+        help="push the run's metrics to this Pushgateway URL (user:password@ = basic auth)",
+        check=pushgateway_url,
+        url=True,
         flag="--pushgateway",
         metavar="URL",
-        flag_help="push Prometheus metrics to this Pushgateway URL",
+        flag_help="push Prometheus metrics to this Pushgateway URL (user:password@ = basic auth)",
+    )
+    pushgateway_password_env: str | None = opt(
+        None,
+        help="environment variable holding the Pushgateway's basic-auth password (user in the URL)",
+        check=env_name,
+        flag="--pushgateway-password-env",
+        metavar="VAR",
+        flag_help="read the Pushgateway's basic-auth password from this variable",
     )
 
 

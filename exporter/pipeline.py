@@ -68,6 +68,7 @@ from exporter.normalize import Normalizer
 from exporter.options import ExportOptions
 from exporter.pagination import SortOrder
 from exporter.ratelimit import Pacer
+from exporter.redact import redact_text
 from exporter.schema import ColumnSpec
 from exporter.sinks import PartFile, Publication, Sink, open_sink
 from exporter.stats import RunStats
@@ -112,6 +113,7 @@ def dry_run_plan(config: ExportConfig) -> dict[str, Any]:
     if config.walk.batch_api:
         requests.append(f"GET {account_url}/images/v1/batch_token")
     requests += [f"GET {base}?{urlencode(config.request.params(o, None))}" for o in orders]
+    requests = [redact_text(line) for line in requests]
     output = posixpath.join(config.output, ROOT.snapshot(config.snapshot_date.isoformat()))
     return {"plan": config.plan(), "requests": requests, "publishes": output}
 

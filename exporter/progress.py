@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import anyio
 
+from exporter.redact import redact_text
 from exporter.stats import RunStats
 
 LOG = logging.getLogger("exporter")
@@ -77,11 +78,27 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         pass
 
 
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's line with every URL in it redacted (`exporter.redact`)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(self.inner.format(record))
+
+
 def setup_logging(log_format: str, verbosity: int) -> None:
-    """Route the exporter's logs to stderr as plain or JSON lines; -q/-v move the level."""
+    """Route the exporter's logs to stderr as plain or JSON lines; -q/-v move the level.
+
+    Each line is redacted as a whole, so a URL in a library's message, an exception or a
+    JSON line's fields never shows a password.
+    """
     handler = StderrHandler()
     handler.addFilter(AccountFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else PlainFormatter())
+    inner = JsonFormatter() if log_format == "json" else PlainFormatter()
+    handler.setFormatter(RedactingFormatter(inner))
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     root = logging.getLogger("exporter")
     root.handlers[:] = [handler]
@@ -160,7 +177,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         if key in summary:
             value = summary[key]
             text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
-            rows.append((label, str(text)))
+            rows.append((label, redact_text(str(text))))
     return rows
 
 
@@ -184,7 +201,7 @@ def print_summary(summary: Mapping[str, Any], *, log_format: str, interactive: b
 
 def print_fleet_table(outcomes: Sequence[Any], *, log_format: str, interactive: bool) -> None:
     """Print one row per account of a fleet: images, duration, exit code and why it failed."""
-    results = [o.message or ("published" if o.exit_code == 0 else "") for o in outcomes]
+    results = [redact_text(o.message) or ("published" if o.exit_code == 0 else "") for o in outcomes]
     rows = [
         (
             o.account_id,

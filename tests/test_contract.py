@@ -269,6 +269,29 @@ ERRORS: list[tuple[list[str], str | None, dict[str, str | None]]] = [
     (["export"], "[parquet]\nrow_group_rows = 0\n", {}),
     (["export"], "[ndjson]\ngzip = 'yes'\n", {}),
     (["export"], "[duckdb]\npath = 3\n", {}),
+    # credentials written into URLs: refused where they cannot work, never printed (issue 26)
+    (["export", "--base-url", "http://u:S3CRET@api.example/client/v4"], None, {}),
+    (["export"], None, {"CLOUDFLARE_BASE_URL": "https://u:S3CRET@api.example/client/v4"}),
+    (["export", "--base-url", "https://api.example/client/v4?token=S3CRET"], None, {}),
+    (["export", "--batch-base-url", "https://S3CRET@batch.example"], None, {}),
+    (["export", "--s3-endpoint", "http://ak:S3CRET@127.0.0.1:9000"], None, {}),
+    (["export", "--output", "s3://ak:S3CRET@bkt/x"], None, {}),
+    (["export", "--output", "s3://bkt/x?X-Amz-Signature=S3CRET"], None, {}),
+    (["export", "--output", "s3://bkt/x"], None, {"AWS_ENDPOINT_URL": "http://a:S3CRET@h:9"}),
+    (["export", "--output", "gs://bkt/x"], None, {"STORAGE_EMULATOR_HOST": "u:S3CRET@h:9"}),
+    (["export", "--pushgateway", "ftp://m:S3CRET@gw:9091"], None, {}),
+    (["export", "--pushgateway", "http://m@gw:9091"], None, {}),
+    (
+        ["export"],
+        "[metrics]\npushgateway = 'http://m:S3CRET@gw:9091'\npushgateway_password_env = 'PGW'\n",
+        {"PGW": "S3CRET"},
+    ),
+    (
+        ["export"],
+        "[metrics]\npushgateway = 'http://m@gw:9091'\npushgateway_password_env = 'PGW'\n",
+        {"PGW": None},
+    ),
+    (["inspect", "s3://ak:S3CRET@bkt/x"], None, {}),
     (["demo", "--images", "0"], None, {}),
     (["inspect", "/nonexistent-dir"], None, {}),
 ]
@@ -286,6 +309,8 @@ def test_error_lines(
     for argv, config, env in ERRORS:
         for key in [k for k in os.environ if k.startswith("CLOUDFLARE_")]:
             monkeypatch.delenv(key)
+        for key in {k for _, _, case_env in ERRORS for k in case_env}:
+            monkeypatch.delenv(key, raising=False)
         base = {"CLOUDFLARE_API_TOKEN": "tok-secret-1", "CLOUDFLARE_ACCOUNT_ID": "acc"}
         for key, value in {**base, **env}.items():
             if value is not None:
@@ -296,6 +321,7 @@ def test_error_lines(
             args += ["--config", "c.toml"]
         code = main(args)
         (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert "S3CRET" not in line and "tok-secret-1" not in line, line
         case = " ".join(repr(a) if not a or " " in a else a for a in args)
         if config is not None:
             case += f"  # c.toml: {config!r}"

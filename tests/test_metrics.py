@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import quote
 
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.errors import SinkError
-from exporter.metrics import RunMetrics, push, render, write_textfile
+from exporter.errors import ConfigError, SinkError
+from exporter.metrics import Pushgateway, RunMetrics, push, render, write_textfile
 
 OK = RunMetrics(
     account_id="a" * 32,
@@ -96,11 +98,19 @@ class TestTextfile:
 
 
 class _Gateway(http.server.BaseHTTPRequestHandler):
+    """A Pushgateway on loopback; with `auth` set, it requires that basic-auth header."""
+
     received: ClassVar[list[tuple[str, str, bytes]]] = []
     status = 200
+    auth: str | None = None
 
     def do_PUT(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.auth is not None and self.headers.get("Authorization") != self.auth:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="pushgateway"')
+            self.end_headers()
+            return
         self.received.append(("PUT", self.path, body))
         self.send_response(self.status)
         self.end_headers()
@@ -109,9 +119,8 @@ class _Gateway(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def gateway() -> Iterator[tuple[str, type[_Gateway]]]:
-    handler = type("Gateway", (_Gateway,), {"received": [], "status": 200})
+def serve_gateway(auth: str | None = None) -> Iterator[tuple[str, type[_Gateway]]]:
+    handler = type("Gateway", (_Gateway,), {"received": [], "status": 200, "auth": auth})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -122,11 +131,35 @@ def gateway() -> Iterator[tuple[str, type[_Gateway]]]:
         server.server_close()
 
 
+@pytest.fixture
+def gateway() -> Iterator[tuple[str, type[_Gateway]]]:
+    yield from serve_gateway()
+
+
+USER, PASSWORD = "metrics", "pw-Z7q!x@y:1"  # an "@" and a ":" in it: percent-encoded in URLs
+BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+@pytest.fixture
+def auth_gateway() -> Iterator[tuple[str, type[_Gateway]]]:
+    """A gateway that accepts only USER:PASSWORD (how one is exposed behind a proxy)."""
+    yield from serve_gateway(BASIC)
+
+
+def with_userinfo(url: str, user: str, password: str | None = None) -> str:
+    userinfo = quote(user, safe="") + ("" if password is None else ":" + quote(password, safe=""))
+    return url.replace("http://", f"http://{userinfo}@")
+
+
+def target(url: str, password_env: str | None = None, **environ: str) -> Pushgateway:
+    return Pushgateway.resolve(url, password_env, environ)
+
+
 class TestPush:
     def test_one_group_per_account(self, gateway: tuple[str, type[_Gateway]]) -> None:
         """Accounts never replace each other's series: each is its own grouping key."""
         url, handler = gateway
-        push(url, [OK, FAILED])
+        push(target(url), [OK, FAILED])
         paths = [path for _, path, _ in handler.received]
         assert paths == [
             f"/metrics/job/cf_images_export/account_id/{OK.account_id}",
@@ -139,15 +172,75 @@ class TestPush:
     ) -> None:
         url, handler = gateway
         handler.status = 500
-        secret_url = url.replace("http://", "http://user:hunter2@")
         with pytest.raises(SinkError) as info:
-            push(secret_url, [OK])
+            push(target(with_userinfo(url, "user", "hunter2")), [OK])
         assert "hunter2" not in str(info.value)
+        assert "user:***@127.0.0.1" in str(info.value)
         assert "\n" not in str(info.value)
 
     def test_unreachable_gateway_is_a_sink_error(self) -> None:
         with pytest.raises(SinkError, match="pushgateway"):
-            push("http://127.0.0.1:9", [OK], timeout_s=2)
+            push(target("http://127.0.0.1:9"), [OK], timeout_s=2)
+
+
+class TestBasicAuth:
+    """A Pushgateway behind basic auth: `user:password@` in the URL, or the password in env."""
+
+    def test_userinfo_is_basic_auth_and_the_host_stays_the_host(
+        self, auth_gateway: tuple[str, type[_Gateway]]
+    ) -> None:
+        url, handler = auth_gateway
+        push(target(with_userinfo(url, USER, PASSWORD)), [OK])
+        assert [path for _, path, _ in handler.received] == [
+            f"/metrics/job/cf_images_export/account_id/{OK.account_id}"
+        ]
+
+    def test_password_from_the_named_environment_variable(
+        self, auth_gateway: tuple[str, type[_Gateway]]
+    ) -> None:
+        url, handler = auth_gateway
+        push(target(with_userinfo(url, USER), "PGW_PASSWORD", PGW_PASSWORD=PASSWORD), [OK])
+        assert len(handler.received) == 1
+
+    def test_bare_host_port_with_userinfo_means_http(
+        self, auth_gateway: tuple[str, type[_Gateway]]
+    ) -> None:
+        url, handler = auth_gateway
+        push(target(with_userinfo(url, USER, PASSWORD).removeprefix("http://")), [OK])
+        assert len(handler.received) == 1
+
+    @pytest.mark.parametrize("password", [None, "wrong"])
+    def test_missing_or_wrong_credentials_are_a_sink_error_without_them(
+        self, auth_gateway: tuple[str, type[_Gateway]], password: str | None
+    ) -> None:
+        url, handler = auth_gateway
+        gateway = target(url if password is None else with_userinfo(url, USER, password))
+        with pytest.raises(SinkError) as info:
+            push(gateway, [OK])
+        message = str(info.value)
+        assert "401" in message and "127.0.0.1" in message and "wrong" not in message
+        assert not handler.received
+
+    def test_repr_never_shows_the_password(self) -> None:
+        gateway = target("http://u:hunter2@gw:9091", None)
+        assert "hunter2" not in repr(gateway) and "hunter2" not in gateway.shown
+        assert (gateway.url, gateway.username) == ("http://gw:9091", "u")
+        assert gateway.password == "hunter2"
+
+    @pytest.mark.parametrize(
+        ("url", "password_env", "environ", "problem"),
+        [
+            ("http://u:pw@gw", "PGW", {"PGW": "x"}, "carries a password too; give it in one place"),
+            ("http://gw", "PGW", {"PGW": "x"}, "name the user in the Pushgateway URL"),
+            ("http://u@gw", "PGW", {}, "^PGW: not set in the environment"),
+            ("http://u@gw", None, {}, "has a user but no password"),
+        ],
+    )
+    def test_credentials_that_cannot_work_are_config_errors(
+        self, url: str, password_env: str | None, environ: dict[str, str], problem: str
+    ) -> None:
+        with pytest.raises(ConfigError, match=problem):
+            Pushgateway.resolve(url, password_env, environ)
 
 
 class TestExportMetrics:

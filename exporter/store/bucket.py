@@ -33,6 +33,8 @@ import orjson
 import pyarrow.fs as pafs
 
 from exporter.errors import ConfigError, SinkError
+from exporter.options import S3_CREDENTIALS, output_location
+from exporter.redact import has_userinfo, redact_url
 from exporter.store.base import HashingWriter
 from exporter.store.layout import MANIFEST_NAME, SUCCESS_NAME, manifest_path, success_path
 from exporter.store.lease import (
@@ -86,9 +88,11 @@ def parse_bucket_uri(uri: str) -> BucketUri:
     """Split an `s3://` or `gs://` output URI; ConfigError for anything a bucket cannot hold."""
     scheme, sep, rest = uri.partition("://")
     if not sep or scheme not in SCHEMES:
-        raise ConfigError("export.output", f"{uri!r} is not an s3:// or gs:// URI")
-    if "?" in rest or "#" in rest:
-        raise ConfigError("export.output", "options in the URI are not supported; use flags")
+        raise ConfigError("export.output", f"{redact_url(uri)!r} is not an s3:// or gs:// URI")
+    try:
+        output_location(uri)  # no credentials, no options (`inspect` comes here directly)
+    except ValueError as exc:
+        raise ConfigError("export.output", str(exc)) from None
     bucket, _, prefix = rest.partition("/")
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", bucket):
         raise ConfigError("export.output", f"{bucket!r} is not a valid bucket name")
@@ -114,15 +118,21 @@ def s3_settings(endpoint: str | None, environ: Mapping[str, str]) -> S3Settings:
     or a bare `host:port`, which means https.
     """
     key = "export.s3_endpoint"
-    raw = endpoint or environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+    raw = endpoint
+    for variable in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if not raw and environ.get(variable):
+            key, raw = variable, environ[variable]
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
     if not raw:
         return S3Settings(None, "https", region)
+    shown = redact_url(raw)
+    if has_userinfo(raw):  # neither pyarrow nor obstore takes them as the S3 credentials
+        raise ConfigError(key, f"{shown!r} carries credentials; {S3_CREDENTIALS}")
     url = urlsplit(raw if "://" in raw else f"https://{raw}")
     if url.scheme not in ("http", "https") or not url.netloc:
-        raise ConfigError(key, f"{raw!r} is not an http(s) endpoint")
+        raise ConfigError(key, f"{shown!r} is not an http(s) endpoint")
     if url.path.strip("/") or url.query:
-        raise ConfigError(key, f"{raw!r}: give the service endpoint only, without a path")
+        raise ConfigError(key, f"{shown!r}: give the service endpoint only, without a path")
     return S3Settings(url.netloc, url.scheme, region)
 
 
@@ -131,12 +141,17 @@ def gcs_emulator(environ: Mapping[str, str]) -> tuple[str, str] | None:
 
     Google's libraries accept `host:port` (meaning http) or a URL there.
     """
-    raw = environ.get("STORAGE_EMULATOR_HOST")
+    key = "STORAGE_EMULATOR_HOST"
+    raw = environ.get(key)
     if not raw:
         return None
+    if has_userinfo(raw):  # the emulator is used anonymously: they would be sent nowhere
+        raise ConfigError(
+            key, f"{redact_url(raw)!r} carries credentials; a GCS emulator takes none"
+        )
     url = urlsplit(raw if "://" in raw else f"http://{raw}")
     if url.scheme not in ("http", "https") or not url.netloc or url.path.strip("/"):
-        raise ConfigError("STORAGE_EMULATOR_HOST", f"{raw!r} is not an emulator's host:port")
+        raise ConfigError(key, f"{redact_url(raw)!r} is not an emulator's host:port")
     return url.scheme, url.netloc
 
 
