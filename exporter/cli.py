@@ -1,7 +1,8 @@
 """argv -> config -> run -> exit code. The only place that turns ExporterError into a line.
 
-Commands: export, emulator, demo, inspect. Every user error is one line on stderr and the
-exit code its class carries (errors.py); anything else is a bug and keeps its traceback.
+Commands: export, fleet, emulator, demo, inspect, report. Every user error is one line on
+stderr and the exit code its class carries (errors.py); anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ examples:
   cf-images-export inspect demo-output/snapshot_date=2026-11-27 # one snapshot
 """
 
+REPORT_EXAMPLES = """\
+examples:
+  cf-images-export report demo-output              # writes demo-output/report.html
+  cf-images-export report s3://bucket/cf-images --output /tmp/catalog.html
+"""
+
 
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line and exit 2."""
@@ -132,6 +139,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     inspect = _command(commands, "inspect", "verify a published snapshot", INSPECT_EXAMPLES)
     inspect.add_argument("path", help="an output directory or one snapshot_date=... directory")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    report = _command(commands, "report", "write an HTML page of the catalog", REPORT_EXAMPLES)
+    report.add_argument("path", help="an output directory (a single export or a fleet) or bucket")
+    report.add_argument(
+        "--output", metavar="FILE", help="where to write the page (PATH/report.html)"
+    )
     return parser
 
 
@@ -249,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "emulator": run_emulator,
         "demo": run_demo,
         "inspect": run_inspect,
+        "report": run_report,
     }
     try:
         return handlers[args.command](args)
@@ -454,6 +468,15 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"{r.directory}: ok, {r.rows:,} {what} in {r.files} files, {r.bytes:,} bytes, "
             "sha256 verified"
         )
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """`report`: write the HTML page of OUT (one account or a fleet), print where it is."""
+    from exporter.report import write_report
+
+    path, _ = write_report(args.path, args.output)
+    print(path)
     return 0
 
 
