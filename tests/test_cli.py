@@ -154,7 +154,7 @@ class TestExport:
         assert "sha256" in one_line_error(bad.stderr)
 
 
-@pytest.mark.parametrize("command", ["export", "emulator", "demo", "inspect"])
+@pytest.mark.parametrize("command", ["export", "emulator", "demo", "inspect", "report"])
 def test_help_shows_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Every command's --help exits 0 and shows real examples."""
     with pytest.raises(SystemExit) as caught:

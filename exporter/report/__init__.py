@@ -40,7 +40,7 @@ def write_report(
 ) -> tuple[str, Report]:
     """Write the page of OUT to `output` (default `OUT/report.html`); return where, and what."""
     if "://" not in out and not Path(out).expanduser().is_dir():
-        raise ConfigError("report", f"no such output directory: {out}")
+        raise ConfigError("", f"no such output directory: {out}")
     store = open_store(out, s3_endpoint=s3_endpoint)
     report = collect(store, out)
     page = render(report).encode()

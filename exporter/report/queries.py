@@ -21,6 +21,7 @@ from exporter.changes import change_dates, night_source, sealed_manifests
 from exporter.diff import CHANGE_KINDS, NightSource, night_relation
 from exporter.errors import IntegrityError, first_line
 from exporter.manifest import read_manifest
+from exporter.schema import display_path
 from exporter.store import Layout, Store
 from exporter.store.layout import ROOT, account_layouts, run_key_date
 
@@ -32,6 +33,7 @@ TOP_VALUES_DISTINCT = 12  # a string column with at most this many values shows 
 TOP_VALUES_COLUMNS = 12  # ... for at most this many columns (the most covered first)
 TOP_CREATORS = 20
 VARIANTS_CAP = 10  # images with at least this many variants share one bar ("10+")
+DEFAULT_DEPTH = 5  # normalize.depth when a manifest does not say
 DAILY_SPAN_DAYS = 92  # uploads spanning more than this are counted per month, else per day
 
 
@@ -186,16 +188,6 @@ def night_of(manifest: Mapping[str, Any]) -> Night:
     )
 
 
-def display_path(path: Sequence[str] | None) -> str:
-    """Return a meta path as `a.b`, or as a JSON list when a key is empty or holds a dot."""
-    keys = [str(k) for k in path or ()]
-    if keys and all(k and "." not in k for k in keys):
-        return ".".join(keys)
-    import json
-
-    return json.dumps(keys, ensure_ascii=False)
-
-
 def drift_of(manifest: Mapping[str, Any]) -> list[DriftEntry]:
     """Return the drift entries of a snapshot manifest."""
     return [
@@ -203,7 +195,7 @@ def drift_of(manifest: Mapping[str, Any]) -> list[DriftEntry]:
             date=str(manifest["snapshot_date"]),
             change=str(d.get("change", "")),
             column=str(d.get("column", "")),
-            path=display_path(d.get("path")),
+            path=display_path([str(k) for k in d.get("path") or ()]),
             type_from=d.get("from"),
             type_to=d.get("to"),
             reason=str(d.get("reason", "")),
@@ -274,21 +266,31 @@ def _night_view(con: duckdb.DuckDBPyConnection, source: NightSource) -> set[str]
     return set()
 
 
-def _meta_expression(column: Mapping[str, Any], flattened: set[str]) -> str:
+def _meta_expression(column: Mapping[str, Any], flattened: set[str], depth: int) -> str:
+    """Return the SQL of one meta column's cells, as the snapshot's Parquet would hold them.
+
+    From `meta_json`, an object above the flatten depth is null (its keys have their own
+    columns), as `normalize` leaves it.
+    """
     name = str(column["name"])
     if name in flattened:
         return _ident(name)
-    return f"json_extract_string(meta_json, {_literal(json_pointer(column['path']))})"
+    pointer = _literal(json_pointer(column["path"]))
+    value = f"json_extract_string(meta_json, {pointer})"
+    if len(column["path"]) < depth:
+        return f"CASE WHEN json_type(meta_json, {pointer}) = 'OBJECT' THEN NULL ELSE {value} END"
+    return value
 
 
 def _meta_columns(
-    con: duckdb.DuckDBPyConnection, schema: Sequence[Mapping[str, Any]], flattened: set[str]
+    con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any], flattened: set[str]
 ) -> tuple[list[MetaColumn], dict[str, str]]:
     """Return each meta column's coverage and (strings) approximate distinct values."""
-    columns = [c for c in schema if c.get("path")]
+    columns = [c for c in manifest.get("schema", []) if c.get("path")]
     if not columns:
         return [], {}
-    expressions = {str(c["name"]): _meta_expression(c, flattened) for c in columns}
+    depth = int(manifest.get("request", {}).get("normalize", {}).get("depth") or DEFAULT_DEPTH)
+    expressions = {str(c["name"]): _meta_expression(c, flattened, depth) for c in columns}
     selects = ["count(*)"]
     for c in columns:
         expression = expressions[str(c["name"])]
@@ -378,7 +380,7 @@ def catalog_of(
         "GROUP BY k ORDER BY k"
     ).fetchall()
     uploads, by = _uploads(con, manifest.get("uploaded", {}))
-    meta, expressions = _meta_columns(con, manifest.get("schema", []), flattened)
+    meta, expressions = _meta_columns(con, manifest, flattened)
     return Catalog(
         date=str(manifest["snapshot_date"]),
         images=images,

@@ -84,9 +84,16 @@ def duration(seconds: float) -> str:
 
 
 def table(
-    headers: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequence[int] = ()
+    headers: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    numeric: Sequence[int] = (),
+    *,
+    name: str = "",
 ) -> str:
-    """Return an HTML table; the columns in `numeric` are right-aligned."""
+    """Return an HTML table; the columns in `numeric` are right-aligned.
+
+    `name` becomes `data-table`, which tests (and scrapers) find the table by.
+    """
     head = "".join(
         f'<th class="n">{e(h)}</th>' if i in numeric else f"<th>{e(h)}</th>"
         for i, h in enumerate(headers)
@@ -100,16 +107,19 @@ def table(
         + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    named = f' data-table="{e(name)}"' if name else ""
+    return f"<table{named}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def figure(chart: str, caption: str) -> str:
     return f"<figure>{chart}<figcaption>{e(caption)}</figcaption></figure>"
 
 
-def card(value: object, label: str, css: str = "") -> str:
+def card(value: object, label: str, css: str = "", *, name: str = "") -> str:
+    """Return one headline figure; `name` becomes `data-figure`."""
     klass = f' class="{css}"' if css else ""
-    return f'<div class="card"><b{klass}>{e(value)}</b><span>{e(label)}</span></div>'
+    named = f' data-figure="{e(name)}"' if name else ""
+    return f'<div class="card"{named}><b{klass}>{e(value)}</b><span>{e(label)}</span></div>'
 
 
 # -- sections --------------------------------------------------------------------------------
@@ -135,7 +145,7 @@ def fleet_table(report: Report) -> str:
     headers = ("account", "images", "snapshot", "last success", "last run", "added", "removed")
     return (
         '<section id="accounts"><h2>Accounts</h2>'
-        + table((*headers, "changed", "warnings"), rows, numeric=(1, 5, 6, 7, 8))
+        + table((*headers, "changed", "warnings"), rows, numeric=(1, 5, 6, 7, 8), name="accounts")
         + "</section>"
     )
 
@@ -145,21 +155,23 @@ def headline(a: AccountFigures) -> str:
     assert latest is not None
     complete = {True: "yes", False: "no", None: "filtered"}[latest.complete]
     cards = [
-        card(n(latest.images), "images"),
-        card(latest.date, "snapshot date"),
+        card(n(latest.images), "images", name="images"),
+        card(latest.date, "snapshot date", name="snapshot-date"),
         card(latest.finished_at[11:16] + " UTC", f"last success, {latest.finished_at[:10]}"),
         card(duration(latest.duration_s), "duration"),
-        card(n(latest.requests), "requests"),
-        card(n(latest.throttled), "429 replies", "bad" if latest.throttled else ""),
-        card(len(latest.warnings), "warnings", "bad" if latest.warnings else "ok"),
+        card(n(latest.requests), "requests", name="requests"),
+        card(
+            n(latest.throttled), "429 replies", "bad" if latest.throttled else "", name="throttled"
+        ),
+        card(len(latest.warnings), "warnings", "bad" if latest.warnings else "ok", name="warnings"),
         card(complete, "complete (API count)", "bad" if latest.complete is False else ""),
     ]
     change = a.changes[-1] if a.changes and a.changes[-1].date == latest.date else None
     if change is not None and change.previous_date:
         cards += [
-            card(f"+{n(change.added)}", f"added since {change.previous_date}"),
-            card(f"{MINUS}{n(change.removed)}", "removed"),
-            card(n(change.changed), "changed"),
+            card(f"+{n(change.added)}", f"added since {change.previous_date}", name="added"),
+            card(f"{MINUS}{n(change.removed)}", "removed", name="removed"),
+            card(n(change.changed), "changed", name="changed"),
         ]
     run_css = "ok" if a.last_run.startswith("published (") else "bad"
     cards.append(card(a.last_run, "last run", run_css))
@@ -197,7 +209,9 @@ def nights_section(a: AccountFigures) -> str:
         + figure(grown, "images in each published snapshot")
         + figure(stacked, "changes against the night before (a first night has none)")
         + '</div><div class="scroll">'
-        + table((*headers, "warnings"), reversed(rows), numeric=(1, 2, 3, 4, 6, 7, 8))
+        + table(
+            (*headers, "warnings"), reversed(rows), numeric=(1, 2, 3, 4, 6, 7, 8), name="nights"
+        )
         + "</div>"
     )
 
@@ -212,7 +226,12 @@ def uploads_section(c: Catalog) -> str:
         + '<div class="row"><div>'
         + figure(chart, f"images of the latest snapshot by upload {c.uploads_by}.{note}")
         + '</div><div class="scroll">'
-        + table((c.uploads_by, "images"), [(k, n(v)) for k, v in c.uploads], numeric=(1,))
+        + table(
+            (c.uploads_by, "images"),
+            [(k, n(v)) for k, v in c.uploads],
+            numeric=(1,),
+            name="uploads",
+        )
         + "</div></div>"
     )
 
@@ -224,7 +243,7 @@ def meta_section(a: AccountFigures, c: Catalog) -> str:
         '<div class="cards">'
         + card(len(c.meta), "meta columns")
         + card(pct(with_meta, c.images), "images with meta")
-        + card(n(c.without_meta), "images without meta")
+        + card(n(c.without_meta), "images without meta", name="without-meta")
         + "</div>"
     )
     if c.meta:
@@ -255,7 +274,12 @@ def meta_section(a: AccountFigures, c: Catalog) -> str:
             '<div class="row"><div>'
             + figure(chart, f"coverage of each meta key, most covered first{more}")
             + '</div><div class="scroll">'
-            + table(("key", "type", "images", "coverage", "distinct ≈"), rows, numeric=(2, 3, 4))
+            + table(
+                ("key", "type", "images", "coverage", "distinct ≈"),
+                rows,
+                numeric=(2, 3, 4),
+                name="meta",
+            )
             + "</div></div>"
         )
     else:
@@ -263,7 +287,14 @@ def meta_section(a: AccountFigures, c: Catalog) -> str:
     if c.top_values:
         parts.append('<h3>Top values of low-cardinality keys</h3><div class="cols">')
         for path, values in c.top_values:
-            parts.append(table((path, "images"), [(v, n(k)) for v, k in values], numeric=(1,)))
+            parts.append(
+                table(
+                    (path, "images"),
+                    [(v, n(k)) for v, k in values],
+                    numeric=(1,),
+                    name="top-values",
+                )
+            )
         parts.append("</div>")
     parts.append("<h3>Type drift over the nights</h3>")
     if a.drift:
@@ -273,7 +304,7 @@ def meta_section(a: AccountFigures, c: Catalog) -> str:
         ]
         parts.append(
             '<div class="scroll">'
-            + table(("night", "change", "key", "from", "to", "reason"), drift_rows)
+            + table(("night", "change", "key", "from", "to", "reason"), drift_rows, name="drift")
             + "</div>"
         )
     else:
@@ -293,8 +324,12 @@ def creators_section(c: Catalog) -> str:
     )
     cards = (
         card(n(c.creators_distinct), "creators ≈")
-        + card(n(c.no_creator), f"images without a creator ({pct(c.no_creator, c.images)})")
-        + card(pct(c.signed, c.images), f"signed URLs ({n(c.signed)} images)")
+        + card(
+            n(c.no_creator),
+            f"images without a creator ({pct(c.no_creator, c.images)})",
+            name="no-creator",
+        )
+        + card(pct(c.signed, c.images), f"signed URLs ({n(c.signed)} images)", name="signed")
     )
     rows = [(k or "(empty)", n(v), pct(v, c.images)) for k, v in c.creators]
     return (
@@ -303,12 +338,17 @@ def creators_section(c: Catalog) -> str:
         + '<div class="row"><div>'
         + (figure(chart, "images per creator, the 20 largest") if c.creators else "")
         + '</div><div class="scroll">'
-        + table(("creator", "images", "share"), rows, numeric=(1, 2))
+        + table(("creator", "images", "share"), rows, numeric=(1, 2), name="creators")
         + "</div></div>"
         + '<div class="row"><div>'
         + figure(variants, "images by their number of variants")
         + "</div><div>"
-        + table(("variants", "images"), [(k, n(v)) for k, v in c.variants], numeric=(1,))
+        + table(
+            ("variants", "images"),
+            [(k, n(v)) for k, v in c.variants],
+            numeric=(1,),
+            name="variants",
+        )
         + "</div></div>"
     )
 
@@ -316,7 +356,7 @@ def creators_section(c: Catalog) -> str:
 def account_section(a: AccountFigures, fleet: bool) -> str:
     title = f"Account {a.account_id}" if fleet else f"Catalog of account {a.account_id}"
     anchor = f"account-{a.account_id}"
-    parts = [f'<section id="{e(anchor)}"><h2>{e(title)}</h2>']
+    parts = [f'<section id="{e(anchor)}" data-account="{e(a.account_id)}"><h2>{e(title)}</h2>']
     if a.latest is None:
         parts.append(f'<p class="empty">No snapshot published yet. {e(a.last_run)}.</p>')
     else:
