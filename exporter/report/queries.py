@@ -320,26 +320,22 @@ def _meta_columns(
 def _top_values(
     con: duckdb.DuckDBPyConnection, meta: Sequence[MetaColumn], expressions: Mapping[str, str]
 ) -> list[tuple[str, list[tuple[str, int]]]]:
-    """Return the most frequent values of the low-cardinality string columns."""
-    chosen = [m for m in meta if m.distinct is not None and 0 < m.distinct <= TOP_VALUES_DISTINCT][
-        :TOP_VALUES_COLUMNS
-    ]
-    if not chosen:
-        return []
-    parts = [
-        f"(SELECT {i} AS k, {expressions[m.name]}::VARCHAR AS v, count(*) AS n FROM night "
-        f"WHERE {expressions[m.name]} IS NOT NULL GROUP BY v ORDER BY n DESC, v "
-        f"LIMIT {TOP_VALUES_DISTINCT})"
-        for i, m in enumerate(chosen)
-    ]
-    rows = con.execute(" UNION ALL ".join(parts)).fetchall()
-    values: dict[int, list[tuple[str, int]]] = {}
-    for k, v, n in rows:
-        values.setdefault(int(k), []).append((str(v), int(n)))
-    return [
-        (m.path, sorted(values.get(i, []), key=lambda p: (-p[1], p[0])))
-        for i, m in enumerate(chosen)
-    ]
+    """Return the most frequent values of the low-cardinality string columns.
+
+    One query per column: as one UNION ALL, DuckDB scans them all at once, some 70 MB over
+    its cap at 1,000,000 nasty images, for no gain in time.
+    """
+    chosen = [m for m in meta if m.distinct is not None and 0 < m.distinct <= TOP_VALUES_DISTINCT]
+    found = []
+    for m in chosen[:TOP_VALUES_COLUMNS]:
+        expression = expressions[m.name]
+        rows = con.execute(
+            f"SELECT {expression}::VARCHAR AS v, count(*) AS n FROM night "
+            f"WHERE {expression} IS NOT NULL GROUP BY v ORDER BY n DESC, v "
+            f"LIMIT {TOP_VALUES_DISTINCT}"
+        ).fetchall()
+        found.append((m.path, [(str(v), int(n)) for v, n in rows]))
+    return found
 
 
 def _uploads(
