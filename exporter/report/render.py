@@ -45,7 +45,7 @@ svg .line { fill:none; stroke:#2b6cb0; stroke-width:2; }
 .added { fill:#38a169; } .removed { fill:#e53e3e; } .changed { fill:#d69e2e; }
 table { border-collapse:collapse; font-size:.88em; margin:4px 0 8px; }
 th, td { border-bottom:1px solid var(--line); padding:3px 8px; text-align:left;
-  vertical-align:top; overflow-wrap:anywhere; }
+  vertical-align:top; overflow-wrap:break-word; }
 th { background:var(--card); } td.n, th.n { text-align:right; font-variant-numeric:tabular-nums;
   white-space:nowrap; }
 .scroll { max-height:360px; overflow:auto; }
@@ -187,7 +187,14 @@ def nights_section(a: AccountFigures) -> str:
     changes = [by_date.get(d) for d in dates]
     kinds = ("added", "removed", "changed")
     series = [(k, [getattr(c, k) if c and c.previous_date else 0 for c in changes]) for k in kinds]
-    stacked = svg.stacked_bars("Changes per night by kind", dates, series, "images", classes=kinds)
+    if any(c and c.previous_date for c in changes):
+        stacked = figure(
+            svg.stacked_bars("Changes per night by kind", dates, series, "images", classes=kinds),
+            "changes against the night before (a first night has none)",
+        )
+    else:
+        stacked = '<p class="muted">No change set against an earlier night yet.</p>'
+
     rows = [
         (
             night.date,
@@ -207,7 +214,7 @@ def nights_section(a: AccountFigures) -> str:
         "<h3>The catalog over the nights</h3>"
         '<div class="pair">'
         + figure(grown, "images in each published snapshot")
-        + figure(stacked, "changes against the night before (a first night has none)")
+        + stacked
         + '</div><div class="scroll">'
         + table(
             (*headers, "warnings"), reversed(rows), numeric=(1, 2, 3, 4, 6, 7, 8), name="nights"

@@ -14,6 +14,7 @@ from html import escape
 
 _ids = itertools.count(1)
 WIDTH = 720
+RIGHT = 32  # room for half of the last x label
 LABEL_CHARS = 28  # horizontal bars: a longer label is cut (the table beside it is whole)
 
 
@@ -22,6 +23,14 @@ def number(value: float) -> str:
     if float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:,.3f}".rstrip("0")
+
+
+def compact(value: float) -> str:
+    """Return an axis label: 950, 2.5k, 1M, 1.5M."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return number(value)
 
 
 def _nice_max(value: float) -> float:
@@ -63,10 +72,11 @@ def _axis(top: float, x0: int, y0: int, plot_h: int) -> list[str]:
     parts = []
     for share in (0, 0.5, 1):
         y = y0 - share * plot_h
-        parts.append(f'<line class="grid" x1="{x0}" x2="{WIDTH - 10}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        x1, x2 = x0, WIDTH - RIGHT
+        parts.append(f'<line class="grid" x1="{x1}" x2="{x2}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(
             f'<text class="tick" x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">'
-            f"{escape(number(top * share))}</text>"
+            f"{escape(compact(top * share))}</text>"
         )
     return parts
 
@@ -76,7 +86,10 @@ def _x_labels(labels: Sequence[str], xs: Sequence[float], y: int) -> list[str]:
     if not labels:
         return []
     every = max(1, -(-len(labels) // 10))
-    keep = set(range(0, len(labels), every)) | {len(labels) - 1}
+    keep = set(range(0, len(labels), every))
+    last = len(labels) - 1
+    if last not in keep:  # the last label replaces a kept one too close to it
+        keep = {i for i in keep if last - i >= every} | {last}
     return [
         f'<text class="tick" x="{xs[i]:.1f}" y="{y}" text-anchor="middle">'
         f"{escape(labels[i])}</text>"
@@ -100,7 +113,7 @@ def stacked_bars(
     y0, plot_h = height - bottom, height - bottom - top_pad
     totals = [sum(s[1][i] for s in series) for i in range(len(labels))]
     top = _nice_max(max(totals, default=0))
-    slot = (WIDTH - 10 - x0) / max(1, len(labels))
+    slot = (WIDTH - RIGHT - x0) / max(1, len(labels))
     bar = max(1.0, min(40.0, slot * 0.7))
     body = _axis(top, x0, y0, plot_h)
     xs = [x0 + slot * (i + 0.5) for i in range(len(labels))]
@@ -140,7 +153,7 @@ def line(title: str, labels: Sequence[str], values: Sequence[float], unit: str) 
     height, x0, top_pad, bottom = 220, 64, 12, 28
     y0, plot_h = height - bottom, height - bottom - top_pad
     top = _nice_max(max(values, default=0))
-    slot = (WIDTH - 10 - x0) / max(1, len(labels))
+    slot = (WIDTH - RIGHT - x0) / max(1, len(labels))
     xs = [x0 + slot * (i + 0.5) for i in range(len(labels))]
     ys = [y0 - v / top * plot_h for v in values]
     body = _axis(top, x0, y0, plot_h)
