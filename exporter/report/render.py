@@ -55,7 +55,8 @@ th { background:var(--card); } td.n, th.n { text-align:right; font-variant-numer
 @media print {
   body { font-size:10pt; max-width:none; padding:0; }
   h2 { break-before:auto; break-after:avoid; } h3 { break-after:avoid; }
-  figure, table, .cards { break-inside:avoid; } .scroll { max-height:none; overflow:visible; }
+  figure, .cards { break-inside:avoid; } .scroll { max-height:none; overflow:visible; }
+  .long { columns:4 140px; column-gap:14px; } .long table { width:100%; }
   .card, th { background:none; }
 }
 """
@@ -232,7 +233,7 @@ def uploads_section(c: Catalog) -> str:
         f"<h3>Uploads over time (per {e(c.uploads_by)}, snapshot {e(c.date)})</h3>"
         + '<div class="row"><div>'
         + figure(chart, f"images of the latest snapshot by upload {c.uploads_by}.{note}")
-        + '</div><div class="scroll">'
+        + '</div><div class="scroll long">'
         + table(
             (c.uploads_by, "images"),
             [(k, n(v)) for k, v in c.uploads],
