@@ -227,6 +227,26 @@ def test_a_single_ndjson_night_of_hostile_meta(nasty: tuple[Path, str]) -> None:
     assert_self_contained(html)
 
 
+def test_a_duckdb_only_output(tmp_path: Path) -> None:
+    """Nothing but the DuckDB sink's table: the page reads it, and its figures equal the
+    catalog's."""
+    out = tmp_path / "out"
+    with emulator_process(300, 9) as emu:
+        export(out, DATES[0], emu, "duckdb")
+        account = emu.account_id
+    images = list(build_catalog(300, 9).iter_images())
+    page = Page(report(out))
+    assert count(page.figures[account]["images"]) == len(images)
+    assert count(page.figures[account]["no-creator"]) == sum(
+        1 for i in images if i.get("creator") is None
+    )
+    coverage = {row[0]: count(row[2]) for row in page.tables[account]["meta"]}
+    assert coverage
+    for path, images_with in coverage.items():
+        keys = json.loads(path) if path.startswith("[") else path.split(".")
+        assert images_with == sum(1 for i in images if _at(i.get("meta"), keys) is not None), path
+
+
 class Tags(HTMLParser):
     """Every start tag of a page with its attribute names, and the text of its <style>."""
 
