@@ -12,7 +12,7 @@ and DuckDB nights answer from `meta_json` by JSON pointer (RFC 6901), one spelli
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -440,12 +440,3 @@ def account_figures(
         catalog=catalog,
         unfinished=unfinished_runs(store, layout, nights[-1].date if nights else None),
     )
-
-
-def iter_accounts(
-    store: Store, scratch: Path, settings: ReportSettings
-) -> Iterator[AccountFigures]:
-    """Yield the figures of every account under OUT (one for a single export's OUT)."""
-    layouts, _ = account_layouts_of(store)
-    for layout in layouts:
-        yield account_figures(store, layout, scratch, settings)
