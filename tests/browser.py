@@ -31,7 +31,7 @@ def find_browser() -> str | None:
     """Return the path of a headless-capable Chromium, or None."""
     named = os.environ.get("CF_REPORT_BROWSER")
     if named:
-        return shutil.which(named) or named
+        return shutil.which(named)
     return next((path for name in CANDIDATES if (path := shutil.which(name))), None)
 
 
