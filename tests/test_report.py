@@ -23,6 +23,7 @@ from exporter.emulator.nights import NightPlan, catalog_at_night
 from exporter.report.queries import (
     AccountFigures,
     Catalog,
+    ChangeNight,
     MetaColumn,
     Night,
     Report,
@@ -247,6 +248,46 @@ def test_a_duckdb_only_output(tmp_path: Path) -> None:
         assert images_with == sum(1 for i in images if _at(i.get("meta"), keys) is not None), path
 
 
+def test_an_unreadable_snapshot_is_one_line_and_exit_7(tmp_path: Path) -> None:
+    """A part DuckDB cannot read: exit 7 (as `inspect`), one line naming the night."""
+    out = tmp_path / "out"
+    with emulator_process(200, 4) as emu:
+        export(out, DATES[0], emu)
+    (part,) = (out / f"snapshot_date={DATES[0]}").glob("*.parquet")
+    part.write_bytes(b"not parquet")
+    result = run_cli(["report", str(out)])
+    assert result.returncode == 7
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"cf-images-export: error: snapshot {DATES[0]}: DuckDB cannot read")
+
+
+@pytest.mark.parametrize(
+    ("dates", "changes", "unfinished", "shown"),
+    [
+        pytest.param([], [], [], "nothing published", id="nothing"),
+        pytest.param([DATES[0]], [DATES[0]], [], "published (exit 0)", id="first-night"),
+        pytest.param(list(DATES), list(DATES), [], "published (exit 0)", id="published"),
+        pytest.param(
+            list(DATES), [DATES[0]], [], "published; changes withheld (exit 9)", id="withheld"
+        ),
+        pytest.param(
+            list(DATES),
+            list(DATES),
+            [DATES[1]],
+            f"unfinished run of {DATES[1]} (resume it)",
+            id="unfinished",
+        ),
+    ],
+)
+def test_what_the_last_run_left(
+    dates: list[str], changes: list[str], unfinished: list[str], shown: str
+) -> None:
+    """OUT keeps no exit code: the fleet table says what the last run left behind."""
+    nights = [Night(d, 1, d, d, 0, 0, 0, 0, True, ()) for d in dates]
+    sets = [ChangeNight(d, None, 0, 0, 0) for d in changes]
+    assert AccountFigures("a", nights, sets, [], None, unfinished).last_run == shown
+
+
 class Tags(HTMLParser):
     """Every start tag of a page with its attribute names, and the text of its <style>."""
 
@@ -282,8 +323,8 @@ def assert_self_contained(html: str) -> None:
 
 def test_every_user_string_is_escaped() -> None:
     """A creator, meta key, value and account id holding markup show as text."""
-    night = Night(DATES[0], 1, "2026-03-01T00:00:00Z", "2026-03-01T00:00:01Z", 1, 1, 0, 0, True,
-                  (HOSTILE,))  # fmt: skip
+    instant = "2026-03-01T00:00:00Z"
+    night = Night(DATES[0], 1, instant, instant, 1, 1, 0, 0, True, (HOSTILE,))
     catalog = Catalog(
         date=DATES[0],
         images=1,
