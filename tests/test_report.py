@@ -54,6 +54,7 @@ class Page(HTMLParser):
         self._account = ""
         self._table: list[list[str]] | None = None
         self._cell: list[str] | None = None
+        self._whole: str | None = None
         self._figure: str | None = None
         self._text: list[str] = []
         self.feed(html)
@@ -75,12 +76,13 @@ class Page(HTMLParser):
             self._table.append([])
         elif tag in ("td", "th") and self._table is not None:
             self._cell = []
+            self._whole = named.get("title")  # a cut cell's whole text
         elif "data-figure" in named:
             self._figure, self._text = str(named["data-figure"]), []
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("td", "th") and self._cell is not None and self._table is not None:
-            self._table[-1].append("".join(self._cell))
+            self._table[-1].append(self._whole or "".join(self._cell))
             self._cell = None
         elif tag == "table" and self._table is not None:
             rows = self.tables[self._account][self._table_name]
@@ -407,6 +409,7 @@ def test_a_fleet_page_starts_with_its_accounts(fleet_out: tuple[Path, list[str]]
         expected.append((ident, manifest["counts"]["rows"], manifest["snapshot_date"]))
     assert [(r[0], count(r[1]), r[2]) for r in rows] == expected
     assert {r[4] for r in rows} == {"published (exit 0)"}
+    assert {r[5] for r in rows} == {"\N{EN DASH}"}, "a first night's change set is no change"
 
 
 # -- in a browser ----------------------------------------------------------------------------
@@ -418,26 +421,32 @@ PROBE = """JSON.stringify({
             desc: s.querySelector('desc').textContent,
             shapes: s.querySelectorAll('rect, circle, polyline').length};
   }),
-  figures: Object.fromEntries(Array.from(document.querySelectorAll('[data-figure]'))
-    .map(c => [c.dataset.figure, c.querySelector('b').textContent])),
+  figures: Object.fromEntries(Array.from(document.querySelectorAll('[data-account]'))
+    .map(s => [s.dataset.account, Object.fromEntries(Array.from(
+      s.querySelectorAll('[data-figure]')).map(c => [c.dataset.figure,
+                                                    c.querySelector('b').textContent]))])),
   scripts: document.scripts.length,
+  overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
 })"""
 
 
-async def test_the_page_in_a_browser_offline(nights: tuple[Path, str]) -> None:
-    """Chromium, network cut: the page loads nothing else, logs no error, draws every chart
-    with a title and a text alternative, and shows the manifest's numbers; a screenshot is
-    kept under .pytest_cache/report-screenshot.png."""
+@pytest.mark.parametrize("output", ["nights", "fleet_out"])
+async def test_the_page_in_a_browser_offline(output: str, request: pytest.FixtureRequest) -> None:
+    """Chromium, network cut: the page loads nothing else, logs no error, fits a 1280 px
+    window, draws every chart with a title and a text alternative, and shows the manifests'
+    numbers; each screenshot is kept as .pytest_cache/report-<output>.png.
+
+    The fleet's small catalogs have a 200-character meta value among their top values."""
     browser = find_browser()
     if browser is None:
         reason = "no headless Chromium (apt-get install chromium-headless-shell)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}: CI must run the browser test")
         pytest.skip(reason)
-    out, _ = nights
+    out = request.getfixturevalue(output)[0]
     html = report(out)
     loaded = await load_page(browser, (out / "report.html").as_uri(), PROBE, height=1000)
-    shot = ROOT / ".pytest_cache" / "report-screenshot.png"
+    shot = ROOT / ".pytest_cache" / f"report-{output}.png"
     shot.parent.mkdir(exist_ok=True)
     shot.write_bytes(loaded.screenshot)
     print(f"screenshot: {shot}")
@@ -445,11 +454,17 @@ async def test_the_page_in_a_browser_offline(nights: tuple[Path, str]) -> None:
     assert loaded.errors == [] and loaded.console == []
     probe = json.loads(loaded.probe)
     assert probe["scripts"] == 0
+    assert probe["overflow"] <= 0, "wider than a 1280 px window"
     charts = probe["charts"]
     assert len(charts) == html.count('<svg class="chart"') >= 6
     for chart in charts:
         assert chart["width"] > 300 and chart["height"] > 100, chart
         assert chart["title"] and chart["desc"] != "no data" and chart["shapes"] > 0, chart
-    latest = manifests(out)[-1]
-    assert count(probe["figures"]["images"]) == latest["counts"]["rows"]
+    shown = {a: count(figures["images"]) for a, figures in probe["figures"].items()}
+    latest = {}
+    for manifest_path in sorted(out.glob("**/snapshot_date=*/_manifest.json")):
+        if "changes" not in manifest_path.parts:
+            manifest = orjson.loads(manifest_path.read_bytes())
+            latest[manifest["account_id"]] = manifest["counts"]["rows"]
+    assert shown == latest
     assert loaded.screenshot.startswith(b"\x89PNG") and len(loaded.screenshot) > 50_000

@@ -18,6 +18,7 @@ from exporter.report.queries import AccountFigures, Catalog, Report
 NONE = "\N{EN DASH}"  # an empty cell
 MINUS = "\N{MINUS SIGN}"
 CHART_META_COLUMNS = 30  # the coverage chart shows the most covered; the table has them all
+CELL_CHARS = 60  # a longer text in a table cell is cut (whole in the cell's title)
 
 CSS = """
 :root { --ink:#1a202c; --muted:#5a6577; --line:#d8dee8; --card:#f5f7fa; }
@@ -33,7 +34,8 @@ h3 { font-size:1.05em; margin:22px 0 6px; } p.sub, .muted { color:var(--muted); 
 .card b { display:block; font-size:1.3em; }
 .card span { color:var(--muted); font-size:.85em; }
 .ok { color:#276749; } .bad { color:#c53030; }
-.warn { background:#fffaf0; border-left:4px solid #dd6b20; padding:6px 12px; margin:8px 0; }
+.warn { overflow-wrap:anywhere; background:#fffaf0; border-left:4px solid #dd6b20;
+  padding:6px 12px; margin:8px 0; }
 .row { display:grid; grid-template-columns:minmax(0,3fr) minmax(0,2fr); gap:20px;
   align-items:start; }
 .pair { display:grid; grid-template-columns:minmax(0,1fr) minmax(0,1fr); gap:20px; }
@@ -49,7 +51,9 @@ th, td { border-bottom:1px solid var(--line); padding:3px 8px; text-align:left;
 th { background:var(--card); } td.n, th.n { text-align:right; font-variant-numeric:tabular-nums;
   white-space:nowrap; }
 .scroll { max-height:360px; overflow:auto; }
-.cols { columns:3 220px; column-gap:18px; } .cols table { width:100%; break-inside:avoid; }
+.cols { columns:3 220px; column-gap:18px; }
+.cols table { width:100%; break-inside:avoid; table-layout:fixed; }
+.cols td, .cols th { overflow-wrap:anywhere; } .cols .n { width:6.5em; }
 .empty { font-size:1.1em; background:var(--card); padding:16px; border-radius:6px; }
 @media (max-width: 800px) { .row, .pair { grid-template-columns:1fr; } }
 @media print {
@@ -75,6 +79,15 @@ def pct(part: int, whole: int) -> str:
     return f"{part / whole:.1%}" if whole else NONE
 
 
+def moment(instant: str) -> str:
+    """Return an RFC 3339 instant as `2026-12-06 09:36 UTC`."""
+    return f"{instant[:10]} {instant[11:16]} UTC"
+
+
+def latest_date(a: AccountFigures) -> str | None:
+    return a.latest.date if a.latest else None
+
+
 def duration(seconds: float) -> str:
     """Return seconds as `1h 02m`, `3m 04s` or `5.2 s`."""
     if seconds >= 3600:
@@ -82,6 +95,19 @@ def duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
     return f"{seconds:.1f} s"
+
+
+def cell(tag: str, value: object, numeric: bool) -> str:
+    """Return one table cell; a text past CELL_CHARS is cut, whole in its `title`.
+
+    An unbreakable user string (a 1 KB meta value) would otherwise widen the page.
+    """
+    text = str(value)
+    klass = ' class="n"' if numeric else ""
+    if len(text) <= CELL_CHARS:
+        return f"<{tag}{klass}>{e(text)}</{tag}>"
+    shown = text[: CELL_CHARS - 1] + "\N{HORIZONTAL ELLIPSIS}"
+    return f'<{tag}{klass} title="{e(text)}">{e(shown)}</{tag}>'
 
 
 def table(
@@ -95,17 +121,9 @@ def table(
 
     `name` becomes `data-table`, which tests (and scrapers) find the table by.
     """
-    head = "".join(
-        f'<th class="n">{e(h)}</th>' if i in numeric else f"<th>{e(h)}</th>"
-        for i, h in enumerate(headers)
-    )
+    head = "".join(cell("th", h, i in numeric) for i, h in enumerate(headers))
     body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="n">{e(v)}</td>' if i in numeric else f"<td>{e(v)}</td>"
-            for i, v in enumerate(row)
-        )
-        + "</tr>"
+        "<tr>" + "".join(cell("td", v, i in numeric) for i, v in enumerate(row)) + "</tr>"
         for row in rows
     )
     named = f' data-table="{e(name)}"' if name else ""
@@ -130,12 +148,14 @@ def fleet_table(report: Report) -> str:
     rows = []
     for a in report.accounts:
         latest, change = a.latest, (a.changes[-1] if a.changes else None)
+        if change is not None and (change.previous_date is None or change.date != latest_date(a)):
+            change = None  # a first night's change set lists every image as added
         rows.append(
             (
                 a.account_id,
                 n(latest.images) if latest else NONE,
                 latest.date if latest else NONE,
-                latest.finished_at if latest else NONE,
+                moment(latest.finished_at) if latest else NONE,
                 a.last_run,
                 n(change.added) if change else NONE,
                 n(change.removed) if change else NONE,
@@ -158,7 +178,7 @@ def headline(a: AccountFigures) -> str:
     cards = [
         card(n(latest.images), "images", name="images"),
         card(latest.date, "snapshot date", name="snapshot-date"),
-        card(latest.finished_at[11:16] + " UTC", f"last success, {latest.finished_at[:10]}"),
+        card(moment(latest.finished_at)[11:], f"last success, {latest.finished_at[:10]}"),
         card(duration(latest.duration_s), "duration"),
         card(n(latest.requests), "requests", name="requests"),
         card(
