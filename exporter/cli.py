@@ -1,7 +1,8 @@
 """argv -> config -> run -> exit code. The only place that turns ExporterError into a line.
 
-Commands: export, emulator, demo, inspect. Every user error is one line on stderr and the
-exit code its class carries (errors.py); anything else is a bug and keeps its traceback.
+Commands: export, fleet, emulator, demo, inspect, report. Every user error is one line on
+stderr and the exit code its class carries (errors.py); anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ examples:
   cf-images-export inspect demo-output/snapshot_date=2026-11-27 # one snapshot
 """
 
+REPORT_EXAMPLES = """\
+examples:
+  cf-images-export report demo-output              # writes demo-output/report.html
+  cf-images-export report s3://bucket/cf-images --output /tmp/catalog.html
+"""
+
 
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line and exit 2 (a JSON record when the
@@ -154,6 +161,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     inspect.add_argument("path", help="an output directory or one snapshot_date=... directory")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect.add_argument(
+        "--s3-endpoint", metavar="URL", help="S3-compatible endpoint (env AWS_ENDPOINT_URL)"
+    )
+
+    report = _command(commands, "report", "write an HTML page of the catalog", REPORT_EXAMPLES)
+    report.add_argument("path", help="an output directory (a single export or a fleet) or bucket")
+    report.add_argument(
+        "--output", metavar="FILE", help="where to write the page (PATH/report.html)"
+    )
+    report.add_argument(
         "--s3-endpoint", metavar="URL", help="S3-compatible endpoint (env AWS_ENDPOINT_URL)"
     )
     return parser
@@ -300,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "emulator": run_emulator,
         "demo": run_demo,
         "inspect": run_inspect,
+        "report": run_report,
     }
     as_json = getattr(args, "log_format", "plain") == "json"
     try:
@@ -585,6 +602,15 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"{len(damaged)} of {len(reports)} snapshots do not match their manifests (every "
             f"problem is listed above), first {first.directory}: {first.problems[0]}"
         )
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """`report`: write the HTML page of OUT (one account or a fleet), print where it is."""
+    from exporter.report import write_report
+
+    path, _ = write_report(args.path, args.output, s3_endpoint=args.s3_endpoint)
+    print(path)
     return 0
 
 

@@ -4,7 +4,7 @@ Nothing to set up: the emulator listens on a free 127.0.0.1 port with its demo t
 serves the catalog as of yesterday night, then as of tonight (uploads, deletions, edits). Each
 export runs exactly as a nightly job would (both-ends walk, pacing, Parquet + NDJSON,
 manifest, atomic publication, change set); DuckDB queries over the published Parquet show the
-catalog and what changed between the two nights.
+catalog and what changed between the two nights, and the `report` page shows both nights.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from exporter.config import parse_config
 from exporter.emulator import EmulatorSettings, run_emulator
 from exporter.pipeline import export
 from exporter.progress import print_summary, report_progress
+from exporter.report import write_report
+from exporter.schema import display_path
 from exporter.stats import RunStats
 from exporter.store.layout import MANIFEST_NAME, ROOT, SUCCESS_NAME, manifest_path
 from exporter.tasks import FirstErrorGroup
@@ -36,13 +38,6 @@ def meta_column(schema: Sequence[dict[str, Any]], *path: str) -> str | None:
         if column.get("path") == list(path):
             return str(column["name"])
     return None
-
-
-def display_path(path: Sequence[str]) -> str:
-    """Return a meta path as `a.b`, or as JSON when a key is empty or holds a dot."""
-    if all(key and "." not in key for key in path):
-        return ".".join(path)
-    return orjson.dumps(list(path)).decode()
 
 
 def sql_text(text: str) -> str:
@@ -164,6 +159,8 @@ async def run_demo(images: int, seed: int, output: str, interactive: bool) -> No
         print_summary(summary, log_format="plain", interactive=interactive)
     show_results(output, str(summary["snapshot"]))
     show_changes(output)
+    path, _ = write_report(output)
+    print(f"\nthe catalog as a page: {path} (open it in a browser)")
 
 
 async def _export_night(

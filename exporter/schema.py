@@ -172,6 +172,13 @@ def path_text(path: Sequence[str]) -> str:
     return orjson.dumps(list(path)).decode()
 
 
+def display_path(path: Sequence[str]) -> str:
+    """Return a meta path as `a.b`, or as JSON when a key is empty or holds a dot."""
+    if all(key and "." not in key for key in path):
+        return ".".join(path)
+    return path_text(path)
+
+
 @dataclass(eq=False, slots=True)
 class PlanColumn:
     """A meta column of the plan and what tonight's data said about it.

@@ -104,7 +104,18 @@ def test_cli_runs_a_scenario_and_saves_json(
         "paced",
         "changes",
         "fleet",
+        "report",
     }
+
+
+def test_report_scenario_measures_the_page_beside_the_export() -> None:
+    """One tiny nasty night, then `report` alone: its wall, peak RSS and the export's."""
+    from tests.bench.page import measure
+
+    row = measure(Plan.tiny().report_images[0], repeat=1)
+    assert row.scenario == "report" and row.images == 500
+    assert row.peak_rss_mb and row.peak_rss_mb > 10 and row.extra["export_peak_rss_mb"] > 10
+    assert row.extra["page_kb"] > 10
 
 
 def test_launcher_reports_the_child_rusage_not_the_parents() -> None:

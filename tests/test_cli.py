@@ -231,7 +231,7 @@ def test_help_shows_every_default(command: str) -> None:
             assert shown in text, f"{command} {action.option_strings}: {text!r} lacks {shown!r}"
 
 
-@pytest.mark.parametrize("command", ["export", "emulator", "demo", "inspect"])
+@pytest.mark.parametrize("command", ["export", "emulator", "demo", "inspect", "report"])
 def test_help_shows_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Every command's --help exits 0 and shows real examples."""
     with pytest.raises(SystemExit) as caught:

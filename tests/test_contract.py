@@ -75,7 +75,7 @@ def normalize_text(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- help
-@pytest.mark.parametrize("command", ["", "export", "emulator", "demo", "inspect"])
+@pytest.mark.parametrize("command", ["", "export", "emulator", "demo", "inspect", "report"])
 def test_help(
     command: str,
     update_golden: bool,
@@ -294,6 +294,7 @@ ERRORS: list[tuple[list[str], str | None, dict[str, str | None]]] = [
     (["inspect", "s3://ak:S3CRET@bkt/x"], None, {}),
     (["demo", "--images", "0"], None, {}),
     (["inspect", "/nonexistent-dir"], None, {}),
+    (["report", "/nonexistent-dir"], None, {}),
 ]
 
 

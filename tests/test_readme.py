@@ -72,6 +72,9 @@ def test_demo_command_prints_query_results(tmp_path: Path) -> None:
         assert title in result.stdout
     assert any((tmp_path / "demo").glob("snapshot_date=*/_SUCCESS"))
     assert "3,000 images" in result.stderr or "images: 3,000" in result.stderr
+    page = tmp_path / "demo" / "report.html"
+    assert f"the catalog as a page: {Path('demo') / 'report.html'}" in result.stdout
+    assert page.stat().st_size > 0
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ class Plan:
     changes_images: tuple[int, ...] = (1_000_000, 3_000_000)
     fleet_accounts: int = 100
     fleet_images: int = 2_000
+    report_images: tuple[int, ...] = (1_000_000, 3_000_000)
 
     @classmethod
     def quick(cls, repeat: int = 1) -> Plan:
@@ -61,6 +62,7 @@ class Plan:
             changes_images=(100_000,),
             fleet_accounts=20,
             fleet_images=1_000,
+            report_images=(100_000,),
         )
 
     @classmethod
@@ -81,6 +83,7 @@ class Plan:
             changes_images=(500,),
             fleet_accounts=3,
             fleet_images=50,
+            report_images=(500,),
         )
 
 
@@ -367,6 +370,13 @@ def fleet(plan: Plan) -> list[Row]:
     return rows
 
 
+def report(plan: Plan) -> list[Row]:
+    """`report` of one nasty night: its wall and peak RSS against the export's."""
+    from tests.bench.page import measure
+
+    return [measure(images, plan.repeat) for images in plan.report_images]
+
+
 SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "stages": stages,
     "throughput": throughput,
@@ -376,4 +386,5 @@ SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "paced": paced,
     "changes": changes,
     "fleet": fleet,
+    "report": report,
 }

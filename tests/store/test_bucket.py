@@ -376,6 +376,11 @@ def test_export_into_a_bucket_matches_the_catalog(
     inspect = run_cli(["inspect", uri], emu.env(**s3.env()))
     assert inspect.returncode == 0, inspect.stderr
     assert f"{IMAGES:,} images" in inspect.stdout and "sha256 verified" in inspect.stdout
+    page = run_cli(["report", uri], emu.env(**s3.env()))  # the page is written in the bucket
+    assert page.returncode == 0, page.stderr
+    assert page.stdout.strip() == f"{uri}/report.html"
+    html = s3.client().get_object(Bucket=bucket, Key="nightly/report.html")["Body"].read()
+    assert f'data-figure="images"><b>{IMAGES:,}</b>'.encode() in html
 
 
 def test_rerun_of_the_same_date_replaces_the_snapshot(
