@@ -157,6 +157,11 @@ def _add_export_flags(parser: argparse.ArgumentParser, *, fleet: bool = False) -
         "--resume", action="store_true", help="continue an interrupted run of the same request"
     )
     parser.add_argument(
+        "--new-uploads",
+        action="store_true",
+        help="publish only the images uploaded since the latest snapshot (a batch; see --lag)",
+    )
+    parser.add_argument(
         "--accept-removals",
         action="store_true",
         help="publish the changes even when more than changes.max_removed_share were removed",
@@ -209,6 +214,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Any:
         resume=args.resume,
         dry_run=args.dry_run,
         accept_removals=args.accept_removals,
+        new_uploads=args.new_uploads,
     )
 
 
@@ -279,7 +285,13 @@ def run_export(args: argparse.Namespace) -> int:
     if config.dry_run:
         from exporter.pipeline import dry_run_plan
 
-        print(json.dumps(dry_run_plan(config), indent=2, ensure_ascii=False))
+        if config.new_uploads:
+            from exporter.new_uploads_run import dry_run_plan as batch_plan
+
+            plan = batch_plan(config)
+        else:
+            plan = dry_run_plan(config)
+        print(json.dumps(plan, indent=2, ensure_ascii=False))
         return 0
     from exporter.options import MetricsOptions
 
@@ -373,6 +385,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         snapshot_date=parse_snapshot_date(date_text or "today", today),
         resume=args.resume,
         accept_removals=args.accept_removals,
+        new_uploads=args.new_uploads,
     )
     accounts = parse_fleet(accounts_data, request, os.environ)
     if args.dask_scheduler:
@@ -438,6 +451,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         for layout in [ROOT, *account_layouts(store.list_dir(ROOT.snapshots))]:
             directories += [layout.snapshot(d) for d in snapshot_dates(store, layout)]
             directories += [layout.changes(d) for d in change_dates(store, layout)]
+            for date in layout.snapshot_dates(store.list_dir(layout.new_uploads_root)):
+                names = layout.batch_names(store.list_dir(layout.new_uploads(date)))
+                directories += [layout.batch(date, name) for name in names]
     if not directories:
         raise IntegrityError(f"no {SNAPSHOT_PREFIX}* snapshot under {args.path}")
     reports = [verify_snapshot((store, directory)) for directory in directories]
@@ -449,7 +465,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     for r in reports:
-        what = "changes" if r.manifest.get("kind") == "changes" else "images"
+        what = {"changes": "changes", "new_uploads": "new uploads"}.get(
+            str(r.manifest.get("kind")), "images"
+        )
         print(
             f"{r.directory}: ok, {r.rows:,} {what} in {r.files} files, {r.bytes:,} bytes, "
             "sha256 verified"

@@ -34,7 +34,7 @@ import os
 import posixpath
 import signal
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -263,8 +263,13 @@ async def export(
     A fleet passes each account's `layout` (its `account_id=` level) and the `pacer` its
     credential shares with other accounts; a single export uses the root and its own pacer.
     """
+    stats = stats if stats is not None else RunStats()
     with _bulk_allocation():
-        return await _export(config, stats if stats is not None else RunStats(), layout, pacer)
+        if config.new_uploads:  # a batch of new uploads after the latest snapshot
+            from exporter.new_uploads_run import export_new_uploads
+
+            return await export_new_uploads(config, stats, layout, pacer)
+        return await _export(config, stats, layout, pacer)
 
 
 async def _export(
@@ -409,8 +414,17 @@ class _Progress:
     normalizer_state: dict[str, Any] | None = None
 
 
-async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
+# What a run walks instead of the snapshot's walker (a batch of new uploads): the chunks it
+# yields from the run's client.
+WalkSource = Callable[[ApiClient], AsyncIterator[Chunk]]
+
+
+async def _walk_and_write(
+    run: Run, walk: WalkSource | None = None
+) -> tuple[list[PartFile], int | None]:
     """Walk every page, write every image, checkpoint after each committed part.
+
+    `walk` replaces the snapshot's walker (and its count request), e.g. for new uploads.
 
     Two stages overlap: this task normalizes page after page while a writer task feeds the
     sinks (Parquet encoding and compression release the GIL), through a queue of WRITE_AHEAD
@@ -423,14 +437,19 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
     )
     progress = _Progress(run.checkpoint.walker_state, run.checkpoint.normalizer_state)
     async with client:
-        walker = Walker(client, config.request, config.walk, stats, run.checkpoint.walker_state)
+        if walk is None:
+            state = run.checkpoint.walker_state
+            chunks = Walker(client, config.request, config.walk, stats, state).chunks()
+        else:
+            chunks = walk(client)
         send, receive = anyio.create_memory_object_stream[_Written](WRITE_AHEAD)
         # A writer failure first breaks the queue: the writer's error is the one raised.
         async with FirstErrorGroup() as tasks:
-            tasks.start_soon(_count_images, client, stats)
+            if walk is None:
+                tasks.start_soon(_count_images, client, stats)
             tasks.start_soon(_write_batches, run, receive, progress)
             async with send:
-                await _normalize_chunks(run, walker, send)
+                await _normalize_chunks(run, chunks, send)
     await _commit(run, progress)
     stats.anomalies = run.normalizer.anomalies
     final = run.normalizer.final_schema()
@@ -446,10 +465,10 @@ async def _count_images(client: ApiClient, stats: RunStats) -> None:
 
 
 async def _normalize_chunks(
-    run: Run, walker: Walker, send: anyio.abc.ObjectSendStream[_Written]
+    run: Run, walk: AsyncIterator[Chunk], send: anyio.abc.ObjectSendStream[_Written]
 ) -> None:
     """Normalize each chunk of the walk and queue it for the writer, in walk order."""
-    chunks_gen = cast(AsyncGenerator[Chunk, None], walker.chunks())
+    chunks_gen = cast(AsyncGenerator[Chunk, None], walk)
     async with contextlib.aclosing(chunks_gen) as chunks:
         async for chunk in chunks:
             batch = None

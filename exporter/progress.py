@@ -117,6 +117,10 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Return the final summary as (label, value) rows, in a fixed order."""
     labels = [
         ("snapshot", "snapshot"),
+        ("batch", "batch"),
+        ("base_snapshot", "after snapshot"),
+        ("watermark", "watermark"),
+        ("lag_s", "lag (s)"),
         ("images", "images"),
         ("files", "files"),
         ("bytes", "bytes"),
