@@ -49,6 +49,9 @@ examples:
 
   # show the resolved plan and the first request, send nothing
   cf-images-export export --config configs/nightly.toml --dry-run
+
+  # every 15 minutes: only the images uploaded since the latest snapshot (a batch)
+  cf-images-export export --output /data/cf-images --new-uploads --lag 600
 """
 
 EMULATOR_EXAMPLES = """\
@@ -330,7 +333,7 @@ async def _export_with_signals(
     config: Any, args: argparse.Namespace, stats: RunStats
 ) -> dict[str, Any]:
     """Run the export; SIGINT/SIGTERM cancel it cleanly (checkpoint kept) -> Interrupted."""
-    from exporter.pipeline import export
+    from exporter.new_uploads_run import run_export as export
     from exporter.progress import print_summary, report_progress
 
     interactive = sys.stderr.isatty() and args.log_format == "plain" and _verbosity(args) >= 0

@@ -104,7 +104,7 @@ class ExportConfig:
                 plan["credentials"] = repr(self.credentials)
         plan.setdefault("changes", {})["accept_removals"] = self.changes.accept_removals
         plan["resume"] = self.resume
-        plan["new_uploads"] = self.new_uploads
+        plan.setdefault("new_uploads", {})["batch"] = self.new_uploads  # --new-uploads
         return plan
 
     def fingerprinted(self) -> dict[str, Any]:

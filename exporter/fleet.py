@@ -211,7 +211,7 @@ ExportOne = Callable[[FleetAccount, "Pacer", RunStats], Awaitable[Mapping[str, A
 
 async def export_account(account: FleetAccount, pacer: Pacer, stats: RunStats) -> Mapping[str, Any]:
     """Export one account into its own level of the output (the default `ExportOne`)."""
-    from exporter.pipeline import export
+    from exporter.new_uploads_run import run_export as export
 
     if account.config.resume and not account.config.new_uploads:
         done = await anyio.to_thread.run_sync(published_summary, account)

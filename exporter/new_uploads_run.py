@@ -56,6 +56,7 @@ from exporter.options import ExportOptions, NewUploadsOptions
 from exporter.pagination import ListRequest
 from exporter.pipeline import (
     Run,
+    _bulk_allocation,
     _crash_point,
     _display_path,
     _now,
@@ -63,13 +64,14 @@ from exporter.pipeline import (
     _restore_bounds,
     _walk_and_write,
     describe_request,
+    export,
 )
 from exporter.ratelimit import Pacer
 from exporter.schema import ColumnSpec
 from exporter.sinks import PartFile, Publication, open_sink
 from exporter.stats import RunStats
 from exporter.store import Layout, Store, open_store, seal
-from exporter.store.layout import LOCK_SUFFIX, batch_name, run_key
+from exporter.store.layout import LOCK_SUFFIX, ROOT, batch_name, run_key
 from exporter.walker import Chunk
 
 log = logging.getLogger("exporter.new_uploads")
@@ -151,6 +153,24 @@ def _lock_keys(store: Store, layout: Layout, config: ExportConfig, base: str) ->
             dates.add(key[:10])
     keys = [run_key(nightly, d) for d in sorted(d for d in dates if d >= base)]
     return [*keys, run_key(batch_fingerprint(config), base)]
+
+
+async def run_export(
+    config: ExportConfig,
+    *,
+    stats: RunStats | None = None,
+    layout: Layout = ROOT,
+    pacer: Pacer | None = None,
+) -> dict[str, Any]:
+    """Run what `config` asks: a batch of new uploads (`--new-uploads`), else a snapshot.
+
+    The one entry point of `export` and of a fleet's accounts, as `pipeline.export` is.
+    """
+    if not config.new_uploads:
+        return await export(config, stats=stats, layout=layout, pacer=pacer)
+    with _bulk_allocation():
+        stats = stats if stats is not None else RunStats()
+        return await export_new_uploads(config, stats, layout, pacer)
 
 
 async def export_new_uploads(

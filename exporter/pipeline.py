@@ -263,13 +263,8 @@ async def export(
     A fleet passes each account's `layout` (its `account_id=` level) and the `pacer` its
     credential shares with other accounts; a single export uses the root and its own pacer.
     """
-    stats = stats if stats is not None else RunStats()
     with _bulk_allocation():
-        if config.new_uploads:  # a batch of new uploads after the latest snapshot
-            from exporter.new_uploads_run import export_new_uploads
-
-            return await export_new_uploads(config, stats, layout, pacer)
-        return await _export(config, stats, layout, pacer)
+        return await _export(config, stats if stats is not None else RunStats(), layout, pacer)
 
 
 async def _export(
