@@ -76,6 +76,7 @@ def test_demo_command_prints_query_results(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     titles = ("images per meta.status", "images per creator", "uploads per month")
     titles += ("what changed since the previous night", "the fields that changed")
+    titles += ("new uploads since the latest snapshot",)
     for title in titles:
         assert title in result.stdout
     assert any((tmp_path / "demo").glob("snapshot_date=*/_SUCCESS"))
