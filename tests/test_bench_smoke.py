@@ -104,7 +104,18 @@ def test_cli_runs_a_scenario_and_saves_json(
         "paced",
         "changes",
         "fleet",
+        "new_uploads",
     }
+
+
+def test_the_new_uploads_scenario_counts_the_requests_of_one_batch() -> None:
+    """A tiny catalog: the batch holds exactly the uploads, in a request or two."""
+    from tests.bench.new_uploads import measure
+
+    tiny = Plan.tiny()
+    row = measure(tiny.new_uploads_images, tiny.new_uploads, 1)
+    assert row.images == tiny.new_uploads and row.runs == 1
+    assert 1 <= row.extra["requests"] <= 2
 
 
 def test_launcher_reports_the_child_rusage_not_the_parents() -> None:

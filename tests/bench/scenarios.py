@@ -43,6 +43,8 @@ class Plan:
     changes_images: tuple[int, ...] = (1_000_000, 3_000_000)
     fleet_accounts: int = 100
     fleet_images: int = 2_000
+    new_uploads_images: int = 1_000_000
+    new_uploads: int = 500
 
     @classmethod
     def quick(cls, repeat: int = 1) -> Plan:
@@ -61,6 +63,7 @@ class Plan:
             changes_images=(100_000,),
             fleet_accounts=20,
             fleet_images=1_000,
+            new_uploads_images=100_000,
         )
 
     @classmethod
@@ -81,6 +84,8 @@ class Plan:
             changes_images=(500,),
             fleet_accounts=3,
             fleet_images=50,
+            new_uploads_images=2_000,
+            new_uploads=50,
         )
 
 
@@ -360,6 +365,13 @@ def fleet(plan: Plan) -> list[Row]:
     return rows
 
 
+def new_uploads(plan: Plan) -> list[Row]:
+    """`export --new-uploads` after a snapshot: requests and wall time of one batch."""
+    from tests.bench.new_uploads import measure
+
+    return [measure(plan.new_uploads_images, plan.new_uploads, plan.repeat)]
+
+
 SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "stages": stages,
     "throughput": throughput,
@@ -369,4 +381,5 @@ SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "paced": paced,
     "changes": changes,
     "fleet": fleet,
+    "new_uploads": new_uploads,
 }
