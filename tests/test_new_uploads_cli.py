@@ -22,7 +22,7 @@ import anyio.to_thread
 import orjson
 import pytest
 
-from exporter.emulator import RunningEmulator
+from exporter.emulator import AccountSettings, RunningEmulator
 from exporter.pipeline import CRASH_AT_ENV
 from tests.helpers import (
     PYTHON,
@@ -319,3 +319,40 @@ async def test_batches_of_other_formats_deduplicate_against_their_own_files(
             assert result.returncode == 0, result.stderr
         manifests = [orjson.loads((b / "_manifest.json").read_bytes()) for b in out.batches()]
         assert [m["counts"]["rows"] for m in manifests] == [8]
+
+
+async def test_fleet_publishes_a_batch_per_account(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """`fleet --new-uploads`: each account's batch holds its own uploads, and its metrics
+    count them; an account with nothing new publishes nothing."""
+    other = "ab" * 16
+    extra = AccountSettings(account_id=other, token="token-other", images=80, seed=31)
+    async with emulator_factory(images=60, seed=30, accounts=(extra,)) as emu:
+        env = clean_env()
+        env.update(CLOUDFLARE_BASE_URL=emu.base_url, TOKEN_A=emu.token, TOKEN_B="token-other")
+        accounts = tmp_path / "accounts.toml"
+        accounts.write_text(
+            f'[[account]]\nid = "{emu.account_id}"\ntoken_env = "TOKEN_A"\n\n'
+            f'[[account]]\nid = "{other}"\ntoken_env = "TOKEN_B"\n'
+        )
+        out, metrics = tmp_path / "out", tmp_path / "fleet.prom"
+        argv = ["fleet", "--accounts", str(accounts), "--output", str(out), "--per-page", "10"]
+        argv += ["--metrics-textfile", str(metrics)]
+
+        async def fleet(*args: str) -> Any:
+            result = await anyio.to_thread.run_sync(lambda: run_cli([*argv, *args], env))
+            assert result.returncode == 0, result.stderr
+            return result
+
+        await fleet("--snapshot-date", D)
+        burst = emu.account(other).uploads.add(9, ties=1)
+        await fleet("--new-uploads")
+        (batch,) = out.glob(f"account_id={other}/new_uploads/snapshot_date={D}/batch=*")
+        glob = batch / "*.parquet"
+        rows = exported_rows(query_rows(f"SELECT * FROM read_parquet('{glob}')"))
+        assert rows == {i["id"]: image_row(i, other) for i in burst["added"]}
+        assert not list(out.glob(f"account_id={emu.account_id}/new_uploads"))
+        text = metrics.read_text()
+        assert f'cf_images_export_new_images{{account_id="{other}"}} 10.0' in text
+        assert f'cf_images_export_new_images{{account_id="{emu.account_id}"}} 0.0' in text
