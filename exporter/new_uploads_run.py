@@ -129,11 +129,11 @@ def dry_run_plan(config: ExportConfig) -> dict[str, Any]:
     from urllib.parse import urlencode
 
     store = open_store(config.output, s3_endpoint=config.s3_endpoint)
-    base = find_base(store, Layout(), config)
+    base = find_base(store, ROOT, config)
     plan = plan_batch(base.manifest, base.batches, config.section(NewUploadsOptions).lag_s)
     params = urlencode(config.request.params("desc", None))
     url = f"{config.base_url}/accounts/{config.account_id}/images/v2?{params}"
-    target = posixpath.join(config.output, Layout().new_uploads(base.date), "batch=<new>")
+    target = posixpath.join(config.output, ROOT.new_uploads(base.date), "batch=<new>")
     return {
         "plan": config.plan(),
         "new_uploads": plan.describe(),
