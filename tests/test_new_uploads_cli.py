@@ -145,6 +145,8 @@ async def test_batches_take_ordinary_tied_and_late_uploads_exactly_once(
         inspect = await anyio.to_thread.run_sync(lambda: run_cli(["inspect", str(out.out)]))
         assert inspect.returncode == 0, inspect.stderr
         assert inspect.stdout.count("new uploads in") == 3
+        one = await anyio.to_thread.run_sync(lambda: run_cli(["inspect", str(out.batches()[0])]))
+        assert one.returncode == 0 and one.stdout.count("sha256 verified") == 1, one.stderr
 
         await out.snapshot(NEXT)
         assert out.latest() == snapshot_rows(out.out, NEXT) == catalog(emu)
@@ -304,11 +306,11 @@ async def test_metrics_and_dry_run_say_what_a_batch_does(
         assert "0 new uploads" in result.stderr
 
 
-@pytest.mark.parametrize("fmt", ["ndjson", "delta"])
+@pytest.mark.parametrize("fmt", ["ndjson", "delta", "duckdb"])
 async def test_batches_of_other_formats_deduplicate_against_their_own_files(
     emulator_factory: EmulatorFactory, tmp_path: Path, fmt: str
 ) -> None:
-    """An NDJSON-only or Delta-only output reads D and its batches from what they wrote."""
+    """An NDJSON-, Delta- or DuckDB-only output reads D and its batches from what they wrote."""
     async with emulator_factory(images=100, seed=26) as emu:
         out = Output(emu, tmp_path)
         out.common = ["--output", str(out.out), "--per-page", "10", "--format", fmt]

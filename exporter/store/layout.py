@@ -92,11 +92,18 @@ def run_key_date(key: str) -> dt.date | None:
 
 
 def split_snapshot_path(path: str) -> tuple[str, str] | None:
-    """Return (root, `snapshot_date=D`) when `path` names one snapshot directory, else None.
+    """Return (root, `snapshot_date=D`) when `path` names one snapshot directory, else None;
+    (root, `new_uploads/snapshot_date=D/batch=B`) when it names one batch of new uploads.
 
     `inspect` takes either an output root or one snapshot directory, as a path or a URI.
     """
     parent, _, last = path.rstrip("/").rpartition("/")
+    if last.startswith(BATCH_PREFIX):  # one batch: .../new_uploads/snapshot_date=D/batch=B
+        above, _, date = parent.rpartition("/")
+        root, _, name = above.rpartition("/")
+        if name == NEW_UPLOADS and parse_snapshot_name(date) is not None and root:
+            return root, posixpath.join(NEW_UPLOADS, date, last)
+        return None
     if parse_snapshot_name(last) is None or not parent:
         return None
     return parent, last

@@ -65,6 +65,11 @@ class TestLayout:
             ("s3://b/p/snapshot_date=2026-11-27/", ("s3://b/p", "snapshot_date=2026-11-27")),
             ("out", None),
             ("snapshot_date=2026-11-27", None),  # no root to open the store at
+            (
+                "out/new_uploads/snapshot_date=2026-11-27/batch=20261127T101500Z-1a2b3c4d",
+                ("out", "new_uploads/snapshot_date=2026-11-27/batch=20261127T101500Z-1a2b3c4d"),
+            ),
+            ("out/other/snapshot_date=2026-11-27/batch=x", None),
         ],
     )
     def test_inspect_tells_one_snapshot_from_an_output_root(
