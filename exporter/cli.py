@@ -53,6 +53,9 @@ examples:
 
   # show the resolved plan and the first request, send nothing
   cf-images-export export --config configs/nightly.toml --dry-run
+
+  # every 15 minutes: only the images uploaded since the latest snapshot (a batch)
+  cf-images-export export --output /data/cf-images --new-uploads --lag 600
 """
 
 EMULATOR_EXAMPLES = """\
@@ -197,6 +200,11 @@ def _add_export_flags(parser: argparse.ArgumentParser, *, fleet: bool = False) -
         "--resume", action="store_true", help="continue an interrupted run of the same request"
     )
     parser.add_argument(
+        "--new-uploads",
+        action="store_true",
+        help="publish only the images uploaded since the latest snapshot (a batch; see --lag)",
+    )
+    parser.add_argument(
         "--accept-removals",
         action="store_true",
         help="publish the changes even when more than changes.max_removed_share were removed",
@@ -275,6 +283,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Any:
         resume=args.resume,
         dry_run=args.dry_run,
         accept_removals=args.accept_removals,
+        new_uploads=args.new_uploads,
     )
 
 
@@ -359,7 +368,13 @@ def run_export(args: argparse.Namespace) -> int:
         from exporter.pipeline import dry_run_plan
         from exporter.redact import redact_text
 
-        print(redact_text(json.dumps(dry_run_plan(config), indent=2, ensure_ascii=False)))
+        if config.new_uploads:
+            from exporter.new_uploads_run import dry_run_plan as batch_plan
+
+            plan = batch_plan(config)
+        else:
+            plan = dry_run_plan(config)
+        print(redact_text(json.dumps(plan, indent=2, ensure_ascii=False)))
         return 0
     from exporter.options import MetricsOptions
 
@@ -445,7 +460,7 @@ async def _run_with_signals(
     interactive: bool,
 ) -> None:
     """Run the export into `result` beside the progress display, until done or a signal."""
-    from exporter.pipeline import export
+    from exporter.new_uploads_run import run_export as export
     from exporter.progress import report_progress
 
     async with FirstErrorGroup() as group:
@@ -501,6 +516,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         snapshot_date=parse_snapshot_date(date_text or "today", today),
         resume=args.resume,
         accept_removals=args.accept_removals,
+        new_uploads=args.new_uploads,
     )
     accounts = parse_fleet(accounts_data, request, os.environ)
     pushgateway = _pushgateway(accounts[0].config, os.environ)
@@ -568,6 +584,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         for layout in [ROOT, *account_layouts(store.list_dir(ROOT.snapshots))]:
             directories += [layout.snapshot(d) for d in snapshot_dates(store, layout)]
             directories += [layout.changes(d) for d in change_dates(store, layout)]
+            for date in layout.snapshot_dates(store.list_dir(layout.new_uploads_root)):
+                names = layout.batch_names(store.list_dir(layout.new_uploads(date)))
+                directories += [layout.batch(date, name) for name in names]
     if not directories:
         raise ConfigError("inspect", f"no {SNAPSHOT_PREFIX}* snapshot under {args.path}")
     reports: list[VerifyReport] = []
@@ -585,7 +604,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(data, indent=2))
     for r in reports if not args.json else ():
-        what = "changes" if r.manifest.get("kind") == "changes" else "images"
+        what = {"changes": "changes", "new_uploads": "new uploads"}.get(
+            str(r.manifest.get("kind")), "images"
+        )
         if r.ok:
             print(
                 f"{r.directory}: ok, {r.rows:,} {what} in {r.files} files, {r.bytes:,} bytes, "

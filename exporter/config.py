@@ -61,6 +61,7 @@ class ExportConfig:
     changes: ChangeOptions = field(default_factory=ChangeOptions)
     resume: bool = False
     dry_run: bool = False
+    new_uploads: bool = False  # --new-uploads: a batch of new uploads, not a snapshot
     s3_endpoint: str | None = None
     # Every table as validated, by class (tables added later are read with `section()`), and
     # the tables plugin sinks declare, by sink name.
@@ -104,6 +105,7 @@ class ExportConfig:
                 plan["credentials"] = repr(self.credentials)
         plan.setdefault("changes", {})["accept_removals"] = self.changes.accept_removals
         plan["resume"] = self.resume
+        plan.setdefault("new_uploads", {})["batch"] = self.new_uploads  # --new-uploads
         return plan
 
     def fingerprinted(self) -> dict[str, Any]:
@@ -200,10 +202,11 @@ def parse_config(
     resume: bool = False,
     dry_run: bool = False,
     accept_removals: bool = False,
+    new_uploads: bool = False,
 ) -> ExportConfig:
     """Merge file < env < flags over the defaults and return the validated ExportConfig.
 
-    `resume`, `dry_run` and `accept_removals` are this run's flags, not options.
+    `resume`, `dry_run`, `accept_removals` and `new_uploads` are this run's flags, not options.
     """
     export = file_data.get("export")
     formats = overrides.get("export.formats") or (
@@ -228,7 +231,8 @@ def parse_config(
     changes = tables[ChangeOptions]
     assert isinstance(changes, ChangeOptions)
     tables[ChangeOptions] = dataclasses.replace(changes, accept_removals=accept_removals)
-    return _build(tables, plugin_values, environ, today=today, resume=resume, dry_run=dry_run)
+    config = _build(tables, plugin_values, environ, today=today, resume=resume, dry_run=dry_run)
+    return dataclasses.replace(config, new_uploads=new_uploads) if new_uploads else config
 
 
 def _build(

@@ -48,6 +48,7 @@ from exporter.store import Layout, Store
 
 DELTA = "delta"
 IMAGES, CHANGES, CURRENT, HISTORY = "images", "image_changes", "images_current", "images_history"
+NEW_UPLOADS = "new_uploads"  # batches of new uploads (`export --new-uploads`), by snapshot_date
 # The SCD2 rows of an event log `events` (the same SQL as the duckdb sink's view).
 HISTORY_SQL = """
 SELECT id, valid_from, valid_to, valid_to IS NULL AS is_current,
@@ -140,6 +141,37 @@ def replace_partition(
             storage_options=location.options,
             commit_properties=_commit(snapshot_date, run_id),
         )
+
+
+def replace_batch(
+    location: DeltaLocation, snapshot_date: str, batch: str, data: pa.RecordBatchReader
+) -> None:
+    """Append one batch to `new_uploads` (replacing that batch's rows: a repeat is harmless)."""
+    from deltalake import write_deltalake
+
+    with _errors("write", location.uri(NEW_UPLOADS)):
+        write_deltalake(
+            location.uri(NEW_UPLOADS),
+            data,
+            mode="overwrite",
+            predicate=f"snapshot_date = '{snapshot_date}' AND batch = '{batch}'",
+            partition_by=["snapshot_date"],
+            schema_mode="merge",
+            storage_options=location.options,
+            commit_properties=_commit(snapshot_date, batch),
+        )
+
+
+def with_batch(reader: pa.RecordBatchReader, batch: str) -> pa.RecordBatchReader:
+    """Return `reader` with a constant `batch` column appended."""
+    out_schema = reader.schema.append(pa.field("batch", pa.string()))
+
+    def extend() -> Iterator[pa.RecordBatch]:
+        for part in reader:
+            column = pa.array([batch] * part.num_rows, pa.string())
+            yield pa.RecordBatch.from_arrays([*part.columns, column], schema=out_schema)
+
+    return pa.RecordBatchReader.from_batches(out_schema, extend())
 
 
 def with_date(

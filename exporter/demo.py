@@ -3,12 +3,15 @@
 Nothing to set up: the emulator listens on a free 127.0.0.1 port with its demo token, and
 serves the catalog as of yesterday night, then as of tonight (uploads, deletions, edits). Each
 export runs exactly as a nightly job would (both-ends walk, pacing, Parquet + NDJSON,
-manifest, atomic publication, change set); DuckDB queries over the published Parquet show the
-catalog and what changed between the two nights, and the `report` page shows both nights.
+manifest, atomic publication, change set); then images are uploaded, a few listed late, and
+`export --new-uploads` publishes them as a batch. DuckDB queries over the published Parquet
+show the catalog, what changed between the two nights and the new uploads, and the `report`
+page shows it all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -19,9 +22,9 @@ from typing import Any
 
 import orjson
 
-from exporter.config import parse_config
+from exporter.config import ExportConfig, parse_config
 from exporter.emulator import EmulatorSettings, run_emulator
-from exporter.pipeline import export
+from exporter.new_uploads_run import run_export
 from exporter.progress import print_summary, report_progress
 from exporter.report import write_report
 from exporter.schema import display_path
@@ -155,18 +158,48 @@ async def run_demo(images: int, seed: int, output: str, interactive: bool) -> No
     today = dt.datetime.now(dt.UTC).date()
     summary: dict[str, Any] = {}
     for night, day in enumerate((today - dt.timedelta(days=1), today)):
-        summary = await _export_night(images, seed, night, day, output, interactive)
-        print_summary(summary, log_format="plain", interactive=interactive)
+        uploads = DEMO_UPLOADS if night == 1 else 0
+        summary = await _export_night(images, seed, night, day, output, interactive, uploads)
     show_results(output, str(summary["snapshot"]))
     show_changes(output)
+    show_new_uploads(output)
     path, _ = write_report(output)
     print(f"\nthe catalog as a page: {path} (open it in a browser)")
 
 
+# Uploads the demo adds after tonight's snapshot (a few listed late), then exports as a batch.
+DEMO_UPLOADS = 40
+
+
+def show_new_uploads(output: str) -> None:
+    """Print the batches of new uploads that follow the latest snapshot, as DuckDB sees them."""
+    import duckdb
+
+    glob = posixpath.join(output, "new_uploads", "snapshot_date=*", "batch=*", "*.parquet")
+    sql = (
+        "SELECT snapshot_date AS after_snapshot, batch, count(*) AS images, "
+        "min(uploaded) AS oldest, max(uploaded) AS newest "
+        f"FROM read_parquet('{glob}', hive_partitioning = true) GROUP BY ALL ORDER BY batch"
+    )
+    with duckdb.connect() as con:
+        result = con.execute(sql)
+        columns = [d[0] for d in result.description]
+        rows = result.fetchall()
+    print(f"\n-- new uploads since the latest snapshot\n{render_table(columns, rows)}")
+    print(f"query them: SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
+
+
 async def _export_night(
-    images: int, seed: int, night: int, day: dt.date, output: str, interactive: bool
+    images: int,
+    seed: int,
+    night: int,
+    day: dt.date,
+    output: str,
+    interactive: bool,
+    uploads: int = 0,
 ) -> dict[str, Any]:
-    """Serve the catalog as of `night` on loopback and export it as the snapshot of `day`."""
+    """Serve the catalog as of `night` on loopback and export it as the snapshot of `day`;
+    then, with `uploads`, upload that many images and export them with `--new-uploads`."""
     settings = EmulatorSettings(images=images, seed=seed, night=night)
     log.info("night %s: a %s-image emulated catalog (seed %s)", night, f"{images:,}", seed)
     async with run_emulator(settings) as emu:
@@ -183,14 +216,27 @@ async def _export_night(
             },
             today=day,
         )
-        stats = RunStats()
-        summary: dict[str, Any] = {}
-        async with FirstErrorGroup() as group:
+        summary = await _run(config, interactive)
+        if uploads:
+            late = uploads // 8
+            emu.account().uploads.add(uploads - late, late=late, lateness_s=120)
+            emu.account().uploads.release()  # the late ones are listable by now
+            log.info("%s images uploaded since the snapshot (%s listed late)", uploads, late)
+            await _run(dataclasses.replace(config, new_uploads=True), interactive)
+    return summary
 
-            async def run() -> None:
-                summary.update(await export(config, stats=stats))
-                group.cancel_scope.cancel()
 
-            group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
-            group.start_soon(run)
+async def _run(config: ExportConfig, interactive: bool) -> dict[str, Any]:
+    """Run one export (a snapshot, or a batch of new uploads) with progress; print its summary."""
+    stats = RunStats()
+    summary: dict[str, Any] = {}
+    async with FirstErrorGroup() as group:
+
+        async def run() -> None:
+            summary.update(await run_export(config, stats=stats))
+            group.cancel_scope.cancel()
+
+        group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
+        group.start_soon(run)
+    print_summary(summary, log_format="plain", interactive=interactive)
     return summary

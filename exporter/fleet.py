@@ -63,6 +63,7 @@ class FleetRequest:
     snapshot_date: dt.date
     resume: bool = False
     accept_removals: bool = False
+    new_uploads: bool = False  # each account publishes a batch of new uploads
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ def resolve_account(entry: Any, request: FleetRequest, environ: Mapping[str, str
         today=request.snapshot_date,
         resume=request.resume,
         accept_removals=request.accept_removals,
+        new_uploads=request.new_uploads,
     )
     digest = hashlib.sha256("\0".join(sorted(credentials.values())).encode()).hexdigest()[:16]
     return FleetAccount(account_id, dict(entry), config, layout, digest)
@@ -220,9 +222,9 @@ ExportOne = Callable[[FleetAccount, "Pacer", RunStats], Awaitable[Mapping[str, A
 
 async def export_account(account: FleetAccount, pacer: Pacer, stats: RunStats) -> Mapping[str, Any]:
     """Export one account into its own level of the output (the default `ExportOne`)."""
-    from exporter.pipeline import export
+    from exporter.new_uploads_run import run_export as export
 
-    if account.config.resume:
+    if account.config.resume and not account.config.new_uploads:
         done = await anyio.to_thread.run_sync(published_summary, account)
         if done is not None:
             log.info("%s is already published", done["snapshot"])

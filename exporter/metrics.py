@@ -60,6 +60,8 @@ class RunMetrics:
     throttled: int = 0
     duration_seconds: float = 0.0
     changes: Mapping[str, int] = field(default_factory=dict)
+    new_images: int | None = None  # `export --new-uploads`: images in this run's batch
+    last_new_uploads_timestamp: float | None = None
 
 
 class _RunCollector:
@@ -90,8 +92,17 @@ class _RunCollector:
             "Images added, removed or changed since the previous snapshot",
             labels=["account_id", "change"],
         )
+        new_images = gauge("new_images", "Images in the batch of new uploads this run published")
+        last_new = gauge(
+            "last_new_uploads_timestamp_seconds",
+            "Unix time of the last --new-uploads run that succeeded",
+        )
         for run in runs:
             key = [run.account_id]
+            if run.new_images is not None:
+                new_images.add_metric(key, run.new_images)
+            if run.last_new_uploads_timestamp is not None:
+                last_new.add_metric(key, run.last_new_uploads_timestamp)
             if run.last_success_timestamp is not None:
                 last.add_metric(key, run.last_success_timestamp)
             if run.images is not None:
@@ -105,6 +116,7 @@ class _RunCollector:
                 if kind in run.changes:
                     changes.add_metric([run.account_id, kind], run.changes[kind])
         yield from (last, images, requests, retries, throttled, duration, changes, exit_code)
+        yield from (new_images, last_new)
 
 
 def registry(runs: Sequence[RunMetrics]) -> CollectorRegistry:
@@ -233,6 +245,18 @@ def observe(
     of the newest snapshot in its output, so a stale-snapshot alert keeps counting.
     """
     published = summary is not None and exit_code in (0, 9)
+    if config.new_uploads:  # a batch: the snapshot's series stay those of the last snapshot
+        return RunMetrics(
+            account_id=config.account_id,
+            exit_code=exit_code,
+            last_success_timestamp=_last_success(config, layout),
+            requests=stats.requests,
+            retries=stats.retries,
+            throttled=stats.throttled,
+            duration_seconds=duration_s,
+            new_images=int(summary["new_images"]) if summary is not None else None,
+            last_new_uploads_timestamp=time.time() if published else None,
+        )
     return RunMetrics(
         account_id=config.account_id,
         exit_code=exit_code,

@@ -659,6 +659,22 @@ class ChangeOptions(Options):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NewUploadsOptions(Options):
+    """`[new_uploads]`: `export --new-uploads`, the batches between nightly snapshots."""
+
+    section: ClassVar[str] = "new_uploads"
+
+    lag_s: float = opt(
+        600.0,
+        help="seconds before the watermark a batch looks back (uploads listed late)",
+        check=seconds,
+        flag="--lag",
+        metavar="SECONDS",
+        flag_help="with --new-uploads: look back this long before the watermark (default 600)",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class MetricsOptions(Options):
     """`[metrics]`: where a run reports its Prometheus metrics (for stale-snapshot alerts)."""
 
@@ -698,6 +714,7 @@ SECTIONS: tuple[type[Options], ...] = (
     SinkOptions,
     NormalizeOptions,
     ChangeOptions,
+    NewUploadsOptions,
     MetricsOptions,
 )
 

@@ -34,7 +34,7 @@ import os
 import posixpath
 import signal
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -416,8 +416,17 @@ class _Progress:
     normalizer_state: dict[str, Any] | None = None
 
 
-async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
+# What a run walks instead of the snapshot's walker (a batch of new uploads): the chunks it
+# yields from the run's client.
+WalkSource = Callable[[ApiClient], AsyncIterator[Chunk]]
+
+
+async def _walk_and_write(
+    run: Run, walk: WalkSource | None = None
+) -> tuple[list[PartFile], int | None]:
     """Walk every page, write every image, checkpoint after each committed part.
+
+    `walk` replaces the snapshot's walker (and its count request), e.g. for new uploads.
 
     Two stages overlap: this task normalizes page after page while a writer task feeds the
     sinks (Parquet encoding and compression release the GIL), through a queue of WRITE_AHEAD
@@ -431,17 +440,22 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
     progress = _Progress(run.checkpoint.walker_state, run.checkpoint.normalizer_state)
     cadence = Cadence(config.sinks.part_s)
     async with client:
-        walker = Walker(client, config.request, config.walk, stats, run.checkpoint.walker_state)
+        if walk is None:
+            state = run.checkpoint.walker_state
+            chunks = Walker(client, config.request, config.walk, stats, state).chunks()
+        else:
+            chunks = walk(client)
         send, receive = anyio.create_memory_object_stream[_Written | None](WRITE_AHEAD)
         # A writer failure first breaks the queue: the writer's error is the one raised.
         async with FirstErrorGroup() as tasks:
-            tasks.start_soon(_count_images, client, stats)
+            if walk is None:
+                tasks.start_soon(_count_images, client, stats)
             tasks.start_soon(_write_batches, run, receive, progress, cadence)
             ticks = anyio.CancelScope()
             tasks.start_soon(_tick, send.clone(), cadence, ticks)
             try:
                 async with send:
-                    await _normalize_chunks(run, walker, send)
+                    await _normalize_chunks(run, chunks, send)
             finally:
                 ticks.cancel()  # the writer's queue ends once the ticks' end of it closes
     await _commit(run, progress)
@@ -471,10 +485,10 @@ async def _tick(
 
 
 async def _normalize_chunks(
-    run: Run, walker: Walker, send: anyio.abc.ObjectSendStream[_Written | None]
+    run: Run, walk: AsyncIterator[Chunk], send: anyio.abc.ObjectSendStream[_Written | None]
 ) -> None:
     """Normalize each chunk of the walk and queue it for the writer, in walk order."""
-    chunks_gen = cast(AsyncGenerator[Chunk, None], walker.chunks())
+    chunks_gen = cast(AsyncGenerator[Chunk, None], walk)
     async with contextlib.aclosing(chunks_gen) as chunks:
         async for chunk in chunks:
             batch = None

@@ -161,6 +161,10 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Return the final summary as (label, value) rows, in a fixed order."""
     labels = [
         ("snapshot", "snapshot"),
+        ("batch", "batch"),
+        ("base_snapshot", "after snapshot"),
+        ("watermark", "watermark"),
+        ("lag_s", "lag (s)"),
         ("images", "images"),
         ("files", "files"),
         ("bytes", "bytes"),
@@ -201,7 +205,9 @@ def print_summary(summary: Mapping[str, Any], *, log_format: str, interactive: b
 
 def print_fleet_table(outcomes: Sequence[Any], *, log_format: str, interactive: bool) -> None:
     """Print one row per account of a fleet: images, duration, exit code and why it failed."""
-    results = [redact_text(o.message) or ("published" if o.exit_code == 0 else "") for o in outcomes]
+    results = [
+        redact_text(o.message) or ("published" if o.exit_code == 0 else "") for o in outcomes
+    ]
     rows = [
         (
             o.account_id,

@@ -105,6 +105,7 @@ def test_cli_runs_a_scenario_and_saves_json(
         "changes",
         "fleet",
         "report",
+        "new_uploads",
     }
 
 
@@ -116,6 +117,16 @@ def test_report_scenario_measures_the_page_beside_the_export() -> None:
     assert row.scenario == "report" and row.images == 500
     assert row.peak_rss_mb and row.peak_rss_mb > 10 and row.extra["export_peak_rss_mb"] > 10
     assert row.extra["page_kb"] > 10
+
+
+def test_the_new_uploads_scenario_counts_the_requests_of_one_batch() -> None:
+    """A tiny catalog: the batch holds exactly the uploads, in a request or two."""
+    from tests.bench.new_uploads import measure
+
+    tiny = Plan.tiny()
+    row = measure(tiny.new_uploads_images, tiny.new_uploads, 1)
+    assert row.images == tiny.new_uploads and row.runs == 1
+    assert 1 <= row.extra["requests"] <= 2
 
 
 def test_launcher_reports_the_child_rusage_not_the_parents() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -17,7 +18,7 @@ import pytest
 
 from exporter.cli import build_parser
 from exporter.options import BUILTIN_FORMATS
-from tests.helpers import ROOT, emulator_process, run_cli
+from tests.helpers import ROOT, EmulatorProcess, emulator_process, run_cli
 
 README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
@@ -38,6 +39,14 @@ def shell_commands() -> list[str]:
     return commands
 
 
+def add_uploads(emu: EmulatorProcess, count: int) -> None:
+    """Upload `count` images to the emulator now (its test aid, not an API route)."""
+    root = emu.base_url.removesuffix("/client/v4")
+    url = f"{root}/_emulator/accounts/{emu.account_id}/uploads?count={count}"
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST")) as reply:
+        assert reply.status == 200
+
+
 def test_readme_shows_the_two_commands() -> None:
     """The README promises `make demo` and `make test`."""
     assert "make demo" in README and "make test" in README
@@ -52,6 +61,8 @@ def test_every_sh_and_sql_block_runs(tmp_path: Path) -> None:
         for command in commands:
             argv = shlex.split(command)
             assert argv[0] == "cf-images-export", command
+            if "--new-uploads" in argv:  # uploads since the snapshot, so the batch has rows
+                add_uploads(emu, count=5)
             result = run_cli(argv[1:], emu.env(), cwd=tmp_path)
             assert result.returncode == 0, f"{command}: {result.stderr}"
     queries = [q.strip() for body in blocks("sql") for q in body.split(";") if q.strip()]
@@ -68,6 +79,7 @@ def test_demo_command_prints_query_results(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     titles = ("images per meta.status", "images per creator", "uploads per month")
     titles += ("what changed since the previous night", "the fields that changed")
+    titles += ("new uploads since the latest snapshot",)
     for title in titles:
         assert title in result.stdout
     assert any((tmp_path / "demo").glob("snapshot_date=*/_SUCCESS"))

@@ -13,6 +13,9 @@ The Python API other tests use (every knob is an `EmulatorSettings` field and a 
 * Live mode: `live_every=K, live_mutations=M` (every K list requests, M uploads, deletions or
   edits); `emu.live` is the truth (`stable_ids()`, `versions(id)`, `uploaded`, `deleted`,
   `edited`, `to_json()`), also at `GET /_emulator/accounts/{id}/live`.
+* Uploads between walks: `emu.account().uploads.add(count, late=, ties=, lateness_s=)` adds
+  images now (late ones listable only from the next `add`); `.record` is their truth, also at
+  `POST`/`GET /_emulator/accounts/{id}/uploads`.
 * Misbehaviour: `disorder_every=N` (every Nth page out of order), `repeat_every=N` (every Nth
   page after a token repeats its cursor's image); `emu.counters.misbehaved` counts them.
 * Accounts: `accounts=(AccountSettings(account_id=..., token=..., images=..., seed=...), ...)`

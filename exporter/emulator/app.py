@@ -8,6 +8,8 @@ Routes (the API host lives under `/client/v4`, the batch host under `/batch`):
     GET /batch/images/v2                                      List V2 with a batch token
     GET /_emulator/accounts/{account_id}/live                 the live record (not an API route)
     GET /_emulator/accounts/{account_id}/changes              night N-1 -> N (not an API route)
+    POST /_emulator/accounts/{account_id}/uploads             add uploads now (see uploads.py)
+    GET /_emulator/accounts/{account_id}/uploads              the record of those uploads
 
 An API-host request is routed first: an account id the emulator does not serve and that is
 not 32 hex digits answers 404 code 7003, as Cloudflare does for a malformed identifier; an
@@ -55,6 +57,7 @@ from exporter.emulator.ratelimit import RateLimiter
 from exporter.emulator.render import mix
 from exporter.emulator.settings import AccountSettings, EmulatorSettings
 from exporter.emulator.tokens import TokenError, TokenSigner
+from exporter.emulator.uploads import Uploads
 
 API_PREFIX = "/client/v4"
 BATCH_PREFIX = "/batch"
@@ -99,6 +102,7 @@ class AccountState:
         self.views = ViewCache(catalog)
         self.faults = FaultPlan(account.seed, account.fault_rate, account.fault_kinds)
         self.live = live
+        self.uploads = Uploads(catalog, account.seed)  # uploads between walks (a test aid)
         self.pages = 0  # list pages chosen (the misbehaviour knobs count them)
         self.images_served = 0  # in pages served with status 200
 
@@ -166,6 +170,8 @@ def create_app(state: EmulatorState) -> web.Application:
     app.router.add_get(BATCH_PREFIX + "/images/v2", _batch_list_images)
     app.router.add_get(DEBUG_PREFIX + "/accounts/{account_id}/live", _live_record)
     app.router.add_get(DEBUG_PREFIX + "/accounts/{account_id}/changes", _night_changes)
+    app.router.add_post(DEBUG_PREFIX + "/accounts/{account_id}/uploads", _add_uploads)
+    app.router.add_get(DEBUG_PREFIX + "/accounts/{account_id}/uploads", _upload_record)
     return app
 
 
@@ -360,6 +366,30 @@ async def _night_changes(request: web.Request) -> web.StreamResponse:
     if account is None or account.changes is None:
         return error_response(404, NO_ROUTE, "No night changes: unknown account or night 0")
     return json_response(account.changes.to_json())
+
+
+async def _add_uploads(request: web.Request) -> web.StreamResponse:
+    """Add a burst of uploads now: `?count=N&late=L&ties=T&lateness_s=S` (a test aid)."""
+    account = request.app[STATE].accounts.get(request.match_info["account_id"])
+    if account is None:
+        return error_response(404, NO_ROUTE, "No such account")
+    query = request.query
+    try:
+        count, late, ties = (int(query.get(k, "0")) for k in ("count", "late", "ties"))
+        added = account.uploads.add(
+            count, late=late, ties=ties, lateness_s=float(query.get("lateness_s", "180"))
+        )
+    except ValueError as exc:
+        return error_response(400, BAD_REQUEST, str(exc))
+    return json_response(added)
+
+
+async def _upload_record(request: web.Request) -> web.StreamResponse:
+    """Return every upload added through `_add_uploads` (a test aid, not an API route)."""
+    account = request.app[STATE].accounts.get(request.match_info["account_id"])
+    if account is None:
+        return error_response(404, NO_ROUTE, "No such account")
+    return json_response(account.uploads.record.to_json())
 
 
 def _rfc3339(epoch_s: float) -> str:

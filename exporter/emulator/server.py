@@ -26,6 +26,7 @@ from exporter.emulator.catalog import Catalog, build_catalog
 from exporter.emulator.live import LiveRecord
 from exporter.emulator.nights import NightChanges, NightPlan, catalog_at_night
 from exporter.emulator.settings import DEFAULT_PORT, AccountSettings, EmulatorSettings
+from exporter.emulator.uploads import Uploads
 from exporter.errors import ConfigError
 
 
@@ -115,6 +116,11 @@ class ServedAccount:
     def images_served(self) -> int:
         """Return how many images this account served in successful pages."""
         return self.state.images_served
+
+    @property
+    def uploads(self) -> Uploads:
+        """Return the account's uploads between walks: `add(...)` and its `record`."""
+        return self.state.uploads
 
     def live_record(self) -> LiveRecord:
         """Return the truth of live mode; RuntimeError when live mode is off."""

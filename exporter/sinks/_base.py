@@ -104,6 +104,7 @@ class Publication:
     schema: pa.Schema  # the snapshot's final schema
     directory: str
     parts: Sequence[PartFile]
+    batch: str | None = None  # a batch of new uploads following snapshot_date, not a snapshot
 
 
 @runtime_checkable

@@ -1,5 +1,8 @@
 """The `delta` sink: the snapshot becomes partition snapshot_date=D of `OUT/delta/images`.
 
+A batch of new uploads (`export --new-uploads`) is appended to `OUT/delta/new_uploads`
+instead, with its `batch` name (partition snapshot_date=D, the snapshot it follows).
+
 Its Parquet parts are its own (staged in the run's staging, never published) and add no file
 to the snapshot: `finish` conforms them; `publish`, after the snapshot's files are published,
 writes them to the Delta table in one commit that replaces D's partition (`exporter.delta`),
@@ -39,6 +42,10 @@ class DeltaSink(ParquetSink):
         def write() -> None:
             location = delta.DeltaLocation(store, publication.layout)
             data = delta.with_date(delta.parquet_batches(store, paths), publication.schema, date)
+            if publication.batch is not None:  # a batch of new uploads: appended, by name
+                batch = publication.batch
+                delta.replace_batch(location, date, batch, delta.with_batch(data, batch))
+                return
             delta.replace_partition(location, delta.IMAGES, date, data, self.options.run_tag)
 
         await anyio.to_thread.run_sync(write)

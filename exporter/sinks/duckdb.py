@@ -1,5 +1,9 @@
 """A DuckDB database file with table `images`; each run replaces its date's rows at once.
 
+Batches of new uploads (`export --new-uploads`) go to table `new_uploads` (with
+`snapshot_date`, the snapshot they follow, and `batch`); view `images_latest` is the latest
+snapshot plus its batches, one row per id.
+
 Beside it, `image_changes` holds every published change set (`exporter.changes` loads a
 date's set after publishing it) and two views derive from that event log: `images_history`
 (SCD2, one row per id and version) and `images_current` (the versions still current).
@@ -74,19 +78,21 @@ _SIMPLE_TYPES = (
 )
 
 
-def _reconcile_table(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> None:
-    """Create `images` or widen it so every column of `schema` fits (inside the transaction)."""
+def _reconcile_table(
+    con: duckdb.DuckDBPyConnection, schema: pa.Schema, table: str = TABLE, extra: str = ""
+) -> None:
+    """Create `table` or widen it so every column of `schema` fits (inside the transaction)."""
     wanted = {field.name: duckdb_type(field.type) for field in schema}
     columns = ", ".join(f"{quote(name)} {kind}" for name, kind in wanted.items())
-    con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns}, snapshot_date DATE)")
-    rows = con.execute(f"DESCRIBE {TABLE}").fetchall()
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns}, snapshot_date DATE{extra})")
+    rows = con.execute(f"DESCRIBE {table}").fetchall()
     existing = {str(row[0]): str(row[1]) for row in rows}
     for name, new_type in wanted.items():
         old_type = existing.get(name)
         if old_type is None:
-            con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote(name)} {new_type}")
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {quote(name)} {new_type}")
         elif (target := wider_type(old_type, new_type)) != old_type:
-            con.execute(f"ALTER TABLE {TABLE} ALTER COLUMN {quote(name)} TYPE {target}")
+            con.execute(f"ALTER TABLE {table} ALTER COLUMN {quote(name)} TYPE {target}")
 
 
 def replace_snapshot(
@@ -108,6 +114,52 @@ def replace_snapshot(
                     f"FROM read_parquet([{listed}], hive_partitioning = false)",
                     [snapshot_date],
                 )
+            _reconcile_table(con, schema, NEW_UPLOADS_TABLE, ", batch VARCHAR")
+            con.execute(LATEST_VIEW)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.close()
+
+
+NEW_UPLOADS_TABLE = "new_uploads"
+# The latest snapshot plus the batches of new uploads that follow it, one row per id (the
+# snapshot's row first: a re-run of D may hold an id an earlier batch of D took). Re-created
+# whenever a table's columns may have changed (DuckDB binds a view's columns when created).
+LATEST_VIEW = f"""
+CREATE OR REPLACE VIEW images_latest AS
+SELECT * FROM (
+    SELECT *, NULL::VARCHAR AS batch FROM {TABLE}
+    UNION ALL BY NAME
+    SELECT * FROM {NEW_UPLOADS_TABLE}
+)
+WHERE snapshot_date = (SELECT max(snapshot_date) FROM {TABLE})
+QUALIFY row_number() OVER (PARTITION BY id ORDER BY batch NULLS FIRST) = 1
+"""
+
+
+def replace_batch(
+    database: Path, snapshot_date: str, batch: str, files: Sequence[Path], schema: pa.Schema
+) -> None:
+    """Replace the rows of one batch in `new_uploads` with `files`, in one transaction."""
+    con = duckdb.connect(str(database))
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _reconcile_table(con, schema)
+            _reconcile_table(con, schema, NEW_UPLOADS_TABLE, ", batch VARCHAR")
+            con.execute(f"DELETE FROM {NEW_UPLOADS_TABLE} WHERE batch = ?", [batch])
+            if files:
+                listed = ", ".join(_literal(str(f)) for f in files)
+                con.execute(
+                    f"INSERT INTO {NEW_UPLOADS_TABLE} BY NAME SELECT *, "
+                    "CAST(? AS DATE) AS snapshot_date, CAST(? AS VARCHAR) AS batch "
+                    f"FROM read_parquet([{listed}], hive_partitioning = false)",
+                    [snapshot_date, batch],
+                )
+            con.execute(LATEST_VIEW)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -202,13 +254,13 @@ class DuckdbSink(ParquetSink):
             raise SinkError(
                 self.name, "needs a local output directory (DuckDB reads its staged parts locally)"
             )
+        found = [f for f in files if f is not None]
+        date, schema = publication.snapshot_date, publication.schema
         try:
-            await anyio.to_thread.run_sync(
-                replace_snapshot,
-                database,
-                publication.snapshot_date,
-                [f for f in files if f is not None],
-                publication.schema,
-            )
+            if publication.batch is not None:  # a batch of new uploads following D
+                batch = publication.batch
+                await anyio.to_thread.run_sync(replace_batch, database, date, batch, found, schema)
+            else:
+                await anyio.to_thread.run_sync(replace_snapshot, database, date, found, schema)
         except duckdb.Error as exc:
             raise SinkError(self.name, f"cannot load {database}: {first_line(exc)}") from exc

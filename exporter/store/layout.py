@@ -2,12 +2,18 @@
 
     OUT/[account_id=<id>/]snapshot_date=D/part-*, _manifest.json, _SUCCESS     published
     OUT/[account_id=<id>/]changes/snapshot_date=D/...                          published
+    OUT/[account_id=<id>/]new_uploads/snapshot_date=D/batch=<B>/...            published
     OUT/[account_id=<id>/]images.duckdb                    the DuckDB sink's default database
     OUT/[account_id=<id>/].staging/<run-key>.lock          the run lock (held while running)
     OUT/[account_id=<id>/].staging/<run-key>/_checkpoint.json            run state, --resume
     OUT/[account_id=<id>/].staging/<run-key>/snapshot_date=D/            snapshot being built
     OUT/[account_id=<id>/].staging/<run-key>/changes/snapshot_date=D/    changes being built
     OUT/[account_id=<id>/].staging/<run-key>/snapshot_date=D.<sink>/     a sink's own parts
+    OUT/[account_id=<id>/].staging/<run-key>/new_uploads/snapshot_date=D/batch=<B>/   a batch
+
+`<B>` is `<YYYYMMDDTHHMMSSZ>-<run8>`: when the batch's run started (UTC) and its run id, so
+batch names sort by time. A batch run's `<run-key>` is keyed by its own fingerprint (the
+request's plus "new_uploads") and by D, the snapshot the batch follows.
 
 `<run-key>` is `D-<request fingerprint[:16]>`: one request on one date. The `account_id=<id>`
 level exists only for a fleet (`Layout.for_account`), so one Hive-partitioned glob reads every
@@ -30,6 +36,8 @@ STAGING = ".staging"
 SNAPSHOT_PREFIX = "snapshot_date="
 ACCOUNT_PREFIX = "account_id="
 CHANGES = "changes"
+NEW_UPLOADS = "new_uploads"
+BATCH_PREFIX = "batch="
 MANIFEST_NAME = "_manifest.json"
 SUCCESS_NAME = "_SUCCESS"
 CHECKPOINT_NAME = "_checkpoint.json"
@@ -63,6 +71,11 @@ def parse_snapshot_name(name: str) -> str | None:
     return name.removeprefix(SNAPSHOT_PREFIX) if name.startswith(SNAPSHOT_PREFIX) else None
 
 
+def batch_name(started: dt.datetime, run_id: str) -> str:
+    """Return a batch's name: its start `YYYYMMDDTHHMMSSZ` (UTC) and its run id's 8 digits."""
+    return f"{started.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{run_id[:8]}"
+
+
 def run_key(fingerprint: str, snapshot_date: str) -> str:
     """Return the staging name of one request (by its fingerprint) on one date."""
     return f"{snapshot_date}-{fingerprint[:RUN_KEY_DIGITS]}"
@@ -79,11 +92,18 @@ def run_key_date(key: str) -> dt.date | None:
 
 
 def split_snapshot_path(path: str) -> tuple[str, str] | None:
-    """Return (root, `snapshot_date=D`) when `path` names one snapshot directory, else None.
+    """Return (root, `snapshot_date=D`) when `path` names one snapshot directory, else None;
+    (root, `new_uploads/snapshot_date=D/batch=B`) when it names one batch of new uploads.
 
     `inspect` takes either an output root or one snapshot directory, as a path or a URI.
     """
     parent, _, last = path.rstrip("/").rpartition("/")
+    if last.startswith(BATCH_PREFIX):  # one batch: .../new_uploads/snapshot_date=D/batch=B
+        above, _, date = parent.rpartition("/")
+        root, _, name = above.rpartition("/")
+        if name == NEW_UPLOADS and parse_snapshot_name(date) is not None and root:
+            return root, posixpath.join(NEW_UPLOADS, date, last)
+        return None
     if parse_snapshot_name(last) is None or not parent:
         return None
     return parent, last
@@ -122,6 +142,23 @@ class Layout:
         """Return the published change set directory of a date."""
         return self._join(CHANGES, snapshot_name(snapshot_date))
 
+    def new_uploads(self, snapshot_date: str) -> str:
+        """Return the directory whose `batch=*` entries are the batches following D."""
+        return self._join(NEW_UPLOADS, snapshot_name(snapshot_date))
+
+    def batch(self, snapshot_date: str, batch: str) -> str:
+        """Return the published directory of one batch of new uploads following D."""
+        return posixpath.join(self.new_uploads(snapshot_date), BATCH_PREFIX + batch)
+
+    def batch_names(self, names: Iterable[str]) -> list[str]:
+        """Return the batch names among a listing of `new_uploads(D)`, oldest first."""
+        return sorted(n.removeprefix(BATCH_PREFIX) for n in names if n.startswith(BATCH_PREFIX))
+
+    @property
+    def new_uploads_root(self) -> str:
+        """Return the directory whose `snapshot_date=*` entries hold batches."""
+        return self._join(NEW_UPLOADS)
+
     def database(self) -> str:
         """Return the DuckDB sink's default database file."""
         return self._join(DATABASE_NAME)
@@ -148,6 +185,11 @@ class Layout:
 
     def staged_changes(self, key: str, snapshot_date: str) -> str:
         return posixpath.join(self.run(key), CHANGES, snapshot_name(snapshot_date))
+
+    def staged_batch(self, key: str, snapshot_date: str, batch: str) -> str:
+        return posixpath.join(
+            self.run(key), NEW_UPLOADS, snapshot_name(snapshot_date), BATCH_PREFIX + batch
+        )
 
     def sink_work(self, key: str, snapshot_date: str, sink: str) -> str:
         """Return where a sink that adds no file to the snapshot (DuckDB) keeps its parts."""

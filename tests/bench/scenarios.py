@@ -44,6 +44,8 @@ class Plan:
     fleet_accounts: int = 100
     fleet_images: int = 2_000
     report_images: tuple[int, ...] = (1_000_000, 3_000_000)
+    new_uploads_images: int = 1_000_000
+    new_uploads: int = 500
 
     @classmethod
     def quick(cls, repeat: int = 1) -> Plan:
@@ -63,6 +65,7 @@ class Plan:
             fleet_accounts=20,
             fleet_images=1_000,
             report_images=(100_000,),
+            new_uploads_images=100_000,
         )
 
     @classmethod
@@ -84,6 +87,8 @@ class Plan:
             fleet_accounts=3,
             fleet_images=50,
             report_images=(500,),
+            new_uploads_images=2_000,
+            new_uploads=50,
         )
 
 
@@ -377,6 +382,13 @@ def report(plan: Plan) -> list[Row]:
     return [measure(images, plan.repeat) for images in plan.report_images]
 
 
+def new_uploads(plan: Plan) -> list[Row]:
+    """`export --new-uploads` after a snapshot: requests and wall time of one batch."""
+    from tests.bench.new_uploads import measure
+
+    return [measure(plan.new_uploads_images, plan.new_uploads, plan.repeat)]
+
+
 SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "stages": stages,
     "throughput": throughput,
@@ -387,4 +399,5 @@ SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "changes": changes,
     "fleet": fleet,
     "report": report,
+    "new_uploads": new_uploads,
 }

@@ -7,6 +7,7 @@ import pytest
 from exporter.store.layout import (
     ROOT,
     Layout,
+    batch_name,
     run_key,
     run_key_date,
     split_snapshot_path,
@@ -17,6 +18,20 @@ KEY = run_key("0123456789abcdef" * 4, DATE)
 
 
 class TestLayout:
+    def test_batches_of_new_uploads_live_beside_the_snapshots(self) -> None:
+        """`new_uploads/snapshot_date=D/batch=<start>-<run8>`, names sorting by time."""
+        import datetime as dt
+
+        started = dt.datetime(2026, 11, 27, 10, 15, 0, tzinfo=dt.UTC)
+        name = batch_name(started, "1a2b3c4d" + "0" * 24)
+        assert name == "20261127T101500Z-1a2b3c4d"
+        assert ROOT.batch(DATE, name) == f"new_uploads/snapshot_date={DATE}/batch={name}"
+        assert Layout.for_account("acc").batch(DATE, name).startswith("account_id=acc/new_uploads/")
+        assert ROOT.staged_batch(KEY, DATE, name) == (
+            f".staging/{KEY}/new_uploads/snapshot_date={DATE}/batch={name}"
+        )
+        assert ROOT.batch_names(["batch=b", "x", "batch=a"]) == ["a", "b"]
+
     def test_a_single_export_writes_at_the_root(self) -> None:
         assert ROOT.snapshot(DATE) == "snapshot_date=2026-11-27"
         assert ROOT.changes(DATE) == "changes/snapshot_date=2026-11-27"
@@ -65,6 +80,11 @@ class TestLayout:
             ("s3://b/p/snapshot_date=2026-11-27/", ("s3://b/p", "snapshot_date=2026-11-27")),
             ("out", None),
             ("snapshot_date=2026-11-27", None),  # no root to open the store at
+            (
+                "out/new_uploads/snapshot_date=2026-11-27/batch=20261127T101500Z-1a2b3c4d",
+                ("out", "new_uploads/snapshot_date=2026-11-27/batch=20261127T101500Z-1a2b3c4d"),
+            ),
+            ("out/other/snapshot_date=2026-11-27/batch=x", None),
         ],
     )
     def test_inspect_tells_one_snapshot_from_an_output_root(
