@@ -112,7 +112,9 @@ def test_cross_night_query_sees_the_columns_a_later_night_added(tmp_path: Path) 
     first, schema = (column_names(out / f"snapshot_date={d}") for d in ("2026-11-27", "2026-11-28"))
     added = [name for name in schema if name not in first]
     assert added, "night 2 must add columns for this test to mean anything"
-    (query,) = [q for body in blocks("sql") for q in body.split(";") if "union_by_name" in q]
+    (query,) = [
+        q for body in blocks("sql") for q in body.split(";") if "count(COLUMNS('^meta__'))" in q
+    ]
     with duckdb.connect() as con:
         con.execute(f"SET file_search_path = '{tmp_path}'")
         plain = con.execute("DESCRIBE FROM read_parquet('out/snapshot_date=*/*.parquet')")
@@ -137,7 +139,7 @@ def column_names(snapshot: Path) -> list[str]:
 
 def synopsis() -> dict[str, str]:
     """Return the README's synopsis block, command by command."""
-    (block,) = [b for b in blocks("text") if b.startswith("cf-images-export export ")]
+    (block,) = [b for b in blocks("text") if b.startswith("cf-images-export export   [")]
     commands: dict[str, str] = {}
     for line in block.splitlines():
         if line.startswith("cf-images-export "):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -154,6 +155,10 @@ def test_credentials_nothing_would_use_are_refused_before_any_request(
     result = run_cli(args, env, timeout=60)
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
+    if log_format == "json":  # every line is a JSON record, the error's too
+        record = json.loads(line)
+        assert record["level"] == "error" and record["exit_code"] == 2, line
+        line = f"cf-images-export: error: {record['message']}"
     assert line.startswith("cf-images-export: error: ") and "***" in line, line
     assert PASSWORD not in everything_shown(result, out)
     assert recorder.requests == []
