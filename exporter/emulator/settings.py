@@ -10,6 +10,7 @@ from typing import Any
 
 from exporter.emulator.catalog import PROFILES
 from exporter.emulator.nights import NightPlan
+from exporter.emulator.ties import PROFILE_TIE_ORDERS, TIE_ORDERS
 from exporter.errors import ConfigError
 
 FAULT_KINDS = frozenset({"500", "502_html", "503", "reset", "truncated", "slow"})
@@ -39,6 +40,7 @@ class AccountSettings:
     seed: int = 1
     profile: str = "classic"
     tie_group: int = 0
+    tie_order: str | None = None  # see exporter.emulator.ties; None: the profile's
     fault_rate: float = 0.0
     fault_kinds: frozenset[str] = field(default_factory=lambda: FAULT_KINDS)
     rate_quota: int | None = None
@@ -47,7 +49,7 @@ class AccountSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fault_kinds", frozenset(self.fault_kinds))
-        _check_catalog(self.images, self.profile, self.tie_group)
+        _check_catalog(self.images, self.profile, self.tie_group, self.tie_order)
         _check_faults(self.fault_rate, self.fault_kinds)
         if self.rate_quota is not None and self.rate_quota < 1:
             raise ConfigError("emulator.rate_quota", "must be >= 1")
@@ -55,6 +57,11 @@ class AccountSettings:
             raise ConfigError("emulator.account_id", "must not be empty")
         if (self.email is None) != (self.api_key is None):
             raise ConfigError("emulator.email", "email and api_key go together")
+
+    @property
+    def ties(self) -> str:
+        """Return the tie order served: `tie_order`, else the profile's (nasty: hash)."""
+        return self.tie_order or PROFILE_TIE_ORDERS[self.profile]
 
     @property
     def credentials(self) -> tuple[str, ...]:
@@ -69,13 +76,15 @@ class AccountSettings:
         return self.rate_quota, self.rate_window_s, self.lockout_s
 
 
-def _check_catalog(images: int, profile: str, tie_group: int) -> None:
+def _check_catalog(images: int, profile: str, tie_group: int, tie_order: str | None) -> None:
     if images < 0:
         raise ConfigError("emulator.images", "must be >= 0")
     if profile not in PROFILES:
         raise ConfigError("emulator.profile", f"must be one of {', '.join(PROFILES)}")
     if tie_group < 0:
         raise ConfigError("emulator.tie_group", "must be >= 0")
+    if tie_order is not None and tie_order not in TIE_ORDERS:
+        raise ConfigError("emulator.tie_order", f"must be one of {', '.join(TIE_ORDERS)}")
 
 
 def _check_faults(rate: float, kinds: frozenset[str]) -> None:
@@ -99,6 +108,7 @@ class EmulatorSettings:
     seed: int = 1
     profile: str = "classic"  # "nasty": the benchmark catalog (see exporter.emulator.nasty)
     tie_group: int = 0  # a bulk import of this many images on one `uploaded` instant
+    tie_order: str | None = None  # how a tie is ordered (exporter.emulator.ties); None: profile's
     token: str = DEMO_TOKEN
     email: str = DEMO_EMAIL
     api_key: str = DEMO_API_KEY
@@ -159,6 +169,7 @@ class EmulatorSettings:
             seed=self.seed,
             profile=self.profile,
             tie_group=self.tie_group,
+            tie_order=self.tie_order,
             fault_rate=self.fault_rate,
             fault_kinds=self.fault_kinds,
             rate_quota=self.rate_quota,
@@ -213,6 +224,14 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         "columns, 5%% of images on one instant; rendered on demand, fine at millions)",
     )
     add("--tie-group", type=int, default=d.tie_group, help="bulk import of N images on one instant")
+    add(
+        "--tie-order",
+        choices=TIE_ORDERS,
+        default=None,
+        help="order of the images sharing an instant: id (asc by id, desc the reverse; the "
+        "classic default), id-desc, same (id ascending both ways), hash (seeded, another in "
+        "desc; the nasty default)",
+    )
     add("--token", default=d.token, help="accepted API token")
     add("--email", default=d.email, help="accepted X-Auth-Email (with --api-key)")
     add("--api-key", default=d.api_key, help="accepted X-Auth-Key (with --email)")
@@ -221,8 +240,8 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         "--accounts-file",
         metavar="FILE",
         help="TOML: more accounts to serve, [[account]] tables of account_id, token, email, "
-        "api_key, images, seed, profile, tie_group, fault_rate, fault_kinds, rate_quota, "
-        "rate_window_s, lockout_s",
+        "api_key, images, seed, profile, tie_group, tie_order, fault_rate, fault_kinds, "
+        "rate_quota, rate_window_s, lockout_s",
     )
     add("--rate-quota", type=int, default=None, help="requests per window (default: no limit)")
     add("--rate-window", type=float, default=d.rate_window_s, help="rate window, seconds")
@@ -269,6 +288,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         seed=ns.seed,
         profile=ns.profile,
         tie_group=ns.tie_group,
+        tie_order=ns.tie_order,
         token=ns.token,
         email=ns.email,
         api_key=ns.api_key,
