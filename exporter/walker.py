@@ -22,7 +22,10 @@ Invariants:
 - Complete: the walk ends when a cursor ends (it served every image), or when S's position
   goes strictly beyond O's: S then served instant o whole (in its own consistent order) and
   everything before it, O everything after o. Both cursors inside one instant is not an end:
-  they go on, each skipping what the other served, until one crosses.
+  one of them (the one that served fewer of its ids) stops there, and the other finishes
+  the instant alone, skipping what the stopped one served, until it crosses or ends. With
+  unrelated orders in asc and desc, each cursor must serve the whole instant in its own
+  order: a walk meeting inside a tie reads up to that tie's size more.
 - Bounded (issue 12, item 2; issue 20): a cursor's state is its token, instant and the ids
   of one instant: memory and checkpoint bytes grow with the largest tie group (a few MB for
   100,000 ids), never with the catalog.
@@ -428,6 +431,10 @@ class Merge:
             self.done = True
             for s in self.sides.values():
                 s.stopped = True
+        elif other is not None and side.position == mark and not other.stopped:
+            # Both inside one instant: one cursor finishes it alone (see the module docstring).
+            fewer = other if len(other.tie_ids) < len(side.tie_ids) else side
+            fewer.stopped = True
         return out
 
 

@@ -79,6 +79,24 @@ LIVE = [
     pytest.param(
         {"walk.mode": "both"}, 40, {"tie_group": 300, "live_mutations": 4}, id="both-tie-group"
     ),
+    pytest.param(
+        {"walk.mode": "both"},
+        40,
+        {"tie_group": 300, "live_mutations": 4, "tie_order": "hash"},
+        id="both-tie-group-hash",
+    ),
+    pytest.param(
+        {"walk.mode": "single"},
+        25,
+        {"tie_group": 300, "live_mutations": 4, "tie_order": "id-desc"},
+        id="single-tie-group-id-desc",
+    ),
+    pytest.param(
+        {"walk.mode": "both", "walk.batch_api": True},
+        25,
+        {"tie_group": 300, "live_mutations": 3, "tie_order": "same"},
+        id="batch-both-tie-group-same",
+    ),
     pytest.param({"walk.mode": "both", "walk.batch_api": True}, 12, {}, id="batch-both"),
     pytest.param({"walk.mode": "single", "walk.batch_api": True}, 12, {}, id="batch-single"),
 ]
