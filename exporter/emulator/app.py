@@ -334,7 +334,7 @@ async def _stats(request: web.Request) -> web.StreamResponse:
     if isinstance(admitted, web.Response):
         return admitted
     account, headers = admitted
-    current = len(account.catalog)
+    current = len(account.catalog) + request.app[STATE].settings.drafts
     return json_response({"count": {"allowed": max(100_000, current), "current": current}}, headers)
 
 

@@ -132,6 +132,7 @@ class EmulatorSettings:
     quiet_nights: tuple[int, ...] = (3,)  # nights with no change
     mass_deletion_nights: tuple[int, ...] = (5,)  # nights that delete mass_deletion_share
     mass_deletion_share: float = 0.3
+    drafts: int = 0  # images `/stats` counts that no listing shows (as drafts may be)
     batch_token_ttl_s: float = 900.0
     batch_rate: float | None = None  # requests/s per batch token; None: no limit
     allow_batch_tokens: bool = True
@@ -151,7 +152,8 @@ class EmulatorSettings:
         self.primary()  # validates the account fields
         if self.page_cap is not None and self.page_cap < 1:
             raise ConfigError("emulator.page_cap", "must be >= 1")
-        for name in ("live_every", "live_mutations", "disorder_every", "repeat_every"):
+        names = ("live_every", "live_mutations", "disorder_every", "repeat_every", "drafts")
+        for name in names:
             if getattr(self, name) < 0:
                 raise ConfigError(f"emulator.{name}", "must be >= 0")
         _check_accounts(self.served())
@@ -275,6 +277,7 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     add("--mass-deletion-share", type=float, default=d.mass_deletion_share, help="0..1")
     add("--disorder-every", type=int, default=0, help="every Nth page breaks the sort order")
     add("--repeat-every", type=int, default=0, help="every Nth page repeats its cursor's image")
+    add("--drafts", type=int, default=0, help="/stats counts N more images than lists show")
     add("--batch-token-ttl", type=float, default=d.batch_token_ttl_s, help="seconds")
     add("--batch-rate", type=float, default=None, help="requests/s per batch token")
     add("--no-batch-tokens", action="store_true", help="refuse batch tokens (403)")
@@ -312,6 +315,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         quiet_nights=_parse_ints("quiet_nights", ns.quiet_nights),
         mass_deletion_nights=_parse_ints("mass_deletion_nights", ns.mass_deletion_nights),
         mass_deletion_share=ns.mass_deletion_share,
+        drafts=ns.drafts,
         batch_token_ttl_s=ns.batch_token_ttl,
         batch_rate=ns.batch_rate,
         allow_batch_tokens=not ns.no_batch_tokens,
