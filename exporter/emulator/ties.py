@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import operator
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,7 +41,7 @@ class TieOrder:
             raise ValueError(f"unknown tie order {name!r}, expected one of {TIE_ORDERS}")
         self.name = name
         self._salts = {
-            order: hashlib.sha256(f"ties:{seed}:{order}".encode()).digest()[:16]
+            order: int.from_bytes(hashlib.sha256(f"ties:{seed}:{order}".encode()).digest()[:4])
             for order in ("asc", "desc")
         }
         self._cache: OrderedDict[tuple[Any, ...], tuple[list[int], list[Rank]]] = OrderedDict()
@@ -53,9 +55,8 @@ class TieOrder:
     def rank(self, sort_order: str, image_id: str) -> Rank:
         """Return the rank of an id inside a tie: a tie is served by ascending rank."""
         asc = sort_order == "asc"
-        if self.name == "hash":
-            digest = hashlib.blake2b(image_id.encode(), key=self._salts[sort_order], digest_size=8)
-            return digest.digest() + image_id.encode()
+        if self.name == "hash":  # CRC-32 seeded by the salt: cheap, and unrelated to the id
+            return (zlib.crc32(image_id.encode(), self._salts[sort_order]), image_id)
         if self.name == "same" or (self.name == "id") == asc:
             return image_id
         return _descending(image_id)
@@ -69,7 +70,7 @@ class TieOrder:
     ) -> tuple[list[int], list[Rank]]:
         """Return the positions of one tie in served order, and their ranks (cached: a tie of
         100,000 images is sorted once per catalog revision, not once per page)."""
-        key = (revision, sort_order, tuple(tie))
+        key = (revision, sort_order, tie if isinstance(tie, range) else tuple(tie))
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -97,45 +98,62 @@ def select_tied_page(
     image served) in `sort_order` with ties in `ties`' order, and whether more follow.
 
     `view` holds ascending catalog positions, so its instants never decrease and a tie is a
-    contiguous run of it, found by bisection.
+    contiguous run of it, found by bisection. The page is the window of `size` positions
+    after the cursor, each tie in it replaced by the tie in its order (the last one cut to
+    the window): the runs are found by C loops over the window's instants, not image by
+    image.
     """
 
     def instant(position: int) -> int:
         return uploaded[position]
 
-    def tie_at(lo: int, hi: int) -> tuple[list[int], list[Rank]]:
-        return ties.group(view[lo:hi], sort_order, image_id, revision)
+    def tie_at(lo: int, hi: int) -> list[int]:
+        return ties.group(view[lo:hi], sort_order, image_id, revision)[0]
 
     n = len(view)
     out: list[int] = []
     asc = sort_order == "asc"
     remaining = n
-    i = 0 if asc else n  # the next run starts at view[i] (asc) or ends before it (desc)
+    i = 0 if asc else n  # the window starts at view[i] (asc) or ends before it (desc)
     if after is not None:
         lo = bisect.bisect_left(view, after[0], key=instant)
         hi = bisect.bisect_right(view, after[0], lo=lo, key=instant)
-        group, ranks = tie_at(lo, hi)
+        group, ranks = ties.group(view[lo:hi], sort_order, image_id, revision)
         skip = bisect.bisect_right(ranks, ties.rank(sort_order, after[1]))
         out.extend(group[skip : skip + size])
         i = hi if asc else lo
         remaining = len(group) - skip + (n - hi if asc else lo)
-    while len(out) < size and (i < n if asc else i > 0):
+    need = size - len(out)
+    if need <= 0 or not (i < n if asc else i > 0):
+        return out, len(out) < remaining
+    lo, hi = (i, min(n, i + need)) if asc else (max(0, i - need), i)
+    if isinstance(view, range) and view.step == 1:
+        instants = list(uploaded[view.start + lo : view.start + hi])  # a C slice of the array
+    else:
+        instants = [uploaded[p] for p in view[lo:hi]]
+    window = view[lo:hi]
+    if not asc:
+        instants.reverse()
+        window = window[::-1]
+    m = len(instants)
+    equal = list(map(operator.eq, instants, instants[1:]))  # equal[j]: j and j + 1 tie
+    beyond = hi if asc else lo - 1  # the first position past the window
+    edge = 0 <= beyond < n and uploaded[view[beyond]] == instants[-1]  # a tie cut by the end
+    j = 0
+    while j < m:
+        try:
+            t = equal.index(True, j)
+        except ValueError:
+            t = m - 1 if edge else m
+        out.extend(window[j:t])
+        if t >= m:
+            break
         if asc:
-            moment = uploaded[view[i]]
-            end = i + 1
-            if end < n and uploaded[view[end]] == moment:
-                end = bisect.bisect_right(view, moment, lo=i, key=instant)
-                out.extend(tie_at(i, end)[0][: size - len(out)])
-            else:
-                out.append(view[i])
-            i = end
+            start = lo + t
+            group = tie_at(start, bisect.bisect_right(view, instants[t], lo=start, key=instant))
         else:
-            moment = uploaded[view[i - 1]]
-            start = i - 1
-            if start > 0 and uploaded[view[start - 1]] == moment:
-                start = bisect.bisect_left(view, moment, hi=i, key=instant)
-                out.extend(tie_at(start, i)[0][: size - len(out)])
-            else:
-                out.append(view[start])
-            i = start
+            stop = hi - t
+            group = tie_at(bisect.bisect_left(view, instants[t], hi=stop, key=instant), stop)
+        out.extend(group[: m - t])
+        j = t + len(group)
     return out, len(out) < remaining
