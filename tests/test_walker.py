@@ -483,6 +483,21 @@ class TestMerge:
         assert merge.out_of_order <= went_back
         assert merge.duplicates_dropped <= repeats  # a replay skips silently
 
+    @pytest.mark.parametrize("ties", TIE_ORDERS)
+    def test_cursors_meeting_inside_one_instant_leave_it_to_one(self, ties: str) -> None:
+        """Both cursors inside one instant: one stops, the other finishes it alone, so the
+        tie is read about once, not by both cursors in full."""
+        rng = random.Random(7)
+        catalog = [{"id": f"t-{i:03d}", "uploaded": stamp(5)} for i in range(200)]
+        source = Source(catalog, 10, ties=ties)
+        merge = Merge.start(("asc", "desc"))
+        out: list[Image] = []
+        while sides := merge.wanted():
+            side = rng.choice(sides)
+            out += merge.feed(side.order, source.page(side.order, side.token))
+        assert ids(out) == ids(catalog)
+        assert source.requests <= 200 // 10 + 2
+
     def test_a_swap_inside_a_tie_is_not_out_of_order(self) -> None:
         """Images of one instant in another order than the page before suggests: no count."""
         catalog = [{"id": f"t-{i:02d}", "uploaded": stamp(5)} for i in range(30)]
