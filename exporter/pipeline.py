@@ -55,6 +55,7 @@ from exporter.checkpoint import (
     stale_staged_runs,
 )
 from exporter.client import ApiClient
+from exporter.completeness import count_warning
 from exporter.config import ExportConfig
 from exporter.errors import ChangesWithheldError, ConcurrentRunError, ExporterError, SinkError
 from exporter.manifest import (
@@ -458,6 +459,13 @@ async def _walk_and_write(
                     await _normalize_chunks(run, chunks, send)
             finally:
                 ticks.cancel()  # the writer's queue ends once the ticks' end of it closes
+        if (
+            walk is None
+            and is_unfiltered(config)
+            and stats.extra.get("api_count") not in (None, stats.images)
+        ):
+            # Asked again only when the rows differ: did the catalog change meanwhile?
+            stats.extra["api_count_after"] = await client.get_count()
     await _commit(run, progress)
     stats.anomalies = run.normalizer.anomalies
     final = run.normalizer.final_schema()
@@ -559,12 +567,10 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
     config, stats = run.config, run.stats
     unfiltered = is_unfiltered(config)
     warnings = []
-    if unfiltered and api_count is not None and api_count != stats.images:
-        # Not a failure: uploads and deletions during the walk may or may not be exported.
-        warnings.append(
-            f"the API counted {api_count} images when the walk began and {stats.images} were "
-            "exported (uploads and deletions during the walk account for a difference)"
-        )
+    after = stats.extra.pop("api_count_after", None)  # not a count of the manifest
+    counted = count_warning(api_count, after, stats.images) if unfiltered else None
+    if counted is not None:
+        warnings.append(counted)
     if stats.out_of_order or stats.duplicates_dropped:
         warnings.append(
             f"the API served {stats.out_of_order} image(s) out of order (kept) and repeated "

@@ -1,38 +1,52 @@
 """Cursors over List V2: one cursor, or asc + desc from both ends meeting in the middle.
 
-The order. List V2 serves images by `uploaded`, ties by `id` (as the emulator does; a token
-is a cursor, "the next page starts after the last sort key served", DESIGN "Live catalogs"),
-ascending for asc and descending for desc. An image's key `(uploaded, id)` is unique, so a
-cursor's position, the furthest key it has served, says what it has seen: every image that
-existed while the cursor passed, up to its position. A live catalog does not move positions:
-an edit keeps the key, and an upload or a deletion only adds or removes keys that a cursor
-has not reached yet (it may or may not be exported) or has passed (it is not).
+What the walker relies on (DESIGN "What the API leaves unsaid", README "What we rely on from
+the API"): a cursor serves images sorted by `uploaded` (ascending for asc, descending for
+desc), and its token resumes it where it stopped. Nothing more. The order of the images that
+share one `uploaded` instant (a tie; a bulk import puts 100,000 on one) is never assumed: it
+may differ between asc and desc and from one walk to the next; only one cursor's own order is
+taken as consistent. So a cursor's position is an instant, never an id: `position` is the
+`uploaded` of the furthest image it served and `tie_ids` the ids it served at that instant.
+A cursor has served every image present while it passed at instants behind its position,
+and exactly `tie_ids` at its position. A live catalog does not move instants: an edit keeps
+the image's `uploaded`, an upload or a deletion adds or removes an image a cursor has not
+reached yet (it may or may not be exported) or has passed (it is not).
 
-Both ends (issue 3, item 5). asc emits an image when its key lies below desc's position, desc
-when above asc's; the merge takes pages one at a time, in any interleaving. Invariants:
-- Exactly once: the first cursor to serve an image emits it. The other has not reached that
-  key then, so the key lies strictly on the emitting side of the other's position; once
-  served, it lies at or behind the emitter's position, which the second cursor's rule excludes.
-- Complete: the walk ends when a cursor ends (it served every key) or reaches the other's
-  position (asc served all keys up to its position, desc all from its own): every image
-  present for the whole walk was served by one of them, and so emitted.
-- Bounded (issue 12, item 2): nothing is held back, whatever the ties. A cursor's state is its
-  token and position, a few hundred bytes of JSON; a bulk import of 100,000 images on one
-  instant costs no memory and no checkpoint bytes.
+Both ends (issue 3, item 5). The merge takes pages one at a time, in any interleaving. A
+cursor S serving an image (t, id), the other cursor O at instant o: S emits it when O has not
+reached t (t lies strictly beyond o in O's order), or t == o and id is not in O's `tie_ids`.
+Invariants:
+- Exactly once: the first cursor to serve an image emits it. O has not served it then (its
+  rule above says so); once S served it, t is S's position with id in S's `tie_ids`, or lies
+  behind S's position, and O's rule excludes both.
+- Complete: the walk ends when a cursor ends (it served every image), or when S's position
+  goes strictly beyond O's: S then served instant o whole (in its own consistent order) and
+  everything before it, O everything after o. Both cursors inside one instant is not an end:
+  one of them (the one that served fewer of its ids) stops there, and the other finishes
+  the instant alone, skipping what the stopped one served, until it crosses or ends. With
+  unrelated orders in asc and desc, each cursor must serve the whole instant in its own
+  order: a walk meeting inside a tie reads up to that tie's size more.
+- Bounded (issue 12, item 2; issue 20): a cursor's state is its token, instant and the ids
+  of one instant: memory and checkpoint bytes grow with the largest tie group (a few MB for
+  100,000 ids), never with the catalog.
 
 Misbehaving pages. A cursor remembers the ids of its last pages (two at least, and at least
-`recent_ids` ids) and its floor, the position before them: every image it served beyond the
-floor is remembered. An image a page serves at or behind the position is then
-- a repeat when its id is remembered (or an id served again under a new key): dropped,
+`recent_ids` ids) and its floor, the position before them: every image it served at an
+instant strictly beyond the floor is remembered; `tie_ids` holds every id served at the
+position, and `previous_ids` every id served at the position before (a page that swaps two
+images across the floor's instant stays decidable). An image a page serves is then
+- a repeat when its id is remembered (in `tie_ids`, the recent ids, or this page): dropped,
   counted `duplicates_dropped`;
-- late when its key lies beyond the floor: never served before, so it is kept by the same
-  rule as any image, counted `out_of_order`;
+- else, at the position or beyond it: new, kept (ties come in any order);
+- else (behind the position: the page goes back in `uploaded`) late when its instant lies
+  strictly beyond the floor or is the previous position: never served before, kept, counted
+  `out_of_order`;
 - otherwise undecidable in bounded memory: CursorError, never a silent duplicate.
-An API that ordered ties by something other than the id would show here as late images.
 
-Resume. `state()` holds tokens, positions and counts. A resumed cursor's floor is its
+Resume. `state()` holds tokens, positions, tie ids and counts. A resumed cursor's floor is its
 position. A token the API rejects on resume (400) restarts that cursor from the beginning in
-replay: it skips, silently, every key up to its position (exported before the restart).
+replay: it skips, silently, every image behind its position and, at its position, every id
+in its `tie_ids` (exported before the restart); beyond, the walk goes on as usual.
 """
 
 from __future__ import annotations
@@ -41,7 +55,7 @@ import logging
 import math
 import operator
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -59,8 +73,8 @@ from exporter.tasks import FirstErrorGroup
 
 log = logging.getLogger("exporter.walker")
 
-STATE_VERSION = 2  # 1 held ties and edge ids (unbounded); 2 positions
-Key = tuple[datetime, str]  # (uploaded, id): the List V2 order, unique per image
+# 1 held ties and edge ids (unbounded); 2 positions (uploaded, id); 3 instants and tie ids
+STATE_VERSION = 3
 
 
 def make_client(
@@ -105,18 +119,19 @@ class Chunk:
 class _Recent:
     """The ids of a cursor's last pages (at least two, at least `limit` ids) and its floor.
 
-    Every image the cursor served beyond `floor` (in its order) is in `ids`: a page leaves
-    only when enough later pages hold `limit` ids, and the floor becomes the position after
-    it. An image at or behind the floor may have been served by a page that has left.
+    Every image the cursor served at an instant strictly beyond `floor` (in its order) is in
+    `ids`: a page leaves only when enough later pages hold `limit` ids, and the floor becomes
+    the position after it. An image at or behind the floor may have been served by a page
+    that has left.
     """
 
     limit: int
-    floor: Key | None = None
+    floor: datetime | None = None
     ids: set[str] = field(default_factory=set)
-    pages: deque[tuple[list[str], Key | None]] = field(default_factory=deque)
+    pages: deque[tuple[list[str], datetime | None]] = field(default_factory=deque)
     count: int = 0
 
-    def add(self, ids: list[str], position: Key | None) -> None:
+    def add(self, ids: list[str], position: datetime | None) -> None:
         """Remember a page's served ids and the position after it; forget what is old."""
         self.ids.update(ids)
         self.pages.append((ids, position))
@@ -133,55 +148,60 @@ _UPLOADED = operator.itemgetter("uploaded")
 
 @dataclass(frozen=True)
 class Accepted:
-    """A page's images a cursor served for the first time, with their keys (same order).
+    """A page's images a cursor served for the first time, with their instants (same order).
 
-    `ordered`: the keys run strictly in the cursor's order, so those beyond any mark in that
-    order are a prefix.
+    `ordered`: the instants never go back in the cursor's order, so those strictly behind
+    any mark in the other cursor's order are a prefix.
     """
 
-    keys: list[Key]
+    instants: list[datetime]
     images: list[Image]
     ordered: bool
 
 
 @dataclass
 class Side:
-    """One cursor's progress: next token and position (the furthest key it has served)."""
+    """One cursor's progress: next token, position (an instant) and the ids served there."""
 
     order: SortOrder
     token: str | None = None
     started: bool = False
     ended: bool = False
     stopped: bool = False  # no more pages wanted (the walk is over)
-    position: Key | None = None
-    position_text: str | None = None  # `uploaded` of the position, as the API wrote it
-    replay: bool = False  # restarted from the beginning: skip up to the position, silently
+    position: datetime | None = None  # `uploaded` of the furthest image served
+    position_text: str | None = None  # the same, as the API wrote it
+    tie_ids: set[str] = field(default_factory=set)  # the ids served at `position`
+    previous: datetime | None = None  # the position before `position`, and its tie ids
+    previous_ids: set[str] = field(default_factory=set)
+    replay: bool = False  # restarted from the beginning: skip what was served, silently
     out_of_order: int = 0  # images served behind the position, never served before: kept
     duplicates_dropped: int = 0  # ids this cursor served again: dropped
     recent: _Recent = field(default_factory=lambda: _Recent(RECENT_IDS))
 
-    def beyond(self, key: Key, mark: Key) -> bool:
-        """Return True when `key` comes after `mark` in this cursor's order."""
-        return key > mark if self.order == "asc" else key < mark
+    @property
+    def ahead(self) -> Callable[[datetime, datetime], bool]:
+        """Return `ahead(a, b)`: True when instant `a` comes strictly after `b` in this order."""
+        return operator.gt if self.order == "asc" else operator.lt
 
     def accept(self, images: Sequence[Image], url: str) -> Accepted:
-        """Return the page's images this cursor serves for the first time, with their keys.
+        """Return the page's images this cursor serves for the first time, with their instants.
 
-        A page in strict order beyond the position, with no id seen before (every page of an
-        API that keeps its promise) is taken whole by `_in_order`, in C loops; any other
-        page, image by image. CursorError for an image behind the floor that the recent ids
-        cannot place.
+        A page whose instants never go back, from the position on, with no id seen before
+        (every page of an API that keeps its promise) is taken whole by `_in_order`, in C
+        loops; any other page, image by image. CursorError for an image behind the floor
+        that the recent ids cannot place.
         """
         accepted = None if self.replay else self._in_order(images)
         return accepted if accepted is not None else self._one_by_one(images, url)
 
     def _in_order(self, images: Sequence[Image]) -> Accepted | None:
-        """Take a page whose keys run strictly in this cursor's order from beyond its
-        position, with no id served before (none remembered, none twice): None otherwise.
+        """Take a page whose instants never go back in this cursor's order, starting at or
+        beyond its position, with no id served before (none remembered, none twice): None
+        otherwise.
 
-        What `_one_by_one` would do with such a page, image for image (each is beyond the
-        position when it comes, each id fresh), without a Python step per image: `uploaded`
-        is parsed once per distinct text, and the checks are C loops over the page's lists.
+        What `_one_by_one` would do with such a page, image for image, without a Python step
+        per image: `uploaded` is parsed once per distinct text, and the checks are C loops
+        over the page's lists.
         """
         if not images:
             return None
@@ -192,23 +212,41 @@ class Side:
         except (KeyError, TypeError, ValueError):
             return None  # the image by image walk names the image and what is wrong
         ids = list(map(_ID, images))
-        keys = list(zip(map(instant.__getitem__, texts), ids, strict=True))
-        ahead = operator.lt if self.order == "asc" else operator.gt
+        instants = list(map(instant.__getitem__, texts))
+        behind = operator.lt if self.order == "asc" else operator.gt
+        first, last = instants[0], instants[-1]
         try:
             # Adjacent pairs only, so a naive `uploaded` beside an aware one raises TypeError:
-            # in order, the page is all aware (checked on its first key) or all naive.
-            if keys[0][0].tzinfo is None or not all(map(ahead, keys, keys[1:])):
+            # in order, the page is all aware (checked on its first instant) or all naive.
+            if first.tzinfo is None or any(map(behind, instants[1:], instants)):
                 return None
-            if self.position is not None and not ahead(self.position, keys[0]):
+            if self.position is not None and behind(first, self.position):
                 return None
         except TypeError:
             return None
         recent = self.recent
         if len(set(ids)) != len(ids) or not recent.ids.isdisjoint(ids):
             return None
-        self.position, self.position_text = keys[-1], texts[-1]
+        if not self.tie_ids.isdisjoint(ids):
+            return None
+        if last == self.position:
+            self.tie_ids.update(ids)
+        else:
+            run = instants.index(last)  # where the run of the last instant starts
+            if run:  # the run before it: the previous position
+                before = instants[run - 1]
+                start = instants.index(before)
+                if before == self.position:
+                    self.tie_ids.update(ids[start:run])
+                    self.previous, self.previous_ids = before, self.tie_ids
+                else:
+                    self.previous, self.previous_ids = before, set(ids[start:run])
+            elif self.position is not None:
+                self.previous, self.previous_ids = self.position, self.tie_ids
+            self.tie_ids = set(ids[run:])
+            self.position, self.position_text = last, texts[run]
         recent.add(ids, self.position)
-        return Accepted(keys, list(images), ordered=True)
+        return Accepted(instants, list(images), ordered=True)
 
     def _one_by_one(self, images: Sequence[Image], url: str) -> Accepted:
         """Take any page image by image: repeats dropped, late images kept, or CursorError.
@@ -216,11 +254,12 @@ class Side:
         The position lives in locals for the page, and a run of images sharing one
         `uploaded` text (a tie) is parsed once.
         """
-        keys: list[Key] = []
+        instants: list[datetime] = []
         fresh: list[Image] = []
         served: list[str] = []
-        asc = self.order == "asc"
-        position, position_text = self.position, self.position_text
+        ahead = self.ahead
+        position, position_text, ties = self.position, self.position_text, self.tie_ids
+        previous, previous_ids = self.previous, self.previous_ids
         recent, floor = self.recent.ids, self.recent.floor
         page_ids: set[str] = set()
         text: Any = None
@@ -231,20 +270,29 @@ class Side:
                     instant = uploaded_key(image, url)
                     text = image["uploaded"]
                 image_id = image["id"]
-                key = (instant, image_id)
-                if position is None or (key > position if asc else key < position):
+                seen = (
+                    image_id in ties
+                    or image_id in recent
+                    or image_id in page_ids
+                    or (instant == previous and image_id in previous_ids)
+                )
+                if position is None or ahead(instant, position):
                     self.replay = False
-                    if image_id in recent or image_id in page_ids:
-                        self.duplicates_dropped += 1  # an id served again, under a new key
+                    if seen:
+                        self.duplicates_dropped += 1  # an id served again, at a new instant
                         continue
-                    position, position_text = key, text
-                elif self.replay:
+                    if position is not None:
+                        previous, previous_ids = position, ties
+                    position, position_text, ties = instant, text, {image_id}
+                elif self.replay and (instant != position or image_id in ties):
                     continue  # exported before the restart
-                elif image_id in recent or image_id in page_ids:
+                elif seen:
                     self.duplicates_dropped += 1
                     continue
-                elif floor is None or (key > floor if asc else key < floor):
-                    self.out_of_order += 1  # never served: every id beyond the floor is known
+                elif instant == position:
+                    ties.add(image_id)  # one more of the tie, in whatever order it comes
+                elif floor is None or ahead(instant, floor) or instant == previous:
+                    self.out_of_order += 1  # never served: every id served there is known
                 else:
                     raise CursorError(
                         url,
@@ -254,22 +302,24 @@ class Side:
                     )
                 page_ids.add(image_id)
                 served.append(image_id)
-                keys.append(key)
+                instants.append(instant)
                 fresh.append(image)
         finally:
-            self.position, self.position_text = position, position_text
+            self.position, self.position_text, self.tie_ids = position, position_text, ties
+            self.previous, self.previous_ids = previous, previous_ids
             self.recent.add(served, position)
-        return Accepted(keys, fresh, ordered=False)
+        return Accepted(instants, fresh, ordered=False)
 
     def state(self) -> dict[str, Any]:
-        """Return this cursor's JSON-ready state (a few hundred bytes, whatever the ties)."""
+        """Return this cursor's JSON-ready state (its tie ids grow with the largest tie)."""
         return {
             "order": self.order,
             "token": self.token,
             "started": self.started,
             "ended": self.ended,
             "stopped": self.stopped,
-            "position": None if self.position is None else [self.position_text, self.position[1]],
+            "position": self.position_text,
+            "tie_ids": list(self.tie_ids),
             "replay": self.replay,
             "out_of_order": self.out_of_order,
             "duplicates_dropped": self.duplicates_dropped,
@@ -284,15 +334,15 @@ class Side:
             started=bool(data.get("started")),
             ended=bool(data.get("ended")),
             stopped=bool(data.get("stopped")),
+            tie_ids=set(data.get("tie_ids", ())),
             replay=bool(data.get("replay")),
             out_of_order=int(data.get("out_of_order", 0)),
             duplicates_dropped=int(data.get("duplicates_dropped", 0)),
             recent=_Recent(recent_ids),
         )
-        position = data.get("position")
-        if position is not None:
-            text, image_id = position
-            side.position = (uploaded_key({"uploaded": text}), image_id)
+        text = data.get("position")
+        if text is not None:
+            side.position = uploaded_key({"uploaded": text})
             side.position_text = text
             side.recent.floor = side.position
         return side
@@ -364,18 +414,27 @@ class Merge:
         mark = other.position if other is not None else None
         if other is None or mark is None:  # one cursor, or the other has served nothing yet
             out = fresh.images
-        elif fresh.ordered and (not fresh.keys or other.beyond(fresh.keys[-1], mark)):
-            out = fresh.images  # in order, and its last key not reached: none is
-        else:  # what the other cursor has not reached; it never will emit these
-            pairs = zip(fresh.keys, fresh.images, strict=True)
-            out = [image for key, image in pairs if other.beyond(key, mark)]
-        met = (
-            mark is not None and side.position is not None and not side.beyond(mark, side.position)
-        )
-        if side.ended or met:
+        else:
+            unreached = other.ahead  # (t, mark): the other cursor has not reached t
+            if fresh.ordered and (not fresh.instants or unreached(fresh.instants[-1], mark)):
+                out = fresh.images  # in order, and its last instant not reached: none is
+            else:  # what the other cursor has not served; it never will emit these
+                ties = other.tie_ids
+                pairs = zip(fresh.instants, fresh.images, strict=True)
+                out = [
+                    image
+                    for instant, image in pairs
+                    if unreached(instant, mark) or (instant == mark and image["id"] not in ties)
+                ]
+        crossed = mark is not None and side.position is not None and side.ahead(side.position, mark)
+        if side.ended or crossed:
             self.done = True
             for s in self.sides.values():
                 s.stopped = True
+        elif other is not None and side.position == mark and not other.stopped:
+            # Both inside one instant: one cursor finishes it alone (see the module docstring).
+            fewer = other if len(other.tie_ids) < len(side.tie_ids) else side
+            fewer.stopped = True
         return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import logging
 import random
@@ -35,30 +36,74 @@ def stamp(second: int) -> str:
 
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
-Key = tuple[str, str]  # (uploaded, id): one text format, so text order is time order
+Rank = Callable[[str], Any]  # a tie order: images of one instant are served by ascending rank
+
+
+def id_desc(image_id: str) -> tuple[int, ...]:
+    """Rank ids in descending order (a longer id after its prefix)."""
+    return (*(-ord(c) for c in image_id), 1)
+
+
+def hashed(salt: int) -> Rank:
+    """Rank ids by a salted hash: an order unrelated to the ids."""
+    return lambda image_id: hashlib.blake2b(image_id.encode(), salt=bytes([salt])).digest()
+
+
+def ident(image_id: str) -> str:
+    return image_id
+
+
+# How images sharing an instant are ordered, (asc, desc): every order the API may choose.
+TIE_ORDERS: dict[str, tuple[Rank, Rank]] = {
+    "id": (ident, id_desc),  # the emulator's classic order
+    "id-desc": (id_desc, ident),
+    "same": (ident, ident),  # id ascending in both sort orders
+    "hash": (hashed(1), hashed(2)),  # unrelated orders in asc and desc
+}
 
 
 class Source:
-    """A live List V2: (uploaded, id) order, tokens that are cursors (the last key served).
+    """A live List V2: sorted by `uploaded`, ties in the order `ties` ranks them per cursor,
+    tokens that are cursors (the last sort position served).
 
     The catalog may change between any two pages (`upload`, `delete`, `edit`): a page is cut
     from the catalog as it is when asked for, as the API does.
     """
 
-    def __init__(self, catalog: list[Image], per_page: int, empty_tail: bool = False) -> None:
-        self.images = {img["id"]: img for img in catalog}
-        self.keys: list[Key] = sorted((img["uploaded"], img["id"]) for img in catalog)
+    def __init__(
+        self,
+        catalog: list[Image],
+        per_page: int,
+        empty_tail: bool = False,
+        ties: str | tuple[Rank, Rank] = "id",
+        sizes: random.Random | None = None,
+    ) -> None:
+        self.images: dict[str, Image] = {}
+        ranks = TIE_ORDERS[ties] if isinstance(ties, str) else ties
+        self.ranks = dict(zip(("asc", "desc"), ranks, strict=True))
+        self.keys: dict[str, list[tuple[Any, ...]]] = {"asc": [], "desc": []}
         self.per_page = per_page
+        self.sizes = sizes  # draws each page's size in 1..per_page when given
         self.empty_tail = empty_tail  # a token after the last image; an empty page then
         self.requests = 0
+        self.tokens: dict[str, tuple[Any, ...]] = {}
+        for image in catalog:
+            self.upload(image)
+
+    def _key(self, order: str, image: Image) -> tuple[Any, ...]:
+        """The cursor's sort key: it serves ascending keys."""
+        moment = datetime.fromisoformat(image["uploaded"]).timestamp()
+        return (moment if order == "asc" else -moment, self.ranks[order](image["id"]), image["id"])
 
     def upload(self, image: Image) -> None:
         self.images[image["id"]] = image
-        bisect.insort(self.keys, (image["uploaded"], image["id"]))
+        for order, keys in self.keys.items():
+            bisect.insort(keys, self._key(order, image))
 
     def delete(self, image_id: str) -> None:
         image = self.images.pop(image_id)
-        self.keys.remove((image["uploaded"], image_id))
+        for order, keys in self.keys.items():
+            keys.remove(self._key(order, image))
 
     def edit(self, image_id: str) -> None:
         image = self.images[image_id]
@@ -73,19 +118,16 @@ class Source:
             raise ResponseError("u", 400, 5400, "Invalid continuation_token")
         if token == "end":
             return Page(images=[], next_token=None)
-        after = None if token is None else tuple(json.loads(token))
-        if order == "asc":
-            start = 0 if after is None else bisect.bisect_right(self.keys, after)
-            keys = self.keys[start : start + self.per_page]
-            more = start + len(keys) < len(self.keys)
-        else:
-            end = len(self.keys) if after is None else bisect.bisect_left(self.keys, after)
-            keys = self.keys[max(0, end - self.per_page) : end][::-1]
-            more = end - len(keys) > 0
-        images = [self.images[key[1]] for key in keys]
-        if more and keys:
-            return Page(images=images, next_token=json.dumps(keys[-1]))
-        return Page(images=images, next_token="end" if self.empty_tail and keys else None)
+        keys = self.keys[order]
+        start = 0 if token is None else bisect.bisect_right(keys, self.tokens[token])
+        size = self.per_page if self.sizes is None else self.sizes.randrange(1, self.per_page + 1)
+        served = keys[start : start + size]
+        images = [self.images[key[-1]] for key in served]
+        if start + len(served) < len(keys) and served:
+            token = f"{order}-{len(self.tokens)}"
+            self.tokens[token] = served[-1]
+            return Page(images=images, next_token=token)
+        return Page(images=images, next_token="end" if self.empty_tail and served else None)
 
 
 def drive(
@@ -135,7 +177,7 @@ def spoil(
     rng: random.Random,
     order: SortOrder,
     served: list[Image],
-    position: tuple[datetime, str] | None,
+    position: datetime | None,
 ) -> list[Image]:
     """Return `page` with one misbehaviour; several keep the page in order (a fast path
     that trusted order alone would take them whole)."""
@@ -158,7 +200,7 @@ def spoil(
     elif kind == 2 and served:  # an image served before, under its own key
         page.insert(i, dict(rng.choice(served)))
     elif kind == 3 and position is not None:  # a late image: fresh, just behind the position
-        late = {"id": f"late-{rng.getrandbits(32)}", "uploaded": (position[0] - step).isoformat()}
+        late = {"id": f"late-{rng.getrandbits(32)}", "uploaded": (position - step).isoformat()}
         page.insert(0, late)
     elif kind == 4 and fits(i):  # one id twice in the page, in order
         page.insert(i + 1, {**page[rng.randrange(i + 1)], "uploaded": after(page[i])})
@@ -177,13 +219,14 @@ def spoil(
 class TestMerge:
     @pytest.mark.parametrize(("n", "distinct", "per_page"), CASES)
     @pytest.mark.parametrize("seed", range(6))
+    @pytest.mark.parametrize("ties", TIE_ORDERS)
     def test_both_ends_emit_each_image_once(
-        self, n: int, distinct: int, per_page: int, seed: int
+        self, n: int, distinct: int, per_page: int, seed: int, ties: str
     ) -> None:
-        """Whatever the interleaving and the ties, the union is the catalog, once each."""
+        """Whatever the interleaving and the tie order, the union is the catalog, once each."""
         rng = random.Random(seed)
         catalog = make_catalog(n, distinct, rng)
-        source = Source(catalog, per_page, empty_tail=seed % 2 == 1)
+        source = Source(catalog, per_page, empty_tail=seed % 2 == 1, ties=ties)
         merge = Merge.start(("asc", "desc"), recent_ids=20)
         assert ids(drive(merge, source, rng)) == ids(catalog)
         assert merge.done
@@ -213,12 +256,13 @@ class TestMerge:
         assert ids(page.images + drive(merge, source, rng)) == ids(catalog)
 
     @pytest.mark.parametrize("both", [True, False], ids=["both", "single"])
-    def test_a_bulk_import_on_one_instant_stays_flat(self, both: bool) -> None:
-        """100,000 images on one `uploaded` instant: exact, nothing held, small checkpoints."""
+    def test_a_bulk_import_on_one_instant_is_bounded_by_the_tie(self, both: bool) -> None:
+        """100,000 images on one `uploaded` instant, ties by a hash: exact, nothing held,
+        memory and checkpoints bounded by the tie's ids."""
         rng = random.Random(5)
         catalog = [{"id": f"bulk-{i:06d}", "uploaded": stamp(7)} for i in range(100_000)]
         catalog += make_catalog(3000, 5000, rng)  # and ordinary images around it
-        source = Source(catalog, 1000)
+        source = Source(catalog, 1000, ties="hash")
         merge = Merge.start(("asc", "desc") if both else ("desc",), recent_ids=2000)
         out: list[Image] = []
         largest = 0
@@ -229,15 +273,18 @@ class TestMerge:
             for s in merge.sides.values():
                 assert len(s.recent.ids) <= 2000 + 1000
         assert ids(out) == ids(catalog)
-        assert largest < 1500  # bytes: tokens and positions, not the tie's ids
+        assert merge.out_of_order == merge.duplicates_dropped == 0
+        # The tie's ids ("bulk-000001", ), once per cursor at most, and a few hundred bytes.
+        assert largest < len(merge.sides) * 100_000 * 15 + 1500
 
     @pytest.mark.parametrize("seed", range(8))
     @pytest.mark.parametrize("both", [True, False], ids=["both", "single"])
-    def test_resume_from_any_state(self, seed: int, both: bool) -> None:
+    @pytest.mark.parametrize("ties", TIE_ORDERS)
+    def test_resume_from_any_state(self, seed: int, both: bool, ties: str) -> None:
         """A JSON round-tripped state continues with every image exactly once."""
         rng = random.Random(seed)
         catalog = make_catalog(250, 30, rng)
-        source = Source(catalog, 10)
+        source = Source(catalog, 10, ties=ties)
         merge = Merge.start(("asc", "desc") if both else ("desc",), recent_ids=40)
         first = drive(merge, source, rng, steps=rng.randrange(1, 20))
         state = json.loads(json.dumps(merge.state()))
@@ -247,13 +294,14 @@ class TestMerge:
 
     @pytest.mark.parametrize("seed", range(8))
     @pytest.mark.parametrize("both", [True, False], ids=["both", "single"])
+    @pytest.mark.parametrize("ties", TIE_ORDERS)
     def test_resume_with_rejected_tokens_restarts_and_deduplicates(
-        self, seed: int, both: bool
+        self, seed: int, both: bool, ties: str
     ) -> None:
         """Cursors restarted from the beginning skip what was already emitted."""
         rng = random.Random(100 + seed)
         catalog = make_catalog(250, 25, rng)
-        source = Source(catalog, 10)
+        source = Source(catalog, 10, ties=ties)
         merge = Merge.start(("asc", "desc") if both else ("asc",), recent_ids=40)
         first = drive(merge, source, rng, steps=rng.randrange(1, 20))
         resumed = Merge.from_state(json.loads(json.dumps(merge.state())), recent_ids=40)
@@ -265,12 +313,13 @@ class TestMerge:
 
     @pytest.mark.parametrize("seed", range(12))
     @pytest.mark.parametrize("mode", ["both", "asc", "desc"])
-    def test_live_catalog(self, seed: int, mode: str) -> None:
+    @pytest.mark.parametrize("ties", TIE_ORDERS)
+    def test_live_catalog(self, seed: int, mode: str, ties: str) -> None:
         """Uploads, deletions and edits between pages: no id twice; every image present for
         the whole walk exactly once, in either version; others may or may not appear."""
         rng = random.Random(seed)
         catalog = make_catalog(400, rng.choice([5, 40, 400]), rng)
-        source = Source(catalog, rng.choice([10, 17, 50]))
+        source = Source(catalog, rng.choice([10, 17, 50]), ties=ties)
         versions = {img["id"]: [img] for img in catalog}
         touched: set[str] = set()  # uploaded or deleted during the walk
         rate = rng.choice([0.2, 1.0, 3.0])  # changes per page
@@ -357,7 +406,8 @@ class TestMerge:
         the same images, keys, position, counts and remembered ids (or the same error)."""
         rng = random.Random(seed)
         catalog = make_catalog(800, rng.choice([3, 60, 6000]), rng)
-        catalog.sort(key=lambda img: (img["uploaded"], img["id"]), reverse=order == "desc")
+        shuffle = {img["id"]: rng.random() for img in catalog}  # ties in any order
+        catalog.sort(key=lambda img: (img["uploaded"], shuffle[img["id"]]), reverse=order == "desc")
         whole, single = Side(order), Side(order)
         single._in_order = lambda images: None  # type: ignore[method-assign]
         taken_whole = fed = at = 0
@@ -372,19 +422,95 @@ class TestMerge:
             for side in (whole, single):
                 try:
                     got = side.accept(page, "u")
-                    outcomes.append((got.images, got.keys))
+                    outcomes.append((got.images, got.instants))
                     taken_whole += side is whole and got.ordered
                 except ExporterError as exc:
                     outcomes.append((type(exc), str(exc)))
             assert outcomes[0] == outcomes[1]
             if isinstance(outcomes[0][0], type):
                 break  # an error: the walk stops here
-            for name in ("position", "position_text", "out_of_order", "duplicates_dropped"):
+            names = ("position", "position_text", "tie_ids", "previous", "previous_ids")
+            for name in (*names, "out_of_order", "duplicates_dropped"):
                 assert getattr(whole, name) == getattr(single, name), name
             assert whole.recent.ids == single.recent.ids
             assert whole.recent.floor == single.recent.floor
             fed += 1
         assert taken_whole > 0 or fed < 5
+
+    @pytest.mark.parametrize("seed", range(150))
+    def test_exact_under_any_tie_order_page_sizes_misbehaviour_and_resume(self, seed: int) -> None:
+        """Each cursor's own tie order drawn at random, page sizes at random, the cursor's
+        last image repeated, two images swapped, a resume from a JSON state or a restart of
+        every cursor (a rejected token) after any page: each image exactly once; "out of
+        order" counts only pages that go back in `uploaded`."""
+        rng = random.Random(seed)
+        catalog = make_catalog(rng.randrange(1, 300), rng.choice([1, 2, 5, 30, 300]), rng)
+        ranks = (rng.choice(list(TIE_ORDERS.values()))[0], rng.choice(list(TIE_ORDERS.values()))[1])
+        source = Source(
+            catalog,
+            rng.choice([10, 17, 40]),
+            empty_tail=rng.random() < 0.3,
+            ties=ranks,
+            sizes=rng if rng.random() < 0.5 else None,
+        )
+        orders: tuple[SortOrder, ...] = rng.choice([("asc", "desc"), ("asc",), ("desc",)])
+        recent = rng.choice([10, 40])
+        merge = Merge.start(orders, recent_ids=recent)
+        out: list[Image] = []
+        last: dict[str, Image] = {}
+        went_back = repeats = 0
+        while sides := merge.wanted():
+            side = rng.choice(sides)
+            page = source.page(side.order, side.token)
+            images = list(page.images)
+            if images and side.order in last and rng.random() < 0.15:
+                images.insert(0, last[side.order])  # the cursor's last image again
+                repeats += 1
+            if len(images) >= 2 and rng.random() < 0.15:
+                images[0], images[1] = images[1], images[0]
+                went_back += images[0]["uploaded"] != images[1]["uploaded"]
+            if page.images:
+                last[side.order] = page.images[-1]
+            out += merge.feed(side.order, Page(images, page.next_token))
+            draw = rng.random()
+            if draw < 0.3:
+                merge = Merge.from_state(json.loads(json.dumps(merge.state())), recent_ids=recent)
+            if draw < 0.1:
+                for restarted in merge.wanted():
+                    merge.restart(restarted.order)
+                    last.pop(restarted.order, None)
+        assert ids(out) == ids(catalog)
+        assert merge.out_of_order <= went_back
+        assert merge.duplicates_dropped <= repeats  # a replay skips silently
+
+    @pytest.mark.parametrize("ties", TIE_ORDERS)
+    def test_cursors_meeting_inside_one_instant_leave_it_to_one(self, ties: str) -> None:
+        """Both cursors inside one instant: one stops, the other finishes it alone, so the
+        tie is read about once, not by both cursors in full."""
+        rng = random.Random(7)
+        catalog = [{"id": f"t-{i:03d}", "uploaded": stamp(5)} for i in range(200)]
+        source = Source(catalog, 10, ties=ties)
+        merge = Merge.start(("asc", "desc"))
+        out: list[Image] = []
+        while sides := merge.wanted():
+            side = rng.choice(sides)
+            out += merge.feed(side.order, source.page(side.order, side.token))
+        assert ids(out) == ids(catalog)
+        assert source.requests <= 200 // 10 + 2
+
+    def test_a_swap_inside_a_tie_is_not_out_of_order(self) -> None:
+        """Images of one instant in another order than the page before suggests: no count."""
+        catalog = [{"id": f"t-{i:02d}", "uploaded": stamp(5)} for i in range(30)]
+        catalog += [{"id": f"u-{i:02d}", "uploaded": stamp(6 + i)} for i in range(10)]
+        source = Source(catalog, 10, ties="hash")
+        merge = Merge.start(("asc",))
+        out: list[Image] = []
+        while merge.wanted():
+            page = source.page("asc", merge.sides["asc"].token)
+            out += merge.feed("asc", Page(page.images[::-1], page.next_token))  # reversed
+        assert ids(out) == ids(catalog)
+        assert merge.out_of_order == 9  # the last page: ten instants reversed, nine go back
+        assert merge.duplicates_dropped == 0
 
     def test_unknown_state_version(self) -> None:
         with pytest.raises(ConfigError):
@@ -461,7 +587,9 @@ class TestWalker:
         catalog = make_catalog(50, 40, rng)
         client = FakeClient(Source(catalog, 10))
         chunks = await collect(walker(client, sort_order="asc"))
-        assert [img["id"] for img in all_images(chunks)] == [key[1] for key in client.source.keys]
+        assert [img["id"] for img in all_images(chunks)] == [
+            key[-1] for key in client.source.keys["asc"]
+        ]
 
     @pytest.mark.parametrize("cut", [1, 4, 9])
     async def test_resume_from_a_chunk_state(self, cut: int) -> None:
@@ -517,7 +645,7 @@ class TestWalker:
         source.page = misbehave  # type: ignore[method-assign]
         w = walker(FakeClient(source), mode="single", sort_order="asc")
         chunks = await collect(w)
-        assert ids(all_images(chunks)) == Counter(key[1] for key in source.keys)
+        assert ids(all_images(chunks)) == Counter(key[-1] for key in source.keys["asc"])
         assert (w.stats.out_of_order, w.stats.duplicates_dropped) == (9, 1)
         assert chunks[-1].state["sides"][0]["out_of_order"] == 9
 

@@ -79,6 +79,24 @@ LIVE = [
     pytest.param(
         {"walk.mode": "both"}, 40, {"tie_group": 300, "live_mutations": 4}, id="both-tie-group"
     ),
+    pytest.param(
+        {"walk.mode": "both"},
+        40,
+        {"tie_group": 300, "live_mutations": 4, "tie_order": "hash"},
+        id="both-tie-group-hash",
+    ),
+    pytest.param(
+        {"walk.mode": "single"},
+        25,
+        {"tie_group": 300, "live_mutations": 4, "tie_order": "id-desc"},
+        id="single-tie-group-id-desc",
+    ),
+    pytest.param(
+        {"walk.mode": "both", "walk.batch_api": True},
+        25,
+        {"tie_group": 300, "live_mutations": 3, "tie_order": "same"},
+        id="batch-both-tie-group-same",
+    ),
     pytest.param({"walk.mode": "both", "walk.batch_api": True}, 12, {}, id="batch-both"),
     pytest.param({"walk.mode": "single", "walk.batch_api": True}, 12, {}, id="batch-single"),
 ]
@@ -133,8 +151,8 @@ async def test_a_misbehaving_page_is_detected_and_counted(
 async def test_a_bulk_import_on_one_instant_stays_flat(
     emulator_factory: EmulatorFactory, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """20,000 images on one `uploaded` instant: exact, states of a few hundred bytes, and the
-    ids a cursor remembers stay within their cap whatever the tie."""
+    """20,000 images on one `uploaded` instant: exact, states bounded by the tie's ids, and
+    the recent ids a cursor remembers stay within their cap whatever the tie."""
     from exporter import walker as walker_module
 
     largest = 0
@@ -161,5 +179,7 @@ async def test_a_bulk_import_on_one_instant_stays_flat(
                     seen.update(image["id"] for image in chunk.images)
                     sizes.append(len(json.dumps(chunk.state)))
         assert seen == Counter(key[1] for key in emu.catalog.keys)
-        assert max(sizes) < 1500  # bytes of checkpointed walker state
+        longest = max(len(key[1]) for key in emu.catalog.keys)
+        cursors = 2 if mode == "both" else 1  # each holds at most the tie's ids
+        assert max(sizes) < cursors * 20_000 * (longest + 4) + 1500  # bytes of walker state
         assert largest <= 1500 + 1000  # the cap, plus the page that passed it

@@ -8,6 +8,10 @@ The Python API other tests use (every knob is an `EmulatorSettings` field and a 
 * Catalogs: `build_catalog(n, seed, profile="classic"|"nasty", tie_group=N)`; `emu.catalog`
   (`keys`, `blobs`, `image(i)`, `iter_images()`). `profile="nasty"` is the benchmark catalog
   (~1 KB meta on 12%, ~40 meta columns, 5% on one instant), fine at millions of images.
+* Ties: `tie_order="id"|"id-desc"|"same"|"hash"` (None: the profile's, nasty: hash) orders the
+  images sharing an instant; `emu.ties` / `emu.account(id).ties` rank them, and
+  `listing.served_order(catalog, sort_order, ties)` is a cursor's whole order (the truth).
+* Counts: `drafts=N` makes `/stats` count N images no listing shows.
 * Pages: `page_cap` (default 1000, Cloudflare's "up to 1000 results per page"; None: per_page),
   `short_pages=True` (every page a seeded 1..size images).
 * Live mode: `live_every=K, live_mutations=M` (every K list requests, M uploads, deletions or

@@ -49,13 +49,14 @@ from exporter.emulator.listing import (
     ViewCache,
     envelope,
     parse_list_query,
-    select_page,
+    select_catalog_page,
 )
 from exporter.emulator.live import LiveCatalog, LiveRecord
 from exporter.emulator.nights import NightChanges
 from exporter.emulator.ratelimit import RateLimiter
 from exporter.emulator.render import mix
 from exporter.emulator.settings import AccountSettings, EmulatorSettings
+from exporter.emulator.ties import TieOrder
 from exporter.emulator.tokens import TokenError, TokenSigner
 from exporter.emulator.uploads import Uploads
 
@@ -94,12 +95,15 @@ class AccountState:
         catalog: Catalog,
         live: LiveCatalog | None,
         changes: NightChanges | None = None,
+        night: int = 0,
     ) -> None:
         self.settings = account
         self.changes = changes  # what changed from the previous night (None at night 0)
         self.catalog = catalog
         self.signer = TokenSigner.for_emulator(account.seed, account.account_id)
         self.views = ViewCache(catalog)
+        # Another night, another hash order: only a cursor's own order is consistent.
+        self.ties = TieOrder(account.ties, account.seed + 7919 * night)
         self.faults = FaultPlan(account.seed, account.fault_rate, account.fault_kinds)
         self.live = live
         self.uploads = Uploads(catalog, account.seed)  # uploads between walks (a test aid)
@@ -133,7 +137,9 @@ class EmulatorState:
             if s.live_every:
                 live = LiveCatalog(catalog, account.seed, s.live_every, s.live_mutations)
             changes = self.changes.get(account.account_id)
-            self.accounts[account.account_id] = AccountState(account, catalog, live, changes)
+            self.accounts[account.account_id] = AccountState(
+                account, catalog, live, changes, s.night
+            )
             quota, window, lockout = account.rate_limit
             for credential in account.credentials:
                 if quota is not None and credential not in self.limiters:
@@ -292,7 +298,7 @@ async def _serve_list(
     size = min(query.per_page, settings.page_cap or query.per_page)
     if settings.short_pages:
         size = short_page_size(account.settings.seed, after, query.sort_order, size)
-    page = select_page(catalog.keys, view, query.sort_order, size, after)
+    page = select_catalog_page(catalog, view, query.sort_order, size, after, account.ties)
     token = None
     if page.next_key is not None:
         token = account.signer.continuation(query.sort_order, query.fingerprint, page.next_key)
@@ -334,7 +340,7 @@ async def _stats(request: web.Request) -> web.StreamResponse:
     if isinstance(admitted, web.Response):
         return admitted
     account, headers = admitted
-    current = len(account.catalog)
+    current = len(account.catalog) + request.app[STATE].settings.drafts
     return json_response({"count": {"allowed": max(100_000, current), "current": current}}, headers)
 
 

@@ -21,6 +21,7 @@ import orjson
 
 from exporter.emulator.catalog import Catalog
 from exporter.emulator.render import OrderKey
+from exporter.emulator.ties import TieOrder, select_tied_page
 from exporter.emulator.tokens import query_fingerprint
 from exporter.errors import FilterError
 from exporter.filters import (
@@ -194,6 +195,40 @@ def select_page(
         more = low > 0
     next_key = keys[chunk[-1]] if more and len(chunk) > 0 else None
     return PageSlice(positions=chunk, next_key=next_key)
+
+
+def select_catalog_page(
+    catalog: Catalog,
+    view: Sequence[int],
+    sort_order: str,
+    size: int,
+    after: OrderKey | None,
+    ties: TieOrder,
+) -> PageSlice:
+    """Return the next page of `view` after `after`, ties in `ties`' order."""
+    if ties.classic:  # the catalog's own order: plain slices
+        return select_page(catalog.keys, view, sort_order, size, after)
+    profile, gens = catalog.profile, catalog.gens
+
+    def image_id(position: int) -> str:
+        return profile.image_id(gens[position])
+
+    positions, more = select_tied_page(
+        catalog.uploaded, image_id, view, sort_order, size, after, ties, catalog.revision
+    )
+    next_key = catalog.key(positions[-1]) if more and positions else None
+    return PageSlice(positions=positions, next_key=next_key)
+
+
+def served_order(catalog: Catalog, sort_order: str, ties: TieOrder) -> list[int]:
+    """Return every position of the catalog in the order a cursor serves them (a truth for
+    tests: the paged walk must agree)."""
+    sign = 1 if sort_order == "asc" else -1
+    uploaded, keys = catalog.uploaded, catalog.keys
+    return sorted(
+        range(len(catalog)),
+        key=lambda p: (sign * uploaded[p], ties.rank(sort_order, keys[p][1])),
+    )
 
 
 def page_body(blobs: Sequence[bytes], positions: Sequence[int], token: str | None) -> bytes:

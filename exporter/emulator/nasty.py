@@ -7,7 +7,8 @@ At least as nasty as the catalog of issue 12's measurements, on purpose:
   a numeric string or a bool; `score` every JSON type), hostile keys (dots, spaces, case
   collisions, unicode, the empty key), flattening collisions and six levels of nesting;
 * 5% of the images on one `uploaded` instant (one tie group a third of the way in), plus
-  `tie_group` images of a bulk import on another instant (two thirds of the way in);
+  `tie_group` images of a bulk import on another instant (two thirds of the way in); served
+  ties by a seeded hash of the id by default (`exporter.emulator.ties`);
 * the classic catalog's other traits: custom ids with slashes, unicode and 255-character
   filenames, creators null / "" / absent / set, meta absent or `{}`.
 

@@ -26,6 +26,7 @@ from exporter.emulator.catalog import Catalog, build_catalog
 from exporter.emulator.live import LiveRecord
 from exporter.emulator.nights import NightChanges, NightPlan, catalog_at_night
 from exporter.emulator.settings import DEFAULT_PORT, AccountSettings, EmulatorSettings
+from exporter.emulator.ties import TieOrder
 from exporter.emulator.uploads import Uploads
 from exporter.errors import ConfigError
 
@@ -53,6 +54,11 @@ class RunningEmulator:
     @property
     def token(self) -> str:
         return self.settings.token
+
+    @property
+    def ties(self) -> TieOrder:
+        """Return how the primary account orders the images sharing an instant."""
+        return self.state.accounts[self.account_id].ties
 
     @property
     def list_url(self) -> str:
@@ -97,6 +103,11 @@ class ServedAccount:
     @property
     def catalog(self) -> Catalog:
         return self.state.catalog
+
+    @property
+    def ties(self) -> TieOrder:
+        """Return how this account orders the images sharing an instant."""
+        return self.state.ties
 
     @property
     def list_url(self) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from exporter.emulator.catalog import PROFILES
 from exporter.emulator.nights import NightPlan
+from exporter.emulator.ties import PROFILE_TIE_ORDERS, TIE_ORDERS
 from exporter.errors import ConfigError
 
 FAULT_KINDS = frozenset({"500", "502_html", "503", "reset", "truncated", "slow"})
@@ -39,6 +40,7 @@ class AccountSettings:
     seed: int = 1
     profile: str = "classic"
     tie_group: int = 0
+    tie_order: str | None = None  # see exporter.emulator.ties; None: the profile's
     fault_rate: float = 0.0
     fault_kinds: frozenset[str] = field(default_factory=lambda: FAULT_KINDS)
     rate_quota: int | None = None
@@ -47,7 +49,7 @@ class AccountSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fault_kinds", frozenset(self.fault_kinds))
-        _check_catalog(self.images, self.profile, self.tie_group)
+        _check_catalog(self.images, self.profile, self.tie_group, self.tie_order)
         _check_faults(self.fault_rate, self.fault_kinds)
         if self.rate_quota is not None and self.rate_quota < 1:
             raise ConfigError("emulator.rate_quota", "must be >= 1")
@@ -55,6 +57,11 @@ class AccountSettings:
             raise ConfigError("emulator.account_id", "must not be empty")
         if (self.email is None) != (self.api_key is None):
             raise ConfigError("emulator.email", "email and api_key go together")
+
+    @property
+    def ties(self) -> str:
+        """Return the tie order served: `tie_order`, else the profile's (nasty: hash)."""
+        return self.tie_order or PROFILE_TIE_ORDERS[self.profile]
 
     @property
     def credentials(self) -> tuple[str, ...]:
@@ -69,13 +76,15 @@ class AccountSettings:
         return self.rate_quota, self.rate_window_s, self.lockout_s
 
 
-def _check_catalog(images: int, profile: str, tie_group: int) -> None:
+def _check_catalog(images: int, profile: str, tie_group: int, tie_order: str | None) -> None:
     if images < 0:
         raise ConfigError("emulator.images", "must be >= 0")
     if profile not in PROFILES:
         raise ConfigError("emulator.profile", f"must be one of {', '.join(PROFILES)}")
     if tie_group < 0:
         raise ConfigError("emulator.tie_group", "must be >= 0")
+    if tie_order is not None and tie_order not in TIE_ORDERS:
+        raise ConfigError("emulator.tie_order", f"must be one of {', '.join(TIE_ORDERS)}")
 
 
 def _check_faults(rate: float, kinds: frozenset[str]) -> None:
@@ -99,6 +108,7 @@ class EmulatorSettings:
     seed: int = 1
     profile: str = "classic"  # "nasty": the benchmark catalog (see exporter.emulator.nasty)
     tie_group: int = 0  # a bulk import of this many images on one `uploaded` instant
+    tie_order: str | None = None  # how a tie is ordered (exporter.emulator.ties); None: profile's
     token: str = DEMO_TOKEN
     email: str = DEMO_EMAIL
     api_key: str = DEMO_API_KEY
@@ -122,6 +132,7 @@ class EmulatorSettings:
     quiet_nights: tuple[int, ...] = (3,)  # nights with no change
     mass_deletion_nights: tuple[int, ...] = (5,)  # nights that delete mass_deletion_share
     mass_deletion_share: float = 0.3
+    drafts: int = 0  # images `/stats` counts that no listing shows (as drafts may be)
     batch_token_ttl_s: float = 900.0
     batch_rate: float | None = None  # requests/s per batch token; None: no limit
     allow_batch_tokens: bool = True
@@ -141,7 +152,8 @@ class EmulatorSettings:
         self.primary()  # validates the account fields
         if self.page_cap is not None and self.page_cap < 1:
             raise ConfigError("emulator.page_cap", "must be >= 1")
-        for name in ("live_every", "live_mutations", "disorder_every", "repeat_every"):
+        names = ("live_every", "live_mutations", "disorder_every", "repeat_every", "drafts")
+        for name in names:
             if getattr(self, name) < 0:
                 raise ConfigError(f"emulator.{name}", "must be >= 0")
         _check_accounts(self.served())
@@ -159,6 +171,7 @@ class EmulatorSettings:
             seed=self.seed,
             profile=self.profile,
             tie_group=self.tie_group,
+            tie_order=self.tie_order,
             fault_rate=self.fault_rate,
             fault_kinds=self.fault_kinds,
             rate_quota=self.rate_quota,
@@ -220,6 +233,14 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         "columns, 5%% of images on one instant; rendered on demand, fine at millions)",
     )
     add("--tie-group", type=int, default=d.tie_group, help="bulk import of N images on one instant")
+    add(
+        "--tie-order",
+        choices=TIE_ORDERS,
+        default=None,
+        help="order of the images sharing an instant: id (asc by id, desc the reverse; the "
+        "classic default), id-desc, same (id ascending both ways), hash (seeded, another in "
+        "desc; the nasty default)",
+    )
     add("--token", default=d.token, help="accepted API token")
     add("--email", default=d.email, help="accepted X-Auth-Email (with --api-key)")
     add("--api-key", default=d.api_key, help="accepted X-Auth-Key (with --email)")
@@ -228,8 +249,8 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         "--accounts-file",
         metavar="FILE",
         help="TOML: more accounts to serve, [[account]] tables of id (or account_id), token, "
-        "email, api_key, images, seed, profile, tie_group, fault_rate, fault_kinds, rate_quota, "
-        "rate_window_s, lockout_s",
+        "email, api_key, images, seed, profile, tie_group, tie_order, fault_rate, fault_kinds, "
+        "rate_quota, rate_window_s, lockout_s",
     )
     add("--rate-quota", type=int, default=None, help="requests per window (default: no limit)")
     add("--rate-window", type=float, default=d.rate_window_s, help="rate window, seconds")
@@ -267,6 +288,7 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     add("--mass-deletion-share", type=float, default=d.mass_deletion_share, help="0..1")
     add("--disorder-every", type=int, default=0, help="every Nth page breaks the sort order")
     add("--repeat-every", type=int, default=0, help="every Nth page repeats its cursor's image")
+    add("--drafts", type=int, default=0, help="/stats counts N more images than lists show")
     add("--batch-token-ttl", type=float, default=d.batch_token_ttl_s, help="seconds")
     add("--batch-rate", type=float, default=None, help="requests/s per batch token")
     add("--no-batch-tokens", action="store_true", help="refuse batch tokens (403)")
@@ -280,6 +302,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         seed=ns.seed,
         profile=ns.profile,
         tie_group=ns.tie_group,
+        tie_order=ns.tie_order,
         token=ns.token,
         email=ns.email,
         api_key=ns.api_key,
@@ -303,6 +326,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         quiet_nights=_parse_ints("quiet_nights", ns.quiet_nights),
         mass_deletion_nights=_parse_ints("mass_deletion_nights", ns.mass_deletion_nights),
         mass_deletion_share=ns.mass_deletion_share,
+        drafts=ns.drafts,
         batch_token_ttl_s=ns.batch_token_ttl,
         batch_rate=ns.batch_rate,
         allow_batch_tokens=not ns.no_batch_tokens,

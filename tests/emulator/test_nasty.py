@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from exporter.emulator import Catalog, EmulatorSettings, build_catalog
-from exporter.emulator.listing import page_body
+from exporter.emulator.listing import page_body, served_order
 from tests.emulator.helpers import EmulatorFactory, walk
 
 RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -102,11 +102,15 @@ class TestClassicTieGroup:
 async def test_served_walk_is_exact(
     emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
 ) -> None:
-    """Both orders walk the nasty catalog exactly over HTTP, through its tie groups."""
+    """Both orders walk the nasty catalog exactly over HTTP, through its tie groups, ties in
+    the profile's order (a hash of the id, another in desc)."""
     async with emulator_factory(images=3000, profile="nasty", tie_group=400) as emu:
-        expected = [emu.catalog.image(i) for i in range(len(emu.catalog))]
+        ties = emu.account().ties
+        assert ties.name == "hash"
         asc, _ = await walk(session, emu, [("sort_order", "asc"), ("per_page", "100")])
         desc, _ = await walk(session, emu, [("per_page", "10")])
-        assert asc == expected
-        assert desc == expected[::-1]
+        for order, served in (("asc", asc), ("desc", desc)):
+            truth = served_order(emu.catalog, order, ties)
+            assert served == [emu.catalog.image(p) for p in truth]
+        assert [i["id"] for i in desc] != [i["id"] for i in asc][::-1]
         assert emu.settings == EmulatorSettings(images=3000, profile="nasty", tie_group=400)
