@@ -52,7 +52,8 @@ IMAGES, CHANGES, CURRENT, HISTORY = "images", "image_changes", "images_current",
 HISTORY_SQL = """
 SELECT id, valid_from, valid_to, valid_to IS NULL AS is_current,
        coalesce(next_change = 'removed', false) AS is_deleted,
-       account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json
+       account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json,
+       extra_json
 FROM (
     SELECT *, snapshot_date AS valid_from, lead(snapshot_date) OVER w AS valid_to,
            lead(change) OVER w AS next_change
@@ -237,6 +238,7 @@ def refresh_current(location: DeltaLocation, snapshot_date: str, run_id: str) ->
                     "t.id = s.id",
                     source_alias="s",
                     target_alias="t",
+                    merge_schema=True,  # a table from before extra_json gains it
                     commit_properties=_commit(latest, run_id),
                 )
                 .when_matched_update_all(predicate=differs)
