@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-_NOT_COUNTS = ("current_wait", "extra")
+_NOT_COUNTS = ("current_wait", "batch_refusal", "extra")
 
 
 @dataclass
@@ -27,6 +27,8 @@ class RunStats:
     anomalies: int = 0  # pipeline, from the normalizer: values it could not parse (kept raw)
     out_of_order: int = 0  # walker: images a page served behind their cursor's position (kept)
     duplicates_dropped: int = 0  # walker: ids a cursor served again (dropped)
+    batch_fallback: int = 0  # client: 1 once the batch host refused List V2 (account API used)
+    batch_refusal: str = ""  # client: the batch host's reply that refused it, for the warning
     current_wait: str = ""  # client: why a request is waiting now, for the progress bar
     extra: dict[str, Any] = field(default_factory=dict)  # pipeline: `api_count`
 
