@@ -26,7 +26,7 @@ import orjson
 
 from exporter.emulator.classic import ClassicProfile
 from exporter.emulator.edits import EXTRA, FIELDS, apply_edits, field_version
-from exporter.emulator.extras import extra_fields, splice
+from exporter.emulator.extras import extra_members, splice
 from exporter.emulator.nasty import NastyProfile
 from exporter.emulator.render import Image, OrderKey
 
@@ -130,7 +130,7 @@ class Catalog:
         if spec & _LISTED_EDITS:
             blob = apply_edits(blob, self.seed, gen, spec)
         if self.extras:
-            blob = splice(blob, extra_fields(self.seed, gen, field_version(spec, EXTRA)))
+            blob = splice(blob, extra_members(self.seed, gen, field_version(spec, EXTRA)))
         return blob
 
     def iter_images(self) -> Iterator[Image]:
