@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-_NOT_COUNTS = ("current_wait", "batch_refusal", "extra")
+# Fields that are no counter: neither in the manifest's `counts` nor in a checkpoint's.
+NOT_COUNTS = ("current_wait", "batch_refusal", "extra")
 
 
 @dataclass
@@ -35,7 +36,7 @@ class RunStats:
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as plain JSON-ready data (the manifest's `counts`)."""
         data = asdict(self)
-        for name in _NOT_COUNTS:
+        for name in NOT_COUNTS:
             data.pop(name)
         data.update(self.extra)
         return data
@@ -43,6 +44,6 @@ class RunStats:
     def restore(self, counts: Mapping[str, Any]) -> None:
         """Set every counter from `as_dict()` output (a checkpoint's counts); missing ones: 0."""
         for spec in fields(self):
-            if spec.name not in _NOT_COUNTS:
+            if spec.name not in NOT_COUNTS:
                 kind = float if isinstance(spec.default, float) else int
                 setattr(self, spec.name, kind(counts.get(spec.name, 0)))
