@@ -262,7 +262,9 @@ class Normalizer:
         """Return a normalizer that continues a checkpointed run with the very same plan."""
         if state.get("version") != STATE_VERSION:
             raise ConfigError(
-                "checkpoint.normalizer", f"unknown state version {state.get('version')!r}"
+                "checkpoint.normalizer",
+                f"state version {state.get('version')!r}, this exporter reads {STATE_VERSION} "
+                "(a run of another version: export again without --resume)",
             )
         cap, freeze = options.column_cap, options.schema_contract == "freeze"
         extra = state["extra"]
