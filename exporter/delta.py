@@ -231,7 +231,13 @@ def refresh_current(location: DeltaLocation, snapshot_date: str, run_id: str) ->
             )
         else:
             target = DeltaTable(uri, storage_options=location.options)
-            differs = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in columns[1:])
+            held = {f.name for f in target.schema().fields}
+            # A column the table lacks (extra_json, for a table from before it) is added by
+            # merge_schema: a row differs where the source has a value for it.
+            differs = " OR ".join(
+                f"(t.{c} IS DISTINCT FROM s.{c})" if c in held else f"(s.{c} IS NOT NULL)"
+                for c in columns[1:]
+            )
             (
                 target.merge(
                     snapshot,

@@ -183,7 +183,8 @@ class TestIterChanges:
 
     def test_previous_night_without_extra_json(self, tmp_path: Path) -> None:
         """A night written before `extra_json` existed reads as null there: images that now
-        carry extra fields change by `extra`, the others do not change."""
+        carry extra fields change by `extra` (as a warehouse sees it; so the current and
+        history tables built from the change log take them), the others do not change."""
         old = pa.schema([f for f in CORE if f.name != "extra_json"])
         rows = [image("a"), image("b")]
         previous = write_parquet(tmp_path / "2024-01-01.parquet", rows[:1] + rows[1:], old)
