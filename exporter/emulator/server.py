@@ -279,6 +279,10 @@ def describe(emu: RunningEmulator) -> str:
         )
     if s.live_every:
         lines.append(f"  live: {s.live_mutations} change(s) every {s.live_every} list requests")
+    if s.primary().extras:
+        lines.append("  images carry fields the API reference does not list (--extra-fields)")
+    if s.refuse_batch_list:
+        lines.append(f"  the batch host refuses List V2 with HTTP {s.refuse_batch_list}")
     for account in s.accounts:
         lines.append(
             f"  account {account.account_id}: {len(emu.state.catalogs[account.account_id])} "
