@@ -134,7 +134,7 @@ class Normalizer:
         self._arrays: dict[str, Rendered] = {}  # per batch: columns built while typing them
         self._rows = 0
         self._account: pa.Array | None = None
-        self._schema: tuple[int, pa.Schema] | None = None
+        self._schema: tuple[tuple[int, int], pa.Schema] | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -179,20 +179,16 @@ class Normalizer:
 
     def final_schema(self) -> pa.Schema:
         """Return the schema every part of the snapshot gets once the last batch is in."""
-        version = self._version()
+        version = (self._meta.plan.version, self._extra.plan.version)  # both only grow
         if self._schema is None or self._schema[0] != version:
             columns = [*self._meta.plan.columns, *self._extra.plan.columns]
             fields = [*CORE_FIELDS, *(c.spec().arrow_field() for c in columns)]
             self._schema = (version, pa.schema(fields))
         return self._schema[1]
 
-    def _version(self) -> int:
-        """Return a number that changes whenever either plan does (both only grow)."""
-        return self._meta.plan.version * 1_000_003 + self._extra.plan.version
-
     def conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Return `batch` re-derived under the current (final) plan from its core columns and
-        `meta_json`; identical to what normalizing its images now would give."""
+        """Return `batch` re-derived under the current (final) plan from its core columns,
+        `meta_json` and `extra_json`; identical to what normalizing its images now would give."""
         schema = self.final_schema()
         if batch.schema.equals(schema, check_metadata=True):
             return batch  # built under this very plan: names, paths and types all match
