@@ -94,12 +94,15 @@ _JSON_COLUMNS = "meta_json::VARCHAR AS meta_json, {} AS extra_json"
 # less the keys of the core columns (a JSON merge patch with null removes a key), null if {}.
 _LINE_KEYS = [field.ndjson_key or name for name, field in CORE.items() if field.ndjson != "spread"]
 _NOT_EXTRA = "{" + ",".join(f'"{key}":null' for key in _LINE_KEYS) + "}"
+# One parse of each line into the core fields (`->` would parse the line once per field).
+_LINE_STRUCT = (
+    '{"account_id":"VARCHAR","id":"VARCHAR","filename":"VARCHAR","creator":"VARCHAR",'
+    '"require_signed_urls":"BOOLEAN","uploaded":"VARCHAR","variants":"VARCHAR[]","meta":"JSON"}'
+)
 _NDJSON_SELECT = (
-    "json->>'account_id' AS account_id, json->>'id' AS id, json->>'filename' AS filename, "
-    "json->>'creator' AS creator, "
-    "(json->'require_signed_urls')::BOOLEAN AS require_signed_urls, "
-    "(json->>'uploaded')::TIMESTAMPTZ AS uploaded, (json->'variants')::VARCHAR[] AS variants, "
-    "nullif((json->'meta')::VARCHAR, 'null') AS meta_json, "
+    "s.account_id, s.id, s.filename, s.creator, s.require_signed_urls, "
+    "s.uploaded::TIMESTAMPTZ AS uploaded, s.variants, "
+    "nullif(s.meta::VARCHAR, 'null') AS meta_json, "
     f"nullif(json_merge_patch(json, '{_NOT_EXTRA}')::VARCHAR, '{{}}') AS extra_json"
 )
 
@@ -146,9 +149,13 @@ def night_relation(con: duckdb.DuckDBPyConnection, source: NightSource, name: st
     (JSON text; `extra_json` null throughout for a night written before it existed)."""
     date = _literal(source.snapshot_date)
     if source.kind == "ndjson":
+        lines = (
+            f"read_ndjson_objects({_file_list(source.paths)}, compression = 'auto', "
+            "hive_partitioning = false)"
+        )
         body = (
-            f"SELECT {_NDJSON_SELECT} FROM read_ndjson_objects({_file_list(source.paths)}, "
-            "compression = 'auto', hive_partitioning = false)"
+            f"SELECT {_NDJSON_SELECT} FROM "
+            f"(SELECT json, from_json(json, '{_LINE_STRUCT}') AS s FROM {lines})"
         )
         con.execute(f"CREATE TEMP VIEW {name} AS {body}")
         return
