@@ -165,18 +165,6 @@ class Normalizer:
             raise
         return self._finish(core, _texts(meta_texts), extra_json, rows)
 
-    def _extras(self, images: Sequence[Mapping[str, Any]]) -> pa.Array:
-        """Return `extra_json` of a page and fill the extra columns from the same objects."""
-        known = KNOWN_FIELDS
-        if known.issuperset(chain.from_iterable(images)):  # every key of the page, in C
-            return pa.nulls(len(images), pa.string())
-        rows = [row for row, image in enumerate(images) if not known.issuperset(image)]
-        extras: list[Any] = [None] * len(images)
-        for row in rows:
-            extras[row] = {k: v for k, v in images[row].items() if k not in known}
-        self._flatten(self._extra, extras)
-        return _texts(_json_texts(extras))
-
     def final_schema(self) -> pa.Schema:
         """Return the schema every part of the snapshot gets once the last batch is in."""
         version = (self._meta.plan.version, self._extra.plan.version)  # both only grow
@@ -276,7 +264,19 @@ class Normalizer:
         normalizer._extra.restore(extra)
         return normalizer
 
-    # -- meta flattening ------------------------------------------------------------------------
+    # -- meta and extra flattening --------------------------------------------------------------
+
+    def _extras(self, images: Sequence[Mapping[str, Any]]) -> pa.Array:
+        """Return `extra_json` of a page and fill the extra columns from the same objects."""
+        known = KNOWN_FIELDS
+        if known.issuperset(chain.from_iterable(images)):  # every key of the page, in C
+            return pa.nulls(len(images), pa.string())
+        rows = [row for row, image in enumerate(images) if not known.issuperset(image)]
+        extras: list[Any] = [None] * len(images)
+        for row in rows:
+            extras[row] = {k: v for k, v in images[row].items() if k not in known}
+        self._flatten(self._extra, extras)
+        return _texts(_json_texts(extras))
 
     def _flatten(self, leaves_of: _Leaves, metas: list[Any]) -> None:
         """Fill the cells of one plan's columns from each row's object (meta, or extras)."""
