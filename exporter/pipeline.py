@@ -518,7 +518,7 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
         )
     logged = list(warnings)
     if stats.batch_fallback:  # the client logged it when it happened
-        warnings.append(batch_fallback_warning(stats.batch_refusal))
+        warnings.append(_batch_fallback_warning(stats.batch_refusal))
     manifest = build_manifest(
         run_id=run.checkpoint.run_id,
         snapshot_date=run.checkpoint.snapshot_date,
@@ -546,7 +546,7 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
     return manifest
 
 
-def batch_fallback_warning(reason: str) -> str:
+def _batch_fallback_warning(reason: str) -> str:
     """Return the manifest's and summary's words for a walk the batch host refused."""
     why = f" ({reason})" if reason else ""
     return (
