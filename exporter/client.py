@@ -5,6 +5,13 @@ request waits for the shared `Pacer`, then runs in a tenacity loop built from `R
 aiohttp exceptions never leave this module: they become `TransientError` inside the loop and
 `RetriesExhausted`/`AuthError`/`ResponseError` outside it. Secrets (API token, key, batch
 token) never appear in a log line, an exception message or a repr.
+
+A batch host may refuse List V2 (reported from the field: 403 `{"code":"103","message":
+"forbidden endpoint"}`). A 403 or 404 from the batch host, or any failure whose body says the
+endpoint is forbidden, is no permission problem: the client says so once (a warning, and
+`stats.batch_fallback`) and every walk goes on over the account API under the account's
+pacer, from the same continuation token (the hosts' tokens interchange), so the walk stays
+exact. A 401/403 of the account API itself is still an AuthError.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ BATCH_HINT = (
 # The batch host allows about 200 requests/s per token; stay under it.
 BATCH_QUOTA, BATCH_WINDOW_S = 200, 1.0
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+BATCH_REFUSED_STATUS = frozenset({403, 404})
+FORBIDDEN_ENDPOINT = "forbidden endpoint"
 
 AuthHeaders = Callable[[], Awaitable[dict[str, str]]]
 
@@ -62,6 +71,14 @@ class _Reply:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+class _BatchRefused(Exception):
+    """The batch host refused List V2 (never leaves this module: the walk falls back)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ApiClient:
@@ -101,6 +118,7 @@ class ApiClient:
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._batch_token: str | None = None
+        self._batch_refused = False  # the batch host refused List V2: walks use the API host
         self._batch_refresh_at = -math.inf
         self._batch_lock = anyio.Lock()
 
@@ -163,20 +181,41 @@ class ApiClient:
     ) -> AsyncIterator[Page]:
         """Yield the pages of one cursor from `token` (None: the start) to a null token.
 
-        CursorError if the API repeats the token it was sent or the previous page.
+        CursorError if the API repeats the token it was sent or the previous page. `batch`
+        walks on the batch host, or on the account API once the batch host refused List V2.
         """
+        batch = batch and not self._batch_refused
         url = f"{self.batch_base_url if batch else self._account_url}/images/v2"
         auth = self._batch_auth if batch else self._api_auth
         pacer = self.batch_pacer if batch else self.pacer
         previous: list[str] | None = None
         while True:
-            body = await self._get_json(url, request.params(sort_order, token), auth, pacer)
+            params = request.params(sort_order, token)
+            try:
+                body = await self._get_json(url, params, auth, pacer)
+            except _BatchRefused as refused:
+                self._fall_back(refused.reason)
+                url, auth, pacer = f"{self._account_url}/images/v2", self._api_auth, self.pacer
+                continue  # the same request, token included, on the account API
             page = parse_page(body, url)
             previous = check_progress(url, token, page, previous)
             yield page
             if page.next_token is None:
                 return
             token = page.next_token
+
+    def _fall_back(self, reason: str) -> None:
+        """Record that the batch host refused List V2; say so once per run."""
+        if self._batch_refused:
+            return  # another cursor's walk met the refusal first
+        self._batch_refused = True
+        self.stats.batch_fallback = 1
+        self.stats.batch_refusal = reason
+        log.warning(
+            "the batch host refused List V2 (%s); going on over the account API under its "
+            "normal pacing",
+            reason,
+        )
 
     # -- authentication -------------------------------------------------------------------
 
@@ -301,6 +340,8 @@ class ApiClient:
         if status == 429:
             self.stats.throttled += 1
         message = self._scrub(_describe(reply))
+        if batch and refuses_list(status, _json_or_empty(reply.body)):
+            raise _BatchRefused(f"HTTP {status}: {message}")
         if self.retry.retries(status):
             reason = "HTTP 429 (rate limited)" if status == 429 else f"HTTP {status}: {message}"
             raise TransientError(reason, status, retry_after)
@@ -349,6 +390,19 @@ class ApiClient:
         return text
 
 
+def refuses_list(status: int, body: Mapping[str, Any]) -> bool:
+    """Return whether a batch host's failure reply refuses List V2 itself: a 403 or 404, or
+    a body saying the endpoint is forbidden (in `errors`, or at the top level as reported
+    from the field: `{"code":"103","message":"forbidden endpoint"}`)."""
+    if status in BATCH_REFUSED_STATUS:
+        return True
+    errors = body.get("errors")
+    entries = [e for e in errors if isinstance(e, Mapping)] if isinstance(errors, list) else []
+    return any(
+        FORBIDDEN_ENDPOINT in str(entry.get("message", "")).lower() for entry in [body, *entries]
+    )
+
+
 def _looks_html(reply: _Reply) -> bool:
     ctype = reply.headers.get("Content-Type", "")
     return "html" in ctype.lower() or reply.body.lstrip()[:1] == b"<"
@@ -366,6 +420,8 @@ def _describe(reply: _Reply) -> str:
     """Return the API's own error text, or a one-line summary of a non-JSON body."""
     if not _looks_html(reply):
         body = _json_or_empty(reply.body)
+        if body and "errors" not in body and "message" in body:  # {"code", "message"} alone
+            return f"code {body.get('code')}: {str(body['message'])[:300]}"
         if body:
             return summarize_errors(body)
     return _summarize(reply.body)

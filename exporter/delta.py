@@ -53,7 +53,8 @@ NEW_UPLOADS = "new_uploads"  # batches of new uploads (`export --new-uploads`), 
 HISTORY_SQL = """
 SELECT id, valid_from, valid_to, valid_to IS NULL AS is_current,
        coalesce(next_change = 'removed', false) AS is_deleted,
-       account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json
+       account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json,
+       extra_json
 FROM (
     SELECT *, snapshot_date AS valid_from, lead(snapshot_date) OVER w AS valid_to,
            lead(change) OVER w AS next_change
@@ -262,13 +263,20 @@ def refresh_current(location: DeltaLocation, snapshot_date: str, run_id: str) ->
             )
         else:
             target = DeltaTable(uri, storage_options=location.options)
-            differs = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in columns[1:])
+            held = {f.name for f in target.schema().fields}
+            # A column the table lacks (extra_json, for a table from before it) is added by
+            # merge_schema: a row differs where the source has a value for it.
+            differs = " OR ".join(
+                f"(t.{c} IS DISTINCT FROM s.{c})" if c in held else f"(s.{c} IS NOT NULL)"
+                for c in columns[1:]
+            )
             (
                 target.merge(
                     snapshot,
                     "t.id = s.id",
                     source_alias="s",
                     target_alias="t",
+                    merge_schema=True,  # a table from before extra_json gains it
                     commit_properties=_commit(latest, run_id),
                 )
                 .when_matched_update_all(predicate=differs)

@@ -68,7 +68,7 @@ def demo_queries(glob: str, schema: Sequence[dict[str, Any]]) -> list[tuple[str,
             "ORDER BY meta_bytes DESC NULLS LAST, id LIMIT 5",
         ),
     ]
-    keys = [c for c in schema if c.get("path")][:40]
+    keys = [c for c in schema if c.get("path") and c["name"].startswith("meta__")][:40]
     if keys:
         counts = " UNION ALL ".join(
             f"SELECT {sql_text(display_path(c['path']))} AS meta_key, '{c['type']}' AS type, "
@@ -200,8 +200,11 @@ async def _export_night(
 ) -> dict[str, Any]:
     """Serve the catalog as of `night` on loopback and export it as the snapshot of `day`;
     then, with `uploads`, upload that many images and export them with `--new-uploads`."""
-    # Ties in a hash order, another each night: the API promises nothing inside an instant.
-    settings = EmulatorSettings(images=images, seed=seed, night=night, tie_order="hash")
+    # Ties in a hash order, another each night: the API promises nothing inside an instant;
+    # extra_fields: the demo meets the fields the API adds, as a real account will.
+    settings = EmulatorSettings(
+        images=images, seed=seed, night=night, tie_order="hash", extra_fields=True
+    )
     log.info("night %s: a %s-image emulated catalog (seed %s)", night, f"{images:,}", seed)
     async with run_emulator(settings) as emu:
         log.info("emulator at %s, account %s", emu.base_url, emu.account_id)

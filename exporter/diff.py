@@ -7,17 +7,18 @@ batches. Values are compared as a warehouse sees them (DESIGN "Change data", dec
     filename, creator, require_signed_urls, variants   equal as values; null equals null
                                                        (creator absent is null; "" differs)
     uploaded                                           equal as instants (TIMESTAMPTZ)
-    meta                                               equal as JSON values: types kept
-                                                       (1, 1.0, true, "1" differ), object key
+    meta, extra (the fields the reference does not     equal as JSON values: types kept
+    list, as one object)                               (1, 1.0, true, "1" differ), object key
                                                        order ignored; null equals null only
 
-Two passes keep the memory small. Pass 1 joins the nights on `id` carrying only two 64-bit
-hashes per row (meta, and the other compared fields: about 90 bytes a row instead of the whole
-row), and keeps the ids that were added, removed, or whose hashes differ. Pass 2 never joins
-two whole rows: it stages P's per-field hashes of the changed ids (and P's `meta_json` where
-meta differs), then streams D's rows and P's removed rows past those narrow tables. A field is
-listed where its hashes differ, and `meta` is then kept only where the texts are different
-JSON values (`canonical_json`, in Python, on those rows alone). A 64-bit hash collision would
+Two passes keep the memory small. Pass 1 joins the nights on `id` carrying only three 64-bit
+hashes per row (meta, extra, and the other compared fields: about 100 bytes a row instead of
+the whole row), and keeps the ids that were added, removed, or whose hashes differ. Pass 2
+never joins two whole rows: it stages P's per-field hashes of the changed ids (and P's JSON
+text of meta or extra where it differs), then streams D's rows and P's removed rows past those
+narrow tables. A field is listed where its hashes differ, and `meta` or `extra` is then kept
+only where the texts are different JSON values (`canonical_json`, in Python, on those rows
+alone). A 64-bit hash collision would
 hide one field's change: at 3,000,000 ids the chance is about 1 in 6 million million.
 
 DuckDB runs under a memory cap and spills beyond it, but some of its operators cannot; a diff
@@ -42,13 +43,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exporter.errors import SinkError, first_line
+from exporter.schema import CORE, EXTRA_JSON
 
 if TYPE_CHECKING:  # imported where a diff runs: a first night never loads DuckDB (~25 MB)
     import duckdb
 
 log = logging.getLogger("exporter.diff")
 
-COMPARED_FIELDS = ("filename", "creator", "require_signed_urls", "uploaded", "variants", "meta")
+COMPARED_FIELDS = (
+    "filename",
+    "creator",
+    "require_signed_urls",
+    "uploaded",
+    "variants",
+    "meta",
+    "extra",
+)
+# The fields compared as JSON values, and the column holding each one's text.
+JSON_FIELDS = {"meta": "meta_json", "extra": EXTRA_JSON}
 CHANGE_KINDS = ("added", "removed", "changed")
 
 CHANGES_SCHEMA = pa.schema(
@@ -65,6 +77,7 @@ CHANGES_SCHEMA = pa.schema(
         pa.field("uploaded", pa.timestamp("us", tz="UTC")),
         pa.field("variants", pa.list_(pa.string())),
         pa.field("meta_json", pa.string()),
+        pa.field(EXTRA_JSON, pa.string()),
     ]
 )
 
@@ -76,10 +89,21 @@ _CORE = (
     "creator::VARCHAR AS creator, require_signed_urls::BOOLEAN AS require_signed_urls, "
     "uploaded::TIMESTAMPTZ AS uploaded, variants::VARCHAR[] AS variants"
 )
-_NDJSON_COLUMNS = (
-    "{account_id: 'VARCHAR', id: 'VARCHAR', filename: 'VARCHAR', creator: 'VARCHAR', "
-    "require_signed_urls: 'BOOLEAN', uploaded: 'TIMESTAMPTZ', variants: 'VARCHAR[]', "
-    "meta: 'JSON'}"
+_JSON_COLUMNS = "meta_json::VARCHAR AS meta_json, {} AS extra_json"
+# An NDJSON line carries the extra fields as its own top-level keys: `extra_json` is the line
+# less the keys of the core columns (a JSON merge patch with null removes a key), null if {}.
+_LINE_KEYS = [field.ndjson_key or name for name, field in CORE.items() if field.ndjson != "spread"]
+_NOT_EXTRA = "{" + ",".join(f'"{key}":null' for key in _LINE_KEYS) + "}"
+# One parse of each line into the core fields (`->` would parse the line once per field).
+_LINE_STRUCT = (
+    '{"account_id":"VARCHAR","id":"VARCHAR","filename":"VARCHAR","creator":"VARCHAR",'
+    '"require_signed_urls":"BOOLEAN","uploaded":"VARCHAR","variants":"VARCHAR[]","meta":"JSON"}'
+)
+_NDJSON_SELECT = (
+    "s.account_id, s.id, s.filename, s.creator, s.require_signed_urls, "
+    "s.uploaded::TIMESTAMPTZ AS uploaded, s.variants, "
+    "nullif(s.meta::VARCHAR, 'null') AS meta_json, "
+    f"nullif(json_merge_patch(json, '{_NOT_EXTRA}')::VARCHAR, '{{}}') AS extra_json"
 )
 
 
@@ -121,34 +145,39 @@ def _file_list(paths: Sequence[str]) -> str:
 
 
 def night_relation(con: duckdb.DuckDBPyConnection, source: NightSource, name: str) -> None:
-    """Create view `name` over one night: the core columns plus `meta_json` (JSON text)."""
+    """Create view `name` over one night: the core columns plus `meta_json` and `extra_json`
+    (JSON text; `extra_json` null throughout for a night written before it existed)."""
     date = _literal(source.snapshot_date)
+    if source.kind == "ndjson":
+        lines = (
+            f"read_ndjson_objects({_file_list(source.paths)}, compression = 'auto', "
+            "hive_partitioning = false)"
+        )
+        body = (
+            f"SELECT {_NDJSON_SELECT} FROM "
+            f"(SELECT json, from_json(json, '{_LINE_STRUCT}') AS s FROM {lines})"
+        )
+        con.execute(f"CREATE TEMP VIEW {name} AS {body}")
+        return
     if source.kind == "parquet":
-        body = (
-            f"SELECT {_CORE}, meta_json::VARCHAR AS meta_json "
-            f"FROM read_parquet({_file_list(source.paths)}, hive_partitioning = false)"
-        )
-    elif source.kind == "ndjson":
-        body = (
-            f"SELECT {_CORE}, meta::VARCHAR AS meta_json FROM read_json("
-            f"{_file_list(source.paths)}, format = 'newline_delimited', "
-            f"columns = {_NDJSON_COLUMNS}, compression = 'auto', hive_partitioning = false)"
-        )
+        relation = f"read_parquet({_file_list(source.paths)}, hive_partitioning = false)"
+        names = pq.read_schema(source.paths[0]).names if source.paths else []
+        where = ""
     elif source.kind == "duckdb":
         alias = f"{name}_db"
         con.execute(f"ATTACH {_literal(source.paths[0])} AS {alias} (READ_ONLY)")
-        body = (
-            f"SELECT {_CORE}, meta_json::VARCHAR AS meta_json FROM {alias}.images "
-            f"WHERE snapshot_date = {date}::DATE"
-        )
+        relation, where = f"{alias}.images", f" WHERE snapshot_date = {date}::DATE"
+        names = [c[0] for c in con.execute(f"DESCRIBE {relation}").fetchall()]
     else:
         con.register(f"{name}_arrow", source.table)
-        body = f"SELECT {_CORE}, meta_json::VARCHAR AS meta_json FROM {name}_arrow"
+        relation, where, names = f"{name}_arrow", "", source.table.schema.names
+    extra = "extra_json::VARCHAR" if EXTRA_JSON in names else "NULL::VARCHAR"
+    body = f"SELECT {_CORE}, {_JSON_COLUMNS.format(extra)} FROM {relation}{where}"
     con.execute(f"CREATE TEMP VIEW {name} AS {body}")
 
 
 def _columns() -> tuple[str, ...]:
-    return tuple("meta_json" if f == "meta" else f for f in COMPARED_FIELDS)
+    return tuple(JSON_FIELDS.get(f, f) for f in COMPARED_FIELDS)
 
 
 def _field_hash(column: str, alias: str = "") -> str:
@@ -225,7 +254,7 @@ def iter_changes(
         reader = con.sql(query).to_arrow_reader(settings.batch_rows)
         for batch in reader:
             if previous is not None:
-                batch = _settle_meta(batch)
+                batch = _settle_json(batch)
             if batch.num_rows:
                 yield _conform(batch)
     except duckdb.Error as exc:
@@ -304,6 +333,7 @@ IMAGE_COLUMNS = (
     "uploaded",
     "variants",
     "meta_json",
+    EXTRA_JSON,
 )
 
 
@@ -348,8 +378,15 @@ def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Record
     held: list[pa.RecordBatch] = []
     count = 0
     for batch in batches:
+        names = batch.schema.names
         batch = pa.RecordBatch.from_arrays(
-            [batch.column(f.name).cast(f.type) for f in schema], schema=schema
+            [
+                batch.column(f.name).cast(f.type)
+                if f.name in names
+                else pa.nulls(batch.num_rows, f.type)
+                for f in schema
+            ],
+            schema=schema,
         )
         while batch.num_rows:
             take = min(size - count, batch.num_rows)
@@ -364,10 +401,11 @@ def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Record
 
 
 def _night_batches(source: NightSource, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Yield the core columns of a Parquet or Arrow night, `batch_rows` rows at a time."""
-    columns = list(IMAGE_COLUMNS)
+    """Yield the core columns of a Parquet or Arrow night, `batch_rows` rows at a time (a
+    night written before `extra_json` existed yields none: `_rebatch` fills in nulls)."""
     if source.kind == "arrow":
         table = source.table
+        columns = [c for c in IMAGE_COLUMNS if c in table.schema.names]
         if isinstance(table, pa.Table):
             yield from table.select(columns).to_batches(max_chunksize=batch_rows)
         else:
@@ -375,6 +413,7 @@ def _night_batches(source: NightSource, batch_rows: int) -> Iterator[pa.RecordBa
         return
     for path in source.paths:
         with pq.ParquetFile(path) as part:
+            columns = [c for c in IMAGE_COLUMNS if c in part.schema_arrow.names]
             metadata = part.metadata
             for index in range(metadata.num_row_groups):
                 group = metadata.row_group(index)
@@ -395,18 +434,20 @@ def _night_batches(source: NightSource, batch_rows: int) -> Iterator[pa.RecordBa
 
 def _find_candidates(con: duckdb.DuckDBPyConnection) -> None:
     """Pass 1: table `candidates` of ids added, removed, or whose hashes differ, with whether
-    their meta texts differ."""
-    rest = [_field_hash(c) for c in _columns() if c != "meta_json"]
-    hashed = "SELECT id, hash({}) AS h, {} AS hm FROM {{}}".format(
-        ", ".join(rest), _field_hash("meta_json")
+    their meta and extra texts differ."""
+    rest = [_field_hash(c) for c in _columns() if c not in JSON_FIELDS.values()]
+    hashed = "SELECT id, hash({}) AS h, {}, {} FROM {{}}".format(
+        ", ".join(rest), *(f"{_field_hash(c)} AS h_{f}" for f, c in JSON_FIELDS.items())
     )
+    differs = ", ".join(f"d.h_{f} <> p.h_{f} AS {f}_differs" for f in JSON_FIELDS)
+    any_differs = " OR ".join(f"d.h_{f} <> p.h_{f}" for f in JSON_FIELDS)
     con.execute(
         "CREATE TEMP TABLE candidates AS "
         "SELECT coalesce(d.id, p.id) AS id, "
         "CASE WHEN p.id IS NULL THEN 'added' WHEN d.id IS NULL THEN 'removed' "
-        "ELSE 'changed' END AS change, d.hm <> p.hm AS meta_differs "
+        f"ELSE 'changed' END AS change, {differs} "
         f"FROM ({hashed.format('cur')}) d FULL OUTER JOIN ({hashed.format('prev')}) p "
-        "ON d.id = p.id WHERE d.id IS NULL OR p.id IS NULL OR d.h <> p.h OR d.hm <> p.hm"
+        f"ON d.id = p.id WHERE d.id IS NULL OR p.id IS NULL OR d.h <> p.h OR {any_differs}"
     )
 
 
@@ -418,11 +459,14 @@ def _field_hashes(alias: str) -> str:
 
 
 def _stage_previous(con: duckdb.DuckDBPyConnection) -> None:
-    """Table `previous`: P's per-field hashes of the changed ids, and its `meta_json` where
-    the meta texts differ (narrow: pass 2 never holds two whole rows side by side)."""
+    """Table `previous`: P's per-field hashes of the changed ids, and its `meta_json` and
+    `extra_json` where those texts differ (narrow: pass 2 never holds two whole rows side by
+    side)."""
+    texts = ", ".join(
+        f"CASE WHEN x.{f}_differs THEN p.{c} END AS {c}" for f, c in JSON_FIELDS.items()
+    )
     con.execute(
-        f"CREATE TEMP TABLE previous AS SELECT p.id, {_field_hashes('p')}, "
-        "CASE WHEN x.meta_differs THEN p.meta_json END AS meta_json "
+        f"CREATE TEMP TABLE previous AS SELECT p.id, {_field_hashes('p')}, {texts} "
         "FROM prev p JOIN candidates x ON p.id = x.id WHERE x.change = 'changed'"
     )
 
@@ -430,10 +474,12 @@ def _stage_previous(con: duckdb.DuckDBPyConnection) -> None:
 def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
     """Pass 2: D's added and changed rows, and P's removed rows.
 
-    A field is listed where its hashes differ; `meta` is settled later (`_settle_meta`) from
-    `previous_meta_json`. A row whose hashes differed by collision alone lists no field and
-    is dropped.
+    A field is listed where its hashes differ; `meta` and `extra` are settled later
+    (`_settle_json`) from `previous_meta_json` and `previous_extra_json`. A row whose hashes
+    differed by collision alone lists no field and is dropped.
     """
+    previous_texts = ", ".join(f"p.{c} AS previous_{c}" for c in JSON_FIELDS.values())
+    no_texts = ", ".join(f"NULL::VARCHAR AS previous_{c}" for c in JSON_FIELDS.values())
     differs = [f"CASE WHEN d.h_{f} <> p.h_{f} THEN '{f}' END" for f in COMPARED_FIELDS]
     changed = f"list_filter([{', '.join(differs)}], lambda f: f IS NOT NULL)"
     current = (
@@ -441,7 +487,7 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
         f"{previous_date} AS previous_snapshot_date, "
         f"CASE WHEN x.change = 'changed' THEN {changed} ELSE []::VARCHAR[] END AS changed_fields, "
         + ", ".join(f"d.{c}" for c in _CARRIED)
-        + ", p.meta_json AS previous_meta_json "
+        + f", {previous_texts} "
         f"FROM (SELECT *, {_field_hashes('cur')} FROM cur) d "
         "JOIN candidates x ON d.id = x.id LEFT JOIN previous p ON d.id = p.id "
         "WHERE x.change <> 'removed'"
@@ -450,7 +496,7 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
         f"SELECT 'removed' AS change, p.id, {date} AS snapshot_date, "
         f"{previous_date} AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
         + ", ".join(f"p.{c}" for c in _CARRIED)
-        + ", NULL::VARCHAR AS previous_meta_json "
+        + f", {no_texts} "
         "FROM prev p JOIN candidates x ON p.id = x.id WHERE x.change = 'removed'"
     )
     return {
@@ -460,22 +506,27 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
     }
 
 
-def _settle_meta(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Drop `meta` from `changed_fields` where both texts are the same JSON value.
+def _settle_json(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Drop `meta` or `extra` from `changed_fields` where both texts are the same JSON value.
 
     Rows left with no changed field (only the key order or spelling moved) are dropped.
     """
-    previous = batch.column("previous_meta_json")
-    rows = pc.indices_nonzero(pc.is_valid(previous)).to_pylist()
-    if not rows:
-        return batch
-    fields = batch.column("changed_fields").to_pylist()
-    current = batch.column("meta_json")
+    fields: list[list[str]] | None = None
     keep = [True] * batch.num_rows
-    for row in rows:
-        if canonical_json(current[row].as_py()) == canonical_json(previous[row].as_py()):
-            fields[row] = [f for f in fields[row] if f != "meta"]
-            keep[row] = bool(fields[row])
+    for field, column in JSON_FIELDS.items():
+        previous = batch.column(f"previous_{column}")
+        rows = pc.indices_nonzero(pc.is_valid(previous)).to_pylist()
+        if not rows:
+            continue
+        if fields is None:
+            fields = batch.column("changed_fields").to_pylist()
+        current = batch.column(column)
+        for row in rows:
+            if canonical_json(current[row].as_py()) == canonical_json(previous[row].as_py()):
+                fields[row] = [f for f in fields[row] if f != field]
+                keep[row] = bool(fields[row])
+    if fields is None:
+        return batch
     index = batch.schema.get_field_index("changed_fields")
     batch = batch.set_column(index, "changed_fields", pa.array(fields, pa.list_(pa.string())))
     return batch.filter(pa.array(keep))
@@ -491,6 +542,7 @@ __all__ = [
     "CHANGES_SCHEMA",
     "CHANGE_KINDS",
     "COMPARED_FIELDS",
+    "JSON_FIELDS",
     "DiffSettings",
     "NightSource",
     "canonical_json",

@@ -18,13 +18,20 @@ Decisions the output contract leaves open:
   stays in `meta_json`.
 - `include`/`exclude` match dotted meta paths: "a.b" selects the path ["a", "b"] and everything
   below it, and also a key literally named "a.b" (the API's filter syntax is dotted as well).
+- A top-level field the reference does not list (KNOWN_FIELDS) is an extra: the image's extras
+  go to `extra_json` as one object (keys in the order sent) and are flattened into `extra__`
+  columns exactly as meta is into `meta__` ones (same depth, naming, widening, contract), by a
+  plan of their own with its own cap: extras are the API's few fields, meta is the users'
+  many, and a shared cap would let a meta explosion take a new API field's column.
+  include/exclude select meta paths only. An image without extras costs one set check.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -38,8 +45,11 @@ from exporter.schema import (
     CORE_COLUMNS,
     CORE_FIELDS,
     EXACT_INT_LIMIT,
+    EXTRA_JSON,
+    EXTRA_PREFIX,
     INT64_MAX,
     INT64_MIN,
+    KNOWN_FIELDS,
     META_JSON,
     ColumnPlan,
     ColumnSpec,
@@ -48,7 +58,7 @@ from exporter.schema import (
     join_types,
 )
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the extra fields' plan
 CAPPED_SAMPLE = 100  # distinct capped paths kept for the report
 _SKIP_CACHE_LIMIT = 100_000  # unselected/capped paths remembered; memory stays bounded
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -62,6 +72,36 @@ _IMAGE_KEYS = {name: field.key for name, field in CORE.items() if field.key is n
 _Node = tuple[dict[str, PlanColumn], dict[str, "_Node"]]
 
 
+def _everything(path: tuple[str, ...]) -> bool:
+    return True
+
+
+class _Leaves:
+    """One column plan with what flattening into it remembers: the path tree, the paths that
+    got no column, and the capped ones (meta has one, the extra fields another)."""
+
+    def __init__(self, plan: ColumnPlan, selects: Callable[[tuple[str, ...]], bool]) -> None:
+        self.plan = plan
+        self.selects = selects
+        # The plan's columns by path as a tree of keys: a nested leaf is found by its key's
+        # (cached) hash, not by building and hashing its path. Filled as paths show up.
+        self.tree: _Node = ({}, {})
+        self.skip: set[tuple[str, ...]] = set()
+        self.capped_values = 0  # leaves that got no column because of the cap
+        self.capped_keys: dict[tuple[str, ...], None] = {}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.to_state(),
+            "capped_values": self.capped_values,
+            "capped_keys": [list(path) for path in self.capped_keys],
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.capped_values = int(state.get("capped_values", 0))
+        self.capped_keys = {tuple(path): None for path in state.get("capped_keys", [])}
+
+
 class Normalizer:
     """Turns pages of image dicts into record batches under one growing column plan."""
 
@@ -71,27 +111,30 @@ class Normalizer:
         options: NormalizeOptions,
         seed: Sequence[ColumnSpec] | None = None,
         *,
-        _plan: ColumnPlan | None = None,
+        _plans: tuple[ColumnPlan, ColumnPlan] | None = None,
     ) -> None:
+        """`seed`: the previous snapshot's columns (meta and extra, told apart by name)."""
         self.account_id = account_id
         self.options = options
-        freeze = options.schema_contract == "freeze"
-        self._plan = _plan or ColumnPlan(
-            column_cap=options.column_cap, freeze=freeze, seed=seed, keep=options.selects
-        )
+        if _plans is None:
+            freeze = options.schema_contract == "freeze"
+            seeds = None if seed is None else list(seed)
+            extra = None if seeds is None else [s for s in seeds if s.extra]
+            meta = None if seeds is None else [s for s in seeds if not s.extra]
+            cap = options.column_cap
+            _plans = (
+                ColumnPlan(column_cap=cap, freeze=freeze, seed=meta, keep=options.selects),
+                ColumnPlan(column_cap=cap, freeze=freeze, seed=extra, prefix=EXTRA_PREFIX),
+            )
+        self._meta = _Leaves(_plans[0], options.selects)
+        self._extra = _Leaves(_plans[1], _everything)
         self.anomalies = 0
-        self.capped_values = 0  # meta leaves that got no column because of the cap
-        self._capped_keys: dict[tuple[str, ...], None] = {}
-        self._skip: set[tuple[str, ...]] = set()
-        # The plan's columns by path as a tree of keys: a nested leaf is found by its key's
-        # (cached) hash, not by building and hashing its path. Filled as paths show up.
-        self._tree: _Node = ({}, {})
         self._conforming = False
         self._touched: list[PlanColumn] = []
         self._arrays: dict[str, Rendered] = {}  # per batch: columns built while typing them
         self._rows = 0
         self._account: pa.Array | None = None
-        self._schema: tuple[int, pa.Schema] | None = None
+        self._schema: tuple[tuple[int, int], pa.Schema] | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -110,72 +153,90 @@ class Normalizer:
         for name, key in _IMAGE_KEYS.items():
             if name not in core and name != META_JSON:  # meta_json: with the meta columns
                 core[name] = build[CORE[name].type]([image.get(key) for image in images])
+        rows = len(images)
         try:
-            meta_json = self._flatten([image.get(_IMAGE_KEYS[META_JSON]) for image in images])
+            metas = [image.get(_IMAGE_KEYS[META_JSON]) for image in images]
+            meta_texts = _json_texts(metas)
+            self._flatten(self._meta, metas)
+            extra_json = self._extras(images)
             self._observe()
         except BaseException:
             self._reset()  # e.g. SchemaContractError mid-page: leave no half-filled cells
             raise
-        return self._finish(core, _texts(meta_json), len(images))
+        return self._finish(core, _texts(meta_texts), extra_json, rows)
 
     def final_schema(self) -> pa.Schema:
         """Return the schema every part of the snapshot gets once the last batch is in."""
-        version = self._plan.version
+        version = (self._meta.plan.version, self._extra.plan.version)  # both only grow
         if self._schema is None or self._schema[0] != version:
-            fields = [*CORE_FIELDS, *(c.spec().arrow_field() for c in self._plan.columns)]
+            columns = [*self._meta.plan.columns, *self._extra.plan.columns]
+            fields = [*CORE_FIELDS, *(c.spec().arrow_field() for c in columns)]
             self._schema = (version, pa.schema(fields))
         return self._schema[1]
 
     def conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Return `batch` re-derived under the current (final) plan from its core columns and
-        `meta_json`; identical to what normalizing its images now would give."""
+        """Return `batch` re-derived under the current (final) plan from its core columns,
+        `meta_json` and `extra_json`; identical to what normalizing its images now would give."""
         schema = self.final_schema()
         if batch.schema.equals(schema, check_metadata=True):
             return batch  # built under this very plan: names, paths and types all match
         rows = batch.num_rows
-        loads = orjson.loads
-        metas = [None if text is None else loads(text) for text in batch[META_JSON].to_pylist()]
-        core = {name: batch[name] for name in CORE if name != META_JSON}
+        core = {name: batch[name] for name in CORE if name not in (META_JSON, EXTRA_JSON)}
         self._conforming = True
         try:
-            self._flatten(metas)
+            self._flatten(self._meta, _loads(batch[META_JSON]))
+            if batch[EXTRA_JSON].null_count < rows:
+                self._flatten(self._extra, _loads(batch[EXTRA_JSON]))
             for column in self._touched:
                 if self._batch_type(column) != column.type:
                     raise ValueError(f"{column.name}: batch does not come from this normalizer")
-            return self._finish(core, batch[META_JSON], rows)
+            return self._finish(core, batch[META_JSON], batch[EXTRA_JSON], rows)
         finally:
             self._conforming = False
             self._reset()
 
     def columns(self) -> list[ColumnSpec]:
-        """Return every column: core columns, then meta columns with their original paths."""
-        return [*CORE_COLUMNS, *self._plan.specs()]
+        """Return every column: core columns, then meta columns, then extra columns, with
+        their original paths."""
+        return [*CORE_COLUMNS, *self._meta.plan.specs(), *self._extra.plan.specs()]
 
     def drift(self) -> list[dict[str, Any]]:
         """Return the drift report (added, widened, absent, removed columns) for the manifest."""
-        return self._plan.drift()
+        return [*self._meta.plan.drift(), *self._extra.plan.drift()]
+
+    @property
+    def capped_values(self) -> int:
+        """Return the meta leaves that got no column because of the column cap."""
+        return self._meta.capped_values
 
     @property
     def capped_keys(self) -> list[tuple[str, ...]]:
         """Return up to CAPPED_SAMPLE distinct meta paths left out by the column cap."""
-        return list(self._capped_keys)
+        return list(self._meta.capped_keys)
 
     def report(self) -> dict[str, Any]:
-        """Return the normalizer's other findings for the manifest: anomalies, capped keys."""
-        return {
+        """Return the normalizer's other findings for the manifest: anomalies, capped keys
+        (the extra fields' own only when their cap was reached)."""
+        found = {
             "anomalies": self.anomalies,
-            "capped_values": self.capped_values,
-            "capped_keys": [list(path) for path in self._capped_keys],
+            "capped_values": self._meta.capped_values,
+            "capped_keys": [list(path) for path in self._meta.capped_keys],
         }
+        if self._extra.capped_values:
+            found["capped_extra_values"] = self._extra.capped_values
+            found["capped_extra_keys"] = [list(path) for path in self._extra.capped_keys]
+        return found
 
     def state(self) -> dict[str, Any]:
-        """Return JSON-ready state for a checkpoint: the plan and the counters."""
+        """Return JSON-ready state for a checkpoint: the plans and the counters."""
+        meta = self._meta.state()
         return {
             "version": STATE_VERSION,
-            "plan": self._plan.to_state(),
+            "plan": meta["plan"],
             "anomalies": self.anomalies,
-            "capped_values": self.capped_values,
-            "capped_keys": [list(path) for path in self._capped_keys],
+            "capped_values": meta["capped_values"],
+            "capped_keys": meta["capped_keys"],
+            "extra": self._extra.state(),
         }
 
     @classmethod
@@ -185,32 +246,43 @@ class Normalizer:
         """Return a normalizer that continues a checkpointed run with the very same plan."""
         if state.get("version") != STATE_VERSION:
             raise ConfigError(
-                "checkpoint.normalizer", f"unknown state version {state.get('version')!r}"
+                "checkpoint.normalizer",
+                f"state version {state.get('version')!r}, this exporter reads {STATE_VERSION} "
+                "(a run of another version: export again without --resume)",
             )
-        plan = ColumnPlan.from_state(
-            state["plan"],
-            column_cap=options.column_cap,
-            freeze=options.schema_contract == "freeze",
+        cap, freeze = options.column_cap, options.schema_contract == "freeze"
+        extra = state["extra"]
+        plans = (
+            ColumnPlan.from_state(state["plan"], column_cap=cap, freeze=freeze),
+            ColumnPlan.from_state(
+                extra["plan"], column_cap=cap, freeze=freeze, prefix=EXTRA_PREFIX
+            ),
         )
-        normalizer = cls(account_id, options, _plan=plan)
+        normalizer = cls(account_id, options, _plans=plans)
         normalizer.anomalies = int(state.get("anomalies", 0))
-        normalizer.capped_values = int(state.get("capped_values", 0))
-        normalizer._capped_keys = {tuple(path): None for path in state.get("capped_keys", [])}
+        normalizer._meta.restore(state)
+        normalizer._extra.restore(extra)
         return normalizer
 
-    # -- meta flattening ------------------------------------------------------------------------
+    # -- meta and extra flattening --------------------------------------------------------------
 
-    def _flatten(self, metas: list[Any]) -> list[bytes | str | None]:
-        """Fill the cells of the meta columns from each image's meta; return meta_json values."""
+    def _extras(self, images: Sequence[Mapping[str, Any]]) -> pa.Array:
+        """Return `extra_json` of a page and fill the extra columns from the same objects."""
+        known = KNOWN_FIELDS
+        if known.issuperset(chain.from_iterable(images)):  # every key of the page, in C
+            return pa.nulls(len(images), pa.string())
+        rows = [row for row, image in enumerate(images) if not known.issuperset(image)]
+        extras: list[Any] = [None] * len(images)
+        for row in rows:
+            extras[row] = {k: v for k, v in images[row].items() if k not in known}
+        self._flatten(self._extra, extras)
+        return _texts(_json_texts(extras))
+
+    def _flatten(self, leaves_of: _Leaves, metas: list[Any]) -> None:
+        """Fill the cells of one plan's columns from each row's object (meta, or extras)."""
         self._rows = rows = len(metas)
-        dumps = orjson.dumps
-        meta_json: list[bytes | str | None]
-        try:
-            meta_json = [None if meta is None else dumps(meta) for meta in metas]
-        except (orjson.JSONEncodeError, TypeError):
-            meta_json = [None if meta is None else _json_bytes(meta) for meta in metas]
         walk = self._walk
-        top, subs = self._tree
+        top, subs = leaves_of.tree
         touched = self._touched
         depth = self.options.depth
         for row, meta in enumerate(metas):
@@ -234,11 +306,11 @@ class Normalizer:
                             node = deeper.get(key2)
                             if node is None:
                                 node = deeper[key2] = ({}, {})
-                            walk(value2, node, (key, key2), row, depth - 2)
+                            walk(leaves_of, value2, node, (key, key2), row, depth - 2)
                             continue
                         column = leaves.get(key2)
                         if column is None:
-                            column = self._column(leaves, (key, key2))
+                            column = self._column(leaves_of, leaves, (key, key2))
                             if column is None:
                                 continue
                         cells = column.cells
@@ -249,7 +321,7 @@ class Normalizer:
                     continue
                 column = top.get(key)
                 if column is None:
-                    column = self._column(top, (key,))
+                    column = self._column(leaves_of, top, (key,))
                     if column is None:
                         continue
                 cells = column.cells
@@ -257,10 +329,15 @@ class Normalizer:
                     cells = column.cells = [None] * rows
                     touched.append(column)
                 cells[row] = value
-        return meta_json
 
     def _walk(
-        self, obj: dict[str, Any], node: _Node, prefix: tuple[str, ...], row: int, depth: int
+        self,
+        leaves_of: _Leaves,
+        obj: dict[str, Any],
+        node: _Node,
+        prefix: tuple[str, ...],
+        row: int,
+        depth: int,
     ) -> None:
         """Fill cells for the leaves of a nested object (below the top level)."""
         leaves, subs = node
@@ -271,11 +348,11 @@ class Normalizer:
                 sub = subs.get(key)
                 if sub is None:
                     sub = subs[key] = ({}, {})
-                self._walk(value, sub, prefix + (key,), row, depth - 1)  # noqa: RUF005
+                self._walk(leaves_of, value, sub, prefix + (key,), row, depth - 1)  # noqa: RUF005
                 continue
             column = leaves.get(key)
             if column is None:
-                column = self._column(leaves, prefix + (key,))  # noqa: RUF005
+                column = self._column(leaves_of, leaves, prefix + (key,))  # noqa: RUF005
                 if column is None:
                     continue
             cells = column.cells
@@ -284,28 +361,31 @@ class Normalizer:
                 self._touched.append(column)
             cells[row] = value
 
-    def _column(self, leaves: dict[str, PlanColumn], path: tuple[str, ...]) -> PlanColumn | None:
+    def _column(
+        self, leaves_of: _Leaves, leaves: dict[str, PlanColumn], path: tuple[str, ...]
+    ) -> PlanColumn | None:
         """Return the column of a path not in the tree yet (planned or new), or None."""
-        column = self._plan.by_path.get(path) or self._resolve(path)
+        column = leaves_of.plan.by_path.get(path) or self._resolve(leaves_of, path)
         if column is not None:
             leaves[path[-1]] = column
         return column
 
-    def _resolve(self, path: tuple[str, ...]) -> PlanColumn | None:
+    def _resolve(self, leaves_of: _Leaves, path: tuple[str, ...]) -> PlanColumn | None:
         """Return a new column for a path not yet planned, or None (unselected or capped)."""
         if self._conforming:
             return None  # the plan is final; such paths were unselected or capped
-        skipped = path in self._skip
-        if not skipped and self.options.selects(path) and not self._plan.full:
-            return self._plan.add(path)
+        plan, skip = leaves_of.plan, leaves_of.skip
+        skipped = path in skip
+        if not skipped and leaves_of.selects(path) and not plan.full:
+            return plan.add(path)
         if not skipped:
-            if len(self._skip) >= _SKIP_CACHE_LIMIT:
-                self._skip.clear()
-            self._skip.add(path)
-        if self._plan.full and self.options.selects(path):
-            self.capped_values += 1
-            if len(self._capped_keys) < CAPPED_SAMPLE:
-                self._capped_keys[path] = None
+            if len(skip) >= _SKIP_CACHE_LIMIT:
+                skip.clear()
+            skip.add(path)
+        if plan.full and leaves_of.selects(path):
+            leaves_of.capped_values += 1
+            if len(leaves_of.capped_keys) < CAPPED_SAMPLE:
+                leaves_of.capped_keys[path] = None
         return None
 
     def _observe(self) -> None:
@@ -314,8 +394,9 @@ class Normalizer:
             assert column.cells is not None
             kinds, rendered = _kinds(column.cells, column.type, column.seen)
             self._arrays[column.name] = rendered
+            plan = self._extra.plan if column.name.startswith(EXTRA_PREFIX) else self._meta.plan
             for type_, big in kinds:
-                self._plan.observe(column, type_, big)
+                plan.observe(column, type_, big)
 
     def _batch_type(self, column: PlanColumn) -> str | None:
         """Return the type this batch alone would give the column, joined with the plan's."""
@@ -327,10 +408,13 @@ class Normalizer:
             result = type_ if result is None else join_types(result, type_, big or column.big_int)
         return result
 
-    def _finish(self, core: dict[str, Any], meta_json: Any, rows: int) -> pa.RecordBatch:
+    def _finish(
+        self, core: dict[str, Any], meta_json: Any, extra_json: Any, rows: int
+    ) -> pa.RecordBatch:
         try:
-            arrays = [meta_json if name == META_JSON else core[name] for name in CORE]
-            for column in self._plan.columns:
+            texts = {META_JSON: meta_json, EXTRA_JSON: extra_json}
+            arrays = [texts[name] if name in texts else core[name] for name in CORE]
+            for column in (*self._meta.plan.columns, *self._extra.plan.columns):
                 type_ = column.type or "string"
                 cells = column.cells
                 if cells is None:
@@ -562,6 +646,21 @@ def _meta_array(cells: list[Any], type_: str, rendered: Rendered) -> pa.Array:
             ]
         return _texts(texts)
     return pa.array(cells, arrow_type(type_))
+
+
+def _json_texts(values: list[Any]) -> list[bytes | str | None]:
+    """Return the JSON text of each value (None stays None), as orjson writes it."""
+    dumps = orjson.dumps
+    try:
+        return [None if value is None else dumps(value) for value in values]
+    except (orjson.JSONEncodeError, TypeError):
+        return [None if value is None else _json_bytes(value) for value in values]
+
+
+def _loads(texts: pa.Array) -> list[Any]:
+    """Return the values of a column of JSON texts (None where null)."""
+    loads = orjson.loads
+    return [None if text is None else loads(text) for text in texts.to_pylist()]
 
 
 def _texts(texts: list[Any]) -> pa.Array:

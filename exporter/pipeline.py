@@ -576,6 +576,9 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
             f"the API served {stats.out_of_order} image(s) out of order (kept) and repeated "
             f"{stats.duplicates_dropped} id(s) (dropped); each image is exported once"
         )
+    logged = list(warnings)
+    if stats.batch_fallback:  # the client logged it when it happened
+        warnings.append(_batch_fallback_warning(stats.batch_refusal))
     manifest = build_manifest(
         run_id=run.checkpoint.run_id,
         snapshot_date=run.checkpoint.snapshot_date,
@@ -592,7 +595,7 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
         drift=run.normalizer.drift(),
         findings={**run.normalizer.report(), "warnings": warnings},
     )
-    for warning in warnings:
+    for warning in logged:
         log.warning("%s", warning)
     seal(run.store, run.staged, encode_manifest(manifest))
     run.save(None, phase="publishing")
@@ -601,6 +604,15 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
     run.set_phase("committing")
     _crash_point("files-published")
     return manifest
+
+
+def _batch_fallback_warning(reason: str) -> str:
+    """Return the manifest's and summary's words for a walk the batch host refused."""
+    why = f" ({reason})" if reason else ""
+    return (
+        f"the batch host refused List V2{why}; the walk went on over the account API under "
+        "its normal pacing (--batch-api gave no speed-up)"
+    )
 
 
 async def _publish_sinks(run: Run) -> None:

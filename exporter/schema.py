@@ -29,6 +29,7 @@ from exporter.errors import ConfigError, SchemaContractError
 MetaType = Literal["bool", "int64", "float64", "string", "json"]
 META_TYPES: tuple[str, ...] = ("bool", "int64", "float64", "string", "json")
 META_PREFIX = "meta__"
+EXTRA_PREFIX = "extra__"  # typed columns of the top-level fields the reference does not list
 # Redshift caps identifiers at 127 bytes; leave room for a "__NNN" collision suffix.
 MAX_BASE_NAME = 100
 _HASH_CHARS = 8
@@ -45,11 +46,16 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "list<string>": pa.list_(pa.string()),
 }
 PATH_METADATA_KEY = b"cf_meta_path"  # Arrow field metadata: the column's original path (JSON)
+EXTRA_PATH_METADATA_KEY = b"cf_extra_path"  # the same for an extra__ column (path from the image)
 
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """One output column: its name, logical type and original meta path (None for core)."""
+    """One output column: its name, logical type and original path (None for core).
+
+    The path of a `meta__` column starts inside `meta`; that of an `extra__` column at the
+    image's top level (its first key is a field the reference does not list).
+    """
 
     name: str
     type: str
@@ -77,11 +83,18 @@ class ColumnSpec:
             raise ConfigError("schema.seed", f"{name}: path keys must be strings")
         return cls(name, type_, tuple(path))
 
+    @property
+    def extra(self) -> bool:
+        """True for a typed column of a top-level field the reference does not list."""
+        return self.path is not None and self.name.startswith(EXTRA_PREFIX)
+
     def arrow_field(self) -> pa.Field:
-        """Return the Arrow field; meta columns carry their original path as field metadata."""
+        """Return the Arrow field; meta and extra columns carry their original path as field
+        metadata."""
         if self.path is None:
             return pa.field(self.name, _ARROW_TYPES[self.type], nullable=CORE[self.name].nullable)
-        metadata = {PATH_METADATA_KEY: orjson.dumps(list(self.path))}
+        key = EXTRA_PATH_METADATA_KEY if self.extra else PATH_METADATA_KEY
+        metadata = {key: orjson.dumps(list(self.path))}
         return pa.field(self.name, _ARROW_TYPES[self.type], metadata=metadata)
 
 
@@ -93,11 +106,14 @@ class CoreField:
     key: str | None  # the image's key in a List V2 page; None: the account being exported
     nullable: bool = True
     unique: bool = False  # one value per image: a Parquet dictionary would not pay
-    ndjson: Literal["value", "raw"] = "value"  # "raw": the JSON text spliced in unparsed
+    # "raw": the JSON text spliced in unparsed; "spread": a JSON object whose members are
+    # spliced in as the line's own top-level keys (the fields as the API sent them)
+    ndjson: Literal["value", "raw", "spread"] = "value"
     ndjson_key: str | None = None  # the key of an NDJSON line, when not the column name
 
 
 META_JSON = "meta_json"
+EXTRA_JSON = "extra_json"
 # The core columns, in file order. The normalizer, the Arrow schema, the Parquet encodings and
 # the NDJSON lines all read this table: a core column is added or changed here only.
 CORE: Mapping[str, CoreField] = MappingProxyType(
@@ -110,12 +126,17 @@ CORE: Mapping[str, CoreField] = MappingProxyType(
         "uploaded": CoreField("timestamp", "uploaded", unique=True),
         "variants": CoreField("list<string>", "variants", unique=True),
         META_JSON: CoreField("string", "meta", unique=True, ndjson="raw", ndjson_key="meta"),
+        # The image's top-level fields that no other core column reads, as one JSON object
+        # (null when none): the API adds fields over time and none may be dropped.
+        EXTRA_JSON: CoreField("string", None, unique=True, ndjson="spread"),
     }
 )
 CORE_TYPES: tuple[str, ...] = tuple(dict.fromkeys(field.type for field in CORE.values()))
 CORE_COLUMNS: tuple[ColumnSpec, ...] = tuple(ColumnSpec(name, f.type) for name, f in CORE.items())
 CORE_NAMES: tuple[str, ...] = tuple(CORE)
 CORE_FIELDS: tuple[pa.Field, ...] = tuple(spec.arrow_field() for spec in CORE_COLUMNS)
+# The image keys the reference lists, each read by one core column; any other is an extra.
+KNOWN_FIELDS: frozenset[str] = frozenset(f.key for f in CORE.values() if f.key is not None)
 
 
 def arrow_type(type_: str) -> pa.DataType:
@@ -138,13 +159,14 @@ def segment(key: str) -> str:
     return reduced or "_"
 
 
-def base_name(path: Sequence[str]) -> str:
-    """Return the column name a meta path asks for, before collisions are resolved.
+def base_name(path: Sequence[str], prefix: str = META_PREFIX) -> str:
+    """Return the column name a meta (or, with EXTRA_PREFIX, extra) path asks for, before
+    collisions are resolved.
 
     Over-long names are cut and end in a hash of the full path, so they stay distinct and
     under every warehouse's identifier limit.
     """
-    name = META_PREFIX + "__".join(segment(key) for key in path)
+    name = prefix + "__".join(segment(key) for key in path)
     if len(name) <= MAX_BASE_NAME:
         return name
     digest = hashlib.blake2b(orjson.dumps(list(path)), digest_size=_HASH_CHARS // 2).hexdigest()
@@ -243,8 +265,11 @@ class ColumnPlan:
         freeze: bool,
         seed: Iterable[ColumnSpec] | None = None,
         keep: Callable[[tuple[str, ...]], bool] | None = None,
+        prefix: str = META_PREFIX,
     ) -> None:
-        """`keep(path) -> bool` says whether a seeded path is still selected by the options."""
+        """`keep(path) -> bool` says whether a seeded path is still selected by the options;
+        `prefix` starts every column name (META_PREFIX, or EXTRA_PREFIX for extra fields)."""
+        self.prefix = prefix
         self.column_cap = column_cap
         self.freeze = freeze
         self.seeded = seed is not None
@@ -290,13 +315,14 @@ class ColumnPlan:
 
     def add(self, path: tuple[str, ...]) -> PlanColumn:
         """Return a new column for `path`, uniquely named (`__2`, `__3`... on collisions)."""
-        base = base_name(path)
+        base = base_name(path, self.prefix)
         name, suffix = base, 2
         while name in self._names:
             name, suffix = f"{base}__{suffix}", suffix + 1
         if self.freeze and self.seeded:
+            what = "meta column" if self.prefix == META_PREFIX else "column of a new API field"
             raise SchemaContractError(
-                f"schema_contract=freeze: new meta column {name} (path {path_text(path)})"
+                f"schema_contract=freeze: new {what} {name} (path {path_text(path)})"
                 " is not in the previous snapshot's schema"
             )
         column = PlanColumn(name, path, None)
@@ -336,12 +362,13 @@ class ColumnPlan:
         Without a seed (first snapshot) there is no baseline: only conflicts (widened) show.
         """
         report: list[dict[str, Any]] = []
+        new = "new key" if self.prefix == META_PREFIX else "new top-level field of the API"
         for column in self.columns:
             entry = {"column": column.name, "path": list(column.path)}
             final = column.type or "string"
             if self.seeded and column.seed_type is None:
                 report.append(
-                    {"change": "added", **entry, "from": None, "to": final, "reason": "new key"}
+                    {"change": "added", **entry, "from": None, "to": final, "reason": new}
                 )
             if column.reasons:
                 start = column.seed_type or column.first_type
@@ -381,9 +408,16 @@ class ColumnPlan:
         }
 
     @classmethod
-    def from_state(cls, data: Mapping[str, Any], *, column_cap: int, freeze: bool) -> ColumnPlan:
+    def from_state(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        column_cap: int,
+        freeze: bool,
+        prefix: str = META_PREFIX,
+    ) -> ColumnPlan:
         """Rebuild a plan from `to_state()` output, exactly as it was."""
-        plan = cls(column_cap=column_cap, freeze=freeze)
+        plan = cls(column_cap=column_cap, freeze=freeze, prefix=prefix)
         plan.seeded = bool(data.get("seeded", False))
         for item in data.get("columns", []):
             plan._append(PlanColumn.from_state(item))

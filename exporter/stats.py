@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-_NOT_COUNTS = ("current_wait", "extra", "committed_images", "committed_pages")
+# Fields that are no counter: neither in the manifest's `counts` nor in a checkpoint's.
+NOT_COUNTS = ("current_wait", "batch_refusal", "extra", "committed_images", "committed_pages")
 
 
 @dataclass
@@ -27,6 +28,8 @@ class RunStats:
     anomalies: int = 0  # pipeline, from the normalizer: values it could not parse (kept raw)
     out_of_order: int = 0  # walker: images a page served behind their cursor's position (kept)
     duplicates_dropped: int = 0  # walker: ids a cursor served again (dropped)
+    batch_fallback: int = 0  # client: 1 once the batch host refused List V2 (account API used)
+    batch_refusal: str = ""  # client: the batch host's reply that refused it, for the warning
     current_wait: str = ""  # client: why a request is waiting now, for the progress bar
     # pipeline: images and pages in committed parts (the checkpoint keeps them), for the
     # line of a stopped run; a restored checkpoint's counts are all committed.
@@ -37,7 +40,7 @@ class RunStats:
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as plain JSON-ready data (the manifest's `counts`)."""
         data = asdict(self)
-        for name in _NOT_COUNTS:
+        for name in NOT_COUNTS:
             data.pop(name)
         data.update(self.extra)
         return data
@@ -45,7 +48,7 @@ class RunStats:
     def restore(self, counts: Mapping[str, Any]) -> None:
         """Set every counter from `as_dict()` output (a checkpoint's counts); missing ones: 0."""
         for spec in fields(self):
-            if spec.name not in _NOT_COUNTS:
+            if spec.name not in NOT_COUNTS:
                 kind = float if isinstance(spec.default, float) else int
                 setattr(self, spec.name, kind(counts.get(spec.name, 0)))
         self.committed_images, self.committed_pages = self.images, self.pages

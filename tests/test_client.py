@@ -18,7 +18,7 @@ import pytest
 from aioresponses import aioresponses as _aioresponses
 
 from exporter.auth import Credentials
-from exporter.client import USER_AGENT, ApiClient
+from exporter.client import USER_AGENT, ApiClient, refuses_list
 from exporter.errors import AuthError, CursorError, ResponseError, RetriesExhausted
 from exporter.pagination import ListRequest, Page
 from exporter.ratelimit import Pacer
@@ -373,6 +373,72 @@ class TestBatch:
             with pytest.raises(AuthError) as info:
                 [p async for p in client.iter_pages(ListRequest(), "asc", batch=True)]
         assert "batch tokens" in str(info.value) and "--batch-api" in str(info.value)
+
+
+class TestBatchRefused:
+    """The batch host refusing List V2 is no permission problem: the walk goes on over the
+    account API, from the same token, and says so once."""
+
+    def batch_token(self, m: aioresponses) -> None:
+        expires = (datetime.now(UTC) + timedelta(minutes=15)).isoformat()
+        result = {"token": "BT1", "expiresAt": expires}
+        m.get(BATCH_TOKEN, payload={"success": True, "result": result})
+
+    @pytest.mark.parametrize(
+        ("status", "body"),
+        [
+            pytest.param(403, {"code": "103", "message": "forbidden endpoint"}, id="field-403"),
+            pytest.param(403, failure(103, "forbidden endpoint"), id="envelope-403"),
+            pytest.param(404, failure(7000, "No route for that URI"), id="404"),
+            pytest.param(400, failure(103, "Forbidden endpoint"), id="400-says-forbidden"),
+        ],
+    )
+    async def test_falls_back_to_the_account_api(
+        self,
+        client: ApiClient,
+        caplog: pytest.LogCaptureFixture,
+        status: int,
+        body: dict[str, Any],
+    ) -> None:
+        with aioresponses() as m:
+            self.batch_token(m)
+            m.get(BATCH_LIST, payload=page_body(["a"], "T1"))
+            m.get(BATCH_LIST, status=status, payload=body)
+            m.get(LIST, payload=page_body(["b"], "T2"))
+            m.get(LIST, payload=page_body(["c"], None))
+            m.get(LIST, payload=page_body(["z"], None))
+            with caplog.at_level("WARNING", logger="exporter.client"):
+                got = [p async for p in client.iter_pages(ListRequest(), "asc", batch=True)]
+                again = [p async for p in client.iter_pages(ListRequest(), "desc", batch=True)]
+            calls = [(str(k[1]), c) for k, cs in m.requests.items() for c in cs]
+        assert [p.images[0]["id"] for p in got] == ["a", "b", "c"]
+        assert [p.images[0]["id"] for p in again] == ["z"]  # a later walk: the API host too
+        assert len([url for url, _ in calls if "batch." in url]) == 2
+        api_calls = [c for url, c in calls if "/images/v2" in url and "batch." not in url]
+        assert api_calls[0].kwargs["params"][-1] == ("continuation_token", "T1")
+        assert all(c.kwargs["headers"]["Authorization"] == f"Bearer {TOKEN}" for c in api_calls)
+        assert client.stats.batch_fallback == 1
+        warned = [r for r in caplog.records if "refused List V2" in r.getMessage()]
+        assert len(warned) == 1 and str(status) in warned[0].getMessage()
+
+    async def test_a_permission_error_of_the_account_api_is_still_one(
+        self, client: ApiClient
+    ) -> None:
+        """After the fallback, a 403 of the account API is an AuthError with its words."""
+        with aioresponses() as m:
+            self.batch_token(m)
+            m.get(BATCH_LIST, status=403, payload=failure(103, "forbidden endpoint"))
+            m.get(LIST, status=403, payload=failure(10000, "Authentication error"))
+            with pytest.raises(AuthError) as info:
+                [p async for p in client.iter_pages(ListRequest(), "asc", batch=True)]
+        assert "Images Read permission" in str(info.value)
+
+    def test_refuses_list(self) -> None:
+        """Only a 403/404 or a body naming a forbidden endpoint refuses the endpoint."""
+        assert refuses_list(403, {}) and refuses_list(404, {})
+        assert refuses_list(400, {"code": "103", "message": "forbidden endpoint"})
+        assert not refuses_list(400, failure(5400, "bad per_page"))
+        assert not refuses_list(500, {})
 
 
 async def test_used_outside_async_with_is_a_bug() -> None:

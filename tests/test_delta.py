@@ -192,3 +192,24 @@ def test_storage_options_prefer_the_stores_endpoint() -> None:
         storage_options("s3://b/delta", environ)["AWS_ENDPOINT_URL"] == environ["AWS_ENDPOINT_URL"]
     )
     assert storage_options("/local/delta", environ, "http://127.0.0.1:9000") == {}
+
+
+def test_current_from_before_extra_json_gains_it(tmp_path: Path) -> None:
+    """An images_current table written before extra_json existed takes the column on the next
+    MERGE (each image with extra fields updated), instead of failing the run."""
+    from deltalake import DeltaTable, write_deltalake
+
+    out = str(tmp_path / "out")
+    with emulator_process(60, 3, "--extra-fields") as emu:
+        export(emu, out, "2026-01-01")
+        uri = f"{out}/delta/images_current"
+        table = DeltaTable(uri).to_pyarrow_table()
+        older = table.drop_columns(["extra_json"])
+        write_deltalake(uri, older, mode="overwrite", schema_mode="overwrite")
+        del table, older
+        gc.collect()
+        export(emu, out, "2026-01-02")
+    rows, _ = read_delta(f"{out}/delta/images_current")
+    latest = parquet_rows(f"SELECT * FROM read_parquet('{out}/snapshot_date=2026-01-02/*.parquet')")
+    assert by_id(rows, "extra_json") == by_id(latest, "extra_json")
+    assert any(r["extra_json"] for r in rows)

@@ -29,6 +29,7 @@ CORE = pa.schema(
         ("uploaded", pa.timestamp("us", tz="UTC")),
         ("variants", pa.list_(pa.string())),
         ("meta_json", pa.string()),
+        ("extra_json", pa.string()),
     ]
 )
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -44,23 +45,27 @@ def image(image_id: str, **fields: Any) -> dict[str, Any]:
         "uploaded": T0,
         "variants": ["public"],
         "meta_json": None,
+        "extra_json": None,
     }
     row.update(fields)
     return row
 
 
-def write_parquet(path: Path, rows: list[dict[str, Any]]) -> NightSource:
-    pq.write_table(pa.Table.from_pylist(rows, schema=CORE), path)
+def write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema = CORE) -> NightSource:
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return NightSource("parquet", path.stem, (str(path),))
 
 
 def write_ndjson(path: Path, rows: list[dict[str, Any]]) -> NightSource:
-    """Write rows as the NDJSON sink does: `meta` spliced in as raw JSON, RFC 3339 times."""
+    """Write rows as the NDJSON sink does: `meta` spliced in as raw JSON, RFC 3339 times,
+    then the members of `extra_json` as top-level keys."""
     with open(path, "wb") as out:
         for row in rows:
-            head = {k: v for k, v in row.items() if k != "meta_json"}
+            head = {k: v for k, v in row.items() if k not in ("meta_json", "extra_json")}
             text = orjson.dumps(head, option=orjson.OPT_UTC_Z)[:-1]
-            out.write(text + b',"meta":' + (row["meta_json"] or "null").encode() + b"}\n")
+            extra = row["extra_json"]
+            tail = b"," + extra.encode()[1:-1] if extra else b""
+            out.write(text + b',"meta":' + (row["meta_json"] or "null").encode() + tail + b"}\n")
     return NightSource("ndjson", path.stem, (str(path),))
 
 
@@ -139,6 +144,9 @@ class TestIterChanges:
             pytest.param("meta_json", '{"n":1}', '{"n":1.0}', id="meta-int-float"),
             pytest.param("meta_json", '{"n":true}', '{"n":"true"}', id="meta-bool-string"),
             pytest.param("meta_json", '{"a":{"b":[1]}}', '{"a":{"b":[1,2]}}', id="meta-nested"),
+            pytest.param("extra_json", None, '{"draft":false}', id="extra-appears"),
+            pytest.param("extra_json", '{"n":1}', '{"n":1.0}', id="extra-int-float"),
+            pytest.param("extra_json", '{"draft":true}', None, id="extra-goes"),
         ],
     )
     def test_each_field_change_is_named(
@@ -146,7 +154,7 @@ class TestIterChanges:
     ) -> None:
         """A difference in one field is one `changed` row naming exactly that field."""
         rows = changes(tmp_path, [image("x", **{field: before})], [image("x", **{field: after})])
-        name = "meta" if field == "meta_json" else field
+        name = {"meta_json": "meta", "extra_json": "extra"}.get(field, field)
         assert rows["x"]["change"] == "changed"
         assert rows["x"]["changed_fields"] == [name]
         assert rows["x"][field] == after
@@ -163,6 +171,29 @@ class TestIterChanges:
             image("same", creator="", meta_json="{}"),
         ]
         assert changes(tmp_path, before, after) == {}
+        before = [image("e", extra_json='{"a":1,"l":{"x":true,"y":2.50}}')]
+        after = [image("e", extra_json='{"l":{"y":2.5,"x":true},"a":1}')]
+        assert changes(tmp_path, before, after) == {}
+
+    def test_meta_and_extra_together(self, tmp_path: Path) -> None:
+        """Meta and extra settle apart: one equal as JSON, the other different, names one."""
+        before = [image("m", meta_json='{"a":1,"b":2}', extra_json='{"n":1}')]
+        after = [image("m", meta_json='{"b":2,"a":1}', extra_json='{"n":2}')]
+        assert changes(tmp_path, before, after)["m"]["changed_fields"] == ["extra"]
+
+    def test_previous_night_without_extra_json(self, tmp_path: Path) -> None:
+        """A night written before `extra_json` existed reads as null there: images that now
+        carry extra fields change by `extra` (as a warehouse sees it; so the current and
+        history tables built from the change log take them), the others do not change."""
+        old = pa.schema([f for f in CORE if f.name != "extra_json"])
+        rows = [image("a"), image("b")]
+        previous = write_parquet(tmp_path / "2024-01-01.parquet", rows[:1] + rows[1:], old)
+        current = write_parquet(
+            tmp_path / "2024-01-02.parquet", [rows[0], image("b", extra_json='{"draft":true}')]
+        )
+        found = pa.Table.from_batches(iter_changes(current, previous, temp_directory=tmp_path))
+        assert found.column("id").to_pylist() == ["b"]
+        assert found.column("changed_fields").to_pylist() == [["extra"]]
 
     def test_added_removed_and_several_fields(self, tmp_path: Path) -> None:
         """Removed rows carry P's values; several differing fields are all listed, in order."""
@@ -178,14 +209,16 @@ class TestIterChanges:
         rows = [
             image("a", creator="", meta_json='{"big":123456789012345678901,"f":1.5,"u":"写真"}'),
             image("b", uploaded=T0 + dt.timedelta(milliseconds=7), meta_json="{}"),
+            image("c", extra_json='{"sizeBytes":900007655956,"gone":null,"l":{"t":"a"}}'),
         ]
         previous = write_ndjson(tmp_path / "2024-01-01.ndjson", rows)
         current = write_parquet(tmp_path / "2024-01-02.parquet", rows)
         assert list(iter_changes(current, previous, temp_directory=tmp_path)) == []
-        edited = [rows[0], {**rows[1], "meta_json": '{"k":1}'}]
+        edited = [rows[0], {**rows[1], "meta_json": '{"k":1}'}, {**rows[2], "extra_json": None}]
         current = write_parquet(tmp_path / "2024-01-02.parquet", edited)
         found = pa.Table.from_batches(iter_changes(current, previous, temp_directory=tmp_path))
-        assert found.column("id").to_pylist() == ["b"]
+        assert found.column("id").to_pylist() == ["b", "c"]
+        assert found.column("changed_fields").to_pylist() == [["meta"], ["extra"]]
 
 
 class TestMemoryCaps:
@@ -255,6 +288,9 @@ def varied_night(count: int) -> list[dict[str, Any]]:
                 uploaded=None if i % 17 == 0 else T0 + dt.timedelta(microseconds=7 * i),
                 variants=(None, [], ["public", f"v{i}"])[i % 3],
                 meta_json=(None, "{}", f'{{"n":{i},"f":1.5,"s":"é{i}","l":[true,null]}}')[i % 3],
+                extra_json=(None, f'{{"sizeBytes":{2**40 + i},"draft":false,"l":{{"t":"a"}}}}')[
+                    i % 2
+                ],
             )
         )
     return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 import orjson
@@ -14,7 +14,7 @@ import pytest
 
 from exporter.errors import ConfigError, PageFormatError, SchemaContractError
 from exporter.normalize import NormalizeOptions, Normalizer
-from exporter.schema import CORE_NAMES, ColumnSpec
+from exporter.schema import CORE, CORE_NAMES, ColumnSpec
 
 UTC = dt.UTC
 
@@ -79,7 +79,7 @@ class TestCoreColumns:
     def test_schema_and_values(self) -> None:
         """Core columns come first, typed as the output contract says."""
         batch = normalizer().normalize([image(1, meta={"k": 1})])
-        assert batch.schema.names[:8] == list(CORE_NAMES)
+        assert batch.schema.names[: len(CORE_NAMES)] == list(CORE_NAMES)
         assert batch.schema.field("uploaded").type == pa.timestamp("us", tz="UTC")
         assert batch.schema.field("variants").type == pa.list_(pa.string())
         assert not batch.schema.field("id").nullable
@@ -221,7 +221,7 @@ class TestFlattening:
         norm = normalizer()
         batch = norm.normalize(metas({"Region": {"Name": "eu", "zone": 3}, "ok": True}))
         assert meta_names(batch) == ["meta__region__name", "meta__region__zone", "meta__ok"]
-        assert [spec.path for spec in norm.columns()[8:]] == [
+        assert [spec.path for spec in norm.columns()[len(CORE) :]] == [
             ("Region", "Name"),
             ("Region", "zone"),
             ("ok",),
@@ -241,7 +241,7 @@ class TestFlattening:
         batch = norm.normalize(metas(meta))
         assert meta_names(batch) == ["meta__l1__l2", "meta__l1__s"]
         assert column(batch, "meta__l1__l2") == ['{"l3":{"v":1}}']
-        assert [spec.type for spec in norm.columns()[8:]] == ["json", "int64"]
+        assert [spec.type for spec in norm.columns()[len(CORE) :]] == ["json", "int64"]
 
     def test_depth_one_keeps_top_level_only(self) -> None:
         """depth=1: every top-level object is JSON text."""
@@ -291,7 +291,11 @@ class TestCollisions:
         norm = normalizer()
         batch = norm.normalize(metas({"Status": "A"}, {"status": "b", "STATUS": "c"}))
         assert meta_names(batch) == ["meta__status", "meta__status__2", "meta__status__3"]
-        assert [spec.path for spec in norm.columns()[8:]] == [("Status",), ("status",), ("STATUS",)]
+        assert [spec.path for spec in norm.columns()[len(CORE) :]] == [
+            ("Status",),
+            ("status",),
+            ("STATUS",),
+        ]
         assert column(batch, "meta__status__3") == [None, "c"]
 
     def test_unicode_keys(self) -> None:
@@ -299,7 +303,7 @@ class TestCollisions:
         norm = normalizer()
         batch = norm.normalize(metas({"ключ": 1, "日本": 2, "café": 3, "cafe": 4}))
         assert meta_names(batch) == ["meta___", "meta_____2", "meta__cafe", "meta__cafe__2"]
-        assert [spec.path for spec in norm.columns()[8:]] == [
+        assert [spec.path for spec in norm.columns()[len(CORE) :]] == [
             ("ключ",),
             ("日本",),
             ("café",),
@@ -552,7 +556,7 @@ class TestEmulatorCatalog:
         for index, batch in enumerate(batches):
             table = pa.Table.from_batches([norm.conform(batch)])
             pq.write_table(table, tmp_path / f"part-{index:05d}.parquet")
-        specs = norm.columns()[8:]
+        specs = norm.columns()[len(CORE) :]
         names = ", ".join(spec.name for spec in specs)
         query = (
             "SELECT id, filename, creator, require_signed_urls, epoch_us(uploaded), variants,"
@@ -617,3 +621,121 @@ class TestState:
         """A state from another format version is refused, not misread."""
         with pytest.raises(ConfigError):
             Normalizer.from_state("acc-1", NormalizeOptions(), {"version": 99})
+
+
+def extras(*fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return images carrying the given top-level fields the reference does not list."""
+    return [image(index, **extra) for index, extra in enumerate(fields)]
+
+
+def extra_names(batch: pa.RecordBatch) -> list[str]:
+    return [name for name in batch.schema.names if name.startswith("extra__")]
+
+
+class TestExtraFields:
+    FIELDS: ClassVar[dict[str, Any]] = {
+        "sizeBytes": 900007655956,
+        "draft": False,
+        "labels": {"team": "a", "score": 1.5},
+    }
+
+    def test_kept_as_one_object_and_typed_columns(self) -> None:
+        """Unknown top-level fields go to extra_json exactly and to extra__ columns."""
+        batch = normalizer().normalize(extras(self.FIELDS, {}))
+        assert [orjson.loads(t) if t else t for t in column(batch, "extra_json")] == [
+            self.FIELDS,
+            None,
+        ]
+        assert extra_names(batch) == [
+            "extra__sizebytes",
+            "extra__draft",
+            "extra__labels__team",
+            "extra__labels__score",
+        ]
+        assert column(batch, "extra__sizebytes") == [900007655956, None]
+        assert batch.schema.field("extra__sizebytes").type == pa.int64()
+        assert column(batch, "extra__draft") == [False, None]
+        assert column(batch, "extra__labels__score") == [1.5, None]
+        assert batch.schema.field("extra__labels__team").metadata == {
+            b"cf_extra_path": b'["labels","team"]'
+        }
+        assert meta_names(batch) == []
+
+    def test_known_fields_only_give_a_null_column(self) -> None:
+        """An image with the seven listed fields (or fewer) has extra_json null and no column."""
+        batch = normalizer().normalize([image(1), image(2, meta=..., creator=...)])
+        assert column(batch, "extra_json") == [None, None]
+        assert extra_names(batch) == []
+
+    def test_a_null_field_is_kept_in_extra_json(self) -> None:
+        """A field sent as null is kept (nothing dropped) but types no column."""
+        batch = normalizer().normalize(extras({"gone": None}))
+        assert column(batch, "extra_json") == ['{"gone":null}']
+        assert extra_names(batch) == []
+
+    def test_widens_like_meta(self) -> None:
+        """An extra field's column widens under the same lattice as a meta column's."""
+        norm = normalizer()
+        norm.normalize(extras({"n": 1}))
+        batch = norm.normalize(extras({"n": 2.5}))
+        assert norm.final_schema().field("extra__n").type == pa.float64()
+        assert norm.conform(batch).column("extra__n").to_pylist() == [2.5]
+        assert [(e["change"], e["column"]) for e in norm.drift()] == [("widened", "extra__n")]
+
+    def test_include_does_not_select_extra_fields(self) -> None:
+        """include/exclude select meta paths; an extra field always gets its column."""
+        batch = normalizer(include=["a"]).normalize(extras({"draft": True}))
+        assert extra_names(batch) == ["extra__draft"]
+
+    def test_own_cap(self) -> None:
+        """The extra fields have a cap of their own: a full meta plan leaves them their columns."""
+        norm = normalizer(column_cap=1)
+        batch = norm.normalize([image(1, meta={"a": 1, "b": 2}, x=1, y=2)])
+        assert meta_names(batch) == ["meta__a"] and extra_names(batch) == ["extra__x"]
+        assert norm.report()["capped_extra_keys"] == [["y"]]
+        assert norm.report()["capped_keys"] == [["b"]]
+
+    def test_seed_drift_and_freeze(self) -> None:
+        """Seeded from a night without it, a new field is drift "added"; freeze refuses it."""
+        first = normalizer()
+        first.normalize(extras({"draft": False}))
+        seed = first.columns()
+        norm = Normalizer("acc-1", NormalizeOptions(), seed=seed)
+        norm.normalize(extras({"draft": True, "sizeBytes": 5}))
+        assert [(e["change"], e["column"], e["path"]) for e in norm.drift()] == [
+            ("added", "extra__sizebytes", ["sizeBytes"])
+        ]
+        frozen = Normalizer("acc-1", NormalizeOptions(schema_contract="freeze"), seed=seed)
+        frozen.normalize(extras({"draft": True}))
+        with pytest.raises(SchemaContractError, match="new column of a new API field"):
+            frozen.normalize(extras({"sizeBytes": 5}))
+
+    def test_seed_without_extras_still_reports_the_first_one(self) -> None:
+        """A previous night without extra fields is a baseline: the first field is drift."""
+        first = normalizer()
+        first.normalize(metas({"a": 1}))
+        norm = Normalizer("acc-1", NormalizeOptions(), seed=first.columns())
+        norm.normalize([image(1, meta={"a": 2}, draft=True)])
+        assert [(e["change"], e["column"]) for e in norm.drift()] == [("added", "extra__draft")]
+
+    def test_conform_rederives_extra_columns(self) -> None:
+        """An early batch conformed under the final plan equals normalizing its images now."""
+        norm = normalizer()
+        early = norm.normalize(extras({"a": 1}))
+        norm.normalize(extras({"b": {"c": "x"}}))
+        images = extras({"a": 1})
+        again = Normalizer("acc-1", NormalizeOptions())
+        again.normalize(images)
+        again.normalize(extras({"b": {"c": "x"}}))
+        assert norm.conform(early).equals(again.conform(again.normalize(images)))
+        assert extra_names(norm.conform(early)) == ["extra__a", "extra__b__c"]
+
+    def test_state_keeps_the_extra_plan(self) -> None:
+        """from_state(state()) continues with the same extra columns."""
+        norm = normalizer()
+        norm.normalize(extras({"draft": True}))
+        state = orjson.loads(orjson.dumps(norm.state()))
+        resumed = Normalizer.from_state("acc-1", NormalizeOptions(), state)
+        assert resumed.columns() == norm.columns()
+        after = extras({"draft": False, "n": 1})
+        assert resumed.normalize(after).equals(norm.normalize(after))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from exporter.normalize import NormalizeOptions, Normalizer
-from exporter.schema import ColumnSpec
+from exporter.schema import CORE, ColumnSpec
 
 # Keep Hypothesis' cache out of the checkout: pytest's norecursedirs (pyproject) replaces the
 # defaults, so a `.hypothesis` directory in the rootdir turns into a collection warning (an error).
@@ -170,7 +170,7 @@ def test_conflicting_values_widen_as_the_rules_say(batches: list[list[Any]]) -> 
     normalizer, conformed = run(snapshot, 1)  # depth 1: objects are JSON leaves
     values = [value for page in batches for value in page]
     present = [value for value in values if value is not None]
-    specs = normalizer.columns()[8:]
+    specs = normalizer.columns()[len(CORE) :]
     assert [spec.path for spec in specs] == ([("v",)] if present else [])
     if present:
         cells = pa.Table.from_batches(conformed).column("meta__v").to_pylist()
@@ -203,7 +203,7 @@ def test_cells_equal_the_value_at_their_path(case: tuple[list[list[dict[str, Any
     normalizer, batches = run(snapshot, depth)
     images = [image for page in snapshot for image in page]
     table = pa.Table.from_batches(batches)
-    for spec in normalizer.columns()[8:]:
+    for spec in normalizer.columns()[len(CORE) :]:
         assert spec.path is not None
         values = [at_path(image["meta"], spec.path, depth) for image in images]
         present = [value for value in values if value is not MISSING]
@@ -223,7 +223,7 @@ def test_paths_and_columns_match_one_to_one(case: tuple[list[list[dict[str, Any]
     normalizer, _ = run(snapshot, depth)
     specs = normalizer.columns()
     assert len({spec.name for spec in specs}) == len(specs)
-    meta_paths = [spec.path for spec in specs[8:]]
+    meta_paths = [spec.path for spec in specs[len(CORE) :]]
     assert len(set(meta_paths)) == len(meta_paths)
     found = {
         path

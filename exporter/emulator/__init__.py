@@ -12,6 +12,10 @@ The Python API other tests use (every knob is an `EmulatorSettings` field and a 
   images sharing an instant; `emu.ties` / `emu.account(id).ties` rank them, and
   `listing.served_order(catalog, sort_order, ties)` is a cursor's whole order (the truth).
 * Counts: `drafts=N` makes `/stats` count N images no listing shows.
+* Fields the reference does not list: `extra_fields=True` (default: on with the nasty
+  profile; `build_catalog(..., extras=True)`): `sizeBytes`, `draft`, `labels`, `deprecated`,
+  and `reviewed` from the first night that edits them (`emulator.extras`).
+* Batch host refusing List V2: `refuse_batch_list=403` (code 103 "forbidden endpoint") or 404.
 * Pages: `page_cap` (default 1000, Cloudflare's "up to 1000 results per page"; None: per_page),
   `short_pages=True` (every page a seeded 1..size images).
 * Live mode: `live_every=K, live_mutations=M` (every K list requests, M uploads, deletions or

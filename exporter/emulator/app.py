@@ -67,6 +67,7 @@ DEBUG_PREFIX = "/_emulator"
 # the emulator follows the spec; clients must key on the HTTP status, not on this code.
 THROTTLED = 10429
 BATCH_DISABLED = 5403
+FORBIDDEN_ENDPOINT = 103  # the batch host refusing List V2, as reported from the field
 SCAN_IN_THREAD = 20_000  # catalogs bigger than this are filtered off the event loop
 ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -244,6 +245,10 @@ async def _list_images(request: web.Request) -> web.StreamResponse:
 async def _batch_list_images(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     state.counters.batch_requests += 1
+    if state.settings.refuse_batch_list == 403:
+        return error_response(403, FORBIDDEN_ENDPOINT, "forbidden endpoint")
+    if state.settings.refuse_batch_list == 404:
+        return error_response(404, NO_ROUTE, "No route for that URI")
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     try:
         if scheme.lower() != "bearer":

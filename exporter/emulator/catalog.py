@@ -7,6 +7,9 @@ and `spec` (the field edits it has had, see `edits`). Bytes are rendered when se
 default, or `nasty`, the benchmark catalog) is immutable and shared; copies of a catalog share
 it, so an emulator that mutates its catalog never touches another's.
 
+With `extras` on, every rendering ends with the image's extra fields (`extras`), after the
+edits of `spec`; copies keep the flag.
+
 Invariants: keys strictly ascend (ids are unique); `revision` grows with every mutation (the
 filter-view cache keys on it).
 """
@@ -22,11 +25,13 @@ from typing import Any, Protocol, overload
 import orjson
 
 from exporter.emulator.classic import ClassicProfile
-from exporter.emulator.edits import apply_edits
+from exporter.emulator.edits import EXTRA, FIELDS, apply_edits, field_version
+from exporter.emulator.extras import extra_members, splice
 from exporter.emulator.nasty import NastyProfile
 from exporter.emulator.render import Image, OrderKey
 
 PROFILES = ("classic", "nasty")
+_LISTED_EDITS = (1 << (8 * len(FIELDS))) - 1  # the spec's bytes apply_edits renders
 
 
 class Profile(Protocol):
@@ -61,8 +66,10 @@ class Catalog:
         specs: array[int],
         *,
         next_gen: int,
+        extras: bool = False,
     ) -> None:
         self.profile = profile
+        self.extras = extras  # images carry fields the reference does not list
         self.uploaded = uploaded
         self.gens = gens
         self.specs = specs
@@ -86,6 +93,7 @@ class Catalog:
             array("q", self.gens),
             array("Q", self.specs),
             next_gen=self.next_gen,
+            extras=self.extras,
         )
 
     def key(self, position: int) -> OrderKey:
@@ -97,23 +105,18 @@ class Catalog:
 
     def render(self, entry: Entry) -> bytes:
         """Return the JSON bytes of an entry (at this or any other position or night)."""
-        blob = self.profile.render(entry.gen, entry.uploaded)
-        if entry.spec:
-            blob = apply_edits(blob, self.seed, entry.gen, entry.spec)
-        return blob
+        return self._render(entry.gen, entry.uploaded, entry.spec)
 
     def blob(self, position: int) -> bytes:
         """Return the JSON bytes of the image at an ascending position."""
-        spec = self.specs[position]
-        blob = self.profile.render(self.gens[position], self.uploaded[position])
-        if spec:
-            blob = apply_edits(blob, self.seed, self.gens[position], spec)
-        return blob
+        return self._render(self.gens[position], self.uploaded[position], self.specs[position])
 
     def render_positions(self, positions: Sequence[int]) -> list[bytes]:
         """Return the JSON bytes of the images at `positions` (a page), in that order."""
-        uploaded, gens, specs, seed = self.uploaded, self.gens, self.specs, self.seed
-        render = self.profile.render
+        uploaded, gens, specs = self.uploaded, self.gens, self.specs
+        if self.extras:
+            return [self._render(gens[p], uploaded[p], specs[p]) for p in positions]
+        render, seed = self.profile.render, self.seed
         blobs = []
         for position in positions:
             blob = render(gens[position], uploaded[position])
@@ -121,6 +124,14 @@ class Catalog:
                 blob = apply_edits(blob, seed, gens[position], specs[position])
             blobs.append(blob)
         return blobs
+
+    def _render(self, gen: int, uploaded: int, spec: int) -> bytes:
+        blob = self.profile.render(gen, uploaded)
+        if spec & _LISTED_EDITS:
+            blob = apply_edits(blob, self.seed, gen, spec)
+        if self.extras:
+            blob = splice(blob, extra_members(self.seed, gen, field_version(spec, EXTRA)))
+        return blob
 
     def iter_images(self) -> Iterator[Image]:
         """Yield every image dict, ascending, exactly as the API returns it."""
@@ -237,12 +248,20 @@ def make_profile(name: str, n: int, seed: int, tie_group: int = 0) -> Profile:
 
 
 def build_catalog(
-    n: int, seed: int = 1, *, profile: str = "classic", tie_group: int = 0
+    n: int,
+    seed: int = 1,
+    *,
+    profile: str = "classic",
+    tie_group: int = 0,
+    extras: bool | None = None,
 ) -> Catalog:
     """Return a catalog of `n` images generated deterministically from `seed`.
 
-    `tie_group` puts a bulk import of that many images on one `uploaded` instant.
+    `tie_group` puts a bulk import of that many images on one `uploaded` instant; `extras`
+    adds fields the reference does not list (None: on for the nasty profile).
     """
+    if extras is None:
+        extras = profile == "nasty"
     generator = make_profile(profile, n, seed, tie_group)
     uploaded, gens = array("q"), array("q")
     start = 0
@@ -258,4 +277,4 @@ def build_catalog(
             gens.append(start)
         uploaded.extend([instant] * (end - start))
         start = end
-    return Catalog(generator, uploaded, gens, array("Q", bytes(8 * n)), next_gen=n)
+    return Catalog(generator, uploaded, gens, array("Q", bytes(8 * n)), next_gen=n, extras=extras)

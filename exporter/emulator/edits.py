@@ -7,6 +7,10 @@ are nasty on purpose: a creator edited to null where it was absent (no change), 
 edited from 1 to 1.0 to "1" to true (each a change: JSON types are kept), a meta whose keys
 are only reordered (no change), meta edited to `{}` and removed.
 
+One more version, `extra`, counts edits of the fields the reference does not list; those
+fields are spliced in when a catalog renders with `extras` on (see `extras`), so
+`apply_edits` leaves them alone.
+
 `changed_fields(before, after)` is the truth: it compares rendered images under DESIGN's
 rules ("Decisions for change data"), so a no-op edit is never recorded as a change.
 """
@@ -18,22 +22,25 @@ from typing import Any
 
 import orjson
 
+from exporter.emulator.extras import extras_of
 from exporter.emulator.render import Image
 
 FIELDS = ("filename", "creator", "require_signed_urls", "variants", "meta")
-COMPARED = ("filename", "creator", "require_signed_urls", "uploaded", "variants", "meta")
+EXTRA = "extra"  # the version of the extra fields (see `extras`), edited only when served
+_SLOTS = (*FIELDS, EXTRA)  # a spec's bytes, in this order
+COMPARED = ("filename", "creator", "require_signed_urls", "uploaded", "variants", "meta", EXTRA)
 _API_NAME = {"require_signed_urls": "requireSignedURLs"}
 _ABSENT = object()
 
 
 def field_version(spec: int, field: str) -> int:
     """Return how many times `field` was edited (mod 256) in a spec."""
-    return (spec >> (8 * FIELDS.index(field))) & 0xFF
+    return (spec >> (8 * _SLOTS.index(field))) & 0xFF
 
 
 def bump(spec: int, field: str) -> int:
     """Return the spec with one more edit of `field` (wrapping past 255 to 1, never to 0)."""
-    shift = 8 * FIELDS.index(field)
+    shift = 8 * _SLOTS.index(field)
     version = ((spec >> shift) & 0xFF) % 255 + 1
     return (spec & ~(0xFF << shift)) | (version << shift)
 
@@ -119,12 +126,15 @@ def changed_fields(before: Image, after: Image) -> tuple[str, ...]:
     """Return the fields (DESIGN's names) whose values differ, as a warehouse compares them.
 
     `creator` absent equals null, `""` differs; `meta` absent equals null, `{}` differs, and
-    compares as a JSON value with types kept and key order ignored.
+    compares as a JSON value with types kept and key order ignored; so does `extra`, the
+    image's fields the reference does not list, as one object (none: null).
     """
     return tuple(f for f in COMPARED if _comparable(before, f) != _comparable(after, f))
 
 
 def _comparable(image: Image, field: str) -> Any:
+    if field == EXTRA:
+        return orjson.dumps(extras_of(image), option=orjson.OPT_SORT_KEYS)
     value = image.get(_API_NAME.get(field, field))
     if field == "meta":
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)

@@ -9,8 +9,10 @@ A normal night, with c = max(1, churn * images):
 * uploads: c new images, newer than everything (as real uploads are);
 * deletions: c / 2 images;
 * edits: c / 4 images per field of `edits.FIELDS` (filename, creator, require_signed_urls,
-  variants, meta), some images edited in several fields, and some edits that change nothing
-  a warehouse sees (a creator from absent to null, meta keys reordered): those are not changes;
+  variants, meta), and of the extra fields when the catalog serves them (`extras`: a new
+  field, `reviewed`, appears on the first night that edits them), some images edited in
+  several fields, and some edits that change nothing a warehouse sees (a creator from absent
+  to null, meta keys reordered): those are not changes;
 * a re-upload under the same id: c / 10 images deleted and uploaded again the same night
   (a new `uploaded` and filename: `changed` with both fields), and up to c / 10 of the
   previous night's deletions uploaded again (`added` again after `removed`).
@@ -35,7 +37,7 @@ from typing import Any
 import orjson
 
 from exporter.emulator.catalog import Catalog, Entry
-from exporter.emulator.edits import FIELDS, bump, changed_fields
+from exporter.emulator.edits import EXTRA, FIELDS, bump, changed_fields
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +100,7 @@ def evolve(
     picked = rng.sample(range(n), min(n, deletions + replaced))
     again_gens = {catalog.gens[p] for p in picked[deletions:]}  # deleted, uploaded again
     others = [p for p in range(n) if p not in set(picked)] if n < 10_000 else None
-    for name in FIELDS:
+    for name in (*FIELDS, EXTRA) if catalog.extras else FIELDS:
         for position in _sample_others(rng, n, set(picked), others, max(1, c // 4)):
             entry = catalog.entry(position)
             before.setdefault(entry.gen, entry)

@@ -151,7 +151,7 @@ def catalog_for(
     Small catalogs are built once per process; each call returns its own copy (live mode
     mutates it), sharing the immutable profile.
     """
-    shape = (settings.images, settings.seed, settings.profile, settings.tie_group)
+    shape = (settings.images, settings.seed, settings.profile, settings.tie_group, settings.extras)
     if settings.images > CACHE_LIMIT:
         base, shared = _build(*shape), False
     else:
@@ -170,13 +170,13 @@ def _evolved(
     return catalog_at_night(base, settings.night, settings.night_plan())
 
 
-def _build(images: int, seed: int, profile: str, tie_group: int) -> Catalog:
-    return build_catalog(images, seed, profile=profile, tie_group=tie_group)
+def _build(images: int, seed: int, profile: str, tie_group: int, extras: bool) -> Catalog:
+    return build_catalog(images, seed, profile=profile, tie_group=tie_group, extras=extras)
 
 
 @functools.lru_cache(maxsize=16)
-def _small_catalog(images: int, seed: int, profile: str, tie_group: int) -> Catalog:
-    return _build(images, seed, profile, tie_group)
+def _small_catalog(images: int, seed: int, profile: str, tie_group: int, extras: bool) -> Catalog:
+    return _build(images, seed, profile, tie_group, extras)
 
 
 def check_loopback(host: str) -> None:
@@ -207,11 +207,12 @@ async def run_emulator(
     """
     settings = settings or EmulatorSettings()
     check_loopback(host)
-    if catalog is not None and (len(catalog), catalog.seed, catalog.profile.name) != (
-        settings.images,
-        settings.seed,
-        settings.profile,
-    ):
+    if catalog is not None and (
+        len(catalog),
+        catalog.seed,
+        catalog.profile.name,
+        catalog.extras,
+    ) != (settings.images, settings.seed, settings.profile, settings.primary().extras):
         raise ConfigError("emulator.images", "the prebuilt catalog does not match the settings")
     catalogs: dict[str, Catalog] = {}
     changes: dict[str, NightChanges | None] = {}
@@ -295,6 +296,10 @@ def describe(emu: RunningEmulator) -> str:
         )
     if s.live_every:
         lines.append(f"  live: {s.live_mutations} change(s) every {s.live_every} list requests")
+    if s.primary().extras:
+        lines.append("  images carry fields the API reference does not list (--extra-fields)")
+    if s.refuse_batch_list:
+        lines.append(f"  the batch host refuses List V2 with HTTP {s.refuse_batch_list}")
     for account in s.accounts:
         lines.append(
             f"  account {account.account_id}: {len(emu.state.catalogs[account.account_id])} "

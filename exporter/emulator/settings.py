@@ -46,6 +46,7 @@ class AccountSettings:
     rate_quota: int | None = None
     rate_window_s: float = 300.0
     lockout_s: float = 300.0
+    extra_fields: bool | None = None  # fields the reference does not list; None: nasty only
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fault_kinds", frozenset(self.fault_kinds))
@@ -74,6 +75,11 @@ class AccountSettings:
     @property
     def rate_limit(self) -> tuple[int | None, float, float]:
         return self.rate_quota, self.rate_window_s, self.lockout_s
+
+    @property
+    def extras(self) -> bool:
+        """Whether the images carry top-level fields the reference does not list."""
+        return self.profile == "nasty" if self.extra_fields is None else self.extra_fields
 
 
 def _check_catalog(images: int, profile: str, tie_group: int, tie_order: str | None) -> None:
@@ -136,6 +142,10 @@ class EmulatorSettings:
     batch_token_ttl_s: float = 900.0
     batch_rate: float | None = None  # requests/s per batch token; None: no limit
     allow_batch_tokens: bool = True
+    # The batch host refuses List V2 with this status (403: code 103 "forbidden endpoint", as
+    # reported from the field; 404: no route); 0: it serves it.
+    refuse_batch_list: int = 0
+    extra_fields: bool | None = None  # see AccountSettings.extra_fields
 
     def __post_init__(self) -> None:
         # Accept any iterable of kinds (a CLI list, a set) and keep the field hashable.
@@ -159,6 +169,8 @@ class EmulatorSettings:
         _check_accounts(self.served())
         if self.batch_rate is not None and self.batch_rate <= 0:
             raise ConfigError("emulator.batch_rate", "must be > 0")
+        if self.refuse_batch_list not in (0, 403, 404):
+            raise ConfigError("emulator.refuse_batch_list", "must be 0, 403 or 404")
 
     def primary(self) -> AccountSettings:
         """Return the account the top-level fields describe."""
@@ -177,6 +189,7 @@ class EmulatorSettings:
             rate_quota=self.rate_quota,
             rate_window_s=self.rate_window_s,
             lockout_s=self.lockout_s,
+            extra_fields=self.extra_fields,
         )
 
     def night_plan(self) -> NightPlan:
@@ -230,7 +243,15 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         choices=PROFILES,
         default=d.profile,
         help="catalog: classic (default) or nasty (benchmarks: ~1 KB meta on 12%%, ~40 meta "
-        "columns, 5%% of images on one instant; rendered on demand, fine at millions)",
+        "columns, 5%% of images on one instant, fields the reference does not list; rendered "
+        "on demand, fine at millions)",
+    )
+    add(
+        "--extra-fields",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="images carry top-level fields the reference does not list (sizeBytes, draft, "
+        "labels; reviewed from the first night that edits them); default: with --profile nasty",
     )
     add("--tie-group", type=int, default=d.tie_group, help="bulk import of N images on one instant")
     add(
@@ -250,7 +271,7 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="TOML: more accounts to serve, [[account]] tables of id (or account_id), token, "
         "email, api_key, images, seed, profile, tie_group, tie_order, fault_rate, fault_kinds, "
-        "rate_quota, rate_window_s, lockout_s",
+        "rate_quota, rate_window_s, lockout_s, extra_fields",
     )
     add("--rate-quota", type=int, default=None, help="requests per window (default: no limit)")
     add("--rate-window", type=float, default=d.rate_window_s, help="rate window, seconds")
@@ -292,6 +313,13 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-token-ttl", type=float, default=d.batch_token_ttl_s, help="seconds")
     add("--batch-rate", type=float, default=None, help="requests/s per batch token")
     add("--no-batch-tokens", action="store_true", help="refuse batch tokens (403)")
+    add(
+        "--refuse-batch-list",
+        type=int,
+        choices=(403, 404),
+        default=None,
+        help="the batch host refuses List V2: 403 code 103 'forbidden endpoint', or 404",
+    )
 
 
 def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
@@ -330,6 +358,8 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         batch_token_ttl_s=ns.batch_token_ttl,
         batch_rate=ns.batch_rate,
         allow_batch_tokens=not ns.no_batch_tokens,
+        refuse_batch_list=ns.refuse_batch_list or 0,
+        extra_fields=ns.extra_fields,
     )
 
 

@@ -175,7 +175,8 @@ HISTORY_VIEW = f"""
 CREATE OR REPLACE VIEW images_history AS
 SELECT id, valid_from, valid_to, valid_to IS NULL AS is_current,
        coalesce(next_change = 'removed', false) AS is_deleted,
-       account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json
+       account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json,
+       extra_json
 FROM (
     SELECT *, snapshot_date AS valid_from, lead(snapshot_date) OVER w AS valid_to,
            lead(change) OVER w AS next_change
@@ -185,7 +186,7 @@ FROM (
 CURRENT_VIEW = """
 CREATE OR REPLACE VIEW images_current AS
 SELECT id, valid_from, account_id, filename, creator, require_signed_urls, uploaded, variants,
-       meta_json
+       meta_json, extra_json
 FROM images_history WHERE is_current
 """
 
@@ -200,6 +201,8 @@ def replace_changes(database: Path, snapshot_date: str, files: Sequence[Path]) -
             listed = ", ".join(_literal(str(f)) for f in files)
             source = f"read_parquet([{listed}], hive_partitioning = false)"
             con.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} AS FROM {source} LIMIT 0")
+            # a table from before extra_json existed gains it (null on the older nights)
+            con.execute(f"ALTER TABLE {CHANGES_TABLE} ADD COLUMN IF NOT EXISTS extra_json VARCHAR")
             con.execute(
                 f"DELETE FROM {CHANGES_TABLE} WHERE snapshot_date = CAST(? AS DATE)",
                 [snapshot_date],

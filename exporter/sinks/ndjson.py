@@ -1,4 +1,5 @@
-"""NDJSON parts, plain or gzip: one image per line, `meta` spliced from the raw `meta_json`."""
+"""NDJSON parts, plain or gzip: one image per line, `meta` spliced from the raw `meta_json`,
+the fields the reference does not list spliced from `extra_json` as the API sent them."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from exporter.sinks._base import FileFormat, FilePartSink, SinkOptions
 from exporter.store.base import HashingWriter
 
 # A line is the core columns in order: values encoded by orjson, then the one raw JSON column
-# (`meta_json`, as `meta`) spliced in last, as its exact bytes.
+# (`meta_json`, as `meta`) spliced in as its exact bytes, then the members of the spread
+# column's object (`extra_json`: the image's other top-level fields) as the line's own keys.
 VALUE_FIELDS = [name for name, field in CORE.items() if field.ndjson == "value"]
 VALUE_KEYS = [CORE[name].ndjson_key or name for name in VALUE_FIELDS]
 [RAW_FIELD] = [name for name, field in CORE.items() if field.ndjson == "raw"]
 _RAW_HEAD = b',"' + (CORE[RAW_FIELD].ndjson_key or RAW_FIELD).encode() + b'":'
+[SPREAD_FIELD] = [name for name, field in CORE.items() if field.ndjson == "spread"]
 NDJSON_SHAPE = "ndjson-v1"  # the line shape does not follow the meta__ column plan
 
 
@@ -45,31 +48,42 @@ def _column(batch: pa.RecordBatch, name: str) -> list[Any]:
     return batch.column(index).to_pylist() if index >= 0 else [None] * batch.num_rows
 
 
-def _raw_meta(batch: pa.RecordBatch) -> list[bytes | None]:
-    """Return each row's meta_json as UTF-8 bytes, straight from the Arrow buffers."""
-    index = batch.schema.get_field_index(RAW_FIELD)
-    if index < 0:
+def _raw(batch: pa.RecordBatch, name: str) -> list[bytes | None]:
+    """Return each row's JSON text of a column as UTF-8 bytes, straight from Arrow's buffers."""
+    index = batch.schema.get_field_index(name)
+    if index < 0 or batch.column(index).null_count == batch.num_rows:
         return [None] * batch.num_rows
     raw: list[bytes | None] = pc.cast(batch.column(index), pa.binary()).to_pylist()
     return raw
 
 
+def _one_line(text: bytes) -> bytes:
+    """Return JSON text without line breaks (a pretty-printed value would break lines)."""
+    if b"\n" in text or b"\r" in text:
+        return orjson.dumps(orjson.loads(text))
+    return text
+
+
 def encode_lines(batch: pa.RecordBatch) -> bytes:
-    """Return the NDJSON lines of a batch: core fields, `uploaded` RFC 3339 UTC, raw `meta`.
+    """Return the NDJSON lines of a batch: core fields, `uploaded` RFC 3339 UTC, raw `meta`,
+    then the image's extra fields.
 
     The core fields are encoded by orjson; the meta object is appended as the exact bytes of
     `meta_json`, so keys keep their order, numbers their spelling, and nothing is re-encoded.
+    The members of `extra_json` follow the same way, as top-level keys of the line.
     """
     columns = [_column(batch, name) for name in VALUE_FIELDS]
-    metas = _raw_meta(batch)
+    metas = _raw(batch, RAW_FIELD)
+    extras = _raw(batch, SPREAD_FIELD)
     out = bytearray()
-    for row, meta in zip(zip(*columns, strict=True), metas, strict=True):
+    for row, meta, extra in zip(zip(*columns, strict=True), metas, extras, strict=True):
         head = orjson.dumps(dict(zip(VALUE_KEYS, row, strict=True)), option=orjson.OPT_UTC_Z)
-        if meta is not None and (b"\n" in meta or b"\r" in meta):
-            meta = orjson.dumps(orjson.loads(meta))  # a pretty-printed value would break lines
         out += head[:-1]
         out += _RAW_HEAD
-        out += meta if meta is not None else b"null"
+        out += _one_line(meta) if meta is not None else b"null"
+        if extra is not None and len(extra) > 2:  # not null, not {}
+            out += b","
+            out += _one_line(extra)[1:-1]
         out += b"}\n"
     return bytes(out)
 

@@ -290,6 +290,29 @@ class TestBatchHost:
             assert emu.counters.batch_requests == pages == 6
             assert emu.counters.throttled == 0  # 6 pages > quota 2: the batch host is not limited
 
+    @pytest.mark.parametrize(
+        ("status", "error"), [(403, (103, "forbidden endpoint")), (404, (7000, "No route"))]
+    )
+    async def test_refused_list(
+        self,
+        emulator_factory: EmulatorFactory,
+        session: aiohttp.ClientSession,
+        status: int,
+        error: tuple[int, str],
+    ) -> None:
+        """`refuse_batch_list` makes the batch host refuse List V2, as reported from the
+        field; the API host still serves it and still hands out batch tokens."""
+        async with emulator_factory(refuse_batch_list=status) as emu:
+            reply = await get(
+                session, emu.list_url.replace("/v2", "/v1/batch_token"), headers=bearer(emu.token)
+            )
+            token = reply.json()["result"]["token"]
+            refused = await get(session, emu.batch_base_url + "/images/v2", headers=bearer(token))
+            assert refused.status == status
+            code, message = refused.error
+            assert code == error[0] and message.startswith(error[1])
+            assert (await get(session, emu.list_url, headers=bearer(emu.token))).status == 200
+
     async def test_tokens_interchange(
         self, emulator: RunningEmulator, session: aiohttp.ClientSession
     ) -> None:

@@ -204,3 +204,23 @@ class TestParameterRules:
         reply = await list_page(session, emulator, {"creator": "", "per_page": "10000"})
         images = reply.json()["result"]["images"]
         assert images and all(not img.get("creator") for img in images)
+
+
+async def test_pages_with_extra_fields_match_the_schema(
+    emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
+) -> None:
+    """Fields the reference does not list leave every page valid: the image schema does not
+    forbid additional properties, and the API may add fields at any time."""
+    async with emulator_factory(images=120, extra_fields=True, night=1) as emu:
+        token: str | None = None
+        extras = 0
+        for _ in range(10):
+            params = {"per_page": "50", **({"continuation_token": token} if token else {})}
+            reply = await list_page(session, emu, params)
+            _assert_valid(PAGE, reply)
+            result = reply.json()["result"]
+            extras += sum("sizeBytes" in image for image in result["images"])
+            token = result["continuation_token"]
+            if token is None:
+                break
+        assert token is None and extras > 0

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from exporter.emulator import Catalog, EmulatorSettings, build_catalog
+from exporter.emulator.extras import LISTED
 from exporter.emulator.listing import page_body, served_order
 from tests.emulator.helpers import EmulatorFactory, walk
 
@@ -43,11 +44,30 @@ class TestNastyProfile:
         assert [img["id"] for img in images] == [key[1] for key in nasty.keys]
         for image in images:
             assert RFC3339_MS.match(image["uploaded"])
-            assert set(image) - {"creator", "meta"} == {
+            assert set(image) & LISTED - {"creator", "meta"} == {
                 "id", "filename", "requireSignedURLs", "uploaded", "variants"
             }  # fmt: skip
             assert all(image["id"] in url for url in image["variants"])
             assert len(image["filename"]) <= 255
+
+    def test_fields_the_reference_does_not_list(self, nasty: Catalog) -> None:
+        """The nasty catalog carries extra top-level fields after the listed ones: an int
+        beyond 2**31, a bool, an object whose score is an int or a float, a null."""
+        extras = [
+            {k: v for k, v in image.items() if k not in LISTED} for image in nasty.iter_images()
+        ]
+        assert 0.7 <= sum("sizeBytes" in e for e in extras) / len(extras) <= 0.8
+        assert min(e["sizeBytes"] for e in extras if "sizeBytes" in e) > 2**31
+        assert {type(e["draft"]) for e in extras if "draft" in e} == {bool}
+        scores = {type(e["labels"]["score"]) for e in extras if "labels" in e}
+        assert scores == {int, float}
+        assert any("deprecated" in e and e["deprecated"] is None for e in extras)
+        assert not any("reviewed" in e for e in extras)  # only once a night edits them
+        assert any(not e for e in extras)
+        blob = nasty.blob(0)
+        image = orjson.loads(blob)
+        listed = [k for k in image if k in LISTED]
+        assert list(image)[: len(listed)] == listed  # spliced after the listed fields
 
     def test_big_meta_share(self, nasty: Catalog) -> None:
         """About 12% of images carry meta of 990..1024 bytes; none exceeds the API's 1024."""

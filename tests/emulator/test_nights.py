@@ -79,6 +79,23 @@ class TestNights:
         assert changes.changed and changes.added
         assert _snapshot(catalog).keys() >= changes.added
 
+    def test_extra_fields_evolve_and_appear(self) -> None:
+        """With extra fields on, nights edit them too: the record names `extra` and is the
+        truth, and `reviewed` appears only from night 1 on."""
+        base = build_catalog(1500, seed=9, extras=True)
+        before = _snapshot(base)
+        assert not any("reviewed" in image for image in before.values())
+        catalog, changes = catalog_at_night(base, 1, NightPlan())
+        after = _snapshot(catalog)
+        expected = _diff(before, after)
+        assert (changes.added, changes.removed, changes.changed) == (
+            expected.added,
+            expected.removed,
+            expected.changed,
+        )
+        extra = [i for i, fields in changes.changed.items() if "extra" in fields]
+        assert extra and all("reviewed" in after[i] for i in extra)
+
 
 async def test_served_night_and_endpoint(
     emulator_factory: EmulatorFactory, session: aiohttp.ClientSession

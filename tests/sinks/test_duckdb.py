@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from pathlib import Path
 
@@ -192,3 +193,31 @@ def test_duckdb_type_matches_describe(kind: pa.DataType, name: str) -> None:
     with duckdb.connect() as con:
         con.execute(f"CREATE TABLE t (c {name})")
         assert con.execute("DESCRIBE t").fetchall()[0][1] == name
+
+
+def test_image_changes_from_before_extra_json_gain_it(tmp_path: Path) -> None:
+    """A change log written before extra_json existed takes the column (null on its nights)
+    and the current view shows it, instead of the INSERT failing."""
+    import pyarrow.parquet as pq
+
+    from exporter.diff import CHANGES_SCHEMA
+    from exporter.sinks.duckdb import replace_changes
+
+    def night(date: str, extra: str | None, with_column: bool) -> Path:
+        row = {f.name: None for f in CHANGES_SCHEMA}
+        day = dt.date.fromisoformat(date)
+        row.update(change="added", id="a", snapshot_date=day, changed_fields=[], extra_json=extra)
+        schema = CHANGES_SCHEMA
+        if not with_column:
+            schema = pa.schema([f for f in CHANGES_SCHEMA if f.name != "extra_json"])
+            del row["extra_json"]
+        path = tmp_path / f"{date}.parquet"
+        pq.write_table(pa.Table.from_pylist([row], schema=schema), path)
+        return path
+
+    database = tmp_path / "images.duckdb"
+    replace_changes(database, "2026-01-01", [night("2026-01-01", None, with_column=False)])
+    second = night("2026-01-02", '{"draft":true}', with_column=True)
+    replace_changes(database, "2026-01-02", [second])
+    with duckdb.connect(str(database)) as con:
+        assert con.sql("SELECT extra_json FROM images_current").fetchall() == [('{"draft":true}',)]

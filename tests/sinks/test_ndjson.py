@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from sink_data import CORE, conformer, make_batch, make_images, schema_of
 
+from exporter.normalize import NormalizeOptions, Normalizer
 from exporter.sinks import SinkOptions
 from exporter.sinks.ndjson import NdjsonSink, encode_lines
 
@@ -56,6 +57,20 @@ class TestEncodeLines:
     def test_absent_meta_is_null(self) -> None:
         [image] = make_images(5, 1)  # n % 5 == 0: no meta
         assert orjson.loads(encode_lines(make_batch([image], {})))["meta"] is None
+
+    def test_extra_fields_are_top_level_keys_as_sent(self) -> None:
+        """Fields the reference does not list follow `meta` as the line's own keys, values
+        as sent (an int beyond 2**31, a bool, an object, a null); lines without add nothing."""
+        extra = {"sizeBytes": 900007655956, "draft": False, "labels": {"t": "a"}, "x": None}
+        images: list[dict[str, object]] = [
+            {"id": "a", "uploaded": "2026-01-02T03:04:05Z", "meta": {"k": 1}, **extra},
+            {"id": "b", "uploaded": "2026-01-02T03:04:05Z"},
+        ]
+        batch = Normalizer("acc", NormalizeOptions()).normalize(images)
+        first, second = (orjson.loads(line) for line in encode_lines(batch).splitlines())
+        assert list(first)[-5:] == ["meta", *extra]
+        assert {key: first[key] for key in extra} == extra
+        assert list(second)[-1] == "meta" and "extra_json" not in first
 
     def test_pretty_printed_meta_stays_on_one_line(self) -> None:
         batch = make_batch(make_images(1, 1), {})
