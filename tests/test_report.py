@@ -3,13 +3,16 @@ the emulator's catalog, and the page opened in a headless Chromium with the netw
 
 Outputs are exported over loopback from the emulator: two nights of a classic catalog (Parquet
 and NDJSON), one night of the nasty profile written as NDJSON only (hostile keys and values,
-read through `meta_json`), a fleet of three accounts, and an empty OUT.
+read through `meta_json`), a night of a catalog whose images carry fields the API added
+followed by two batches of new uploads (Parquet, and NDJSON only), a fleet of three accounts
+(one with a batch of new uploads), and an empty OUT.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,6 +25,7 @@ from exporter.emulator import build_catalog
 from exporter.emulator.nights import NightPlan, catalog_at_night
 from exporter.report.queries import (
     AccountFigures,
+    Batch,
     Catalog,
     ChangeNight,
     MetaColumn,
@@ -29,7 +33,8 @@ from exporter.report.queries import (
     Report,
     json_pointer,
 )
-from exporter.report.render import render
+from exporter.report.render import moment, render
+from exporter.schema import display_path
 from tests.browser import find_browser, load_page
 from tests.helpers import ROOT, emulator_process, run_cli
 
@@ -117,6 +122,21 @@ def report(out: Path, *extra: str) -> str:
     written = Path(result.stdout.strip())
     assert written == (Path(extra[1]) if extra else out / "report.html")
     return written.read_text(encoding="utf-8")
+
+
+def add_uploads(emu: Any, count: int, account: str = "") -> list[dict[str, Any]]:
+    """Add `count` uploads to an account of the emulator process; return them as served."""
+    root = emu.base_url.removesuffix("/client/v4")
+    url = f"{root}/_emulator/accounts/{account or emu.account_id}/uploads?count={count}"
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as reply:
+        added: list[dict[str, Any]] = orjson.loads(reply.read())["result"]["added"]
+    return added
+
+
+def batch_manifests(out: Path, date: str) -> list[dict[str, Any]]:
+    """Return the manifests of the batches of new uploads following `date`, oldest first."""
+    found = sorted((out / "new_uploads" / f"snapshot_date={date}").glob("batch=*/_manifest.json"))
+    return [orjson.loads(path.read_bytes()) for path in found]
 
 
 def export(out: Path, date: str, emu: Any, *formats: str) -> None:
@@ -215,8 +235,9 @@ def _at(meta: Any, keys: list[str], depth: int = 5) -> Any:
 
 
 def test_a_single_ndjson_night_of_hostile_meta(nasty: tuple[Path, str]) -> None:
-    """NDJSON only: meta read from `meta_json` by JSON pointer equals the catalog; every
-    user string is escaped (no tag but the page's own)."""
+    """NDJSON only: meta read from `meta_json` and the fields the API added from `extra_json`
+    by JSON pointer equal the catalog, under the memory cap; every user string is escaped (no
+    tag but the page's own)."""
     out, account = nasty
     html = report(out)
     page = Page(html)
@@ -227,7 +248,94 @@ def test_a_single_ndjson_night_of_hostile_meta(nasty: tuple[Path, str]) -> None:
     for path, images_with in coverage.items():
         keys = json.loads(path) if path.startswith("[") else path.split(".")
         assert images_with == sum(1 for i in images if _at(i.get("meta"), keys) is not None), path
+    extra = {row[0]: count(row[2]) for row in page.tables[account]["extra"]}
+    assert extra, "the nasty profile has fields the API added"
+    for path, images_with in extra.items():
+        keys = json.loads(path) if path.startswith("[") else path.split(".")
+        assert images_with == sum(1 for i in images if _at(i, keys) is not None), path
     assert_self_contained(html)
+
+
+UPLOADS = (7, 12)  # two bursts of uploads, one batch each
+
+
+@pytest.fixture(scope="module", params=["parquet", "ndjson"])
+def uploads_out(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, str, list[dict[str, Any]]]]:
+    """One night of a catalog whose images carry fields the API added, then one batch of new
+    uploads after each burst; the output, the account and the uploads as the emulator served
+    them."""
+    fmt = str(request.param)
+    out = tmp_path_factory.mktemp(f"report-uploads-{fmt}") / "out"
+    uploaded = []
+    with emulator_process(300, 17, "--extra-fields") as emu:
+        export(out, DATES[0], emu, fmt)
+        for burst in UPLOADS:
+            uploaded += add_uploads(emu, burst)
+            args = ["export", "--output", str(out), "--format", fmt, "--new-uploads", "-q"]
+            result = run_cli([*args, "--snapshot-date", DATES[1]], env=emu.env())
+            assert result.returncode == 0, result.stderr
+        yield out, emu.account_id, uploaded
+
+
+def test_new_uploads_shown_equal_the_batch_manifests(
+    uploads_out: tuple[Path, str, list[dict[str, Any]]],
+) -> None:
+    """The headline counts the latest snapshot's batches and the batches table lists them,
+    newest first, with their manifests' figures; they hold exactly the emulator's uploads."""
+    out, account, uploaded = uploads_out
+    page = Page(report(out))
+    batches = batch_manifests(out, DATES[0])
+    assert len(batches) == len(UPLOADS)
+    figures = page.figures[account]
+    assert count(figures["new-uploads"]) == sum(b["counts"]["rows"] for b in batches)
+    assert count(figures["new-uploads"]) == len(uploaded) == sum(UPLOADS)
+    assert count(figures["batches"]) == len(batches)
+    assert figures["newest-batch"] == moment(batches[-1]["finished_at"])[11:]
+    assert page.tables[account]["batches"] == [
+        [
+            b["new_uploads"]["batch"],
+            str(b["counts"]["rows"]),
+            moment(b["uploaded"]["min"]),
+            moment(b["uploaded"]["max"]),
+            moment(b["finished_at"]),
+        ]
+        for b in reversed(batches)
+    ]
+    newest = max(image["uploaded"] for image in uploaded)
+    assert moment(batches[-1]["uploaded"]["max"]) == moment(newest)
+    assert count(figures["images"]) == manifests(out)[-1]["counts"]["rows"], "the snapshot's"
+
+
+def test_fields_the_api_added_are_apart_from_meta(
+    uploads_out: tuple[Path, str, list[dict[str, Any]]],
+) -> None:
+    """The `extra__` columns have their own table (none in meta's), one row per column of the
+    manifest, with the coverage of the snapshot's images (Parquet columns, or `extra_json` by
+    JSON pointer)."""
+    out, account, _ = uploads_out
+    page = Page(report(out))
+    schema = manifests(out)[-1]["schema"]
+    extra = {display_path(c["path"]): c["type"] for c in schema if c["name"].startswith("extra__")}
+    meta = {display_path(c["path"]) for c in schema if c["name"].startswith("meta__")}
+    assert extra, "the emulator's --extra-fields adds top-level fields"
+    tables = page.tables[account]
+    assert {row[0]: row[1] for row in tables["extra"]} == extra
+    assert {row[0] for row in tables["meta"]} == meta
+    images = list(build_catalog(300, 17, extras=True).iter_images())
+    for row in tables["extra"]:
+        keys = json.loads(row[0]) if row[0].startswith("[") else row[0].split(".")
+        truth = sum(1 for i in images if _at(i, keys) is not None)
+        assert count(row[2]) == truth, row
+
+
+def test_no_extra_fields_no_part_for_them(nights: tuple[Path, str]) -> None:
+    """A catalog without fields the API added: no such table, no heading."""
+    out, account = nights
+    html = report(out)
+    assert "extra" not in Page(html).tables[account]
+    assert "Fields the API added" not in html and "New uploads since" not in html
 
 
 def test_a_duckdb_only_output(tmp_path: Path) -> None:
@@ -334,6 +442,7 @@ def test_every_user_string_is_escaped() -> None:
         uploads_by="day",
         no_upload_time=0,
         meta=[MetaColumn(HOSTILE, HOSTILE, "string", 1, 1.0, 1)],
+        extra=[MetaColumn("extra__x", HOSTILE, "string", 1, 1.0, 1)],
         top_values=[(HOSTILE, [(HOSTILE, 1)])],
         without_meta=0,
         creators=[(HOSTILE, 1)],
@@ -342,7 +451,8 @@ def test_every_user_string_is_escaped() -> None:
         signed=0,
         variants=[("1", 1)],
     )
-    account = AccountFigures(HOSTILE, [night], [], [], catalog, [])
+    batch = Batch(HOSTILE, 1, instant, instant, instant)
+    account = AccountFigures(HOSTILE, [night], [], [], catalog, [], [batch])
     html = render(Report(HOSTILE, "now", [account], fleet=True))
     assert HOSTILE not in html
     assert "&lt;script&gt;" in html
@@ -369,6 +479,7 @@ class TestEmpty:
         ]
 
 
+FLEET_NEW_UPLOADS = 5  # added to the first account after the fleet's night
 FLEET_SIZES = {"01" + "cd" * 15: (40, 11), "02" + "cd" * 15: (75, 12)}
 
 
@@ -393,6 +504,9 @@ def fleet_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
         args = ["fleet", "--accounts", str(accounts), "--output", str(out), "-q"]
         result = run_cli([*args, "--snapshot-date", DATES[0]], env=env)
         assert result.returncode == 0, result.stderr
+        add_uploads(emu, FLEET_NEW_UPLOADS, ids[0])
+        result = run_cli([*args, "--new-uploads", "--snapshot-date", DATES[1]], env=env)
+        assert result.returncode == 0, result.stderr
     yield out, ids
 
 
@@ -410,6 +524,12 @@ def test_a_fleet_page_starts_with_its_accounts(fleet_out: tuple[Path, list[str]]
     assert [(r[0], count(r[1]), r[2]) for r in rows] == expected
     assert {r[4] for r in rows} == {"published (exit 0)"}
     assert {r[5] for r in rows} == {"\N{EN DASH}"}, "a first night's change set is no change"
+    new_uploads = [
+        sum(b["counts"]["rows"] for b in batch_manifests(out / f"account_id={i}", DATES[0]))
+        for i in ids
+    ]
+    assert new_uploads == [FLEET_NEW_UPLOADS] + [0] * (len(ids) - 1)
+    assert [r[8] for r in rows] == [str(n) if n else "\N{EN DASH}" for n in new_uploads]
 
 
 # -- in a browser ----------------------------------------------------------------------------
