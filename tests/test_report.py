@@ -554,7 +554,7 @@ PROBE = """JSON.stringify({
 async def test_the_page_in_a_browser_offline(output: str, request: pytest.FixtureRequest) -> None:
     """Chromium, network cut: the page loads nothing else, logs no error, fits a 1280 px
     window, draws every chart with a title and a text alternative, and shows the manifests'
-    numbers; each screenshot is kept as .pytest_cache/report-<output>.png.
+    numbers (new uploads too); each screenshot is kept as .pytest_cache/report-<output>.png.
 
     The fleet's small catalogs have a 200-character meta value among their top values."""
     browser = find_browser()
@@ -587,4 +587,16 @@ async def test_the_page_in_a_browser_offline(output: str, request: pytest.Fixtur
             manifest = orjson.loads(manifest_path.read_bytes())
             latest[manifest["account_id"]] = manifest["counts"]["rows"]
     assert shown == latest
+    new_uploads: dict[str, int] = {}
+    for manifest_path in sorted(out.glob("**/new_uploads/snapshot_date=*/batch=*/_manifest.json")):
+        manifest = orjson.loads(manifest_path.read_bytes())
+        new_uploads[manifest["account_id"]] = (
+            new_uploads.get(manifest["account_id"], 0) + manifest["counts"]["rows"]
+        )
+    shown_new = {
+        a: count(figures["new-uploads"])
+        for a, figures in probe["figures"].items()
+        if "new-uploads" in figures
+    }
+    assert shown_new == new_uploads and (output != "fleet_out" or new_uploads)
     assert loaded.screenshot.startswith(b"\x89PNG") and len(loaded.screenshot) > 50_000
