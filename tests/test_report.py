@@ -256,27 +256,31 @@ def test_a_single_ndjson_night_of_hostile_meta(nasty: tuple[Path, str]) -> None:
     assert_self_contained(html)
 
 
-UPLOADS = (7, 12)  # two bursts of uploads, one batch each
+UPLOADS = (7, 12)  # two bursts of uploads after the latest night, one batch each
+EXTRA = NightPlan(churn=0.05)  # night 1 edits fields the API added: a new one appears
 
 
 @pytest.fixture(scope="module", params=["parquet", "ndjson"])
 def uploads_out(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Path, str, list[dict[str, Any]]]]:
-    """One night of a catalog whose images carry fields the API added, then one batch of new
-    uploads after each burst; the output, the account and the uploads as the emulator served
-    them."""
+    """Two nights of a catalog whose images carry fields the API added, a batch of new uploads
+    after each burst (one after night 0, the `UPLOADS` after night 1); the output, the account
+    and night 1's uploads as the emulator served them."""
     fmt = str(request.param)
     out = tmp_path_factory.mktemp(f"report-uploads-{fmt}") / "out"
-    uploaded = []
-    with emulator_process(300, 17, "--extra-fields") as emu:
-        export(out, DATES[0], emu, fmt)
-        for burst in UPLOADS:
-            uploaded += add_uploads(emu, burst)
-            args = ["export", "--output", str(out), "--format", fmt, "--new-uploads", "-q"]
-            result = run_cli([*args, "--snapshot-date", DATES[1]], env=emu.env())
-            assert result.returncode == 0, result.stderr
-        yield out, emu.account_id, uploaded
+    args = ["export", "--output", str(out), "--format", fmt, "--new-uploads", "-q"]
+    for night, (date, bursts) in enumerate([(DATES[0], (3,)), (DATES[1], UPLOADS)]):
+        flags = ("--extra-fields", "--night", str(night), "--churn", str(EXTRA.churn))
+        with emulator_process(300, 17, *flags) as emu:
+            export(out, date, emu, fmt)
+            uploaded: list[dict[str, Any]] = []  # night 1's are the ones kept
+            for burst in bursts:
+                uploaded += add_uploads(emu, burst)
+                result = run_cli([*args, "--snapshot-date", "2026-03-03"], env=emu.env())
+                assert result.returncode == 0, result.stderr
+    assert len(batch_manifests(out, DATES[0])) == 1, "night 0's batch, not on the page"
+    yield out, emu.account_id, uploaded
 
 
 def test_new_uploads_shown_equal_the_batch_manifests(
@@ -286,7 +290,7 @@ def test_new_uploads_shown_equal_the_batch_manifests(
     newest first, with their manifests' figures; they hold exactly the emulator's uploads."""
     out, account, uploaded = uploads_out
     page = Page(report(out))
-    batches = batch_manifests(out, DATES[0])
+    batches = batch_manifests(out, DATES[1])
     assert len(batches) == len(UPLOADS)
     figures = page.figures[account]
     assert count(figures["new-uploads"]) == sum(b["counts"]["rows"] for b in batches)
@@ -313,7 +317,7 @@ def test_fields_the_api_added_are_apart_from_meta(
 ) -> None:
     """The `extra__` columns have their own table (none in meta's), one row per column of the
     manifest, with the coverage of the snapshot's images (Parquet columns, or `extra_json` by
-    JSON pointer)."""
+    JSON pointer); their drift has its own table too."""
     out, account, _ = uploads_out
     page = Page(report(out))
     schema = manifests(out)[-1]["schema"]
@@ -323,11 +327,22 @@ def test_fields_the_api_added_are_apart_from_meta(
     tables = page.tables[account]
     assert {row[0]: row[1] for row in tables["extra"]} == extra
     assert {row[0] for row in tables["meta"]} == meta
-    images = list(build_catalog(300, 17, extras=True).iter_images())
+    catalog, _ = catalog_at_night(build_catalog(300, 17, extras=True), 1, EXTRA)
+    images = list(catalog.iter_images())
     for row in tables["extra"]:
         keys = json.loads(row[0]) if row[0].startswith("[") else row[0].split(".")
         truth = sum(1 for i in images if _at(i, keys) is not None)
         assert count(row[2]) == truth, row
+    drift = [
+        (m["snapshot_date"], d["change"], display_path(d["path"]), d["column"])
+        for m in reversed(manifests(out))
+        for d in reversed(m["drift"]["changes"])
+    ]
+    extra_drift = [d[:3] for d in drift if d[3].startswith("extra__")]
+    assert extra_drift, "night 1 adds a field"
+    assert [tuple(r[:3]) for r in tables["extra-drift"]] == extra_drift
+    meta_drift = [d[:3] for d in drift if not d[3].startswith("extra__")]
+    assert [tuple(r[:3]) for r in tables.get("drift", [])] == meta_drift
 
 
 def test_no_extra_fields_no_part_for_them(nights: tuple[Path, str]) -> None:

@@ -86,6 +86,11 @@ class DriftEntry:
     type_to: str | None
     reason: str
 
+    @property
+    def extra(self) -> bool:
+        """True for a column of a field the API added (not meta)."""
+        return self.column.startswith(EXTRA_PREFIX)
+
 
 @dataclass(frozen=True)
 class MetaColumn:

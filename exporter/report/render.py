@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 
 from exporter.report import svg
-from exporter.report.queries import AccountFigures, Catalog, MetaColumn, Report
+from exporter.report.queries import AccountFigures, Catalog, DriftEntry, MetaColumn, Report
 
 NONE = "\N{EN DASH}"  # an empty cell
 MINUS = "\N{MINUS SIGN}"
@@ -357,27 +357,33 @@ def meta_section(a: AccountFigures, c: Catalog) -> str:
                 )
             )
         parts.append("</div>")
-    if c.extra:
+    parts.append("<h3>Type drift over the nights</h3>")
+    parts.append(
+        drift_table([d for d in a.drift if not d.extra], name="drift")
+        or '<p class="muted">No column was added, widened or removed.</p>'
+    )
+    extra_drift = drift_table([d for d in a.drift if d.extra], name="extra-drift")
+    if c.extra or extra_drift:
         parts.append(
             "<h3>Fields the API added</h3>"
             '<p class="muted">Top-level fields the API reference does not list, kept in '
             "<code>extra_json</code> and as <code>extra__</code> columns.</p>"
-            + columns_table("field", c.extra, name="extra")
+            + (columns_table("field", c.extra, name="extra") if c.extra else "")
+            + extra_drift
         )
-    parts.append("<h3>Type drift over the nights</h3>")
-    if a.drift:
-        drift_rows = [
-            (d.date, d.change, d.path, d.type_from or NONE, d.type_to or NONE, d.reason)
-            for d in reversed(a.drift)
-        ]
-        parts.append(
-            '<div class="scroll">'
-            + table(("night", "change", "key", "from", "to", "reason"), drift_rows, name="drift")
-            + "</div>"
-        )
-    else:
-        parts.append('<p class="muted">No column was added, widened or removed.</p>')
     return "".join(parts)
+
+
+def drift_table(drift: Sequence[DriftEntry], *, name: str) -> str:
+    """Return the table of column changes over the nights, newest first ("" when none)."""
+    if not drift:
+        return ""
+    rows = [
+        (d.date, d.change, d.path, d.type_from or NONE, d.type_to or NONE, d.reason)
+        for d in reversed(drift)
+    ]
+    headers = ("night", "change", "key", "from", "to", "reason")
+    return '<div class="scroll">' + table(headers, rows, name=name) + "</div>"
 
 
 def creators_section(c: Catalog) -> str:
