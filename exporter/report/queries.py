@@ -336,34 +336,62 @@ def _meta_columns(
     con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any], flattened: set[str]
 ) -> tuple[list[MetaColumn], list[MetaColumn], dict[str, str]]:
     """Return the meta and the extra columns' coverage and (strings) approximate distinct
-    values, and the SQL of each column's cells.
-
-    One query for each of the two: from NDJSON both in one query overran the 128 MB cap at 600
-    nasty images (`extra_json` is the line less its core keys, recomputed per reference).
-    """
+    values, and the SQL of each column's cells (for one column at a time)."""
     columns = [c for c in manifest.get("schema", []) if c.get("path")]
     depth = int(manifest.get("request", {}).get("normalize", {}).get("depth") or DEFAULT_DEPTH)
     expressions = {str(c["name"]): _meta_expression(c, flattened, depth) for c in columns}
-    meta = _coverage(con, [c for c in columns if not _is_extra(c)], expressions)
-    extra = _coverage(con, [c for c in columns if _is_extra(c)], expressions)
+    meta = _coverage(con, [c for c in columns if not _is_extra(c)], flattened, depth)
+    extra = _coverage(con, [c for c in columns if _is_extra(c)], flattened, depth)
     return meta, extra, expressions
+
+
+def _cells(
+    columns: Sequence[Mapping[str, Any]], flattened: set[str], depth: int
+) -> tuple[str, dict[str, str]]:
+    """Return a relation over `night` and the SQL of each column's cells in it.
+
+    The columns read from `meta_json`/`extra_json` are extracted by one list of JSON pointers,
+    so each document is parsed once, not once per column: an expression per column holds a
+    parse per column per vector, which overran the memory cap from a few thousand nasty
+    NDJSON images.
+    """
+    cells = {str(c["name"]): _ident(str(c["name"])) for c in columns}
+    lists = []
+    for source in (META_JSON, EXTRA_JSON):
+        read = [c for c in columns if str(c["name"]) not in flattened]
+        read = [c for c in read if (EXTRA_JSON if _is_extra(c) else META_JSON) == source]
+        if not read:
+            continue
+        pointers = "[" + ", ".join(_literal(json_pointer(c["path"])) for c in read) + "]"
+        values, types = f"{source}_values", f"{source}_types"
+        lists.append(f"json_extract_string({source}, {pointers}) AS {values}")
+        lists.append(f"json_type({source}, {pointers}) AS {types}")
+        for i, c in enumerate(read, start=1):
+            value = f"{values}[{i}]"
+            if len(c["path"]) < depth:
+                value = f"CASE WHEN {types}[{i}] = 'OBJECT' THEN NULL ELSE {value} END"
+            cells[str(c["name"])] = value
+    relation = f"(SELECT *, {', '.join(lists)} FROM night)" if lists else "night"
+    return relation, cells
 
 
 def _coverage(
     con: duckdb.DuckDBPyConnection,
     columns: Sequence[Mapping[str, Any]],
-    expressions: Mapping[str, str],
+    flattened: set[str],
+    depth: int,
 ) -> list[MetaColumn]:
     """Return the columns' coverage and distinct values, most covered first, by one query."""
     if not columns:
         return []
+    relation, cells = _cells(columns, flattened, depth)
     selects = ["count(*)"]
     for c in columns:
-        expression = expressions[str(c["name"])]
+        expression = cells[str(c["name"])]
         selects.append(f"count({expression})")
         strings = c.get("type") == "string"
         selects.append(f"approx_count_distinct({expression})" if strings else "NULL")
-    row = con.execute(f"SELECT {', '.join(selects)} FROM night").fetchone()
+    row = con.execute(f"SELECT {', '.join(selects)} FROM {relation}").fetchone()
     assert row is not None
     total = int(row[0]) or 1
     found = []
