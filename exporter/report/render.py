@@ -363,6 +363,8 @@ def meta_section(a: AccountFigures, c: Catalog) -> str:
         or '<p class="muted">No column was added, widened or removed.</p>'
     )
     extra_drift = drift_table([d for d in a.drift if d.extra], name="extra-drift")
+    if extra_drift:
+        extra_drift = '<p class="muted">Their columns added, widened or removed:</p>' + extra_drift
     if c.extra or extra_drift:
         parts.append(
             "<h3>Fields the API added</h3>"
