@@ -3,13 +3,16 @@ the emulator's catalog, and the page opened in a headless Chromium with the netw
 
 Outputs are exported over loopback from the emulator: two nights of a classic catalog (Parquet
 and NDJSON), one night of the nasty profile written as NDJSON only (hostile keys and values,
-read through `meta_json`), a fleet of three accounts, and an empty OUT.
+read through `meta_json`), a night of a catalog whose images carry fields the API added
+followed by two batches of new uploads (Parquet, and NDJSON only), a fleet of three accounts
+(one with a batch of new uploads), and an empty OUT.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,6 +25,7 @@ from exporter.emulator import build_catalog
 from exporter.emulator.nights import NightPlan, catalog_at_night
 from exporter.report.queries import (
     AccountFigures,
+    Batch,
     Catalog,
     ChangeNight,
     MetaColumn,
@@ -29,12 +33,14 @@ from exporter.report.queries import (
     Report,
     json_pointer,
 )
-from exporter.report.render import render
+from exporter.report.render import moment, render
+from exporter.schema import display_path
 from tests.browser import find_browser, load_page
 from tests.helpers import ROOT, emulator_process, run_cli
 
 IMAGES, SEED = 1_200, 5
 DATES = ("2026-03-01", "2026-03-02")
+NASTY_IMAGES = 4_000  # reading each meta column's own JSON pointer overran the cap at this size
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
@@ -119,6 +125,21 @@ def report(out: Path, *extra: str) -> str:
     return written.read_text(encoding="utf-8")
 
 
+def add_uploads(emu: Any, count: int, account: str = "") -> list[dict[str, Any]]:
+    """Add `count` uploads to an account of the emulator process; return them as served."""
+    root = emu.base_url.removesuffix("/client/v4")
+    url = f"{root}/_emulator/accounts/{account or emu.account_id}/uploads?count={count}"
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as reply:
+        added: list[dict[str, Any]] = orjson.loads(reply.read())["result"]["added"]
+    return added
+
+
+def batch_manifests(out: Path, date: str) -> list[dict[str, Any]]:
+    """Return the manifests of the batches of new uploads following `date`, oldest first."""
+    found = sorted((out / "new_uploads" / f"snapshot_date={date}").glob("batch=*/_manifest.json"))
+    return [orjson.loads(path.read_bytes()) for path in found]
+
+
 def export(out: Path, date: str, emu: Any, *formats: str) -> None:
     args = ["export", "--output", str(out), "--snapshot-date", date, "-q"]
     for fmt in formats or ("parquet",):
@@ -145,7 +166,7 @@ def nights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
 def nasty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """One night of the nasty profile, written as NDJSON only."""
     out = tmp_path_factory.mktemp("report-nasty") / "out"
-    with emulator_process(600, 3, "--profile", "nasty") as emu:
+    with emulator_process(NASTY_IMAGES, 3, "--profile", "nasty") as emu:
         export(out, DATES[0], emu, "ndjson")
         yield out, emu.account_id
 
@@ -215,19 +236,122 @@ def _at(meta: Any, keys: list[str], depth: int = 5) -> Any:
 
 
 def test_a_single_ndjson_night_of_hostile_meta(nasty: tuple[Path, str]) -> None:
-    """NDJSON only: meta read from `meta_json` by JSON pointer equals the catalog; every
-    user string is escaped (no tag but the page's own)."""
+    """NDJSON only: meta read from `meta_json` and the fields the API added from `extra_json`
+    by JSON pointer equal the catalog, under the memory cap; every user string is escaped (no
+    tag but the page's own)."""
     out, account = nasty
     html = report(out)
     page = Page(html)
     assert [r[0] for r in page.tables[account]["nights"]] == [DATES[0]]
-    images = list(build_catalog(600, 3, profile="nasty").iter_images())
+    images = list(build_catalog(NASTY_IMAGES, 3, profile="nasty").iter_images())
     coverage = {row[0]: count(row[2]) for row in page.tables[account]["meta"]}
     assert coverage, "the nasty profile has meta"
     for path, images_with in coverage.items():
         keys = json.loads(path) if path.startswith("[") else path.split(".")
         assert images_with == sum(1 for i in images if _at(i.get("meta"), keys) is not None), path
+    extra = {row[0]: count(row[2]) for row in page.tables[account]["extra"]}
+    assert extra, "the nasty profile has fields the API added"
+    for path, images_with in extra.items():
+        keys = json.loads(path) if path.startswith("[") else path.split(".")
+        assert images_with == sum(1 for i in images if _at(i, keys) is not None), path
     assert_self_contained(html)
+
+
+UPLOADS = (7, 12)  # two bursts of uploads after the latest night, one batch each
+EXTRA = NightPlan(churn=0.05)  # night 1 edits fields the API added: a new one appears
+
+
+@pytest.fixture(scope="module", params=["parquet", "ndjson"])
+def uploads_out(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, str, list[dict[str, Any]]]]:
+    """Two nights of a catalog whose images carry fields the API added, a batch of new uploads
+    after each burst (one after night 0, the `UPLOADS` after night 1); the output, the account
+    and night 1's uploads as the emulator served them."""
+    fmt = str(request.param)
+    out = tmp_path_factory.mktemp(f"report-uploads-{fmt}") / "out"
+    args = ["export", "--output", str(out), "--format", fmt, "--new-uploads", "-q"]
+    for night, (date, bursts) in enumerate([(DATES[0], (3,)), (DATES[1], UPLOADS)]):
+        flags = ("--extra-fields", "--night", str(night), "--churn", str(EXTRA.churn))
+        with emulator_process(300, 17, *flags) as emu:
+            export(out, date, emu, fmt)
+            uploaded: list[dict[str, Any]] = []  # night 1's are the ones kept
+            for burst in bursts:
+                uploaded += add_uploads(emu, burst)
+                result = run_cli([*args, "--snapshot-date", "2026-03-03"], env=emu.env())
+                assert result.returncode == 0, result.stderr
+    assert len(batch_manifests(out, DATES[0])) == 1, "night 0's batch, not on the page"
+    yield out, emu.account_id, uploaded
+
+
+def test_new_uploads_shown_equal_the_batch_manifests(
+    uploads_out: tuple[Path, str, list[dict[str, Any]]],
+) -> None:
+    """The headline counts the latest snapshot's batches and the batches table lists them,
+    newest first, with their manifests' figures; they hold exactly the emulator's uploads."""
+    out, account, uploaded = uploads_out
+    page = Page(report(out))
+    batches = batch_manifests(out, DATES[1])
+    assert len(batches) == len(UPLOADS)
+    figures = page.figures[account]
+    assert count(figures["new-uploads"]) == sum(b["counts"]["rows"] for b in batches)
+    assert count(figures["new-uploads"]) == len(uploaded) == sum(UPLOADS)
+    assert count(figures["batches"]) == len(batches)
+    assert figures["newest-batch"] == moment(batches[-1]["finished_at"])[11:]
+    assert page.tables[account]["batches"] == [
+        [
+            b["new_uploads"]["batch"],
+            str(b["counts"]["rows"]),
+            moment(b["uploaded"]["min"]),
+            moment(b["uploaded"]["max"]),
+            moment(b["finished_at"]),
+        ]
+        for b in reversed(batches)
+    ]
+    newest = max(image["uploaded"] for image in uploaded)
+    assert moment(batches[-1]["uploaded"]["max"]) == moment(newest)
+    assert count(figures["images"]) == manifests(out)[-1]["counts"]["rows"], "the snapshot's"
+
+
+def test_fields_the_api_added_are_apart_from_meta(
+    uploads_out: tuple[Path, str, list[dict[str, Any]]],
+) -> None:
+    """The `extra__` columns have their own table (none in meta's), one row per column of the
+    manifest, with the coverage of the snapshot's images (Parquet columns, or `extra_json` by
+    JSON pointer); their drift has its own table too."""
+    out, account, _ = uploads_out
+    page = Page(report(out))
+    schema = manifests(out)[-1]["schema"]
+    extra = {display_path(c["path"]): c["type"] for c in schema if c["name"].startswith("extra__")}
+    meta = {display_path(c["path"]) for c in schema if c["name"].startswith("meta__")}
+    assert extra, "the emulator's --extra-fields adds top-level fields"
+    tables = page.tables[account]
+    assert {row[0]: row[1] for row in tables["extra"]} == extra
+    assert {row[0] for row in tables["meta"]} == meta
+    catalog, _ = catalog_at_night(build_catalog(300, 17, extras=True), 1, EXTRA)
+    images = list(catalog.iter_images())
+    for row in tables["extra"]:
+        keys = json.loads(row[0]) if row[0].startswith("[") else row[0].split(".")
+        truth = sum(1 for i in images if _at(i, keys) is not None)
+        assert count(row[2]) == truth, row
+    drift = [
+        (m["snapshot_date"], d["change"], display_path(d["path"]), d["column"])
+        for m in reversed(manifests(out))
+        for d in reversed(m["drift"]["changes"])
+    ]
+    extra_drift = [d[:3] for d in drift if d[3].startswith("extra__")]
+    assert extra_drift, "night 1 adds a field"
+    assert [tuple(r[:3]) for r in tables["extra-drift"]] == extra_drift
+    meta_drift = [d[:3] for d in drift if not d[3].startswith("extra__")]
+    assert [tuple(r[:3]) for r in tables.get("drift", [])] == meta_drift
+
+
+def test_no_extra_fields_no_part_for_them(nights: tuple[Path, str]) -> None:
+    """A catalog without fields the API added: no such table, no heading."""
+    out, account = nights
+    html = report(out)
+    assert "extra" not in Page(html).tables[account]
+    assert "Fields the API added" not in html and "New uploads since" not in html
 
 
 def test_a_duckdb_only_output(tmp_path: Path) -> None:
@@ -334,6 +458,7 @@ def test_every_user_string_is_escaped() -> None:
         uploads_by="day",
         no_upload_time=0,
         meta=[MetaColumn(HOSTILE, HOSTILE, "string", 1, 1.0, 1)],
+        extra=[MetaColumn("extra__x", HOSTILE, "string", 1, 1.0, 1)],
         top_values=[(HOSTILE, [(HOSTILE, 1)])],
         without_meta=0,
         creators=[(HOSTILE, 1)],
@@ -342,7 +467,8 @@ def test_every_user_string_is_escaped() -> None:
         signed=0,
         variants=[("1", 1)],
     )
-    account = AccountFigures(HOSTILE, [night], [], [], catalog, [])
+    batch = Batch(HOSTILE, 1, instant, instant, instant)
+    account = AccountFigures(HOSTILE, [night], [], [], catalog, [], [batch])
     html = render(Report(HOSTILE, "now", [account], fleet=True))
     assert HOSTILE not in html
     assert "&lt;script&gt;" in html
@@ -369,6 +495,7 @@ class TestEmpty:
         ]
 
 
+FLEET_NEW_UPLOADS = 5  # added to the first account after the fleet's night
 FLEET_SIZES = {"01" + "cd" * 15: (40, 11), "02" + "cd" * 15: (75, 12)}
 
 
@@ -393,6 +520,9 @@ def fleet_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
         args = ["fleet", "--accounts", str(accounts), "--output", str(out), "-q"]
         result = run_cli([*args, "--snapshot-date", DATES[0]], env=env)
         assert result.returncode == 0, result.stderr
+        add_uploads(emu, FLEET_NEW_UPLOADS, ids[0])
+        result = run_cli([*args, "--new-uploads", "--snapshot-date", DATES[1]], env=env)
+        assert result.returncode == 0, result.stderr
     yield out, ids
 
 
@@ -410,6 +540,12 @@ def test_a_fleet_page_starts_with_its_accounts(fleet_out: tuple[Path, list[str]]
     assert [(r[0], count(r[1]), r[2]) for r in rows] == expected
     assert {r[4] for r in rows} == {"published (exit 0)"}
     assert {r[5] for r in rows} == {"\N{EN DASH}"}, "a first night's change set is no change"
+    new_uploads = [
+        sum(b["counts"]["rows"] for b in batch_manifests(out / f"account_id={i}", DATES[0]))
+        for i in ids
+    ]
+    assert new_uploads == [FLEET_NEW_UPLOADS] + [0] * (len(ids) - 1)
+    assert [r[8] for r in rows] == [str(n) if n else "\N{EN DASH}" for n in new_uploads]
 
 
 # -- in a browser ----------------------------------------------------------------------------
@@ -434,7 +570,7 @@ PROBE = """JSON.stringify({
 async def test_the_page_in_a_browser_offline(output: str, request: pytest.FixtureRequest) -> None:
     """Chromium, network cut: the page loads nothing else, logs no error, fits a 1280 px
     window, draws every chart with a title and a text alternative, and shows the manifests'
-    numbers; each screenshot is kept as .pytest_cache/report-<output>.png.
+    numbers (new uploads too); each screenshot is kept as .pytest_cache/report-<output>.png.
 
     The fleet's small catalogs have a 200-character meta value among their top values."""
     browser = find_browser()
@@ -467,4 +603,16 @@ async def test_the_page_in_a_browser_offline(output: str, request: pytest.Fixtur
             manifest = orjson.loads(manifest_path.read_bytes())
             latest[manifest["account_id"]] = manifest["counts"]["rows"]
     assert shown == latest
+    new_uploads: dict[str, int] = {}
+    for manifest_path in sorted(out.glob("**/new_uploads/snapshot_date=*/batch=*/_manifest.json")):
+        manifest = orjson.loads(manifest_path.read_bytes())
+        new_uploads[manifest["account_id"]] = (
+            new_uploads.get(manifest["account_id"], 0) + manifest["counts"]["rows"]
+        )
+    shown_new = {
+        a: count(figures["new-uploads"])
+        for a, figures in probe["figures"].items()
+        if "new-uploads" in figures
+    }
+    assert shown_new == new_uploads and (output != "fleet_out" or new_uploads)
     assert loaded.screenshot.startswith(b"\x89PNG") and len(loaded.screenshot) > 50_000

@@ -7,6 +7,8 @@ them) under a memory cap, so each query returns a handful of rows whatever the c
 
 Meta columns are read where the snapshot keeps them flattened (`meta__*` in Parquet); NDJSON
 and DuckDB nights answer from `meta_json` by JSON pointer (RFC 6901), one spelling for any key.
+The fields the API added (`extra__*`, from `extra_json`) are read the same way, apart from meta.
+The new-upload batches following the latest snapshot are counted from their manifests.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from exporter.changes import change_dates, night_source, sealed_manifests
 from exporter.diff import CHANGE_KINDS, NightSource, night_relation
 from exporter.errors import IntegrityError, first_line
 from exporter.manifest import read_manifest
-from exporter.schema import display_path
+from exporter.schema import EXTRA_JSON, EXTRA_PREFIX, META_JSON, display_path
 from exporter.store import Layout, Store
 from exporter.store.layout import ROOT, account_layouts, run_key_date
 
@@ -84,6 +86,11 @@ class DriftEntry:
     type_to: str | None
     reason: str
 
+    @property
+    def extra(self) -> bool:
+        """True for a column of a field the API added (not meta)."""
+        return self.column.startswith(EXTRA_PREFIX)
+
 
 @dataclass(frozen=True)
 class MetaColumn:
@@ -98,6 +105,17 @@ class MetaColumn:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """One published batch of new uploads following the latest snapshot, as its manifest says."""
+
+    name: str
+    images: int
+    oldest: str | None  # the batch's oldest and newest `uploaded`
+    newest: str | None
+    finished_at: str
+
+
+@dataclass(frozen=True)
 class Catalog:
     """What the latest snapshot holds, aggregated by DuckDB."""
 
@@ -107,6 +125,7 @@ class Catalog:
     uploads_by: str  # "month" or "day"
     no_upload_time: int
     meta: list[MetaColumn]
+    extra: list[MetaColumn]  # the `extra__` columns: top-level fields the API added
     top_values: list[tuple[str, list[tuple[str, int]]]]
     without_meta: int
     creators: list[tuple[str, int]]
@@ -126,6 +145,12 @@ class AccountFigures:
     drift: list[DriftEntry]
     catalog: Catalog | None
     unfinished: list[str]  # dates of runs left in staging after the latest snapshot
+    batches: list[Batch] = field(default_factory=list)  # new uploads since the latest, oldest first
+
+    @property
+    def new_uploads(self) -> int:
+        """Return the images the latest snapshot's batches of new uploads hold."""
+        return sum(b.images for b in self.batches)
 
     @property
     def latest(self) -> Night | None:
@@ -204,6 +229,25 @@ def drift_of(manifest: Mapping[str, Any]) -> list[DriftEntry]:
     ]
 
 
+def batch_of(manifest: Mapping[str, Any]) -> Batch:
+    """Return a batch manifest's figures."""
+    counts, uploaded = manifest.get("counts", {}), manifest.get("uploaded") or {}
+    return Batch(
+        name=str(manifest.get("new_uploads", {}).get("batch", "")),
+        images=int(counts.get("rows", counts.get("images", 0))),
+        oldest=uploaded.get("min"),
+        newest=uploaded.get("max"),
+        finished_at=str(manifest["finished_at"]),
+    )
+
+
+def batches_of(store: Store, layout: Layout, snapshot_date: str) -> list[Batch]:
+    """Return the sealed batches of new uploads following one snapshot, oldest first."""
+    names = layout.batch_names(store.list_dir(layout.new_uploads(snapshot_date)))
+    found = [read_manifest(store, layout.batch(snapshot_date, name)) for name in names]
+    return [batch_of(m) for m in found if m is not None]
+
+
 def change_nights(store: Store, layout: Layout) -> list[ChangeNight]:
     """Return every sealed change set's counts, oldest first."""
     found = []
@@ -266,38 +310,88 @@ def _night_view(con: duckdb.DuckDBPyConnection, source: NightSource) -> set[str]
     return set()
 
 
-def _meta_expression(column: Mapping[str, Any], flattened: set[str], depth: int) -> str:
-    """Return the SQL of one meta column's cells, as the snapshot's Parquet would hold them.
+def _is_extra(column: Mapping[str, Any]) -> bool:
+    return str(column["name"]).startswith(EXTRA_PREFIX)
 
-    From `meta_json`, an object above the flatten depth is null (its keys have their own
-    columns), as `normalize` leaves it.
+
+def _meta_expression(column: Mapping[str, Any], flattened: set[str], depth: int) -> str:
+    """Return the SQL of one meta (or extra) column's cells, as the snapshot's Parquet would
+    hold them.
+
+    From `meta_json` (`extra_json`), an object above the flatten depth is null (its keys have
+    their own columns), as `normalize` leaves it.
     """
     name = str(column["name"])
     if name in flattened:
         return _ident(name)
+    source = EXTRA_JSON if _is_extra(column) else META_JSON
     pointer = _literal(json_pointer(column["path"]))
-    value = f"json_extract_string(meta_json, {pointer})"
+    value = f"json_extract_string({source}, {pointer})"
     if len(column["path"]) < depth:
-        return f"CASE WHEN json_type(meta_json, {pointer}) = 'OBJECT' THEN NULL ELSE {value} END"
+        return f"CASE WHEN json_type({source}, {pointer}) = 'OBJECT' THEN NULL ELSE {value} END"
     return value
 
 
 def _meta_columns(
     con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any], flattened: set[str]
-) -> tuple[list[MetaColumn], dict[str, str]]:
-    """Return each meta column's coverage and (strings) approximate distinct values."""
+) -> tuple[list[MetaColumn], list[MetaColumn], dict[str, str]]:
+    """Return the meta and the extra columns' coverage and (strings) approximate distinct
+    values, and the SQL of each column's cells (for one column at a time)."""
     columns = [c for c in manifest.get("schema", []) if c.get("path")]
-    if not columns:
-        return [], {}
     depth = int(manifest.get("request", {}).get("normalize", {}).get("depth") or DEFAULT_DEPTH)
     expressions = {str(c["name"]): _meta_expression(c, flattened, depth) for c in columns}
+    meta = _coverage(con, [c for c in columns if not _is_extra(c)], flattened, depth)
+    extra = _coverage(con, [c for c in columns if _is_extra(c)], flattened, depth)
+    return meta, extra, expressions
+
+
+def _cells(
+    columns: Sequence[Mapping[str, Any]], flattened: set[str], depth: int
+) -> tuple[str, dict[str, str]]:
+    """Return a relation over `night` and the SQL of each column's cells in it.
+
+    The columns read from `meta_json`/`extra_json` are extracted by one list of JSON pointers,
+    so each document is parsed once, not once per column: an expression per column holds a
+    parse per column per vector, which overran the memory cap from a few thousand nasty
+    NDJSON images.
+    """
+    cells = {str(c["name"]): _ident(str(c["name"])) for c in columns}
+    lists = []
+    for source in (META_JSON, EXTRA_JSON):
+        read = [c for c in columns if str(c["name"]) not in flattened]
+        read = [c for c in read if (EXTRA_JSON if _is_extra(c) else META_JSON) == source]
+        if not read:
+            continue
+        pointers = "[" + ", ".join(_literal(json_pointer(c["path"])) for c in read) + "]"
+        values, types = f"{source}_values", f"{source}_types"
+        lists.append(f"json_extract_string({source}, {pointers}) AS {values}")
+        lists.append(f"json_type({source}, {pointers}) AS {types}")
+        for i, c in enumerate(read, start=1):
+            value = f"{values}[{i}]"
+            if len(c["path"]) < depth:
+                value = f"CASE WHEN {types}[{i}] = 'OBJECT' THEN NULL ELSE {value} END"
+            cells[str(c["name"])] = value
+    relation = f"(SELECT *, {', '.join(lists)} FROM night)" if lists else "night"
+    return relation, cells
+
+
+def _coverage(
+    con: duckdb.DuckDBPyConnection,
+    columns: Sequence[Mapping[str, Any]],
+    flattened: set[str],
+    depth: int,
+) -> list[MetaColumn]:
+    """Return the columns' coverage and distinct values, most covered first, by one query."""
+    if not columns:
+        return []
+    relation, cells = _cells(columns, flattened, depth)
     selects = ["count(*)"]
     for c in columns:
-        expression = expressions[str(c["name"])]
+        expression = cells[str(c["name"])]
         selects.append(f"count({expression})")
         strings = c.get("type") == "string"
         selects.append(f"approx_count_distinct({expression})" if strings else "NULL")
-    row = con.execute(f"SELECT {', '.join(selects)} FROM night").fetchone()
+    row = con.execute(f"SELECT {', '.join(selects)} FROM {relation}").fetchone()
     assert row is not None
     total = int(row[0]) or 1
     found = []
@@ -314,7 +408,7 @@ def _meta_columns(
             )
         )
     found.sort(key=lambda m: (-m.images, m.path))
-    return found, expressions
+    return found
 
 
 def _top_values(
@@ -376,7 +470,7 @@ def catalog_of(
         "GROUP BY k ORDER BY k"
     ).fetchall()
     uploads, by = _uploads(con, manifest.get("uploaded", {}))
-    meta, expressions = _meta_columns(con, manifest, flattened)
+    meta, extra, expressions = _meta_columns(con, manifest, flattened)
     return Catalog(
         date=str(manifest["snapshot_date"]),
         images=images,
@@ -384,6 +478,7 @@ def catalog_of(
         uploads_by=by,
         no_upload_time=no_upload,
         meta=meta,
+        extra=extra,
         top_values=_top_values(con, meta, expressions),
         without_meta=without_meta,
         creators=[(str(c), int(n)) for c, n in creators],
@@ -439,4 +534,5 @@ def account_figures(
         drift=drift,
         catalog=catalog,
         unfinished=unfinished_runs(store, layout, nights[-1].date if nights else None),
+        batches=batches_of(store, layout, nights[-1].date) if nights else [],
     )

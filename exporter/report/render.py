@@ -2,7 +2,8 @@
 
 Read top-down, the page answers "is my catalog healthy, and what changed": a fleet's table of
 accounts first; then per account the headline of the last night (and its warnings), the nights
-and their changes, uploads over time, meta, creators and variants. Every chart has its numbers
+and their changes, the new uploads since, uploads over time, meta and the fields the API added,
+creators and variants. Every chart has its numbers
 in a table beside it. Every text that comes from OUT (meta keys and values, creators, account
 ids, warnings) is escaped here or in `svg`.
 """
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 
 from exporter.report import svg
-from exporter.report.queries import AccountFigures, Catalog, Report
+from exporter.report.queries import AccountFigures, Catalog, DriftEntry, MetaColumn, Report
 
 NONE = "\N{EN DASH}"  # an empty cell
 MINUS = "\N{MINUS SIGN}"
@@ -160,13 +161,15 @@ def fleet_table(report: Report) -> str:
                 n(change.added) if change else NONE,
                 n(change.removed) if change else NONE,
                 n(change.changed) if change else NONE,
+                n(a.new_uploads) if a.batches else NONE,
                 len(latest.warnings) if latest else 0,
             )
         )
     headers = ("account", "images", "snapshot", "last success", "last run", "added", "removed")
+    more = ("changed", "new uploads", "warnings")
     return (
         '<section id="accounts"><h2>Accounts</h2>'
-        + table((*headers, "changed", "warnings"), rows, numeric=(1, 5, 6, 7, 8), name="accounts")
+        + table((*headers, *more), rows, numeric=(1, 5, 6, 7, 8, 9), name="accounts")
         + "</section>"
     )
 
@@ -193,6 +196,13 @@ def headline(a: AccountFigures) -> str:
             card(f"+{n(change.added)}", f"added since {change.previous_date}", name="added"),
             card(f"{MINUS}{n(change.removed)}", "removed", name="removed"),
             card(n(change.changed), "changed", name="changed"),
+        ]
+    if a.batches:
+        newest = a.batches[-1].finished_at
+        cards += [
+            card(f"+{n(a.new_uploads)}", f"new uploads since {latest.date}", name="new-uploads"),
+            card(len(a.batches), "batches of new uploads", name="batches"),
+            card(moment(newest)[11:], f"newest batch, {newest[:10]}", name="newest-batch"),
         ]
     run_css = "ok" if a.last_run.startswith("published (") else "bad"
     cards.append(card(a.last_run, "last run", run_css))
@@ -244,6 +254,28 @@ def nights_section(a: AccountFigures) -> str:
     )
 
 
+def batches_section(a: AccountFigures) -> str:
+    """Return the table of the latest snapshot's batches of new uploads, newest first."""
+    assert a.latest is not None
+    rows = [
+        (
+            b.name,
+            n(b.images),
+            moment(b.oldest) if b.oldest else NONE,
+            moment(b.newest) if b.newest else NONE,
+            moment(b.finished_at),
+        )
+        for b in reversed(a.batches)
+    ]
+    headers = ("batch", "images", "oldest uploaded", "newest uploaded", "published")
+    return (
+        f"<h3>New uploads since snapshot {e(a.latest.date)} (export --new-uploads)</h3>"
+        + '<div class="scroll">'
+        + table(headers, rows, numeric=(1,), name="batches")
+        + "</div>"
+    )
+
+
 def uploads_section(c: Catalog) -> str:
     labels = [k for k, _ in c.uploads]
     values = [v for _, v in c.uploads]
@@ -262,6 +294,22 @@ def uploads_section(c: Catalog) -> str:
         )
         + "</div></div>"
     )
+
+
+def columns_table(first: str, columns: Sequence[MetaColumn], *, name: str) -> str:
+    """Return the table of meta (or extra) columns: path, type, coverage, distinct values."""
+    rows = [
+        (
+            m.path,
+            m.type,
+            n(m.images),
+            f"{m.share:.1%}",
+            NONE if m.distinct is None else n(m.distinct),
+        )
+        for m in columns
+    ]
+    headers = (first, "type", "images", "coverage", "distinct ≈")
+    return table(headers, rows, numeric=(2, 3, 4), name=name)
 
 
 def meta_section(a: AccountFigures, c: Catalog) -> str:
@@ -288,26 +336,11 @@ def meta_section(a: AccountFigures, c: Catalog) -> str:
             if len(c.meta) > len(shown)
             else ""
         )
-        rows = [
-            (
-                m.path,
-                m.type,
-                n(m.images),
-                f"{m.share:.1%}",
-                NONE if m.distinct is None else n(m.distinct),
-            )
-            for m in c.meta
-        ]
         parts.append(
             '<div class="row"><div>'
             + figure(chart, f"coverage of each meta key, most covered first{more}")
             + '</div><div class="scroll">'
-            + table(
-                ("key", "type", "images", "coverage", "distinct ≈"),
-                rows,
-                numeric=(2, 3, 4),
-                name="meta",
-            )
+            + columns_table("key", c.meta, name="meta")
             + "</div></div>"
         )
     else:
@@ -325,19 +358,34 @@ def meta_section(a: AccountFigures, c: Catalog) -> str:
             )
         parts.append("</div>")
     parts.append("<h3>Type drift over the nights</h3>")
-    if a.drift:
-        drift_rows = [
-            (d.date, d.change, d.path, d.type_from or NONE, d.type_to or NONE, d.reason)
-            for d in reversed(a.drift)
-        ]
+    parts.append(
+        drift_table([d for d in a.drift if not d.extra], name="drift")
+        or '<p class="muted">No column was added, widened or removed.</p>'
+    )
+    extra_drift = drift_table([d for d in a.drift if d.extra], name="extra-drift")
+    if extra_drift:
+        extra_drift = '<p class="muted">Their columns added, widened or removed:</p>' + extra_drift
+    if c.extra or extra_drift:
         parts.append(
-            '<div class="scroll">'
-            + table(("night", "change", "key", "from", "to", "reason"), drift_rows, name="drift")
-            + "</div>"
+            "<h3>Fields the API added</h3>"
+            '<p class="muted">Top-level fields the API reference does not list, kept in '
+            "<code>extra_json</code> and as <code>extra__</code> columns.</p>"
+            + (columns_table("field", c.extra, name="extra") if c.extra else "")
+            + extra_drift
         )
-    else:
-        parts.append('<p class="muted">No column was added, widened or removed.</p>')
     return "".join(parts)
+
+
+def drift_table(drift: Sequence[DriftEntry], *, name: str) -> str:
+    """Return the table of column changes over the nights, newest first ("" when none)."""
+    if not drift:
+        return ""
+    rows = [
+        (d.date, d.change, d.path, d.type_from or NONE, d.type_to or NONE, d.reason)
+        for d in reversed(drift)
+    ]
+    headers = ("night", "change", "key", "from", "to", "reason")
+    return '<div class="scroll">' + table(headers, rows, name=name) + "</div>"
 
 
 def creators_section(c: Catalog) -> str:
@@ -390,6 +438,8 @@ def account_section(a: AccountFigures, fleet: bool) -> str:
     else:
         parts.append(headline(a))
         parts.append(nights_section(a))
+        if a.batches:
+            parts.append(batches_section(a))
         if a.catalog is not None:
             parts.append(uploads_section(a.catalog))
             parts.append(meta_section(a, a.catalog))
