@@ -43,10 +43,13 @@ images across the floor's instant stays decidable). An image a page serves is th
   `out_of_order`;
 - otherwise undecidable in bounded memory: CursorError, never a silent duplicate.
 
-Resume. `state()` holds tokens, positions, tie ids and counts. A resumed cursor's floor is its
-position. A token the API rejects on resume (400) restarts that cursor from the beginning in
-replay: it skips, silently, every image behind its position and, at its position, every id
-in its `tie_ids` (exported before the restart); beyond, the walk goes on as usual.
+Resume. `state()` holds tokens, positions, tie ids, entries and counts. A resumed cursor's
+floor is its position, and it starts again from its entry (the token of the page on which its
+position's instant first appeared) in replay: the order inside that instant may have changed
+while the run was down, so the stored token alone could skip part of it. Replay skips,
+silently, every image behind the position and, at the position, every id in `tie_ids`
+(exported before); beyond, the walk goes on as usual. A token the API rejects on resume (400)
+restarts that cursor from the beginning, in replay too.
 """
 
 from __future__ import annotations
@@ -171,6 +174,7 @@ class Side:
     position: datetime | None = None  # `uploaded` of the furthest image served
     position_text: str | None = None  # the same, as the API wrote it
     tie_ids: set[str] = field(default_factory=set)  # the ids served at `position`
+    entry: str | None = None  # the token of the page where `position` first appeared
     previous: datetime | None = None  # the position before `position`, and its tie ids
     previous_ids: set[str] = field(default_factory=set)
     replay: bool = False  # restarted from the beginning: skip what was served, silently
@@ -320,6 +324,7 @@ class Side:
             "stopped": self.stopped,
             "position": self.position_text,
             "tie_ids": list(self.tie_ids),
+            "entry": self.entry,
             "replay": self.replay,
             "out_of_order": self.out_of_order,
             "duplicates_dropped": self.duplicates_dropped,
@@ -335,6 +340,7 @@ class Side:
             ended=bool(data.get("ended")),
             stopped=bool(data.get("stopped")),
             tie_ids=set(data.get("tie_ids", ())),
+            entry=data.get("entry"),
             replay=bool(data.get("replay")),
             out_of_order=int(data.get("out_of_order", 0)),
             duplicates_dropped=int(data.get("duplicates_dropped", 0)),
@@ -401,12 +407,29 @@ class Merge:
         side.token = None
         side.replay = side.position is not None
 
+    def reenter(self) -> None:
+        """Resume each cursor from the page where its position's instant began, in replay.
+
+        A token resumes its cursor's order, but the order inside one instant is the API's
+        choice and may differ after a pause (a kill, a deploy): continuing from the stored
+        token would then skip the images of that instant the new order puts before it. From
+        the entry page, the cursor skips what it served (instants behind its position, its
+        `tie_ids` at it) and serves the rest of the instant whatever the order: one page more
+        per cursor for an ordinary instant, the pages of the tie for a bulk import.
+        """
+        for side in self.wanted():
+            if side.position is not None and side.started:
+                side.token, side.replay = side.entry, True
+
     def feed(self, order: SortOrder, page: Page, url: str = "") -> list[Image]:
         """Take one page of cursor `order`; return the images that are now final."""
         side = self.sides[order]
         if self.done or side.stopped:
             return []  # a page prefetched before the walk ended
+        entered, position = side.token, side.position
         fresh = side.accept(page.images, url)
+        if side.position != position:  # a new instant first appeared on this page
+            side.entry = entered
         side.started = True
         side.token = page.next_token
         side.ended = page.next_token is None
@@ -463,7 +486,9 @@ class Walker:
     def _merge(self) -> Merge:
         recent = self.options.recent_ids
         if self._state is not None:
-            return Merge.from_state(self._state, recent_ids=recent)
+            merge = Merge.from_state(self._state, recent_ids=recent)
+            merge.reenter()
+            return merge
         if self.options.both_ends(self.request):
             return Merge.start(("asc", "desc"), recent_ids=recent)
         # One cursor; an unordered single walk asks for desc, the API's default, explicitly.

@@ -325,7 +325,9 @@ async def test_a_part_is_committed_every_part_s_of_walking(
         assert final.returncode == 0, final.stderr.decode()
         assert b"resuming run" in final.stderr
         resumed_requests = emu.counters.requests - sent
-    assert resumed_requests <= whole_requests - rows // PER_PAGE + 1, (
+    # The rows kept are not fetched again; each cursor re-reads its entry page (the page where
+    # its position's instant began: the order inside an instant may change across a restart).
+    assert resumed_requests <= whole_requests - rows // PER_PAGE + 2, (
         resumed_requests,
         whole_requests,
     )

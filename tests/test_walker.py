@@ -610,9 +610,9 @@ class TestWalker:
         source = Source(catalog, 10)
         first = await collect(walker(FakeClient(source)), limit=6)
         state = json.loads(json.dumps(first[-1].state))
-        for side in state["sides"]:
-            if side["token"] is not None:
-                side["token"] = "bad"
+        for side in state["sides"]:  # a resume starts from the entry token
+            if side["entry"] is not None:
+                side["entry"] = "bad"
         with caplog.at_level(logging.WARNING, logger="exporter.walker"):
             rest = await collect(walker(FakeClient(source), state=state))
         assert ids(all_images(first) + all_images(rest)) == ids(catalog)

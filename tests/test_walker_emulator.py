@@ -140,9 +140,9 @@ async def test_resume_with_a_rejected_token(
         request = ListRequest(per_page=10)
         first = await walk(emu, request, options(mode=mode), limit=12)
         state = json.loads(json.dumps(first[-1].state))
-        for side in state["sides"]:
-            if side["token"]:
-                side["token"] = "not-a-token-of-this-api"
+        for side in state["sides"]:  # a resume starts from the entry token
+            if side["entry"]:
+                side["entry"] = "not-a-token-of-this-api"
         rest = await walk(emu, request, options(mode=mode), state=state)
         assert emitted(first) + emitted(rest) == catalog_ids(emu)
         assert emu.counters.by_status[400] >= 1
