@@ -74,7 +74,7 @@ from exporter.schema import ColumnSpec
 from exporter.sinks import PartFile, Publication, Sink, open_sink
 from exporter.stats import RunStats
 from exporter.store import Layout, Store, open_store, seal
-from exporter.store.layout import ROOT, run_key
+from exporter.store.layout import ROOT, run_key, success_path
 from exporter.tasks import FirstErrorGroup
 from exporter.walker import Chunk, Walker, make_client
 
@@ -312,6 +312,7 @@ async def _complete_committing_runs(
                     _prepare_run, config, store, layout, RunStats(), checkpoint
                 )
                 await _publish_sinks(run)
+                await anyio.to_thread.run_sync(_retire_stale_batches, run)
                 await anyio.to_thread.run_sync(_publish_changes, run)
                 await anyio.to_thread.run_sync(discard_run, store, layout, checkpoint.run_key)
         except ConcurrentRunError:
@@ -342,6 +343,7 @@ async def _export_locked(
         raise
     manifest = await anyio.to_thread.run_sync(_seal_and_publish, run, files, api_count)
     await _publish_sinks(run)
+    await anyio.to_thread.run_sync(_retire_stale_batches, run)
     published = run.layout.snapshot(run.checkpoint.snapshot_date)
     changes = await _publish_changes_or_say(run, published, manifest)
     await anyio.to_thread.run_sync(_discard_staging, run)
@@ -630,6 +632,25 @@ async def _publish_sinks(run: Run) -> None:
         await sink.publish(publication)
 
 
+def _retire_stale_batches(run: Run) -> None:
+    """Delete the new-upload batches of this date made against another run of its snapshot.
+
+    A re-run of date D publishes a snapshot that already holds what D's earlier batches
+    added: left in place, those ids would stand in D and in a batch of D. Each batch records
+    the run of D it followed (`new_uploads.base_run_id`); `_SUCCESS` goes first, so a reader
+    never takes a half-deleted batch for a published one.
+    """
+    store, layout, date = run.store, run.layout, run.checkpoint.snapshot_date
+    for name in layout.batch_names(store.list_dir(layout.new_uploads(date))):
+        batch = layout.batch(date, name)
+        manifest = read_manifest(store, batch) or {}
+        if (manifest.get("new_uploads") or {}).get("base_run_id") == run.checkpoint.run_id:
+            continue
+        log.info("removing %s: it followed an earlier run of snapshot %s", batch, date)
+        store.delete(success_path(batch))
+        store.delete_tree(batch)
+
+
 def _discard_staging(run: Run) -> None:
     """Step 5: drop this run's staging, and that of runs abandoned long before this date."""
     discard_run(run.store, run.layout, run.checkpoint.run_key)
@@ -672,6 +693,7 @@ async def _finish_publishing(run: Run) -> dict[str, Any]:
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
         raise SinkError("store", f"{published} is not this run's snapshot any more; export again")
     await _publish_sinks(run)
+    await anyio.to_thread.run_sync(_retire_stale_batches, run)
     run.stats.restore(run.checkpoint.counts)
     changes = await _publish_changes_or_say(run, published, manifest)
     await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)

@@ -152,6 +152,29 @@ async def test_batches_take_ordinary_tied_and_late_uploads_exactly_once(
         assert out.latest() == snapshot_rows(out.out, NEXT) == catalog(emu)
 
 
+async def test_a_rerun_of_the_snapshot_retires_the_batches_of_its_earlier_run(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Re-exporting date D takes in what D's batches had added: those batches are removed, so
+    no id stands in D and in a batch of D (found by a new user); batches of the new run of D
+    follow it as before."""
+    async with emulator_factory(images=200, seed=24) as emu:
+        out = Output(emu, tmp_path)
+        await out.snapshot(D)
+        uploads = emu.account().uploads
+        uploads.add(12)
+        assert len(await out.batch()) == 12
+        assert len(out.batches()) == 1
+        await out.snapshot(D)  # the same date again: the snapshot now holds the 12
+        assert out.batches() == []
+        assert snapshot_rows(out.out, D) == catalog(emu)
+        later = uploads.add(5)
+        rows = await out.batch()
+        assert set(rows) == set(ids(later["added"]))
+        batched = [i for b in out.batches() for i in out.rows(b)]
+        assert not set(batched) & set(snapshot_rows(out.out, D))
+
+
 async def test_a_lag_shorter_than_the_lateness_misses_late_uploads_until_the_next_snapshot(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
