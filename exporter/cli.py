@@ -609,7 +609,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         )
         if r.ok:
             print(
-                f"{r.directory}: ok, {r.rows:,} {what} in {r.files} files, {r.bytes:,} bytes, "
+                f"{r.directory}: ok, {r.rows:,} {what} in {r.files} file{'s' * (r.files != 1)}, "
+                f"{r.bytes:,} bytes, "
                 "sha256 verified"
             )
         for problem in r.problems:

@@ -98,7 +98,9 @@ class ResponseError(FetchError):
         self.status = status
         self.code = code
         self.api_message = message
-        code_text = f" code {code}" if code is not None else ""
+        # The message quotes the API's errors ("code 7003: ..."); say the code once.
+        quoted = code is None or message.startswith(f"code {code}")
+        code_text = "" if quoted else f" code {code}"
         super().__init__(url, f"API replied {status}{code_text}: {message}")
 
 
