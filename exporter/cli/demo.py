@@ -27,6 +27,7 @@ from exporter.emulator import EmulatorSettings, run_emulator
 from exporter.observe.progress import print_summary, report_progress
 from exporter.observe.report import write_report
 from exporter.run.new_uploads_run import run_export
+from exporter.sinks.sql import literal
 from exporter.stats import RunStats
 from exporter.store.layout import MANIFEST_NAME, ROOT, SUCCESS_NAME, manifest_path
 from exporter.tasks import FirstErrorGroup
@@ -41,11 +42,6 @@ def meta_column(schema: Sequence[dict[str, Any]], *path: str) -> str | None:
         if column.get("path") == list(path):
             return str(column["name"])
     return None
-
-
-def sql_text(text: str) -> str:
-    """Return a SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def demo_queries(glob: str, schema: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -71,7 +67,7 @@ def demo_queries(glob: str, schema: Sequence[dict[str, Any]]) -> list[tuple[str,
     keys = [c for c in schema if c.get("path") and c["name"].startswith("meta__")][:40]
     if keys:
         counts = " UNION ALL ".join(
-            f"SELECT {sql_text(display_path(c['path']))} AS meta_key, '{c['type']}' AS type, "
+            f"SELECT {literal(display_path(c['path']))} AS meta_key, '{c['type']}' AS type, "
             f'count("{c["name"]}") AS images FROM {source}'
             for c in keys
         )

@@ -44,23 +44,12 @@ import pyarrow.parquet as pq
 
 from exporter.changes.diff import IMAGE_COLUMNS
 from exporter.errors import SinkError, first_line
+from exporter.sinks.sql import history_query
 from exporter.store import Layout, Store
 
 DELTA = "delta"
 IMAGES, CHANGES, CURRENT, HISTORY = "images", "image_changes", "images_current", "images_history"
 NEW_UPLOADS = "new_uploads"  # batches of new uploads (`export --new-uploads`), by snapshot_date
-# The SCD2 rows of an event log `events` (the same SQL as the duckdb sink's view).
-HISTORY_SQL = """
-SELECT id, valid_from, valid_to, valid_to IS NULL AS is_current,
-       coalesce(next_change = 'removed', false) AS is_deleted,
-       account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json,
-       extra_json
-FROM (
-    SELECT *, snapshot_date AS valid_from, lead(snapshot_date) OVER w AS valid_to,
-           lead(change) OVER w AS next_change
-    FROM events WINDOW w AS (PARTITION BY id ORDER BY snapshot_date)
-) WHERE change <> 'removed'
-"""
 
 
 class DeltaLocation:
@@ -305,7 +294,7 @@ def rebuild_history(location: DeltaLocation, snapshot_date: str, run_id: str) ->
         try:
             con.execute("SET TimeZone = 'UTC'")
             con.register("events", events)
-            history = con.sql(HISTORY_SQL).to_arrow_reader(65_536)
+            history = con.sql(history_query("events")).to_arrow_reader(65_536)
             write_deltalake(
                 location.uri(HISTORY),
                 history,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from exporter.changes.change_set import change_dates, night_source, sealed_manifests
 from exporter.changes.diff import CHANGE_KINDS, NightSource, night_relation
 from exporter.errors import IntegrityError, first_line
+from exporter.sinks.sql import file_list, identifier, literal
 from exporter.snapshot.manifest import read_manifest
 from exporter.store import Layout, Store
 from exporter.store.layout import ROOT, account_layouts, run_key_date
@@ -228,14 +229,6 @@ def unfinished_runs(store: Store, layout: Layout, after: str | None) -> list[str
 # -- the latest snapshot, by DuckDB ----------------------------------------------------------
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def json_pointer(path: Sequence[str]) -> str:
     """Return the RFC 6901 pointer of a meta path (`~` -> `~0`, `/` -> `~1`)."""
     return "".join("/" + str(k).replace("~", "~0").replace("/", "~1") for k in path)
@@ -247,16 +240,16 @@ def connect(settings: ReportSettings, scratch: Path) -> duckdb.DuckDBPyConnectio
 
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = {_literal(settings.memory_limit)}")
+    con.execute(f"SET memory_limit = {literal(settings.memory_limit)}")
     con.execute(f"SET threads = {max(1, settings.threads)}")
-    con.execute(f"SET temp_directory = {_literal(str(scratch))}")
+    con.execute(f"SET temp_directory = {literal(str(scratch))}")
     return con
 
 
 def _night_view(con: duckdb.DuckDBPyConnection, source: NightSource) -> set[str]:
     """Create view `night` over the latest snapshot; return its flattened columns' names."""
     if source.kind == "parquet":
-        files = "[" + ", ".join(_literal(p) for p in source.paths) + "]"
+        files = file_list(source.paths)
         con.execute(
             "CREATE TEMP VIEW night AS SELECT * FROM "
             f"read_parquet({files}, union_by_name = true, hive_partitioning = false)"
@@ -274,8 +267,8 @@ def _meta_expression(column: Mapping[str, Any], flattened: set[str], depth: int)
     """
     name = str(column["name"])
     if name in flattened:
-        return _ident(name)
-    pointer = _literal(json_pointer(column["path"]))
+        return identifier(name)
+    pointer = literal(json_pointer(column["path"]))
     value = f"json_extract_string(meta_json, {pointer})"
     if len(column["path"]) < depth:
         return f"CASE WHEN json_type(meta_json, {pointer}) = 'OBJECT' THEN NULL ELSE {value} END"
