@@ -280,10 +280,9 @@ class Normalizer:
 
     def _flatten(self, leaves_of: _Leaves, metas: list[Any]) -> None:
         """Fill the cells of one plan's columns from each row's object (meta, or extras)."""
-        self._rows = rows = len(metas)
+        self._rows = len(metas)
         walk = self._walk
         top, subs = leaves_of.tree
-        touched = self._touched
         depth = self.options.depth
         for row, meta in enumerate(metas):
             if type(meta) is not dict:
@@ -309,26 +308,18 @@ class Normalizer:
                             walk(leaves_of, value2, node, (key, key2), row, depth - 2)
                             continue
                         column = leaves.get(key2)
-                        if column is None:
-                            column = self._column(leaves_of, leaves, (key, key2))
-                            if column is None:
-                                continue
-                        cells = column.cells
-                        if cells is None:
-                            cells = column.cells = [None] * rows
-                            touched.append(column)
-                        cells[row] = value2
+                        if column is not None and column.cells is not None:
+                            column.cells[row] = value2
+                        elif (
+                            cells := self._cells(leaves_of, leaves, column, (key, key2))
+                        ) is not None:
+                            cells[row] = value2
                     continue
                 column = top.get(key)
-                if column is None:
-                    column = self._column(leaves_of, top, (key,))
-                    if column is None:
-                        continue
-                cells = column.cells
-                if cells is None:
-                    cells = column.cells = [None] * rows
-                    touched.append(column)
-                cells[row] = value
+                if column is not None and column.cells is not None:
+                    column.cells[row] = value
+                elif (cells := self._cells(leaves_of, top, column, (key,))) is not None:
+                    cells[row] = value
 
     def _walk(
         self,
@@ -351,15 +342,31 @@ class Normalizer:
                 self._walk(leaves_of, value, sub, prefix + (key,), row, depth - 1)  # noqa: RUF005
                 continue
             column = leaves.get(key)
+            if column is not None and column.cells is not None:
+                column.cells[row] = value
+            elif (cells := self._cells(leaves_of, leaves, column, (*prefix, key))) is not None:
+                cells[row] = value
+
+    def _cells(
+        self,
+        leaves_of: _Leaves,
+        leaves: dict[str, PlanColumn],
+        column: PlanColumn | None,
+        path: tuple[str, ...],
+    ) -> list[Any] | None:
+        """Return the cells of a leaf met for the first time in this batch, or None (dropped).
+
+        The callers store into a column's cells inline when the column is known and already
+        has them (nearly every leaf of a batch): only the first meeting calls here.
+        """
+        if column is None:
+            column = self._column(leaves_of, leaves, path)
             if column is None:
-                column = self._column(leaves_of, leaves, prefix + (key,))  # noqa: RUF005
-                if column is None:
-                    continue
-            cells = column.cells
-            if cells is None:
-                cells = column.cells = [None] * self._rows
-                self._touched.append(column)
-            cells[row] = value
+                return None
+        if column.cells is None:
+            column.cells = [None] * self._rows
+            self._touched.append(column)
+        return column.cells
 
     def _column(
         self, leaves_of: _Leaves, leaves: dict[str, PlanColumn], path: tuple[str, ...]
