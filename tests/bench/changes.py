@@ -28,12 +28,12 @@ from tests.bench.harness import (
     Emulator,
     ExportRun,
     check,
-    clean_env,
     emulator,
     median,
     toml_config,
 )
 from tests.bench.scenarios import Row, export_config
+from tests.helpers import clean_env
 
 DATES = ("2026-01-01", "2026-01-02")
 

@@ -15,35 +15,23 @@ import pytest
 
 from exporter.changes import change_set as changes_module
 from exporter.changes import diff
-from exporter.config import parse_config
+from exporter.config import ExportConfig
 from exporter.emulator import RunningEmulator
 from exporter.errors import ChangesWithheldError, SinkError
 from exporter.run import pipeline
 from exporter.store import LocalStore
 from exporter.store.layout import ROOT
 from tests.conftest import EmulatorFactory
-from tests.helpers import emulator_process, query_rows, run_cli
+from tests.helpers import emulator_config, emulator_process, query_rows, run_cli
 
 
 class Crash(BaseException):
     """Stands in for a kill at a chosen instant (BaseException: nothing may swallow it)."""
 
 
-def config(emu: RunningEmulator, out: Path, date: str, **keys: Any) -> Any:
-    overrides = {
-        "export.account_id": emu.account_id,
-        "export.base_url": emu.base_url,
-        "export.output": str(out),
-        "export.snapshot_date": date,
-        "request.per_page": 50,
-        **keys,
-    }
-    resume = bool(overrides.pop("resume", False))
-    accept = bool(overrides.pop("accept_removals", False))
-    env = {"CLOUDFLARE_API_TOKEN": emu.token}
-    return parse_config(
-        {}, env, overrides, today=dt.date(2026, 1, 1), resume=resume, accept_removals=accept
-    )
+def config(emu: RunningEmulator, out: Path, date: str, **keys: Any) -> ExportConfig:
+    defaults = {"export.snapshot_date": date, "request.per_page": 50}
+    return emulator_config(emu, out, today=dt.date(2026, 1, 1), **{**defaults, **keys})
 
 
 def change_rows(out: Path, date: str) -> dict[str, dict[str, Any]]:

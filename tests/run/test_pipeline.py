@@ -12,7 +12,7 @@ import duckdb
 import orjson
 import pytest
 
-from exporter.config import ExportConfig, parse_config
+from exporter.config import ExportConfig
 from exporter.emulator import RunningEmulator
 from exporter.errors import ConcurrentRunError, SchemaContractError, SinkError
 from exporter.options import WalkOptions
@@ -21,7 +21,7 @@ from exporter.snapshot.checkpoint import request_fingerprint
 from exporter.store import HashingWriter, LocalStore
 from exporter.store.layout import ROOT, Layout, run_key
 from tests.conftest import EmulatorFactory
-from tests.helpers import catalog_rows, exported_rows, query_rows, snapshot_rows
+from tests.helpers import catalog_rows, emulator_config, exported_rows, query_rows, snapshot_rows
 
 DATE = dt.date(2026, 11, 27)
 SNAPSHOT = "snapshot_date=2026-11-27"
@@ -32,17 +32,8 @@ class Crash(Exception):
 
 
 def make_config(emu: RunningEmulator, out: Path, **keys: Any) -> ExportConfig:
-    overrides = {
-        "export.account_id": emu.account_id,
-        "export.base_url": emu.base_url,
-        "export.output": str(out),
-        "request.per_page": 25,
-        "parquet.part_rows": 50,
-        **keys,
-    }
-    resume = bool(overrides.pop("resume", False))
-    env = {"CLOUDFLARE_API_TOKEN": emu.token}
-    return parse_config({}, env, overrides, today=DATE, resume=resume)
+    defaults = {"request.per_page": 25, "parquet.part_rows": 50}
+    return emulator_config(emu, out, today=DATE, **{**defaults, **keys})
 
 
 def published_rows(out: Path) -> dict[str, dict[str, Any]]:

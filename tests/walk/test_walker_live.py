@@ -21,26 +21,20 @@ import pytest
 
 from exporter.api.auth import Credentials
 from exporter.api.pagination import ListRequest
-from exporter.config import ExportConfig, parse_config
+from exporter.config import ExportConfig
 from exporter.emulator import RunningEmulator
 from exporter.run import pipeline
 from exporter.stats import RunStats
 from exporter.walk.walker import Walker, WalkOptions, make_client
 from tests.conftest import EmulatorFactory
-from tests.helpers import image_row, snapshot_rows
+from tests.helpers import emulator_config, image_row, snapshot_rows
 
 DATE = dt.date(2026, 12, 1)
 
 
 def make_config(emu: RunningEmulator, out: Path, **keys: Any) -> ExportConfig:
-    overrides = {
-        "export.account_id": emu.account_id,
-        "export.base_url": emu.base_url,
-        "export.output": str(out),
-        "parquet.part_rows": 100,  # a checkpoint every few pages
-        **keys,
-    }
-    return parse_config({}, {"CLOUDFLARE_API_TOKEN": emu.token}, overrides, today=DATE)
+    # a checkpoint every few pages
+    return emulator_config(emu, out, today=DATE, **{"parquet.part_rows": 100, **keys})
 
 
 def manifest(out: Path) -> dict[str, Any]:
