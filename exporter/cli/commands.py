@@ -123,7 +123,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     Given the `command` about to run, the emulator's flags are left out unless it is
     `emulator`: they live in the emulator package, whose import (its aiohttp server) would
-    otherwise delay every export's first request by some 40 ms.
+    otherwise delay every export's first request (docs/PERFORMANCE.md).
     """
     parser = OneLineParser(prog=PROG, description="Snapshot a Cloudflare Images catalog.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -12,9 +12,11 @@ and exactly `tie_ids` at its position. A live catalog does not move instants: an
 the image's `uploaded`, an upload or a deletion adds or removes an image a cursor has not
 reached yet (it may or may not be exported) or has passed (it is not).
 
-Both ends (issue 3, item 5). The merge takes pages one at a time, in any interleaving. A
-cursor S serving an image (t, id), the other cursor O at instant o: S emits it when O has not
-reached t (t lies strictly beyond o in O's order), or t == o and id is not in O's `tie_ids`.
+Both ends: two cursors fetch at once and meet, so a walk that waits on page latency takes about
+half the wall time of one cursor (README "Performance"). The merge takes pages one at a time,
+in any interleaving. A cursor S serving an image (t, id), the other cursor O at instant o: S
+emits it when O has not reached t (t lies strictly beyond o in O's order), or t == o and id is
+not in O's `tie_ids`.
 Invariants:
 - Exactly once: the first cursor to serve an image emits it. O has not served it then (its
   rule above says so); once S served it, t is S's position with id in S's `tie_ids`, or lies
@@ -26,7 +28,7 @@ Invariants:
   the instant alone, skipping what the stopped one served, until it crosses or ends. With
   unrelated orders in asc and desc, each cursor must serve the whole instant in its own
   order: a walk meeting inside a tie reads up to that tie's size more.
-- Bounded (issue 12, item 2; issue 20): a cursor's state is its token, instant and the ids
+- Bounded: a cursor's state is its token, instant and the ids
   of one instant: memory and checkpoint bytes grow with the largest tie group (a few MB for
   100,000 ids), never with the catalog.
 

@@ -1,7 +1,7 @@
 """Kill the exporter with SIGKILL at many points, resume, and never let a reader see a partial
 snapshot: the test behind "impossible to corrupt" (issue 5).
 
-Where a kill lands does not depend on how fast or loaded the machine is (issue 12, item 5).
+Where a kill lands does not depend on how fast or loaded the machine is.
 A run that is to be killed may send only a planned number of requests (`walk.quota` per an
 hour-long window, fewer than the rest of the walk needs), so it is still running, blocked
 mid-walk, whatever its speed; the in-process emulator's request count and the run's own

@@ -1,4 +1,4 @@
-"""A kill between the snapshot's files and the DuckDB load (issue 11, item 3): the real CLI is
+"""A kill between the snapshot's files and the DuckDB load: the real CLI is
 killed at a named step of publication, and --resume or the next night's run leaves files and
 table on the same night, each exactly the emulator's catalog."""
 

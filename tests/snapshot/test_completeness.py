@@ -1,4 +1,4 @@
-"""The completeness warning says what the walk can and cannot explain (issue 20, item 5)."""
+"""The completeness warning says what the walk can and cannot explain."""
 
 from __future__ import annotations
 

@@ -315,8 +315,8 @@ def _top_values(
 ) -> list[tuple[str, list[tuple[str, int]]]]:
     """Return the most frequent values of the low-cardinality string columns.
 
-    One query per column: as one UNION ALL, DuckDB scans them all at once, some 70 MB over
-    its cap at 1,000,000 nasty images, for no gain in time.
+    One query per column: as one UNION ALL, DuckDB scans them all at once and breaks its
+    memory cap on a large night, for no gain in time (docs/PERFORMANCE.md).
     """
     chosen = [m for m in meta if m.distinct is not None and 0 < m.distinct <= TOP_VALUES_DISTINCT]
     found = []
