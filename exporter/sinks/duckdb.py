@@ -19,7 +19,8 @@ so it is not locked during the (long) walk.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio.to_thread
@@ -87,33 +88,39 @@ def _reconcile_table(
             con.execute(f"ALTER TABLE {table} ALTER COLUMN {identifier(name)} TYPE {target}")
 
 
-def replace_snapshot(
-    database: Path, snapshot_date: str, files: Sequence[Path], schema: pa.Schema
-) -> None:
-    """Replace the rows of `snapshot_date` in `images` with `files`, in one transaction."""
+@contextmanager
+def _transaction(database: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Yield a connection to `database` inside one transaction: committed when the block ends,
+    rolled back when it raises, so a reader sees a night's rows all replaced or none."""
     con = duckdb.connect(str(database))
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            _reconcile_table(con, schema)
-            con.execute(
-                f"DELETE FROM {TABLE} WHERE snapshot_date = CAST(? AS DATE)", [snapshot_date]
-            )
-            if files:
-                listed = file_list(str(f) for f in files)
-                con.execute(
-                    f"INSERT INTO {TABLE} BY NAME SELECT *, CAST(? AS DATE) AS snapshot_date "
-                    f"FROM read_parquet({listed}, hive_partitioning = false)",
-                    [snapshot_date],
-                )
-            _reconcile_table(con, schema, NEW_UPLOADS_TABLE, ", batch VARCHAR")
-            con.execute(LATEST_VIEW)
+            yield con
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
     finally:
         con.close()
+
+
+def replace_snapshot(
+    database: Path, snapshot_date: str, files: Sequence[Path], schema: pa.Schema
+) -> None:
+    """Replace the rows of `snapshot_date` in `images` with `files`, in one transaction."""
+    with _transaction(database) as con:
+        _reconcile_table(con, schema)
+        con.execute(f"DELETE FROM {TABLE} WHERE snapshot_date = CAST(? AS DATE)", [snapshot_date])
+        if files:
+            listed = file_list(str(f) for f in files)
+            con.execute(
+                f"INSERT INTO {TABLE} BY NAME SELECT *, CAST(? AS DATE) AS snapshot_date "
+                f"FROM read_parquet({listed}, hive_partitioning = false)",
+                [snapshot_date],
+            )
+        _reconcile_table(con, schema, NEW_UPLOADS_TABLE, ", batch VARCHAR")
+        con.execute(LATEST_VIEW)
 
 
 NEW_UPLOADS_TABLE = "new_uploads"
@@ -136,28 +143,19 @@ def replace_batch(
     database: Path, snapshot_date: str, batch: str, files: Sequence[Path], schema: pa.Schema
 ) -> None:
     """Replace the rows of one batch in `new_uploads` with `files`, in one transaction."""
-    con = duckdb.connect(str(database))
-    try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            _reconcile_table(con, schema)
-            _reconcile_table(con, schema, NEW_UPLOADS_TABLE, ", batch VARCHAR")
-            con.execute(f"DELETE FROM {NEW_UPLOADS_TABLE} WHERE batch = ?", [batch])
-            if files:
-                listed = file_list(str(f) for f in files)
-                con.execute(
-                    f"INSERT INTO {NEW_UPLOADS_TABLE} BY NAME SELECT *, "
-                    "CAST(? AS DATE) AS snapshot_date, CAST(? AS VARCHAR) AS batch "
-                    f"FROM read_parquet({listed}, hive_partitioning = false)",
-                    [snapshot_date, batch],
-                )
-            con.execute(LATEST_VIEW)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.close()
+    with _transaction(database) as con:
+        _reconcile_table(con, schema)
+        _reconcile_table(con, schema, NEW_UPLOADS_TABLE, ", batch VARCHAR")
+        con.execute(f"DELETE FROM {NEW_UPLOADS_TABLE} WHERE batch = ?", [batch])
+        if files:
+            listed = file_list(str(f) for f in files)
+            con.execute(
+                f"INSERT INTO {NEW_UPLOADS_TABLE} BY NAME SELECT *, "
+                "CAST(? AS DATE) AS snapshot_date, CAST(? AS VARCHAR) AS batch "
+                f"FROM read_parquet({listed}, hive_partitioning = false)",
+                [snapshot_date, batch],
+            )
+        con.execute(LATEST_VIEW)
 
 
 CHANGES_TABLE = "image_changes"
@@ -173,28 +171,19 @@ FROM images_history WHERE is_current
 def replace_changes(database: Path, snapshot_date: str, files: Sequence[Path]) -> None:
     """Replace the rows of `snapshot_date` in `image_changes` with `files`, in one transaction,
     and (re)create the history and current views."""
-    con = duckdb.connect(str(database))
-    try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            listed = file_list(str(f) for f in files)
-            source = f"read_parquet({listed}, hive_partitioning = false)"
-            con.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} AS FROM {source} LIMIT 0")
-            # a table from before extra_json existed gains it (null on the older nights)
-            con.execute(f"ALTER TABLE {CHANGES_TABLE} ADD COLUMN IF NOT EXISTS extra_json VARCHAR")
-            con.execute(
-                f"DELETE FROM {CHANGES_TABLE} WHERE snapshot_date = CAST(? AS DATE)",
-                [snapshot_date],
-            )
-            con.execute(f"INSERT INTO {CHANGES_TABLE} BY NAME FROM {source}")
-            con.execute(HISTORY_VIEW)
-            con.execute(CURRENT_VIEW)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.close()
+    with _transaction(database) as con:
+        listed = file_list(str(f) for f in files)
+        source = f"read_parquet({listed}, hive_partitioning = false)"
+        con.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} AS FROM {source} LIMIT 0")
+        # a table from before extra_json existed gains it (null on the older nights)
+        con.execute(f"ALTER TABLE {CHANGES_TABLE} ADD COLUMN IF NOT EXISTS extra_json VARCHAR")
+        con.execute(
+            f"DELETE FROM {CHANGES_TABLE} WHERE snapshot_date = CAST(? AS DATE)",
+            [snapshot_date],
+        )
+        con.execute(f"INSERT INTO {CHANGES_TABLE} BY NAME FROM {source}")
+        con.execute(HISTORY_VIEW)
+        con.execute(CURRENT_VIEW)
 
 
 class DuckdbSink(ParquetSink):
