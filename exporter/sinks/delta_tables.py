@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from exporter.changes.diff import IMAGE_COLUMNS
 from exporter.errors import SinkError, first_line
-from exporter.sinks.sql import history_query
+from exporter.sinks.sql import history_query, literal
 from exporter.store import Layout, Store
 
 DELTA = "delta"
@@ -118,6 +118,26 @@ def replace_partition(
     run_id: str,
 ) -> None:
     """Replace one snapshot_date partition of a table with `data` (columns may be added)."""
+    predicate = f"snapshot_date = {literal(snapshot_date)}"
+    _overwrite(location, table, predicate, data, _commit(snapshot_date, run_id))
+
+
+def replace_batch(
+    location: DeltaLocation, snapshot_date: str, batch: str, data: pa.RecordBatchReader
+) -> None:
+    """Append one batch to `new_uploads` (replacing that batch's rows: a repeat is harmless)."""
+    predicate = f"snapshot_date = {literal(snapshot_date)} AND batch = {literal(batch)}"
+    _overwrite(location, NEW_UPLOADS, predicate, data, _commit(snapshot_date, batch))
+
+
+def _overwrite(
+    location: DeltaLocation,
+    table: str,
+    predicate: str,
+    data: pa.RecordBatchReader,
+    commit: Any,  # deltalake.CommitProperties (deltalake is imported where used)
+) -> None:
+    """Replace the rows of `table` that `predicate` selects with `data`, in one commit."""
     from deltalake import write_deltalake
 
     with _errors("write", location.uri(table)):
@@ -125,30 +145,11 @@ def replace_partition(
             location.uri(table),
             data,
             mode="overwrite",
-            predicate=f"snapshot_date = '{snapshot_date}'",
+            predicate=predicate,
             partition_by=["snapshot_date"],
             schema_mode="merge",
             storage_options=location.options,
-            commit_properties=_commit(snapshot_date, run_id),
-        )
-
-
-def replace_batch(
-    location: DeltaLocation, snapshot_date: str, batch: str, data: pa.RecordBatchReader
-) -> None:
-    """Append one batch to `new_uploads` (replacing that batch's rows: a repeat is harmless)."""
-    from deltalake import write_deltalake
-
-    with _errors("write", location.uri(NEW_UPLOADS)):
-        write_deltalake(
-            location.uri(NEW_UPLOADS),
-            data,
-            mode="overwrite",
-            predicate=f"snapshot_date = '{snapshot_date}' AND batch = '{batch}'",
-            partition_by=["snapshot_date"],
-            schema_mode="merge",
-            storage_options=location.options,
-            commit_properties=_commit(snapshot_date, batch),
+            commit_properties=commit,
         )
 
 
