@@ -30,14 +30,14 @@ from exporter.stats import RunStats
 
 if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` imports them
     from exporter.config import ExportConfig, load_toml, parse_config
-    from exporter.pipeline import dry_run_plan, export
+    from exporter.run.pipeline import dry_run_plan, export
 
 _LAZY = {
     "ExportConfig": "exporter.config",
     "load_toml": "exporter.config",
     "parse_config": "exporter.config",
-    "dry_run_plan": "exporter.pipeline",
-    "export": "exporter.pipeline",
+    "dry_run_plan": "exporter.run.pipeline",
+    "export": "exporter.run.pipeline",
 }
 
 

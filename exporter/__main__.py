@@ -1,5 +1,5 @@
 """`python -m exporter` runs the same CLI as the `cf-images-export` console script."""
 
-from exporter.cli import run
+from exporter.cli.commands import run
 
 run()

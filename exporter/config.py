@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exporter.auth import Credentials
+from exporter.api.auth import Credentials
+from exporter.api.filters import parse_filter
+from exporter.api.pagination import ListRequest
+from exporter.api.redact import redact_url
 from exporter.errors import ConfigError
-from exporter.filters import parse_filter
 from exporter.options import (
     BUILTIN_FORMATS,
     SECTIONS,
@@ -36,8 +38,6 @@ from exporter.options import (
     options_by_key,
     parse_snapshot_date,
 )
-from exporter.pagination import ListRequest
-from exporter.redact import redact_url
 
 TableT = TypeVar("TableT", bound=Options)
 

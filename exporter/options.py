@@ -23,19 +23,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from exporter.api.pagination import (
+    DEFAULT_BASE_URL,
+    DEFAULT_BATCH_BASE_URL,
+    MAX_PER_PAGE,
+    MIN_PER_PAGE,
+    ListRequest,
+)
+from exporter.api.redact import has_userinfo, redact_url
 from exporter.errors import ConfigError
-from exporter.pagination import MAX_PER_PAGE, MIN_PER_PAGE, ListRequest
-from exporter.redact import has_userinfo, redact_url
 
 if TYPE_CHECKING:
-    from exporter.diff import DiffSettings
-    from exporter.retry import RetryPolicy
+    from exporter.api.retry import RetryPolicy
+    from exporter.changes.diff import DiffSettings
 
 T = TypeVar("T")
 Check = Callable[[Any], Any]  # returns the (normalised) value or raises ValueError(problem)
 
-DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
-DEFAULT_BATCH_BASE_URL = "https://batch.imagedelivery.net"
 BUILTIN_FORMATS = ("parquet", "ndjson", "duckdb", "delta")
 MAX_DEPTH = 64
 MAX_COLUMN_CAP = 10_000  # BigQuery's column limit; other warehouses allow more
@@ -521,7 +525,7 @@ class WalkOptions(Options):
 
     def retry_policy(self) -> RetryPolicy:
         """Return the retry policy: `retry` when given, else max_attempts and deadline_s."""
-        from exporter.retry import RetryPolicy
+        from exporter.api.retry import RetryPolicy
 
         if self.retry is not None:
             return self.retry
@@ -594,7 +598,7 @@ class SinkOptions(Options):
     the one buffered group small when meta is large: 100,000 images with 1 KB of meta would
     hold ~100 MB), parts of at most 100,000 rows or 256 MiB, whichever comes first, and one
     committed at least every 60 s of walking: each committed part is a checkpoint, so a kill
-    loses at most about a minute of walking (`exporter.cadence`).
+    loses at most about a minute of walking (`exporter.run.cadence`).
     """
 
     parquet_codec: str = opt(

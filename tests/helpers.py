@@ -16,7 +16,8 @@ from typing import Any
 import duckdb
 import orjson
 
-from exporter.emulator import build_catalog
+from exporter.config import ExportConfig, parse_config
+from exporter.emulator import RunningEmulator, build_catalog
 
 PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,26 @@ class EmulatorProcess:
 def clean_env() -> dict[str, str]:
     """Return os.environ without any CLOUDFLARE_* variable (tests set their own)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFLARE_")}
+
+
+def emulator_config(
+    emu: RunningEmulator, out: Path, *, today: dt.date, **keys: Any
+) -> ExportConfig:
+    """Return the config of an export of `emu` into `out` on `today`, as the CLI would build it.
+
+    `keys` are dotted option keys (`"request.per_page": 25`), and `resume` or
+    `accept_removals` for the flags of the same names.
+    """
+    overrides = {
+        "export.account_id": emu.account_id,
+        "export.base_url": emu.base_url,
+        "export.output": str(out),
+        **keys,
+    }
+    resume = bool(overrides.pop("resume", False))
+    accept = bool(overrides.pop("accept_removals", False))
+    env = {"CLOUDFLARE_API_TOKEN": emu.token}
+    return parse_config({}, env, overrides, today=today, resume=resume, accept_removals=accept)
 
 
 @contextmanager

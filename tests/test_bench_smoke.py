@@ -148,7 +148,7 @@ def test_launcher_reports_the_child_rusage_not_the_parents() -> None:
 def test_an_export_can_run_another_revisions_exporter() -> None:
     """The side-by-side scenario runs the extracted tree's package, not this checkout's."""
     with revision_tree("HEAD") as tree:
-        assert tree is not None and (tree / "exporter" / "pipeline.py").is_file()
+        assert tree is not None and (tree / "exporter" / "__init__.py").is_file()
         (tree / "exporter" / "__main__.py").write_text("raise SystemExit(42)\n")
         with emulator(50) as emu:
             run = run_export(emu, config=export_config(per_page=10), tree=tree)

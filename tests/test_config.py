@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 import pytest
 
-from exporter.checkpoint import request_fingerprint
 from exporter.config import load_toml, parse_config
 from exporter.errors import ConfigError
 from exporter.options import (
@@ -27,8 +26,9 @@ from exporter.options import (
     opt,
     override_file,
 )
-from exporter.pipeline import describe_request
+from exporter.run.pipeline import describe_request
 from exporter.sinks import ENTRY_POINT_GROUP, open_sink
+from exporter.snapshot.checkpoint import request_fingerprint
 
 TODAY = dt.date(2026, 11, 27)
 ENV = {"CLOUDFLARE_API_TOKEN": "secret-token-value", "CLOUDFLARE_ACCOUNT_ID": "acc-env"}
@@ -277,7 +277,7 @@ class TestFingerprint:
 class TestDeclarations:
     def test_config_imports_no_io_module(self) -> None:
         """Reading a config loads no HTTP client, walker, store, Arrow or DuckDB."""
-        heavy = ["aiohttp", "anyio", "pyarrow", "duckdb", "exporter.walker", "exporter.store"]
+        heavy = ["aiohttp", "anyio", "pyarrow", "duckdb", "exporter.walk", "exporter.store"]
         code = f"import sys, exporter.config; print([m for m in {heavy!r} if m in sys.modules])"
         result = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -24,7 +24,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from exporter.cli import main
+from exporter.cli.commands import main
 from tests.helpers import EmulatorProcess, clean_env, emulator_process, run_cli
 
 GOLDEN = Path(__file__).parent / "contract_golden"

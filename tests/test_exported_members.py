@@ -30,7 +30,8 @@ def test_public_errors_carry_distinct_exit_codes() -> None:
 
 def test_lazy_names_resolve_to_their_modules() -> None:
     """Every lazily imported name is public and is the very object its module defines."""
-    from exporter import config, pipeline
+    from exporter import config
+    from exporter.run import pipeline
 
     assert set(exporter._LAZY) <= set(exporter.__all__)
     assert exporter.export is pipeline.export and exporter.ExportConfig is config.ExportConfig

@@ -16,7 +16,7 @@ import duckdb
 import orjson
 import pytest
 
-from exporter.cli import build_parser
+from exporter.cli.commands import build_parser
 from exporter.options import BUILTIN_FORMATS
 from tests.helpers import ROOT, EmulatorProcess, emulator_process, run_cli
 
@@ -198,8 +198,8 @@ def test_nightly_config_names_every_builtin_format() -> None:
 
 def test_meta_column_naming_example_is_what_the_normalizer_does() -> None:
     """The Schema section's naming examples, each key as the README shows it."""
-    from exporter.normalize import Normalizer
     from exporter.options import NormalizeOptions
+    from exporter.transform.normalize import Normalizer
 
     normalizer = Normalizer("a", NormalizeOptions())
     metas = [{"a": {"b": 2}}, {"a.b": 1}, {"a-b": 1}, {"Status": "x"}, {"status": "y"}]

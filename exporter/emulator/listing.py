@@ -2,7 +2,7 @@
 
 Rules (OpenAPI extract): `per_page` a JSON number, integral, 10..10000 (default 1000);
 `sort_order` asc|desc (default desc); `creator` exact, where `creator=""` selects images whose
-creator is not set (null, absent, or ""); metadata filters as in `exporter.filters`. Other
+creator is not set (null, absent, or ""); metadata filters as in `exporter.api.filters`. Other
 unknown parameters are ignored, as Cloudflare's API does, except names starting with `meta`
 that are not a valid filter (`meta=foo`, `metadata[eq]=x`): those are refused, a deliberate
 difference, so that a mistyped filter never lists the whole catalog unnoticed (what Cloudflare
@@ -19,18 +19,18 @@ from typing import Any
 
 import orjson
 
-from exporter.emulator.catalog import Catalog
-from exporter.emulator.render import OrderKey
-from exporter.emulator.ties import TieOrder, select_tied_page
-from exporter.emulator.tokens import query_fingerprint
-from exporter.errors import FilterError
-from exporter.filters import (
+from exporter.api.filters import (
     MetaFilter,
     is_json_number,
     matches,
     parse_filter_param,
     validate_filters,
 )
+from exporter.emulator.catalog import Catalog
+from exporter.emulator.render import OrderKey
+from exporter.emulator.ties import TieOrder, select_tied_page
+from exporter.emulator.tokens import query_fingerprint
+from exporter.errors import FilterError
 
 DEFAULT_PER_PAGE = 1000
 MIN_PER_PAGE = 10

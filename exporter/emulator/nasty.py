@@ -1,6 +1,6 @@
 """The `nasty` profile: the benchmark catalog, rendered on demand so it scales to millions.
 
-At least as nasty as the catalog of issue 12's measurements, on purpose:
+At least as nasty as the catalog the figures in docs/PERFORMANCE.md were measured on, on purpose:
 
 * meta close to the API's 1024-byte limit on ~12% of images (990..1024 bytes of JSON);
 * about 40 distinct flattened meta columns, with type conflicts (`priority` an int, a float,

@@ -71,9 +71,9 @@ def sink_factory(name: str) -> SinkFactory:
         try:
             return cast(SinkFactory, ep.load())
         except Exception as exc:  # a broken plugin is a configuration problem, named as such
-            raise ConfigError("output.format", f"sink {name!r} failed to load: {exc}") from exc
+            raise ConfigError("export.formats", f"sink {name!r} failed to load: {exc}") from exc
     known = ", ".join(available_sinks())
-    raise ConfigError("output.format", f"unknown sink {name!r}; available: {known}")
+    raise ConfigError("export.formats", f"unknown sink {name!r}; available: {known}")
 
 
 def find_file_format(name: str) -> FileFormat | None:
@@ -106,7 +106,7 @@ def open_sink(name: str, options: SinkOptions | None = None, settings: Any = Non
     else:
         sink = factory(options or SinkOptions(), settings or options_type())
     if not isinstance(sink, Sink):
-        raise ConfigError("output.format", f"sink {name!r} does not implement the Sink protocol")
+        raise ConfigError("export.formats", f"sink {name!r} does not implement the Sink protocol")
     return sink
 
 

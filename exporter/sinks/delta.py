@@ -5,7 +5,7 @@ instead, with its `batch` name (partition snapshot_date=D, the snapshot it follo
 
 Its Parquet parts are its own (staged in the run's staging, never published) and add no file
 to the snapshot: `finish` conforms them; `publish`, after the snapshot's files are published,
-writes them to the Delta table in one commit that replaces D's partition (`exporter.delta`),
+writes them to the Delta table in one commit that replaces D's partition (`delta_tables`),
 which is idempotent, so `--resume` may repeat it. The tables derived from the change log are
 written once the change set is published (`exporter.changes`).
 """
@@ -34,7 +34,7 @@ class DeltaSink(ParquetSink):
 
     async def publish(self, publication: Publication) -> None:
         """Replace partition D of `images` with the staged parts, in one Delta commit."""
-        from exporter import delta
+        from exporter.sinks import delta_tables as delta
 
         store, date = publication.store, publication.snapshot_date
         paths = [posixpath.join(publication.directory, p.path) for p in publication.parts]

@@ -19,7 +19,8 @@ so it is not locked during the (long) walk.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio.to_thread
@@ -29,21 +30,13 @@ import pyarrow as pa
 from exporter.errors import SinkError, first_line
 from exporter.sinks._base import Conform, FileFormat, PartFile, Publication
 from exporter.sinks.parquet import ParquetSink
+from exporter.sinks.sql import file_list, history_query, identifier
 from exporter.store.base import Store
 
 TABLE = "images"
 # When a column's type differs from an earlier snapshot's, the table takes the wider type, as
 # the normalizer widens (schema.py): int + float -> float; a bool never becomes a number.
 _NUMERIC_WIDTH = {"BIGINT": 1, "DOUBLE": 2}
-
-
-def quote(name: str) -> str:
-    """Return a DuckDB identifier literal."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def wider_type(old: str, new: str) -> str:
@@ -83,45 +76,51 @@ def _reconcile_table(
 ) -> None:
     """Create `table` or widen it so every column of `schema` fits (inside the transaction)."""
     wanted = {field.name: duckdb_type(field.type) for field in schema}
-    columns = ", ".join(f"{quote(name)} {kind}" for name, kind in wanted.items())
+    columns = ", ".join(f"{identifier(name)} {kind}" for name, kind in wanted.items())
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns}, snapshot_date DATE{extra})")
     rows = con.execute(f"DESCRIBE {table}").fetchall()
     existing = {str(row[0]): str(row[1]) for row in rows}
     for name, new_type in wanted.items():
         old_type = existing.get(name)
         if old_type is None:
-            con.execute(f"ALTER TABLE {table} ADD COLUMN {quote(name)} {new_type}")
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {identifier(name)} {new_type}")
         elif (target := wider_type(old_type, new_type)) != old_type:
-            con.execute(f"ALTER TABLE {table} ALTER COLUMN {quote(name)} TYPE {target}")
+            con.execute(f"ALTER TABLE {table} ALTER COLUMN {identifier(name)} TYPE {target}")
 
 
-def replace_snapshot(
-    database: Path, snapshot_date: str, files: Sequence[Path], schema: pa.Schema
-) -> None:
-    """Replace the rows of `snapshot_date` in `images` with `files`, in one transaction."""
+@contextmanager
+def _transaction(database: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Yield a connection to `database` inside one transaction: committed when the block ends,
+    rolled back when it raises, so a reader sees a night's rows all replaced or none."""
     con = duckdb.connect(str(database))
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            _reconcile_table(con, schema)
-            con.execute(
-                f"DELETE FROM {TABLE} WHERE snapshot_date = CAST(? AS DATE)", [snapshot_date]
-            )
-            if files:
-                listed = ", ".join(_literal(str(f)) for f in files)
-                con.execute(
-                    f"INSERT INTO {TABLE} BY NAME SELECT *, CAST(? AS DATE) AS snapshot_date "
-                    f"FROM read_parquet([{listed}], hive_partitioning = false)",
-                    [snapshot_date],
-                )
-            _reconcile_table(con, schema, NEW_UPLOADS_TABLE, ", batch VARCHAR")
-            con.execute(LATEST_VIEW)
+            yield con
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
     finally:
         con.close()
+
+
+def replace_snapshot(
+    database: Path, snapshot_date: str, files: Sequence[Path], schema: pa.Schema
+) -> None:
+    """Replace the rows of `snapshot_date` in `images` with `files`, in one transaction."""
+    with _transaction(database) as con:
+        _reconcile_table(con, schema)
+        con.execute(f"DELETE FROM {TABLE} WHERE snapshot_date = CAST(? AS DATE)", [snapshot_date])
+        if files:
+            listed = file_list(str(f) for f in files)
+            con.execute(
+                f"INSERT INTO {TABLE} BY NAME SELECT *, CAST(? AS DATE) AS snapshot_date "
+                f"FROM read_parquet({listed}, hive_partitioning = false)",
+                [snapshot_date],
+            )
+        _reconcile_table(con, schema, NEW_UPLOADS_TABLE, ", batch VARCHAR")
+        con.execute(LATEST_VIEW)
 
 
 NEW_UPLOADS_TABLE = "new_uploads"
@@ -144,45 +143,23 @@ def replace_batch(
     database: Path, snapshot_date: str, batch: str, files: Sequence[Path], schema: pa.Schema
 ) -> None:
     """Replace the rows of one batch in `new_uploads` with `files`, in one transaction."""
-    con = duckdb.connect(str(database))
-    try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            _reconcile_table(con, schema)
-            _reconcile_table(con, schema, NEW_UPLOADS_TABLE, ", batch VARCHAR")
-            con.execute(f"DELETE FROM {NEW_UPLOADS_TABLE} WHERE batch = ?", [batch])
-            if files:
-                listed = ", ".join(_literal(str(f)) for f in files)
-                con.execute(
-                    f"INSERT INTO {NEW_UPLOADS_TABLE} BY NAME SELECT *, "
-                    "CAST(? AS DATE) AS snapshot_date, CAST(? AS VARCHAR) AS batch "
-                    f"FROM read_parquet([{listed}], hive_partitioning = false)",
-                    [snapshot_date, batch],
-                )
-            con.execute(LATEST_VIEW)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.close()
+    with _transaction(database) as con:
+        _reconcile_table(con, schema)
+        _reconcile_table(con, schema, NEW_UPLOADS_TABLE, ", batch VARCHAR")
+        con.execute(f"DELETE FROM {NEW_UPLOADS_TABLE} WHERE batch = ?", [batch])
+        if files:
+            listed = file_list(str(f) for f in files)
+            con.execute(
+                f"INSERT INTO {NEW_UPLOADS_TABLE} BY NAME SELECT *, "
+                "CAST(? AS DATE) AS snapshot_date, CAST(? AS VARCHAR) AS batch "
+                f"FROM read_parquet({listed}, hive_partitioning = false)",
+                [snapshot_date, batch],
+            )
+        con.execute(LATEST_VIEW)
 
 
 CHANGES_TABLE = "image_changes"
-# One row per (id, version): a version is valid from the night it was added or changed until
-# the next event of its id (a change replaces it, a removal ends it: is_deleted).
-HISTORY_VIEW = f"""
-CREATE OR REPLACE VIEW images_history AS
-SELECT id, valid_from, valid_to, valid_to IS NULL AS is_current,
-       coalesce(next_change = 'removed', false) AS is_deleted,
-       account_id, filename, creator, require_signed_urls, uploaded, variants, meta_json,
-       extra_json
-FROM (
-    SELECT *, snapshot_date AS valid_from, lead(snapshot_date) OVER w AS valid_to,
-           lead(change) OVER w AS next_change
-    FROM {CHANGES_TABLE} WINDOW w AS (PARTITION BY id ORDER BY snapshot_date)
-) WHERE change <> 'removed'
-"""
+HISTORY_VIEW = "CREATE OR REPLACE VIEW images_history AS" + history_query(CHANGES_TABLE)
 CURRENT_VIEW = """
 CREATE OR REPLACE VIEW images_current AS
 SELECT id, valid_from, account_id, filename, creator, require_signed_urls, uploaded, variants,
@@ -194,28 +171,19 @@ FROM images_history WHERE is_current
 def replace_changes(database: Path, snapshot_date: str, files: Sequence[Path]) -> None:
     """Replace the rows of `snapshot_date` in `image_changes` with `files`, in one transaction,
     and (re)create the history and current views."""
-    con = duckdb.connect(str(database))
-    try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            listed = ", ".join(_literal(str(f)) for f in files)
-            source = f"read_parquet([{listed}], hive_partitioning = false)"
-            con.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} AS FROM {source} LIMIT 0")
-            # a table from before extra_json existed gains it (null on the older nights)
-            con.execute(f"ALTER TABLE {CHANGES_TABLE} ADD COLUMN IF NOT EXISTS extra_json VARCHAR")
-            con.execute(
-                f"DELETE FROM {CHANGES_TABLE} WHERE snapshot_date = CAST(? AS DATE)",
-                [snapshot_date],
-            )
-            con.execute(f"INSERT INTO {CHANGES_TABLE} BY NAME FROM {source}")
-            con.execute(HISTORY_VIEW)
-            con.execute(CURRENT_VIEW)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.close()
+    with _transaction(database) as con:
+        listed = file_list(str(f) for f in files)
+        source = f"read_parquet({listed}, hive_partitioning = false)"
+        con.execute(f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} AS FROM {source} LIMIT 0")
+        # a table from before extra_json existed gains it (null on the older nights)
+        con.execute(f"ALTER TABLE {CHANGES_TABLE} ADD COLUMN IF NOT EXISTS extra_json VARCHAR")
+        con.execute(
+            f"DELETE FROM {CHANGES_TABLE} WHERE snapshot_date = CAST(? AS DATE)",
+            [snapshot_date],
+        )
+        con.execute(f"INSERT INTO {CHANGES_TABLE} BY NAME FROM {source}")
+        con.execute(HISTORY_VIEW)
+        con.execute(CURRENT_VIEW)
 
 
 class DuckdbSink(ParquetSink):

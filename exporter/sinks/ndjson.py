@@ -10,9 +10,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exporter.schema import CORE
 from exporter.sinks._base import FileFormat, FilePartSink, SinkOptions
 from exporter.store.base import HashingWriter
+from exporter.transform.schema import CORE
 
 # A line is the core columns in order: values encoded by orjson, then the one raw JSON column
 # (`meta_json`, as `meta`) spliced in as its exact bytes, then the members of the spread

@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exporter.errors import SinkError
-from exporter.schema import CORE
 from exporter.sinks._base import (
     Conform,
     FileFormat,
@@ -19,6 +18,7 @@ from exporter.sinks._base import (
     schema_fingerprint,
 )
 from exporter.store.base import HashingWriter, file_digest, os_errors
+from exporter.transform.schema import CORE
 
 
 def count_parquet_rows(raw: IO[bytes]) -> int:

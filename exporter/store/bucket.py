@@ -32,9 +32,9 @@ from urllib.parse import urlsplit
 import orjson
 import pyarrow.fs as pafs
 
+from exporter.api.redact import has_userinfo, redact_url
 from exporter.errors import ConfigError, SinkError
 from exporter.options import S3_CREDENTIALS, output_location
-from exporter.redact import has_userinfo, redact_url
 from exporter.store.base import HashingWriter
 from exporter.store.layout import MANIFEST_NAME, SUCCESS_NAME, manifest_path, success_path
 from exporter.store.lease import (

@@ -28,20 +28,20 @@ from tests.bench.harness import (
     Emulator,
     ExportRun,
     check,
-    clean_env,
     emulator,
     median,
     toml_config,
 )
 from tests.bench.scenarios import Row, export_config
+from tests.helpers import clean_env
 
 DATES = ("2026-01-01", "2026-01-02")
 
 # Recompute the change set of night 2 of OUT (argv[1]) exactly as the export did.
 DIFF_SCRIPT = """
 import sys
-from exporter.changes import ChangeOptions, publish_changes
-from exporter.manifest import read_manifest
+from exporter.changes.change_set import ChangeOptions, publish_changes
+from exporter.snapshot.manifest import read_manifest
 from exporter.store import LocalStore
 from exporter.store.layout import ROOT
 store = LocalStore(sys.argv[1])

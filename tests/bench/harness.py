@@ -25,16 +25,13 @@ from typing import Any
 
 import orjson
 
+from tests.helpers import clean_env
+
 PYTHON = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # No rate limit in throughput scenarios: the pacer's default (1200/300 s) would dominate.
 UNPACED = {"quota": 10_000_000, "window_s": 300.0}
-
-
-def clean_env() -> dict[str, str]:
-    """Return os.environ without CLOUDFLARE_* variables (the bench sets its own)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFLARE_")}
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 
 from tests.bench.changes import DATES, _launch, _manifest, run_night
-from tests.bench.harness import PYTHON, check, clean_env, emulator, median
+from tests.bench.harness import PYTHON, check, emulator, median
 from tests.bench.scenarios import Row, export_config
+from tests.helpers import clean_env
 
 
 def measure(images: int, repeat: int) -> Row:

@@ -16,12 +16,12 @@ from typing import Any
 import anyio
 import pyarrow as pa
 
+from exporter.api.pagination import parse_page
 from exporter.emulator import build_catalog
 from exporter.emulator.listing import page_body
-from exporter.normalize import NormalizeOptions, Normalizer
-from exporter.pagination import parse_page
 from exporter.sinks import SinkOptions, open_sink
 from exporter.store import open_store
+from exporter.transform.normalize import NormalizeOptions, Normalizer
 from tests.bench.harness import median
 from tests.bench.scenarios import Row
 

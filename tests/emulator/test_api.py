@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from exporter.api.filters import matches, parse_filter
 from exporter.emulator import RunningEmulator
-from exporter.filters import matches, parse_filter
 
 from .helpers import EmulatorFactory, bearer, get, list_page, walk
 

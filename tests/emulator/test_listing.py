@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from exporter.api.filters import parse_filter
 from exporter.emulator import build_catalog
 from exporter.emulator.catalog import OrderKey
 from exporter.emulator.listing import (
@@ -14,7 +15,6 @@ from exporter.emulator.listing import (
     parse_list_query,
     select_page,
 )
-from exporter.filters import parse_filter
 
 CATALOG = build_catalog(700, seed=11)
 

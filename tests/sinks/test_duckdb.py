@@ -200,7 +200,7 @@ def test_image_changes_from_before_extra_json_gain_it(tmp_path: Path) -> None:
     and the current view shows it, instead of the INSERT failing."""
     import pyarrow.parquet as pq
 
-    from exporter.diff import CHANGES_SCHEMA
+    from exporter.changes.diff import CHANGES_SCHEMA
     from exporter.sinks.duckdb import replace_changes
 
     def night(date: str, extra: str | None, with_column: bool) -> Path:

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 from sink_data import CORE, conformer, make_batch, make_images, schema_of
 
-from exporter.normalize import NormalizeOptions, Normalizer
 from exporter.sinks import SinkOptions
 from exporter.sinks.ndjson import NdjsonSink, encode_lines
+from exporter.transform.normalize import NormalizeOptions, Normalizer
 
 DIR = "snapshot_date=2026-11-27"
 PLAN = {"meta__status": pa.string()}

@@ -10,11 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from exporter import pipeline
 from exporter.config import parse_config
 from exporter.emulator import RunningEmulator
-from exporter.manifest import verify_snapshot
+from exporter.run import pipeline
 from exporter.sinks import ENTRY_POINT_GROUP
+from exporter.snapshot.manifest import verify_snapshot
 from tests.helpers import clean_env, run_cli
 
 DATE = "2026-11-27"

@@ -65,12 +65,15 @@ class TestOpenSink:
         assert {"counting", "parquet", "ndjson", "duckdb", "memory"} <= set(available_sinks())
 
     def test_unknown_name_lists_the_choices(self, plugin: Path) -> None:
-        with pytest.raises(ConfigError, match=r"unknown sink 'nope'; available: .*counting"):
+        """The error names the key a user sets (`export.formats`, `--format`)."""
+        with pytest.raises(ConfigError, match=r"unknown sink 'nope'; available: .*counting") as e:
             open_sink("nope")
+        assert e.value.key == "export.formats"
 
     def test_broken_plugin_is_a_config_error(self, plugin: Path) -> None:
-        with pytest.raises(ConfigError, match="sink 'broken' failed to load"):
+        with pytest.raises(ConfigError, match="sink 'broken' failed to load") as e:
             open_sink("broken")
+        assert e.value.key == "export.formats"
 
 
 class TestMemorySink:

@@ -22,10 +22,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from exporter import pipeline
 from exporter.config import ExportConfig, parse_config
 from exporter.emulator import RunningEmulator
 from exporter.errors import ConfigError, SinkError
+from exporter.run import pipeline
 from exporter.store import open_store, seal
 from exporter.store.bucket import (
     BucketUri,

@@ -1,0 +1,415 @@
+"""Publish the change set of snapshot D under `OUT/changes/snapshot_date=D/`.
+
+D's changes are computed against P, the newest sealed snapshot dated before D of the same
+request (account, creator and filters: `change_scope`); snapshots of another request are
+never compared, and without such a P every image is `added`. The diff itself is
+`exporter.diff` (DuckDB, out of core); this module finds the nights, stages the parts, seals
+them with a manifest and `_SUCCESS`, and publishes them with the store's own atomic step.
+
+Order of steps and what a reader sees (same guarantees as a snapshot):
+1. the parts are written into `.staging/<run-key>/changes/snapshot_date=D/` (never globbed);
+2. if the removed share (removed / P's image count) exceeds `max_removed_share` and removals
+   are not accepted, D's published change set (from an earlier run) is withdrawn, the staged
+   one deleted, and `ChangesWithheldError` (exit 9) raised;
+3. `_manifest.json`, then `_SUCCESS`, are written into the staged directory;
+4. the store publishes it as `changes/snapshot_date=D` (one rename locally; on a bucket
+   `_SUCCESS` is rewritten last).
+A kill at any instant leaves the old change set of D or the new one, never a mix; the run
+keeps its checkpoint until its changes are published, so `--resume` recomputes them (the diff
+reads only published snapshots, so it gives the same rows).
+
+Re-running an older date D changes what the next snapshot N was compared with: `refresh`
+publishes D's changes, then N's against D.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from exporter._version import __version__
+from exporter.changes.diff import CHANGE_KINDS, CHANGES_SCHEMA, NightSource, iter_changes
+from exporter.errors import ChangesWithheldError, SinkError, first_line
+from exporter.options import ChangeOptions
+from exporter.sinks import PartFile
+from exporter.snapshot.checkpoint import redact_request
+from exporter.snapshot.manifest import encode_manifest, read_manifest, rfc3339, snapshot_dates
+from exporter.store import Layout, Store, seal
+from exporter.store.layout import success_path
+
+log = logging.getLogger("exporter.changes")
+
+PART_ROWS = 1_000_000
+JsonDict = dict[str, Any]
+
+
+def change_dates(store: Store, layout: Layout) -> list[str]:
+    """Return the dates that have a change set directory in `layout`, oldest first."""
+    return layout.snapshot_dates(store.list_dir(posixpath.dirname(layout.changes("D"))))
+
+
+def change_scope(request: Mapping[str, Any]) -> JsonDict:
+    """Return what makes two snapshots comparable: account, creator and filters."""
+    return {
+        "account_id": request.get("account_id"),
+        "creator": request.get("creator"),
+        "filters": sorted(str(f) for f in request.get("filters") or []),
+    }
+
+
+def describe_scope(scope: Mapping[str, Any]) -> str:
+    """Return the sentence a change manifest states about what its removals mean."""
+    if scope["creator"] is None and not scope["filters"]:
+        return "every image of the account"
+    parts = [f"creator={scope['creator']!r}"] if scope["creator"] is not None else []
+    parts += list(scope["filters"])
+    return "within this filter: " + ", ".join(parts) + " (an image leaving it counts as removed)"
+
+
+def removed_share(removed: int, previous_images: int) -> float:
+    """Return removed / P's image count (0 when P was empty)."""
+    return removed / previous_images if previous_images else 0.0
+
+
+def sealed_manifests(store: Store, layout: Layout) -> Iterator[JsonDict]:
+    """Yield the manifest of every sealed snapshot in `layout`, oldest first."""
+    for date in snapshot_dates(store, layout):
+        manifest = read_manifest(store, layout.snapshot(date))
+        if manifest is not None:
+            yield manifest
+
+
+def neighbours(
+    store: Store, layout: Layout, date: str, scope: Mapping[str, Any]
+) -> tuple[JsonDict | None, JsonDict | None]:
+    """Return (P, N): the newest sealed snapshot before `date` and the oldest after it,
+    of the same scope."""
+    same = [
+        m for m in sealed_manifests(store, layout) if change_scope(m.get("request", {})) == scope
+    ]
+    before = [m for m in same if m["snapshot_date"] < date]
+    after = [m for m in same if m["snapshot_date"] > date]
+    return (before[-1] if before else None, after[0] if after else None)
+
+
+# -- reading a night -------------------------------------------------------------------------
+
+
+def night_source(
+    store: Store, layout: Layout, manifest: Mapping[str, Any], scratch: Path
+) -> NightSource:
+    """Return where DuckDB reads a published night: its Parquet parts, else its NDJSON parts,
+    else the DuckDB sink's table; parts on a bucket are copied into `scratch` first."""
+    date = str(manifest["snapshot_date"])
+    directory = layout.snapshot(date)
+    files = [(str(f["path"]), str(f.get("format", ""))) for f in manifest.get("files", [])]
+    for kind in ("parquet", "ndjson"):
+        chosen = [path for path, fmt in files if fmt.startswith(kind)]
+        if chosen:
+            paths = [_local_copy(store, posixpath.join(directory, f), scratch) for f in chosen]
+            return NightSource(kind, date, tuple(paths))
+    request = manifest.get("request", {})
+    if "duckdb" in request.get("formats", []):
+        database = _duckdb_path(store, layout, request)
+        if database is not None and database.exists():
+            return NightSource("duckdb", date, (str(database),))
+    if "delta" in request.get("formats", []):
+        from exporter.sinks import delta_tables as delta
+
+        location = delta.DeltaLocation(store, layout)
+        return NightSource("arrow", date, table=delta.read_partition(location, delta.IMAGES, date))
+    raise SinkError("changes", f"snapshot {date} wrote nothing the change diff can read")
+
+
+def _local_copy(store: Store, path: str, scratch: Path) -> str:
+    local = store.local_path(path)
+    if local is not None:
+        return str(local)
+    target = scratch / path.replace("/", "__")
+    with store.open_read(path) as raw, open(target, "wb") as out:
+        shutil.copyfileobj(raw, out, 1 << 20)
+    return str(target)
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+
+@dataclass
+class ChangeSet:
+    """What one published (or withheld) change set holds."""
+
+    snapshot_date: str
+    previous_snapshot_date: str | None
+    counts: dict[str, int]
+    previous_images: int
+    published: str | None
+
+    def describe(self) -> str:
+        text = ", ".join(f"{self.counts[k]} {k}" for k in CHANGE_KINDS)
+        since = self.previous_snapshot_date or "nothing (first snapshot)"
+        return f"{text} since {since}"
+
+
+def publish_changes(
+    store: Store,
+    layout: Layout,
+    current: Mapping[str, Any],
+    *,
+    staged: str,
+    options: ChangeOptions,
+    started_at: dt.datetime | None = None,
+) -> ChangeSet:
+    """Compute, stage, seal and publish the change set of the sealed snapshot `current`.
+
+    Raises ChangesWithheldError (after withdrawing D's change set) when too many images
+    were removed and removals are not accepted.
+    """
+    started_at = started_at or dt.datetime.now(dt.UTC)
+    date = str(current["snapshot_date"])
+    scope = change_scope(current.get("request", {}))
+    previous, _ = neighbours(store, layout, date, scope)
+    store.delete_tree(staged)
+    with tempfile.TemporaryDirectory(prefix="cf-images-changes-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        prev_source = night_source(store, layout, previous, scratch) if previous else None
+        files, counts = _write_parts(
+            store,
+            staged,
+            night_source(store, layout, current, scratch),
+            prev_source,
+            run_tag=str(current.get("run_id", ""))[:8],
+            options=options,
+            scratch=scratch,
+        )
+    previous_images = int(previous["counts"]["rows"]) if previous else 0
+    result = ChangeSet(
+        date, previous["snapshot_date"] if previous else None, counts, previous_images, None
+    )
+    share = removed_share(counts["removed"], previous_images)
+    if share > options.max_removed_share and not options.accept_removals:
+        store.delete_tree(staged)
+        withdraw(store, layout.changes(date), staged)
+        raise ChangesWithheldError(
+            date,
+            counts["removed"],
+            previous_images,
+            result.previous_snapshot_date or "",
+            share,
+            options.max_removed_share,
+        )
+    manifest = build_changes_manifest(
+        current, result, files, scope, options, started_at, dt.datetime.now(dt.UTC)
+    )
+    seal(store, staged, encode_manifest(manifest))
+    result.published = layout.changes(date)
+    store.publish(staged, result.published)
+    _load_tables(store, layout, current, result.published, [f.path for f in files])
+    log.info("changes of %s published: %s", date, result.describe())
+    return result
+
+
+def _load_tables(
+    store: Store, layout: Layout, night: Mapping[str, Any], published: str, names: list[str]
+) -> None:
+    """Load a published change set into the tables its night's formats keep (DuckDB)."""
+    request = night.get("request", {})
+    if "duckdb" in request.get("formats", []):
+        import duckdb
+
+        from exporter.sinks.duckdb import replace_changes
+
+        database = _duckdb_path(store, layout, request)
+        files = [store.local_path(posixpath.join(published, name)) for name in names]
+        if database is None or any(f is None for f in files):
+            raise SinkError("duckdb", "needs a local output directory")
+        try:
+            replace_changes(database, str(night["snapshot_date"]), [f for f in files if f])
+        except duckdb.Error as exc:
+            reason = first_line(exc)
+            raise SinkError("duckdb", f"cannot load the changes into {database}: {reason}") from exc
+    if "delta" in request.get("formats", []):
+        from exporter.sinks import delta_tables as delta
+
+        paths = [posixpath.join(published, name) for name in names]
+        date, run_id = str(night["snapshot_date"]), str(night.get("run_id", ""))
+        delta.load_changes(store, layout, date, paths, CHANGES_SCHEMA, run_id)
+
+
+def _duckdb_path(store: Store, layout: Layout, request: Mapping[str, Any]) -> Path | None:
+    configured = request.get("duckdb_path")
+    return Path(configured) if configured else store.local_path(layout.database())
+
+
+def _write_parts(
+    store: Store,
+    staged: str,
+    current: NightSource,
+    previous: NightSource | None,
+    *,
+    run_tag: str,
+    options: ChangeOptions,
+    scratch: Path,
+) -> tuple[list[PartFile], dict[str, int]]:
+    """Stream the diff into Parquet parts of at most PART_ROWS rows; return them and counts."""
+    counts = dict.fromkeys(CHANGE_KINDS, 0)
+    files: list[PartFile] = []
+    part: _Part | None = None
+    batches = iter_changes(current, previous, settings=options.diff, temp_directory=scratch)
+    try:
+        for batch in batches:
+            for item in pc.value_counts(batch.column("change")).to_pylist():
+                counts[str(item["values"])] += int(item["counts"])
+            if part is None:
+                part = _Part(store, staged, len(files), run_tag)
+            part.write(batch)
+            if part.rows >= PART_ROWS:
+                files.append(part.close())
+                part = None
+        if part is not None or not files:
+            files.append((part or _Part(store, staged, 0, run_tag)).close())
+    finally:
+        if part is not None:
+            part.abandon()
+    return files, counts
+
+
+class _Part:
+    """One Parquet part of a change set, hashed on its way to the store."""
+
+    def __init__(self, store: Store, staged: str, index: int, run_tag: str) -> None:
+        tag = f"-{run_tag}" if run_tag else ""
+        self.name = f"part-{index:05d}{tag}.parquet"
+        self._stack = contextlib.ExitStack()
+        self._sink = self._stack.enter_context(store.open_write(posixpath.join(staged, self.name)))
+        self._writer = pq.ParquetWriter(self._sink, CHANGES_SCHEMA, compression="zstd")
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+        self._sink.check()
+        self.rows += batch.num_rows
+
+    def close(self) -> PartFile:
+        self._writer.close()
+        self._sink.check()
+        self._stack.close()
+        return PartFile(
+            path=self.name,
+            rows=self.rows,
+            bytes=self._sink.bytes_written,
+            sha256=self._sink.hexdigest(),
+            schema_fingerprint="changes-v1",
+            format="parquet",
+        )
+
+    def abandon(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(Exception):
+            self._stack.close()
+
+
+def build_changes_manifest(
+    current: Mapping[str, Any],
+    result: ChangeSet,
+    files: list[PartFile],
+    scope: Mapping[str, Any],
+    options: ChangeOptions,
+    started_at: dt.datetime,
+    finished_at: dt.datetime,
+) -> JsonDict:
+    """Return the manifest of a change set (read by `inspect` like a snapshot's)."""
+    return {
+        "format_version": 1,
+        "kind": "changes",
+        "exporter_version": __version__,
+        "run_id": current.get("run_id"),
+        "snapshot_date": result.snapshot_date,
+        "previous_snapshot_date": result.previous_snapshot_date,
+        "account_id": current.get("account_id"),
+        "request": redact_request(current.get("request", {})),
+        "scope": describe_scope(scope),
+        "started_at": rfc3339(started_at),
+        "finished_at": rfc3339(finished_at),
+        "counts": {**result.counts, "rows": sum(result.counts.values())},
+        "previous_images": result.previous_images,
+        "removed_share": round(removed_share(result.counts["removed"], result.previous_images), 6),
+        "max_removed_share": options.max_removed_share,
+        "accepted_removals": options.accept_removals,
+        "files": [
+            {
+                "path": f.path,
+                "format": "parquet",
+                "rows": f.rows,
+                "bytes": f.bytes,
+                "sha256": f.sha256,
+            }
+            for f in files
+        ],
+        "schema": [{"name": f.name, "type": str(f.type)} for f in CHANGES_SCHEMA],
+    }
+
+
+def withdraw(store: Store, published: str, aside: str) -> None:
+    """Remove a published change set so no reader sees a part of it: `_SUCCESS` first; on a
+    local disk the directory is first moved aside (`aside`) in one rename."""
+    if not store.list_dir(published):
+        return
+    log.info("withdrawing the earlier change set %s", published)
+    if store.local_path(published) is not None:
+        store.make_dirs(posixpath.dirname(aside))
+        store.replace(published, aside)
+        store.delete_tree(aside)
+        return
+    store.delete(success_path(published))
+    store.delete_tree(published)
+
+
+def refresh(
+    store: Store,
+    layout: Layout,
+    current: Mapping[str, Any],
+    *,
+    run_key: str,
+    options: ChangeOptions,
+) -> list[ChangeSet]:
+    """Publish D's change set, then that of the next snapshot N of the same scope (its P is
+    now D). A withheld set raises ChangesWithheldError after both were attempted."""
+    date = str(current["snapshot_date"])
+    _, following = neighbours(store, layout, date, change_scope(current.get("request", {})))
+    results: list[ChangeSet] = []
+    withheld: ChangesWithheldError | None = None
+    for night in (current, following):
+        if night is None:
+            continue
+        staged = layout.staged_changes(run_key, str(night["snapshot_date"]))
+        try:
+            results.append(publish_changes(store, layout, night, staged=staged, options=options))
+        except ChangesWithheldError as exc:
+            withheld = withheld or exc
+    if withheld is not None:
+        raise withheld
+    return results
+
+
+__all__ = [
+    "ChangeOptions",
+    "ChangeSet",
+    "change_dates",
+    "change_scope",
+    "publish_changes",
+    "refresh",
+    "removed_share",
+]

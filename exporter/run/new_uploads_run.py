@@ -1,0 +1,473 @@
+"""`export --new-uploads`: one batch of the images uploaded since the latest snapshot D.
+
+The plan is pure (`exporter.run.new_uploads`); this module does its I/O with the snapshot's own
+machinery (`pipeline`: normalizer seeded from D's schema, sinks, checkpoint after every
+committed part, sealing) and publishes `OUT/new_uploads/snapshot_date=D/batch=<B>/`:
+1. under the run locks (below), find D and its published batches again, plan the batch, and
+   read the ids of D and those batches uploaded at or after the cutoff (DuckDB over their
+   files with a filter on `uploaded`: memory follows the lag window);
+2. walk desc from the newest image, writing the new uploads, checkpointing as a snapshot does;
+   nothing new: the staging is discarded, nothing is published, exit 0;
+3. seal (`_manifest.json`, then `_SUCCESS`) and publish the staged batch (checkpoint
+   "publishing", then "committing"); then each sink's publish step (the DuckDB and Delta
+   `new_uploads` tables, idempotent); then the staging is discarded.
+A kill anywhere leaves no partial batch; `--resume` continues from the checkpoint.
+
+Locks. The batch run holds its own lock (one batch run per request at a time) and the run
+lock of the request's nightly export for D, for the run's snapshot date (today by default:
+tonight's snapshot), and for any later date staged for the request: a nightly export running
+makes the batch exit 8, and a nightly starting during a batch (seconds) exits 8 the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import posixpath
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import duckdb
+
+from exporter.api.client import ApiClient
+from exporter.api.pacing import Pacer
+from exporter.api.pagination import ListRequest
+from exporter.changes.change_set import change_scope, night_source
+from exporter.changes.diff import NightSource, night_relation
+from exporter.config import ExportConfig
+from exporter.errors import ConcurrentRunError, ConfigError, SinkError, first_line
+from exporter.options import ExportOptions, NewUploadsOptions
+from exporter.run.new_uploads import BatchPlan, BatchWalk, plan_batch
+from exporter.run.pipeline import (
+    Run,
+    _bulk_allocation,
+    _crash_point,
+    _display_path,
+    _now,
+    _open_sinks,
+    _restore_bounds,
+    _walk_and_write,
+    describe_request,
+    export,
+)
+from exporter.sinks import PartFile, Publication, open_sink
+from exporter.snapshot.checkpoint import (
+    Checkpoint,
+    discard_run,
+    load_checkpoint,
+    redact_request,
+    request_fingerprint,
+)
+from exporter.snapshot.manifest import (
+    build_manifest,
+    encode_manifest,
+    read_manifest,
+    snapshot_dates,
+)
+from exporter.stats import RunStats
+from exporter.store import Layout, Store, open_store, seal
+from exporter.store.layout import LOCK_SUFFIX, ROOT, batch_name, run_key
+from exporter.transform.normalize import Normalizer
+from exporter.transform.schema import ColumnSpec
+from exporter.walk.walker import Chunk
+
+log = logging.getLogger("exporter.new_uploads")
+
+NO_SNAPSHOT = "no published snapshot of this request in the output yet: run export first"
+
+
+@dataclass
+class Base:
+    """Snapshot D (its manifest) and the manifests of its published batches, oldest first."""
+
+    manifest: dict[str, Any]
+    batches: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def date(self) -> str:
+        return str(self.manifest["snapshot_date"])
+
+
+@dataclass
+class BatchRun(Run):
+    """A run whose staged directory is a batch of new uploads following D."""
+
+    batch: str = ""
+    plan: BatchPlan | None = None
+
+    @property
+    def staged(self) -> str:
+        key, date = self.checkpoint.run_key, self.checkpoint.snapshot_date
+        return self.layout.staged_batch(key, date, self.batch)
+
+
+def batch_fingerprint(config: ExportConfig) -> str:
+    """Return the fingerprint of the request's batch runs (apart from its snapshot runs)."""
+    return request_fingerprint({**describe_request(config), "new_uploads": True})
+
+
+def find_base(store: Store, layout: Layout, config: ExportConfig) -> Base:
+    """Return the latest sealed snapshot of the request and its sealed batches.
+
+    ConfigError (exit 2) when the request has no snapshot yet.
+    """
+    scope = change_scope(redact_request(describe_request(config)))
+    for date in reversed(snapshot_dates(store, layout)):
+        manifest = read_manifest(store, layout.snapshot(date))
+        if manifest is not None and change_scope(manifest.get("request", {})) == scope:
+            names = layout.batch_names(store.list_dir(layout.new_uploads(date)))
+            batches = [read_manifest(store, layout.batch(date, name)) for name in names]
+            return Base(manifest, [b for b in batches if b is not None])
+    raise ConfigError("--new-uploads", NO_SNAPSHOT)
+
+
+def dry_run_plan(config: ExportConfig) -> dict[str, Any]:
+    """Return `--dry-run`'s plan of a batch: the base snapshot, watermark, lag, first request."""
+    from urllib.parse import urlencode
+
+    store = open_store(config.output, s3_endpoint=config.s3_endpoint)
+    base = find_base(store, ROOT, config)
+    plan = plan_batch(base.manifest, base.batches, config.section(NewUploadsOptions).lag_s)
+    params = urlencode(config.request.params("desc", None))
+    url = f"{config.base_url}/accounts/{config.account_id}/images/v2?{params}"
+    target = posixpath.join(config.output, ROOT.new_uploads(base.date), "batch=<new>")
+    return {
+        "plan": config.plan(),
+        "new_uploads": plan.describe(),
+        "requests": [f"GET {url}"],
+        "publishes": target,
+    }
+
+
+def _lock_keys(store: Store, layout: Layout, config: ExportConfig, base: str) -> list[str]:
+    """Return the run keys to lock: the nightly's of D, of the run's date and of any later
+    date staged for the request, then the batch run's own."""
+    nightly = request_fingerprint(describe_request(config))
+    dates = {base, config.snapshot_date.isoformat()}
+    for name in store.list_dir(layout.staging):
+        key = name.removesuffix(LOCK_SUFFIX)
+        if key[:10] >= base and key == run_key(nightly, key[:10]):
+            dates.add(key[:10])
+    keys = [run_key(nightly, d) for d in sorted(d for d in dates if d >= base)]
+    return [*keys, run_key(batch_fingerprint(config), base)]
+
+
+async def run_export(
+    config: ExportConfig,
+    *,
+    stats: RunStats | None = None,
+    layout: Layout = ROOT,
+    pacer: Pacer | None = None,
+) -> dict[str, Any]:
+    """Run what `config` asks: a batch of new uploads (`--new-uploads`), else a snapshot.
+
+    The one entry point of `export` and of a fleet's accounts, as `pipeline.export` is.
+    """
+    if not config.new_uploads:
+        return await export(config, stats=stats, layout=layout, pacer=pacer)
+    with _bulk_allocation():
+        stats = stats if stats is not None else RunStats()
+        return await export_new_uploads(config, stats, layout, pacer)
+
+
+async def export_new_uploads(
+    config: ExportConfig, stats: RunStats, layout: Layout, pacer: Pacer | None
+) -> dict[str, Any]:
+    """Publish one batch of new uploads after the latest snapshot; return the summary."""
+    store = await anyio.to_thread.run_sync(
+        lambda: open_store(
+            config.output,
+            s3_endpoint=config.s3_endpoint,
+            lock_lease_s=config.section(ExportOptions).lock_lease_s,
+        )
+    )
+    base = await anyio.to_thread.run_sync(find_base, store, layout, config)
+    keys = await anyio.to_thread.run_sync(_lock_keys, store, layout, config, base.date)
+    with contextlib.ExitStack() as locks:
+        for key in keys:
+            locks.enter_context(store.lock(layout.lock(key)))
+        base = await anyio.to_thread.run_sync(find_base, store, layout, config)
+        if keys[-1] != run_key(batch_fingerprint(config), base.date):
+            raise ConcurrentRunError("a snapshot was published while the batch began; run again")
+        return await _export_locked(config, store, layout, stats, pacer, base)
+
+
+def _prepare(
+    config: ExportConfig, store: Store, layout: Layout, stats: RunStats, base: Base
+) -> BatchRun:
+    """Return the batch run: resumed from its checkpoint, or fresh with its staging cleared."""
+    fingerprint, date = batch_fingerprint(config), base.date
+    checkpoint = None
+    if config.resume:
+        point = load_checkpoint(store, layout, fingerprint, date)
+        log.info("%s", point.message)
+        checkpoint = point.checkpoint
+    if checkpoint is None:
+        discard_run(store, layout, run_key(fingerprint, date))
+        checkpoint = Checkpoint(
+            request_fingerprint=fingerprint,
+            run_id=uuid.uuid4().hex,
+            snapshot_date=date,
+            started_at=_now().isoformat(),
+        )
+    options = dataclasses.replace(config.sinks, run_tag=checkpoint.run_id[:8])
+    sinks = [open_sink(name, options, config.plugins.get(name)) for name in config.formats]
+    if checkpoint.normalizer_state is not None:
+        normalizer = Normalizer.from_state(
+            config.account_id, config.normalize, checkpoint.normalizer_state
+        )
+        stats.restore(checkpoint.counts)
+    else:
+        seed = [ColumnSpec.from_dict(c) for c in base.manifest.get("schema", [])]
+        normalizer = Normalizer(config.account_id, config.normalize, seed=seed or None)
+    walker_state = checkpoint.walker_state
+    if walker_state is not None:
+        plan = BatchPlan.from_dict(walker_state["plan"])
+    else:
+        lag = config.section(NewUploadsOptions).lag_s
+        plan = plan_batch(base.manifest, base.batches, lag)
+    started = dt.datetime.fromisoformat(checkpoint.started_at)
+    run = BatchRun(
+        config, store, layout, stats, checkpoint, normalizer, sinks, previous=base.manifest
+    )
+    run.batch, run.plan = batch_name(started, checkpoint.run_id), plan
+    if checkpoint.counts:
+        run.bounds = _restore_bounds(checkpoint.counts)
+    return run
+
+
+async def _export_locked(
+    config: ExportConfig,
+    store: Store,
+    layout: Layout,
+    stats: RunStats,
+    pacer: Pacer | None,
+    base: Base,
+) -> dict[str, Any]:
+    run = await anyio.to_thread.run_sync(_prepare, config, store, layout, stats, base)
+    run.pacer = pacer
+    assert run.plan is not None
+    plan = run.plan
+    if run.checkpoint.phase in ("publishing", "committing"):
+        log.info("the checkpointed batch was sealed; finishing its publication")
+        return await _finish(run)
+    log.info(
+        "new uploads after snapshot %s: watermark %s, lag %gs, cutoff %s, %d earlier batch(es)",
+        plan.base,
+        plan.describe()["watermark"],
+        plan.lag_s,
+        plan.describe()["cutoff"],
+        len(plan.batches),
+    )
+    known = await anyio.to_thread.run_sync(known_ids, store, layout, base, plan)
+    state = run.checkpoint.walker_state
+    walk = BatchWalk.from_state(state, known) if state else BatchWalk(plan, known)
+    try:
+        await _open_sinks(run)
+        files, _ = await _walk_and_write(run, walk=_walk_source(config.request, walk, stats))
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            for sink in run.sinks:
+                with contextlib.suppress(Exception):
+                    await sink.abort()
+        raise
+    if stats.images == 0:
+        for sink in run.sinks:
+            with contextlib.suppress(Exception):
+                await sink.abort()
+        await anyio.to_thread.run_sync(discard_run, store, layout, run.checkpoint.run_key)
+        log.info("0 new uploads since the watermark: nothing published")
+        return _summary(run, None, None)
+    manifest = await anyio.to_thread.run_sync(_seal_and_publish, run, files, walk)
+    await _publish_sinks(run)
+    await anyio.to_thread.run_sync(discard_run, store, layout, run.checkpoint.run_key)
+    return _summary(run, layout.batch(plan.base, run.batch), manifest)
+
+
+def _walk_source(
+    request: ListRequest, walk: BatchWalk, stats: RunStats
+) -> Callable[[ApiClient], AsyncIterator[Chunk]]:
+    """Return the chunks of the desc walk over the lag window, one chunk per page."""
+
+    async def chunks(client: ApiClient) -> AsyncIterator[Chunk]:
+        if walk.done:
+            return
+        pages = client.iter_pages(request, "desc", walk.token)
+        async with contextlib.aclosing(pages):  # type: ignore[type-var]
+            async for page in pages:
+                images = walk.feed(page)
+                stats.duplicates_dropped = walk.repeats
+                yield Chunk(images, walk.state(), 1)
+                if walk.done:
+                    return
+
+    return chunks
+
+
+def known_ids(store: Store, layout: Layout, base: Base, plan: BatchPlan) -> set[str]:
+    """Return the ids of D and of its batches uploaded at or after the cutoff.
+
+    DuckDB reads the files with the filter pushed down (row groups whose `uploaded` is all
+    older are skipped), so only the lag window's ids reach Python.
+    """
+    with tempfile.TemporaryDirectory(prefix="cf-new-uploads-") as scratch:
+        con = duckdb.connect()
+        try:
+            sources = [night_source(store, layout, base.manifest, Path(scratch))]
+            sources += _batch_sources(store, layout, base, Path(scratch))
+            selects = []
+            for index, source in enumerate(sources):
+                night_relation(con, source, f"known_{index}")
+                selects.append(f"SELECT id FROM known_{index} WHERE uploaded >= $cutoff")
+            rows = con.execute(" UNION ALL ".join(selects), {"cutoff": plan.cutoff}).fetchall()
+        except duckdb.Error as exc:
+            message = f"cannot read snapshot {base.date}: {first_line(exc)}"
+            raise SinkError("new_uploads", message) from None
+        finally:
+            con.close()
+    return {str(row[0]) for row in rows}
+
+
+def _batch_sources(store: Store, layout: Layout, base: Base, scratch: Path) -> list[NightSource]:
+    """Return where DuckDB reads D's batches: their part files, else the sinks' tables."""
+    from exporter.changes.change_set import _local_copy
+
+    sources, tabled = [], False
+    for manifest in base.batches:
+        directory = layout.batch(base.date, str(manifest["new_uploads"]["batch"]))
+        files = [(str(f["path"]), str(f.get("format", ""))) for f in manifest.get("files", [])]
+        for kind in ("parquet", "ndjson"):
+            chosen = [path for path, fmt in files if fmt.startswith(kind)]
+            if chosen:
+                paths = [_local_copy(store, posixpath.join(directory, f), scratch) for f in chosen]
+                sources.append(NightSource(kind, base.date, tuple(paths)))
+                break
+        else:
+            tabled = True
+    if tabled:
+        sources += _table_sources(store, layout, base)
+    return sources
+
+
+def _table_sources(store: Store, layout: Layout, base: Base) -> list[NightSource]:
+    """Return D's batches as the DuckDB or Delta sink keeps them (`new_uploads` table)."""
+    formats = base.manifest.get("request", {}).get("formats", [])
+    if "duckdb" in formats:
+        database = store.local_path(layout.database())
+        if database is not None and database.exists():
+            con = duckdb.connect(str(database), read_only=True)
+            try:
+                table = con.execute(
+                    "SELECT * FROM new_uploads WHERE snapshot_date = CAST($d AS DATE)",
+                    {"d": base.date},
+                ).to_arrow_table()
+            finally:
+                con.close()
+            return [NightSource("arrow", base.date, table=table)]
+    if "delta" in formats:
+        from exporter.sinks import delta_tables as delta
+
+        location = delta.DeltaLocation(store, layout)
+        table = delta.read_partition(location, delta.NEW_UPLOADS, base.date)
+        return [NightSource("arrow", base.date, table=table)]
+    return []
+
+
+def _seal_and_publish(run: BatchRun, files: list[PartFile], walk: BatchWalk) -> dict[str, Any]:
+    """Seal the staged batch and publish it (checkpoint "publishing", then "committing")."""
+    config, stats = run.config, run.stats
+    assert run.plan is not None
+    manifest = build_manifest(
+        run_id=run.checkpoint.run_id,
+        snapshot_date=run.checkpoint.snapshot_date,
+        account_id=config.account_id,
+        request=describe_request(config),
+        started_at=dt.datetime.fromisoformat(run.checkpoint.started_at),
+        finished_at=_now(),
+        counts=stats.as_dict(),
+        files=files,
+        columns=[c.to_dict() for c in run.normalizer.columns()],
+        uploaded=run.bounds.as_dict(),
+        previous_snapshot=run.checkpoint.snapshot_date,
+        drift=run.normalizer.drift(),
+        findings={**run.normalizer.report(), "warnings": []},
+    )
+    manifest["kind"] = "new_uploads"
+    manifest["new_uploads"] = {
+        **run.plan.describe(),
+        "batch": run.batch,
+        "base_run_id": (run.previous or {}).get("run_id"),
+    }
+    seal(run.store, run.staged, encode_manifest(manifest))
+    run.save(walk.state(), phase="publishing")
+    _crash_point("sealed")
+    run.store.publish(run.staged, _published(run))
+    run.set_phase("committing")
+    _crash_point("files-published")
+    return manifest
+
+
+def _published(run: BatchRun) -> str:
+    return run.layout.batch(run.checkpoint.snapshot_date, run.batch)
+
+
+async def _publish_sinks(run: BatchRun) -> None:
+    """Each sink's publish step for the batch (the DuckDB and Delta `new_uploads` tables)."""
+    schema = run.normalizer.final_schema()
+    for sink in run.sinks:
+        publication = Publication(
+            store=run.store,
+            layout=run.layout,
+            snapshot_date=run.checkpoint.snapshot_date,
+            schema=schema,
+            directory=run.directory(sink),
+            parts=run.checkpoint.parts.get(sink.name, []),
+            batch=run.batch,
+        )
+        await sink.publish(publication)
+
+
+async def _finish(run: BatchRun) -> dict[str, Any]:
+    """Complete the publication of a batch sealed before a kill; walk nothing."""
+    published = _published(run)
+    manifest = await anyio.to_thread.run_sync(read_manifest, run.store, published)
+    if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
+        if run.checkpoint.phase != "publishing":
+            raise SinkError("store", f"{published} is not this run's batch any more")
+        await anyio.to_thread.run_sync(run.store.publish, run.staged, published)
+        manifest = await anyio.to_thread.run_sync(read_manifest, run.store, published)
+        assert manifest is not None
+        await anyio.to_thread.run_sync(run.set_phase, "committing")
+    await _publish_sinks(run)
+    await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)
+    run.stats.restore(run.checkpoint.counts)
+    return _summary(run, published, manifest)
+
+
+def _summary(
+    run: BatchRun, published: str | None, manifest: dict[str, Any] | None
+) -> dict[str, Any]:
+    assert run.plan is not None
+    files: Sequence[dict[str, Any]] = (manifest or {}).get("files", [])
+    return {
+        "batch": _display_path(run.config.output, published) if published else "none",
+        "images": run.stats.images,
+        "new_images": run.stats.images,
+        "base_snapshot": run.plan.base,
+        "watermark": run.plan.describe()["watermark"],
+        "lag_s": run.plan.lag_s,
+        "files": len(files),
+        "bytes": sum(int(f["bytes"]) for f in files),
+        "requests": run.stats.requests,
+        "retries": run.stats.retries,
+        "throttled": run.stats.throttled,
+        "run_id": run.checkpoint.run_id,
+    }

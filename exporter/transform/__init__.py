@@ -1,0 +1,1 @@
+"""Image dicts to Arrow: the pure normalizer and the column plan it follows."""
