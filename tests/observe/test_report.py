@@ -137,7 +137,8 @@ def add_uploads(emu: Any, count: int, account: str = "") -> list[dict[str, Any]]
 def batch_manifests(out: Path, date: str) -> list[dict[str, Any]]:
     """Return the manifests of the batches of new uploads following `date`, oldest first."""
     found = sorted((out / "new_uploads" / f"snapshot_date={date}").glob("batch=*/_manifest.json"))
-    return [orjson.loads(path.read_bytes()) for path in found]
+    loaded = [orjson.loads(path.read_bytes()) for path in found]
+    return sorted(loaded, key=lambda m: str(m["finished_at"]))  # names tie within a second
 
 
 def export(out: Path, date: str, emu: Any, *formats: str) -> None:

@@ -246,7 +246,8 @@ def batches_of(store: Store, layout: Layout, snapshot_date: str) -> list[Batch]:
     """Return the sealed batches of new uploads following one snapshot, oldest first."""
     names = layout.batch_names(store.list_dir(layout.new_uploads(snapshot_date)))
     found = [read_manifest(store, layout.batch(snapshot_date, name)) for name in names]
-    return [batch_of(m) for m in found if m is not None]
+    # By publication, not name: two batches of one second sort by their random run tags.
+    return sorted((batch_of(m) for m in found if m is not None), key=lambda b: b.finished_at)
 
 
 def change_nights(store: Store, layout: Layout) -> list[ChangeNight]:
