@@ -168,19 +168,17 @@ def _field_hash(column: str, alias: str = "") -> str:
 class DiffSettings:
     """DuckDB's resources for one diff: its memory caps, tried in turn, and threads.
 
-    Measured alone in a process on the nasty catalog (1 KB meta on 12% of images), a night
-    with 2.5% changed, 2% added and 1% removed: 183-187 MB at 300,000 images and 245-247 MB
-    at 3,000,000 under 96 MB (202-210 and 323 MB before pass 2 stopped joining whole rows,
-    under 128 MB). 64 MB ran out of memory in pass 1 one time in three. A night where 300,000
-    images became 399,000 with 457,876 changes ran out under 128 MB (an exporter traceback
-    until then) and takes the 256 MB cap (~370 MB). DuckDB's instance alone holds ~28 MB. A
-    first night runs no DuckDB at all (`_iter_added`). One thread under 48 MB peaked 237 MB
-    at 1,000,000 images (277-286 MB under these defaults) for twice the diff's time, but ran
-    out of memory at 3,000,000 and started over under 96 MB: three times the time for the
-    same peak.
+    The joins run under the first cap they fit in, their result written to files, so running
+    out of memory starts over under the next cap with nothing yielded. 48 MB holds a night
+    with ~1% changed at 3,000,000 nasty images since pass 1 joins on a fixed-width key
+    (`_key`); a mass-change night takes the next cap. DuckDB's instance alone holds ~28 MB.
+    A first night runs no DuckDB at all (`_iter_added`), except one DuckDB must read (NDJSON,
+    a DuckDB table), which is streamed as it is read and so gets one cap that holds
+    (`streamed_limit`). Measurements: docs/PERFORMANCE.md.
     """
 
-    memory_limits: tuple[str, ...] = ("96MB", "256MB", "1GB")
+    memory_limits: tuple[str, ...] = ("48MB", "96MB", "256MB", "1GB")
+    streamed_limit: str = "96MB"  # a first night read by DuckDB (NDJSON, DuckDB table)
     threads: int = 2
     batch_rows: int = 8_192
 
@@ -258,7 +256,8 @@ def _prepared(
         con = connect(settings, limit, temp_directory)
         try:
             night_relation(con, current, "cur")
-            if previous is None:
+            if previous is None:  # streamed as it is read: nothing to start over from
+                con.execute(f"SET memory_limit = {_literal(settings.streamed_limit)}")
                 return con, (
                     f"SELECT 'added' AS change, id, {date} AS snapshot_date, "
                     "NULL::DATE AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
@@ -277,6 +276,7 @@ def _prepared(
                     f"COPY ({query}) TO {_literal(result)} (FORMAT parquet, {_RESULT_GROUPS})"
                 )
                 results.append(result)
+            _shrink(con)
             return con, f"SELECT * FROM read_parquet({_file_list(results)})"
         except duckdb.OutOfMemoryException:
             con.close()
@@ -291,6 +291,14 @@ def _prepared(
             con.close()
             raise
     raise ValueError("DiffSettings.memory_limits is empty")
+
+
+def _shrink(con: duckdb.DuckDBPyConnection) -> None:
+    """Free the joins' tables before the result is read back: their buffers stayed cached
+    under the joins' cap, beside the reader's and the part writer's."""
+    con.execute("DROP TABLE candidates")
+    con.execute("DROP TABLE previous")
+    con.execute("SET threads = 1")
 
 
 # The columns a change row carries of its image (an `added` row copies them from its
@@ -394,20 +402,27 @@ def _night_batches(source: NightSource, batch_rows: int) -> Iterator[pa.RecordBa
 
 
 def _find_candidates(con: duckdb.DuckDBPyConnection) -> None:
-    """Pass 1: table `candidates` of ids added, removed, or whose hashes differ, with whether
-    their meta texts differ."""
+    """Pass 1: table `candidates` of the keys (`_key`) of ids added, removed, or whose hashes
+    differ, with whether their meta texts differ."""
     rest = [_field_hash(c) for c in _columns() if c != "meta_json"]
-    hashed = "SELECT id, hash({}) AS h, {} AS hm FROM {{}}".format(
-        ", ".join(rest), _field_hash("meta_json")
+    hashed = "SELECT {} AS k, hash({}) AS h, {} AS hm FROM {{}}".format(
+        _key(), ", ".join(rest), _field_hash("meta_json")
     )
     con.execute(
         "CREATE TEMP TABLE candidates AS "
-        "SELECT coalesce(d.id, p.id) AS id, "
-        "CASE WHEN p.id IS NULL THEN 'added' WHEN d.id IS NULL THEN 'removed' "
+        "SELECT coalesce(d.k, p.k) AS k, "
+        "CASE WHEN p.k IS NULL THEN 'added' WHEN d.k IS NULL THEN 'removed' "
         "ELSE 'changed' END AS change, d.hm <> p.hm AS meta_differs "
         f"FROM ({hashed.format('cur')}) d FULL OUTER JOIN ({hashed.format('prev')}) p "
-        "ON d.id = p.id WHERE d.id IS NULL OR p.id IS NULL OR d.h <> p.h OR d.hm <> p.hm"
+        "ON d.k = p.k WHERE d.k IS NULL OR p.k IS NULL OR d.h <> p.h OR d.hm <> p.hm"
     )
+
+
+# Pass 1 joins the nights on a 128-bit digest of the id instead of the id itself: its rows are
+# then of fixed width (no string heap), and the join spills within a smaller cap. Two ids
+# share a digest with a chance of about 1 in 10^25 at 3,000,000 ids.
+def _key(alias: str = "") -> str:
+    return f"md5_number({alias}id)"
 
 
 def _field_hashes(alias: str) -> str:
@@ -423,7 +438,8 @@ def _stage_previous(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"CREATE TEMP TABLE previous AS SELECT p.id, {_field_hashes('p')}, "
         "CASE WHEN x.meta_differs THEN p.meta_json END AS meta_json "
-        "FROM prev p JOIN candidates x ON p.id = x.id WHERE x.change = 'changed'"
+        f"FROM prev p JOIN candidates x ON {_key('p.')} = x.k "
+        "WHERE x.change = 'changed'"
     )
 
 
@@ -443,7 +459,8 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
         + ", ".join(f"d.{c}" for c in _CARRIED)
         + ", p.meta_json AS previous_meta_json "
         f"FROM (SELECT *, {_field_hashes('cur')} FROM cur) d "
-        "JOIN candidates x ON d.id = x.id LEFT JOIN previous p ON d.id = p.id "
+        f"JOIN candidates x ON {_key('d.')} = x.k "
+        "LEFT JOIN previous p ON d.id = p.id "
         "WHERE x.change <> 'removed'"
     )
     removed = (
@@ -451,7 +468,8 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
         f"{previous_date} AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
         + ", ".join(f"p.{c}" for c in _CARRIED)
         + ", NULL::VARCHAR AS previous_meta_json "
-        "FROM prev p JOIN candidates x ON p.id = x.id WHERE x.change = 'removed'"
+        f"FROM prev p JOIN candidates x ON {_key('p.')} = x.k "
+        "WHERE x.change = 'removed'"
     )
     return {
         "current": f"SELECT * FROM ({current}) "

@@ -43,6 +43,7 @@ import anyio.abc
 import anyio.to_thread
 import pyarrow as pa
 
+from exporter import handoff
 from exporter.changes import ChangeSet, refresh
 from exporter.checkpoint import (
     Checkpoint,
@@ -322,7 +323,8 @@ async def _export_locked(
     run = await anyio.to_thread.run_sync(_prepare_run, config, store, layout, stats)
     run.pacer = pacer
     if run.checkpoint.phase in ("publishing", "committing"):
-        log.info("the checkpointed run was sealed; finishing its publication")
+        if not _handed_over(run.checkpoint.run_key):
+            log.info("the checkpointed run was sealed; finishing its publication")
         return await _finish_publishing(run)
     try:
         await _open_sinks(run)
@@ -335,6 +337,7 @@ async def _export_locked(
         raise
     manifest = await anyio.to_thread.run_sync(_seal_and_publish, run, files, api_count)
     await _publish_sinks(run)
+    _hand_off_changes(run)
     changes = await anyio.to_thread.run_sync(_publish_changes, run)
     await anyio.to_thread.run_sync(_discard_staging, run)
     return _summary(run, run.layout.snapshot(run.checkpoint.snapshot_date), manifest, changes)
@@ -350,11 +353,11 @@ def _prepare_run(
     """Return the run: resumed from its (or the given) checkpoint, or fresh with staging cleared."""
     date = checkpoint.snapshot_date if checkpoint else config.snapshot_date.isoformat()
     fingerprint = request_fingerprint(describe_request(config))
-    if checkpoint is None and config.resume:
-        point = load_checkpoint(store, layout, fingerprint, date)
-        log.info("%s", point.message)
-        checkpoint = point.checkpoint
     key = run_key(fingerprint, date)
+    if checkpoint is None and (config.resume or _handed_over(key)):
+        point = load_checkpoint(store, layout, fingerprint, date)
+        log.log(logging.DEBUG if _handed_over(key) else logging.INFO, "%s", point.message)
+        checkpoint = point.checkpoint
     if checkpoint is None:
         if store.exists(layout.run(key)):
             log.info("discarding the staged files of an earlier, unfinished run of this request")
@@ -558,6 +561,27 @@ async def _publish_sinks(run: Run) -> None:
         await sink.publish(publication)
 
 
+def _handed_over(key: str) -> bool:
+    """Return whether this process was started to finish run `key` (`exporter.handoff`)."""
+    handed = handoff.received()
+    return handed is not None and handed.run_key == key
+
+
+def _hand_off_changes(run: Run) -> None:
+    """Publish a later night's change set from a fresh process (`exporter.handoff`).
+
+    Only where it pays: a night with a previous snapshot (a first night's change set needs
+    no diff), on a local store (whose lock can be inherited), in the CLI's own process.
+    """
+    if run.previous is None or not handoff.allowed():
+        return
+    held = getattr(run.store, "held_lock", lambda _: None)(run.layout.lock(run.checkpoint.run_key))
+    if held is None:
+        return
+    log.debug("publishing the change set from a fresh process")
+    handoff.hand_off(run.checkpoint.run_key, *held)
+
+
 def _discard_staging(run: Run) -> None:
     """Step 5: drop this run's staging, and that of runs abandoned long before this date."""
     discard_run(run.store, run.layout, run.checkpoint.run_key)
@@ -599,7 +623,8 @@ async def _finish_publishing(run: Run) -> dict[str, Any]:
     manifest = await anyio.to_thread.run_sync(read_manifest, run.store, published)
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
         raise SinkError("store", f"{published} is not this run's snapshot any more; export again")
-    await _publish_sinks(run)
+    if not _handed_over(run.checkpoint.run_key):  # the walk's process published the sinks
+        await _publish_sinks(run)
     changes = await anyio.to_thread.run_sync(_publish_changes, run)
     await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)
     run.stats.restore(run.checkpoint.counts)
