@@ -36,7 +36,7 @@ import signal
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
@@ -54,7 +54,6 @@ from exporter.checkpoint import (
     save_checkpoint,
     stale_staged_runs,
 )
-from exporter.client import ApiClient
 from exporter.config import ExportConfig
 from exporter.errors import ConcurrentRunError, ExporterError, SinkError
 from exporter.manifest import (
@@ -74,7 +73,10 @@ from exporter.stats import RunStats
 from exporter.store import Layout, Store, open_store, seal
 from exporter.store.layout import ROOT, run_key
 from exporter.tasks import FirstErrorGroup
-from exporter.walker import Chunk, Walker, make_client
+
+if TYPE_CHECKING:  # the walk's modules (aiohttp: ~14 MB) stay out of a handed-off change step
+    from exporter.client import ApiClient
+    from exporter.walker import Chunk, Walker
 
 log = logging.getLogger("exporter.pipeline")
 
@@ -421,6 +423,8 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
     its page, so a checkpoint names exactly what the committed parts hold.
     """
     config, stats = run.config, run.stats
+    from exporter.walker import Walker, make_client
+
     client = make_client(
         config.base_url, config.account_id, config.credentials, config.walk, stats, run.pacer
     )
@@ -452,7 +456,7 @@ async def _normalize_chunks(
     run: Run, walker: Walker, send: anyio.abc.ObjectSendStream[_Written]
 ) -> None:
     """Normalize each chunk of the walk and queue it for the writer, in walk order."""
-    chunks_gen = cast(AsyncGenerator[Chunk, None], walker.chunks())
+    chunks_gen = cast("AsyncGenerator[Chunk, None]", walker.chunks())
     async with contextlib.aclosing(chunks_gen) as chunks:
         async for chunk in chunks:
             batch = None
@@ -623,7 +627,9 @@ async def _finish_publishing(run: Run) -> dict[str, Any]:
     manifest = await anyio.to_thread.run_sync(read_manifest, run.store, published)
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
         raise SinkError("store", f"{published} is not this run's snapshot any more; export again")
-    if not _handed_over(run.checkpoint.run_key):  # the walk's process published the sinks
+    if _handed_over(run.checkpoint.run_key):  # the walk's process published the sinks
+        _crash_point("changes-handed-over")
+    else:
         await _publish_sinks(run)
     changes = await anyio.to_thread.run_sync(_publish_changes, run)
     await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)
