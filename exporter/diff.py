@@ -179,6 +179,7 @@ class DiffSettings:
 
     memory_limits: tuple[str, ...] = ("48MB", "96MB", "256MB", "1GB")
     streamed_limit: str = "96MB"  # a first night read by DuckDB (NDJSON, DuckDB table)
+    small_rows: int = 20_000  # nights of at most this many images each: `exporter.smalldiff`
     threads: int = 2
     batch_rows: int = 8_192
 
@@ -213,6 +214,12 @@ def iter_changes(
     if previous is None and current.kind in ("parquet", "arrow"):
         yield from _iter_added(current, settings.batch_rows)
         return
+    if previous is not None:
+        from exporter.smalldiff import is_small, iter_small_changes
+
+        if is_small(current, previous, settings.small_rows):
+            yield from iter_small_changes(current, previous, settings.batch_rows)
+            return
     import duckdb
 
     try:

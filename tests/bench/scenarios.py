@@ -43,6 +43,10 @@ class Plan:
     changes_images: tuple[int, ...] = (1_000_000, 3_000_000)
     fleet_accounts: int = 100
     fleet_images: int = 2_000
+    night_images: tuple[int, ...] = (50_000, 1_000_000, 3_000_000)  # second nights, ~1% changed
+    night_more: tuple[tuple[int, str], ...] = ((1_000_000, "10%"), (300_000, "mass"))
+    small_accounts: int = 24  # second nights of a fleet of small accounts vs one account
+    small_images: int = 1_000
 
     @classmethod
     def quick(cls, repeat: int = 1) -> Plan:
@@ -61,6 +65,10 @@ class Plan:
             changes_images=(100_000,),
             fleet_accounts=20,
             fleet_images=1_000,
+            night_images=(20_000, 100_000),
+            night_more=((100_000, "10%"), (20_000, "mass")),
+            small_accounts=8,
+            small_images=500,
         )
 
     @classmethod
@@ -81,6 +89,10 @@ class Plan:
             changes_images=(500,),
             fleet_accounts=3,
             fleet_images=50,
+            night_images=(500,),
+            night_more=((500, "mass"),),
+            small_accounts=2,
+            small_images=50,
         )
 
 
@@ -360,6 +372,31 @@ def fleet(plan: Plan) -> list[Row]:
     return rows
 
 
+def second_nights(plan: Plan) -> list[Row]:
+    """Issue 22: the peak RSS of nights with their change set (nasty catalog), this checkout
+    beside NIGHTS_BASELINE (the revision before that issue's work), run alternately."""
+    from tests.bench.baseline import NIGHTS_BASELINE, revision_tree
+    from tests.bench.nights import rows_for
+
+    sizes = [(images, "1%") for images in plan.night_images] + list(plan.night_more)
+    rows: list[Row] = []
+    with revision_tree(NIGHTS_BASELINE) as old:
+        for size in sizes:
+            rows += rows_for([size], plan.repeat, None, "")
+            if old is not None:
+                rows += rows_for([size], plan.repeat, old, f" @{NIGHTS_BASELINE}")
+    return rows
+
+
+def fleet_nights(plan: Plan) -> list[Row]:
+    """Issue 22: second nights of many small accounts against one account of as many
+    images, at --workers 1."""
+    from tests.bench.fleet import second_night_rows
+
+    rows: list[Row] = second_night_rows(plan.small_accounts, plan.small_images, plan.repeat, 1)
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "stages": stages,
     "throughput": throughput,
@@ -369,4 +406,6 @@ SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "paced": paced,
     "changes": changes,
     "fleet": fleet,
+    "second-nights": second_nights,
+    "fleet-nights": fleet_nights,
 }
