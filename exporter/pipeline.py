@@ -44,7 +44,7 @@ import anyio.to_thread
 import pyarrow as pa
 
 from exporter import handoff
-from exporter.changes import ChangeSet, refresh
+from exporter.changes import ChangeSet, change_scope, refresh
 from exporter.checkpoint import (
     Checkpoint,
     committing_runs,
@@ -64,7 +64,7 @@ from exporter.manifest import (
     read_manifest,
 )
 from exporter.normalize import Normalizer
-from exporter.options import ExportOptions
+from exporter.options import ExportOptions, WalkOptions
 from exporter.pagination import SortOrder
 from exporter.ratelimit import Pacer
 from exporter.schema import ColumnSpec
@@ -430,7 +430,8 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
     )
     progress = _Progress(run.checkpoint.walker_state, run.checkpoint.normalizer_state)
     async with client:
-        walker = Walker(client, config.request, config.walk, stats, run.checkpoint.walker_state)
+        walk = _walk_options(run)
+        walker = Walker(client, config.request, walk, stats, run.checkpoint.walker_state)
         send, receive = anyio.create_memory_object_stream[_Written](WRITE_AHEAD)
         # A writer failure first breaks the queue: the writer's error is the one raised.
         async with FirstErrorGroup() as tasks:
@@ -445,6 +446,25 @@ async def _walk_and_write(run: Run) -> tuple[list[PartFile], int | None]:
     for sink in run.sinks:
         files += await sink.finish(final, run.normalizer.conform)
     return files, stats.extra.get("api_count")
+
+
+def _walk_options(run: Run) -> WalkOptions:
+    """Return the walk's options: one cursor where "auto" meets a catalog that last night
+    fit in fewer than two pages (same account, creator and filters).
+
+    From both ends such a catalog takes two requests, one from each end, which serve most of
+    its images twice: twice the API's data and the normalizing, a small account's largest
+    cost in a fleet. One cursor takes as many requests for it. A resumed walk keeps the
+    cursors its checkpoint names, whatever this returns.
+    """
+    walk, request, previous = run.config.walk, run.config.request, run.previous
+    if walk.mode != "auto" or previous is None or request.sort_order is not None:
+        return walk
+    if change_scope(previous.get("request", {})) != change_scope(describe_request(run.config)):
+        return walk
+    if int(previous.get("counts", {}).get("rows", 2 * request.per_page)) >= 2 * request.per_page:
+        return walk
+    return dataclasses.replace(walk, mode="single")
 
 
 async def _count_images(client: ApiClient, stats: RunStats) -> None:
