@@ -23,9 +23,10 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import NoReturn
 
 ENV = "CF_IMAGES_EXPORT_CHANGE_STEP"
+
+log = logging.getLogger("exporter.handoff")
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,11 @@ def began(default: float) -> float:
     return handed.began if handed is not None else default
 
 
-def hand_off(run_key: str, lock_path: str, lock_fd: int) -> NoReturn:
-    """Replace this process with a fresh one running the same command to finish the run."""
+def hand_off(run_key: str, lock_path: str, lock_fd: int) -> None:
+    """Replace this process with a fresh one running the same command to finish the run.
+
+    Returns only when the interpreter cannot be started again (the run then goes on here).
+    """
     os.set_inheritable(lock_fd, True)
     start = began(_allowed[0] if _allowed else time.monotonic())
     os.environ[ENV] = json.dumps(asdict(Handoff(run_key, lock_path, lock_fd, start)))
@@ -91,4 +95,9 @@ def hand_off(run_key: str, lock_path: str, lock_fd: int) -> NoReturn:
         handler.flush()
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    try:
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    except OSError as exc:
+        os.environ.pop(ENV, None)
+        os.set_inheritable(lock_fd, False)
+        log.warning("publishing the change set in this process: %s", exc)

@@ -91,3 +91,23 @@ def test_a_kill_in_the_fresh_process_is_resumed(tmp_path: Path) -> None:
         resumed = _export(out, DATES[1], emu.env(), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _published(out) == _truth()
+
+
+def test_an_interpreter_that_cannot_start_leaves_the_run_here(
+    tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    """execv failing (no interpreter at sys.executable) returns: the run goes on in-process,
+    with nothing of the handoff left in its environment or on its lock."""
+    import os
+
+    from exporter import handoff
+
+    def refuse(*_: Any) -> None:
+        raise FileNotFoundError("no such interpreter")
+
+    monkeypatch.setattr(os, "execv", refuse)
+    with open(tmp_path / "lock", "a+b") as lock:
+        handoff.hand_off("key", str(tmp_path / "lock"), lock.fileno())
+        assert not os.get_inheritable(lock.fileno())
+    assert handoff.ENV not in os.environ
+    assert "publishing the change set in this process: no such interpreter" in caplog.text
