@@ -197,8 +197,9 @@ class TestIterChanges:
 
 
 class TestMemoryCaps:
-    """A diff that runs out of memory under one cap starts over under the next; nothing has
-    been yielded by then, so the rows are the same as under a cap that fits at once."""
+    """A statement that runs out of memory runs again with one thread, then under the next
+    cap, and the statements after it stay there; nothing has been yielded by then, so the
+    rows are the same as under a cap that fits at once."""
 
     def nights(self, tmp_path: Path) -> tuple[NightSource, NightSource]:
         before = [image(f"id{i:05d}", meta_json=f'{{"k":"{"x" * 1000}"}}') for i in range(3000)]
@@ -224,7 +225,7 @@ class TestMemoryCaps:
             batches = list(
                 iter_changes(current, previous, settings=settings, temp_directory=tmp_path)
             )
-        assert "ran out of memory under 1MB; starting over under 64MB" in caplog.text
+        assert "ran out of memory under 1MB with 1 thread(s); going on under 64MB" in caplog.text
         assert self.rows(batches) == fits
 
     def test_out_of_memory_under_the_last_cap_is_one_line(self, tmp_path: Path) -> None:
