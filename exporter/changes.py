@@ -41,11 +41,12 @@ import pyarrow.parquet as pq
 
 from exporter._version import __version__
 from exporter.checkpoint import redact_request
-from exporter.diff import CHANGE_KINDS, CHANGES_SCHEMA, NightSource, iter_changes
+from exporter.diff import CHANGE_KINDS, CHANGES_SCHEMA, NightSource
 from exporter.errors import ChangesWithheldError, SinkError, first_line
 from exporter.manifest import encode_manifest, read_manifest, rfc3339, snapshot_dates
 from exporter.options import ChangeOptions
 from exporter.sinks import PartFile
+from exporter.smalldiff import iter_night_changes
 from exporter.store import Layout, Store, seal
 from exporter.store.layout import success_path
 
@@ -266,7 +267,7 @@ def _write_parts(
     counts = dict.fromkeys(CHANGE_KINDS, 0)
     files: list[PartFile] = []
     part: _Part | None = None
-    batches = iter_changes(current, previous, settings=options.diff, temp_directory=scratch)
+    batches = iter_night_changes(current, previous, settings=options.diff, temp_directory=scratch)
     try:
         for batch in batches:
             for item in pc.value_counts(batch.column("change")).to_pylist():

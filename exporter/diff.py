@@ -220,12 +220,6 @@ def iter_changes(
     if previous is None and current.kind in ("parquet", "arrow"):
         yield from _iter_added(current, settings.batch_rows)
         return
-    if previous is not None:
-        from exporter.smalldiff import is_small, iter_small_changes
-
-        if is_small(current, previous, settings.small_rows):
-            yield from iter_small_changes(current, previous, settings.batch_rows)
-            return
     import duckdb
 
     try:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from exporter import diff
 from exporter.diff import (
     CHANGES_SCHEMA,
     COMPARED_FIELDS,
@@ -27,6 +29,24 @@ from exporter.diff import (
 
 _COLUMNS = {name: "meta_json" if name == "meta" else name for name in COMPARED_FIELDS}
 _SCHEMA = pa.schema([CHANGES_SCHEMA.field(name) for name in IMAGE_COLUMNS])
+
+
+def iter_night_changes(
+    current: NightSource,
+    previous: NightSource | None,
+    *,
+    settings: diff.DiffSettings | None = None,
+    temp_directory: Path,
+) -> Iterator[pa.RecordBatch]:
+    """Yield the change set of `current` against `previous`: compared here when both nights
+    are small (`DiffSettings.small_rows`), else by `exporter.diff.iter_changes`."""
+    settings = settings or diff.DiffSettings()
+    if previous is not None and is_small(current, previous, settings.small_rows):
+        yield from iter_small_changes(current, previous, settings.batch_rows)
+        return
+    yield from diff.iter_changes(
+        current, previous, settings=settings, temp_directory=temp_directory
+    )
 
 
 def night_rows(source: NightSource) -> int | None:

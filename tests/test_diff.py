@@ -19,6 +19,7 @@ import pytest
 from exporter import diff
 from exporter.diff import CHANGES_SCHEMA, DiffSettings, NightSource, canonical_json, iter_changes
 from exporter.errors import SinkError
+from exporter.smalldiff import iter_night_changes
 
 CORE = pa.schema(
     [
@@ -70,7 +71,7 @@ def changes(
 ) -> dict[str, dict[str, Any]]:
     current = write_parquet(tmp_path / "2024-01-02.parquet", after)
     previous = write_parquet(tmp_path / "2024-01-01.parquet", before) if before else None
-    batches = list(iter_changes(current, previous, temp_directory=tmp_path))
+    batches = list(iter_night_changes(current, previous, temp_directory=tmp_path))
     assert all(b.schema == CHANGES_SCHEMA for b in batches)
     rows = pa.Table.from_batches(batches, CHANGES_SCHEMA).to_pylist()
     return {row["id"]: row for row in rows}
@@ -219,7 +220,8 @@ class TestMemoryCaps:
             iter_changes(current, previous, settings=duckdb_only, temp_directory=tmp_path)
         )
         assert len(fits) == 3000 + 1  # 2,999 changed, one added, one removed
-        assert self.rows(iter_changes(current, previous, temp_directory=tmp_path)) == fits
+        small = iter_night_changes(current, previous, temp_directory=tmp_path)
+        assert self.rows(small) == fits
         settings = DiffSettings(memory_limits=("1MB", "64MB"), small_rows=0)
         with caplog.at_level("INFO", logger="exporter.diff"):
             batches = list(
@@ -413,7 +415,7 @@ def test_both_comparisons_give_the_emulators_record(tmp_path: Path, profile: str
     truth |= {i: ("changed", tuple(sorted(f))) for i, f in record.changed.items()}
     for small_rows in (20_000, 0):
         settings = DiffSettings(small_rows=small_rows)
-        batches = iter_changes(current, previous, settings=settings, temp_directory=tmp_path)
+        batches = iter_night_changes(current, previous, settings=settings, temp_directory=tmp_path)
         found = {
             r["id"]: (r["change"], tuple(sorted(r["changed_fields"])))
             for r in pa.Table.from_batches(batches, CHANGES_SCHEMA).to_pylist()
