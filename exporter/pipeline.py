@@ -11,7 +11,8 @@ Publication, in this order (each step recorded before the next, so a kill anywhe
 2. the store publishes the staged snapshot as `OUT/snapshot_date=D` (one atomic step on a
    disk, `_SUCCESS` last on a bucket); checkpoint "committing".
 3. each sink's `publish` step (DuckDB: replace D's rows in one transaction).
-4. D's change set is published (`exporter.changes`; also the next snapshot's after a re-run),
+4. D's change set is published (`exporter.changes`; also the next snapshot's after a re-run;
+   after a walk with a previous night, by a fresh process: `exporter.handoff`),
    and the tables derived from it (DuckDB, Delta) are updated; exit 9 stops here when too many
    images were removed.
 5. the run's staging is discarded.
