@@ -106,6 +106,8 @@ def test_cli_runs_a_scenario_and_saves_json(
         "fleet",
         "report",
         "new_uploads",
+        "second-nights",
+        "fleet-nights",
     }
 
 
@@ -170,3 +172,20 @@ def test_changes_scenario_measures_the_diff_beside_the_export() -> None:
     assert row.extra["change_rows"] == 5  # 1% uploads
     assert row.wall_s > 0 and row.extra["export_wall_s"] > 0
     assert row.peak_rss_mb and row.extra["export_peak_rss_mb"]
+
+
+def test_second_nights_and_fleet_nights_print_their_target_lines() -> None:
+    """Each scenario of issue 22 runs on a tiny catalog and gives its target line."""
+    from tests.bench.fleet import second_night_rows
+    from tests.bench.nights import rows_for
+    from tests.bench.targets import target_lines
+
+    nights = rows_for([(300, "1%"), (300, "mass")], 1, None, "")
+    assert [r.scenario for r in nights] == ["second-night", "second-night"]
+    assert nights[1].extra["change_rows"] > nights[1].images  # more changes than images
+    fleet = second_night_rows(2, 50, 1, 1)
+    assert fleet[0].extra["wall_vs_one_account"] > 0
+    lines = target_lines([*nights, *fleet])
+    assert len(lines) == 3
+    assert lines[0].startswith("second nights, ~1% changed, peak RSS: 300 ")
+    assert "mass changed" in lines[1] and "x 50, --workers 1" in lines[2]

@@ -3,7 +3,7 @@
 D's changes are computed against P, the newest sealed snapshot dated before D of the same
 request (account, creator and filters: `change_scope`); snapshots of another request are
 never compared, and without such a P every image is `added`. The diff itself is
-`exporter.diff` (DuckDB, out of core); this module finds the nights, stages the parts, seals
+`exporter.changes.diff` (DuckDB, out of core); this module finds the nights, stages the parts, seals
 them with a manifest and `_SUCCESS`, and publishes them with the store's own atomic step.
 
 Order of steps and what a reader sees (same guarantees as a snapshot):
@@ -40,7 +40,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exporter._version import __version__
-from exporter.changes.diff import CHANGE_KINDS, CHANGES_SCHEMA, NightSource, iter_changes
+from exporter.changes.diff import CHANGE_KINDS, CHANGES_SCHEMA, NightSource
+from exporter.changes.smalldiff import iter_night_changes
 from exporter.errors import ChangesWithheldError, SinkError, first_line
 from exporter.options import ChangeOptions
 from exporter.sinks import PartFile
@@ -266,7 +267,7 @@ def _write_parts(
     counts = dict.fromkeys(CHANGE_KINDS, 0)
     files: list[PartFile] = []
     part: _Part | None = None
-    batches = iter_changes(current, previous, settings=options.diff, temp_directory=scratch)
+    batches = iter_night_changes(current, previous, settings=options.diff, temp_directory=scratch)
     try:
         for batch in batches:
             for item in pc.value_counts(batch.column("change")).to_pylist():

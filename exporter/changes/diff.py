@@ -21,9 +21,10 @@ only where the texts are different JSON values (`canonical_json`, in Python, on 
 alone). A 64-bit hash collision would
 hide one field's change: at 3,000,000 ids the chance is about 1 in 6 million million.
 
-DuckDB runs under a memory cap and spills beyond it, but some of its operators cannot; a diff
-that runs out of memory starts over under the next, larger cap (`DiffSettings.memory_limits`).
-Its result is written to a file first, so nothing has been yielded when that happens.
+DuckDB runs under a memory cap and spills beyond it, but some of its operators cannot; a
+statement that runs out of memory runs again with one thread, then under the next, larger
+cap (`DiffSettings.memory_limits`, `_Caps`). The result is written to a file first, so
+nothing has been yielded when that happens.
 """
 
 from __future__ import annotations
@@ -197,21 +198,27 @@ def _field_hash(column: str, alias: str = "") -> str:
 class DiffSettings:
     """DuckDB's resources for one diff: its memory caps, tried in turn, and threads.
 
-    Measured alone in a process on the nasty catalog (1 KB meta on 12% of images), a night
-    with 2.5% changed, 2% added and 1% removed: 183-187 MB at 300,000 images and 245-247 MB
-    at 3,000,000 under 96 MB (202-210 and 323 MB before pass 2 stopped joining whole rows,
-    under 128 MB). 64 MB ran out of memory in pass 1 one time in three. A night where 300,000
-    images became 399,000 with 457,876 changes ran out under 128 MB (an exporter traceback
-    until then) and takes the 256 MB cap (~370 MB). DuckDB's instance alone holds ~28 MB. A
-    first night runs no DuckDB at all (`_iter_added`). One thread under 48 MB peaked 237 MB
-    at 1,000,000 images (277-286 MB under these defaults) for twice the diff's time, but ran
-    out of memory at 3,000,000 and started over under 96 MB: three times the time for the
-    same peak.
+    Each statement runs under the first of `_Caps` it fits in (a cap with `threads`, then
+    with one thread), the result written to files, so nothing is yielded before the last
+    ran. 48 MB holds a night with ~1% changed at 3,000,000 nasty images since pass 1 joins
+    on a fixed-width key (`_key`); pass 2 of ~10% changed needs one thread there, and a
+    mass-change night the next cap. DuckDB's instance alone holds ~28 MB.
+    A first night runs no DuckDB at all (`_iter_added`), except one DuckDB must read (NDJSON,
+    a DuckDB table), which is streamed as it is read and so gets one cap that holds
+    (`streamed_limit`). Measurements: docs/PERFORMANCE.md.
     """
 
-    memory_limits: tuple[str, ...] = ("96MB", "256MB", "1GB")
+    memory_limits: tuple[str, ...] = ("48MB", "96MB", "256MB", "1GB")
+    streamed_limit: str = "96MB"  # a first night read by DuckDB (NDJSON, DuckDB table)
+    small_rows: int = (
+        20_000  # nights of at most this many images each: `exporter.changes.smalldiff`
+    )
     threads: int = 2
     batch_rows: int = 8_192
+
+
+def _threads(settings: DiffSettings) -> int:
+    return max(1, min(settings.threads, os.cpu_count() or 1))
 
 
 def connect(
@@ -223,7 +230,7 @@ def connect(
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = {_literal(memory_limit)}")
-    con.execute(f"SET threads = {max(1, min(settings.threads, os.cpu_count() or 1))}")
+    con.execute(f"SET threads = {_threads(settings)}")
     con.execute("SET preserve_insertion_order = false")
     con.execute(f"SET temp_directory = {_literal(str(temp_directory))}")
     return con
@@ -278,48 +285,89 @@ def _prepared(
     temp_directory: Path,
 ) -> tuple[duckdb.DuckDBPyConnection, str]:
     """Return a connection and the query that streams the change set out of it, after the
-    joins ran (under the first memory cap they fit in)."""
-    import duckdb
-
+    joins ran (each under the first of `_Caps` it fits in)."""
+    if not settings.memory_limits:
+        raise ValueError("DiffSettings.memory_limits is empty")
     date = f"{_literal(current.snapshot_date)}::DATE"
     results_directory = Path(tempfile.mkdtemp(prefix="diff-", dir=temp_directory))
-    for index, limit in enumerate(settings.memory_limits):
-        con = connect(settings, limit, temp_directory)
-        try:
-            night_relation(con, current, "cur")
-            if previous is None:
-                return con, (
-                    f"SELECT 'added' AS change, id, {date} AS snapshot_date, "
-                    "NULL::DATE AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
-                    f"{', '.join(_CARRIED)} FROM cur"
-                )
-            night_relation(con, previous, "prev")
-            _find_candidates(con)
-            _stage_previous(con)
-            previous_date = _literal(previous.snapshot_date) + "::DATE"
-            # COPY streams the rows to disk: only the joins' narrow build sides stay in memory
-            # (one query at a time: together their build sides broke a 64 MB cap).
-            results = []
-            for name, query in _changes_queries(date, previous_date).items():
-                result = str(results_directory / f"{index}-{name}.parquet")
-                con.execute(
-                    f"COPY ({query}) TO {_literal(result)} (FORMAT parquet, {_RESULT_GROUPS})"
-                )
-                results.append(result)
-            return con, f"SELECT * FROM read_parquet({_file_list(results)})"
-        except duckdb.OutOfMemoryException:
-            con.close()
-            if index + 1 == len(settings.memory_limits):
-                raise
-            log.info(
-                "the change diff ran out of memory under %s; starting over under %s",
-                limit,
-                settings.memory_limits[index + 1],
+    con = connect(settings, settings.memory_limits[0], temp_directory)
+    try:
+        night_relation(con, current, "cur")
+        if previous is None:  # streamed as it is read: nothing to run again
+            con.execute(f"SET memory_limit = {_literal(settings.streamed_limit)}")
+            return con, (
+                f"SELECT 'added' AS change, id, {date} AS snapshot_date, "
+                "NULL::DATE AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
+                f"{', '.join(_CARRIED)} FROM cur"
             )
-        except BaseException:
-            con.close()
-            raise
-    raise ValueError("DiffSettings.memory_limits is empty")
+        night_relation(con, previous, "prev")
+        caps = _Caps(con, settings)
+        caps.run(_candidates_sql())
+        caps.run(_previous_sql())
+        previous_date = _literal(previous.snapshot_date) + "::DATE"
+        # COPY streams the rows to disk: only the joins' narrow build sides stay in memory
+        # (one query at a time: together their build sides broke a 64 MB cap).
+        results = []
+        for name, query in _changes_queries(date, previous_date).items():
+            result = results_directory / f"{name}.parquet"
+            copy = f"COPY ({query}) TO {_literal(str(result))} (FORMAT parquet, {_RESULT_GROUPS})"
+            caps.run(copy, result)
+            results.append(str(result))
+        _shrink(con)
+        return con, f"SELECT * FROM read_parquet({_file_list(results)})"
+    except BaseException:
+        con.close()
+        raise
+
+
+class _Caps:
+    """The resources the diff's statements run under, in turn: each of the settings' memory
+    caps with their threads, then with one thread (a thread's buffers are per thread).
+
+    A statement that runs out of memory runs again under the next, and those after it stay
+    there; the tables made before it are kept, so nothing runs twice but that statement.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, settings: DiffSettings) -> None:
+        threads = _threads(settings)
+        self.steps = list(
+            dict.fromkeys((cap, n) for cap in settings.memory_limits for n in (threads, 1))
+        )
+        self.index = 0
+        self.con = con
+
+    def run(self, statement: str, output: Path | None = None) -> None:
+        import duckdb
+
+        while True:
+            if output is not None:
+                output.unlink(missing_ok=True)  # a COPY cut short
+            try:
+                self.con.execute(statement)
+                return
+            except duckdb.OutOfMemoryException:
+                if self.index + 1 == len(self.steps):
+                    raise
+                (cap, threads), (bigger, fewer) = self.steps[self.index : self.index + 2]
+                self.index += 1
+                log.info(
+                    "the change diff ran out of memory under %s with %d thread(s); "
+                    "going on under %s with %d",
+                    cap,
+                    threads,
+                    bigger,
+                    fewer,
+                )
+                self.con.execute(f"SET memory_limit = {_literal(bigger)}")
+                self.con.execute(f"SET threads = {fewer}")
+
+
+def _shrink(con: duckdb.DuckDBPyConnection) -> None:
+    """Free the joins' tables before the result is read back: their buffers stayed cached
+    under the joins' cap, beside the reader's and the part writer's."""
+    con.execute("DROP TABLE candidates")
+    con.execute("DROP TABLE previous")
+    con.execute("SET threads = 1")
 
 
 # The columns a change row carries of its image (an `added` row copies them from its
@@ -432,23 +480,32 @@ def _night_batches(source: NightSource, batch_rows: int) -> Iterator[pa.RecordBa
                 del table
 
 
-def _find_candidates(con: duckdb.DuckDBPyConnection) -> None:
-    """Pass 1: table `candidates` of ids added, removed, or whose hashes differ, with whether
-    their meta and extra texts differ."""
+def _candidates_sql() -> str:
+    """Pass 1: table `candidates` of the keys (`_key`) of ids added, removed, or whose hashes
+    differ, with whether their meta and extra texts differ."""
     rest = [_field_hash(c) for c in _columns() if c not in JSON_FIELDS.values()]
-    hashed = "SELECT id, hash({}) AS h, {}, {} FROM {{}}".format(
-        ", ".join(rest), *(f"{_field_hash(c)} AS h_{f}" for f, c in JSON_FIELDS.items())
+    hashed = "SELECT {} AS k, hash({}) AS h, {} FROM {{}}".format(
+        _key(),
+        ", ".join(rest),
+        ", ".join(f"{_field_hash(c)} AS h_{f}" for f, c in JSON_FIELDS.items()),
     )
     differs = ", ".join(f"d.h_{f} <> p.h_{f} AS {f}_differs" for f in JSON_FIELDS)
     any_differs = " OR ".join(f"d.h_{f} <> p.h_{f}" for f in JSON_FIELDS)
-    con.execute(
+    return (
         "CREATE TEMP TABLE candidates AS "
-        "SELECT coalesce(d.id, p.id) AS id, "
-        "CASE WHEN p.id IS NULL THEN 'added' WHEN d.id IS NULL THEN 'removed' "
+        "SELECT coalesce(d.k, p.k) AS k, "
+        "CASE WHEN p.k IS NULL THEN 'added' WHEN d.k IS NULL THEN 'removed' "
         f"ELSE 'changed' END AS change, {differs} "
         f"FROM ({hashed.format('cur')}) d FULL OUTER JOIN ({hashed.format('prev')}) p "
-        f"ON d.id = p.id WHERE d.id IS NULL OR p.id IS NULL OR d.h <> p.h OR {any_differs}"
+        f"ON d.k = p.k WHERE d.k IS NULL OR p.k IS NULL OR d.h <> p.h OR {any_differs}"
     )
+
+
+# Pass 1 joins the nights on a 128-bit digest of the id instead of the id itself: its rows are
+# then of fixed width (no string heap), and the join spills within a smaller cap. Two ids
+# share a digest with a chance of about 1 in 10^25 at 3,000,000 ids.
+def _key(alias: str = "") -> str:
+    return f"md5_number({alias}id)"
 
 
 def _field_hashes(alias: str) -> str:
@@ -458,16 +515,17 @@ def _field_hashes(alias: str) -> str:
     )
 
 
-def _stage_previous(con: duckdb.DuckDBPyConnection) -> None:
+def _previous_sql() -> str:
     """Table `previous`: P's per-field hashes of the changed ids, and its `meta_json` and
     `extra_json` where those texts differ (narrow: pass 2 never holds two whole rows side by
     side)."""
     texts = ", ".join(
         f"CASE WHEN x.{f}_differs THEN p.{c} END AS {c}" for f, c in JSON_FIELDS.items()
     )
-    con.execute(
+    return (
         f"CREATE TEMP TABLE previous AS SELECT p.id, {_field_hashes('p')}, {texts} "
-        "FROM prev p JOIN candidates x ON p.id = x.id WHERE x.change = 'changed'"
+        f"FROM prev p JOIN candidates x ON {_key('p.')} = x.k "
+        "WHERE x.change = 'changed'"
     )
 
 
@@ -489,7 +547,8 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
         + ", ".join(f"d.{c}" for c in _CARRIED)
         + f", {previous_texts} "
         f"FROM (SELECT *, {_field_hashes('cur')} FROM cur) d "
-        "JOIN candidates x ON d.id = x.id LEFT JOIN previous p ON d.id = p.id "
+        f"JOIN candidates x ON {_key('d.')} = x.k "
+        "LEFT JOIN previous p ON d.id = p.id "
         "WHERE x.change <> 'removed'"
     )
     removed = (
@@ -497,7 +556,8 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
         f"{previous_date} AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
         + ", ".join(f"p.{c}" for c in _CARRIED)
         + f", {no_texts} "
-        "FROM prev p JOIN candidates x ON p.id = x.id WHERE x.change = 'removed'"
+        f"FROM prev p JOIN candidates x ON {_key('p.')} = x.k "
+        "WHERE x.change = 'removed'"
     )
     return {
         "current": f"SELECT * FROM ({current}) "

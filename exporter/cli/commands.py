@@ -305,6 +305,10 @@ def run() -> NoReturn:
     a tracer (`python -m cProfile`, coverage), which writes its results at exit.
     """
     argv = sys.argv[1:]
+    if _command_word(argv) == "export":
+        from exporter import handoff
+
+        handoff.allow()
     code = main(argv)
     if _command_word(argv) == "export" and sys.getprofile() is None and sys.gettrace() is None:
         logging.shutdown()
@@ -382,7 +386,9 @@ def run_export(args: argparse.Namespace) -> int:
     if not (metrics.textfile or pushgateway):
         anyio.run(_export_with_signals, config, args, RunStats())
         return 0
-    stats, began, summary, code = RunStats(), time.monotonic(), None, 0
+    from exporter.handoff import began as export_began
+
+    stats, began, summary, code = RunStats(), export_began(time.monotonic()), None, 0
     try:
         summary = anyio.run(_export_with_signals, config, args, stats)
     except ExporterError as exc:

@@ -11,7 +11,8 @@ Publication, in this order (each step recorded before the next, so a kill anywhe
 2. the store publishes the staged snapshot as `OUT/snapshot_date=D` (one atomic step on a
    disk, `_SUCCESS` last on a bucket); checkpoint "committing".
 3. each sink's `publish` step (DuckDB: replace D's rows in one transaction).
-4. D's change set is published (`exporter.changes`; also the next snapshot's after a re-run),
+4. D's change set is published (`exporter.changes`; also the next snapshot's after a re-run;
+   after a walk with a previous night, by a fresh process: `exporter.handoff`),
    and the tables derived from it (DuckDB, Delta) are updated; exit 9 stops here when too many
    images were removed.
 5. the run's staging is discarded.
@@ -36,21 +37,21 @@ import signal
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 import pyarrow as pa
 
-from exporter.api.client import ApiClient
+from exporter import handoff
 from exporter.api.pacing import Pacer
 from exporter.api.pagination import SortOrder
 from exporter.api.redact import redact_text
-from exporter.changes.change_set import ChangeSet, refresh
+from exporter.changes.change_set import ChangeSet, change_scope, refresh
 from exporter.config import ExportConfig
 from exporter.errors import ChangesWithheldError, ConcurrentRunError, ExporterError, SinkError
-from exporter.options import ExportOptions
+from exporter.options import ExportOptions, WalkOptions
 from exporter.run.cadence import Cadence
 from exporter.sinks import PartFile, Publication, Sink, open_sink
 from exporter.snapshot.checkpoint import (
@@ -76,7 +77,10 @@ from exporter.store.layout import ROOT, run_key, success_path
 from exporter.tasks import FirstErrorGroup
 from exporter.transform.normalize import Normalizer
 from exporter.transform.schema import ColumnSpec
-from exporter.walk.walker import Chunk, Walker, make_client
+
+if TYPE_CHECKING:  # the walk's modules (aiohttp: ~14 MB) stay out of a handed-off change step
+    from exporter.api.client import ApiClient
+    from exporter.walk.walker import Chunk
 
 log = logging.getLogger("exporter.pipeline")
 
@@ -330,7 +334,8 @@ async def _export_locked(
     run = await anyio.to_thread.run_sync(_prepare_run, config, store, layout, stats)
     run.pacer = pacer
     if run.checkpoint.phase in ("publishing", "committing"):
-        log.info("the checkpointed run was sealed; finishing its publication")
+        if not _handed_over(run.checkpoint.run_key):
+            log.info("the checkpointed run was sealed; finishing its publication")
         return await _finish_publishing(run)
     try:
         await _open_sinks(run)
@@ -344,6 +349,7 @@ async def _export_locked(
     manifest = await anyio.to_thread.run_sync(_seal_and_publish, run, files, api_count)
     await _publish_sinks(run)
     await anyio.to_thread.run_sync(_retire_stale_batches, run)
+    _hand_off_changes(run)  # a later night's change step goes on in a fresh process
     published = run.layout.snapshot(run.checkpoint.snapshot_date)
     changes = await _publish_changes_or_say(run, published, manifest)
     await anyio.to_thread.run_sync(_discard_staging, run)
@@ -360,11 +366,11 @@ def _prepare_run(
     """Return the run: resumed from its (or the given) checkpoint, or fresh with staging cleared."""
     date = checkpoint.snapshot_date if checkpoint else config.snapshot_date.isoformat()
     fingerprint = request_fingerprint(describe_request(config))
-    if checkpoint is None and config.resume:
-        point = load_checkpoint(store, layout, fingerprint, date)
-        log.info("%s", point.message)
-        checkpoint = point.checkpoint
     key = run_key(fingerprint, date)
+    if checkpoint is None and (config.resume or _handed_over(key)):
+        point = load_checkpoint(store, layout, fingerprint, date)
+        log.log(logging.DEBUG if _handed_over(key) else logging.INFO, "%s", point.message)
+        checkpoint = point.checkpoint
     if checkpoint is None:
         if store.exists(layout.run(key)):
             log.info("discarding the staged files of an earlier, unfinished run of this request")
@@ -437,6 +443,8 @@ async def _walk_and_write(
     its page, so a checkpoint names exactly what the committed parts hold.
     """
     config, stats = run.config, run.stats
+    from exporter.walk.walker import Walker, make_client
+
     client = make_client(
         config.base_url, config.account_id, config.credentials, config.walk, stats, run.pacer
     )
@@ -445,7 +453,8 @@ async def _walk_and_write(
     async with client:
         if walk is None:
             state = run.checkpoint.walker_state
-            chunks = Walker(client, config.request, config.walk, stats, state).chunks()
+            options = _walk_options(run)
+            chunks = Walker(client, config.request, options, stats, state).chunks()
         else:
             chunks = walk(client)
         send, receive = anyio.create_memory_object_stream[_Written | None](WRITE_AHEAD)
@@ -477,6 +486,25 @@ async def _walk_and_write(
     return files, stats.extra.get("api_count")
 
 
+def _walk_options(run: Run) -> WalkOptions:
+    """Return the walk's options: one cursor where "auto" meets a catalog that last night
+    fit in fewer than two pages (same account, creator and filters).
+
+    From both ends such a catalog takes two requests, one from each end, which serve most of
+    its images twice: twice the API's data and the normalizing, a small account's largest
+    cost in a fleet. One cursor takes as many requests for it. A resumed walk keeps the
+    cursors its checkpoint names, whatever this returns.
+    """
+    walk, request, previous = run.config.walk, run.config.request, run.previous
+    if walk.mode != "auto" or previous is None or request.sort_order is not None:
+        return walk
+    if change_scope(previous.get("request", {})) != change_scope(describe_request(run.config)):
+        return walk
+    if int(previous.get("counts", {}).get("rows", 2 * request.per_page)) >= 2 * request.per_page:
+        return walk
+    return dataclasses.replace(walk, mode="single")
+
+
 async def _count_images(client: ApiClient, stats: RunStats) -> None:
     """Ask the API's image count beside the first pages, not one round trip before them."""
     stats.extra["api_count"] = await client.get_count()
@@ -498,7 +526,7 @@ async def _normalize_chunks(
     run: Run, walk: AsyncIterator[Chunk], send: anyio.abc.ObjectSendStream[_Written | None]
 ) -> None:
     """Normalize each chunk of the walk and queue it for the writer, in walk order."""
-    chunks_gen = cast(AsyncGenerator[Chunk, None], walk)
+    chunks_gen = cast("AsyncGenerator[Chunk, None]", walk)
     async with contextlib.aclosing(chunks_gen) as chunks:
         async for chunk in chunks:
             batch = None
@@ -651,6 +679,27 @@ def _retire_stale_batches(run: Run) -> None:
         store.delete_tree(batch)
 
 
+def _handed_over(key: str) -> bool:
+    """Return whether this process was started to finish run `key` (`exporter.handoff`)."""
+    handed = handoff.received()
+    return handed is not None and handed.run_key == key
+
+
+def _hand_off_changes(run: Run) -> None:
+    """Publish a later night's change set from a fresh process (`exporter.handoff`).
+
+    Only where it pays: a night with a previous snapshot (a first night's change set needs
+    no diff), on a local store (whose lock can be inherited), in the CLI's own process.
+    """
+    if run.previous is None or not handoff.allowed():
+        return
+    held = getattr(run.store, "held_lock", lambda _: None)(run.layout.lock(run.checkpoint.run_key))
+    if held is None:
+        return
+    log.debug("publishing the change set from a fresh process")
+    handoff.hand_off(run.checkpoint.run_key, *held)
+
+
 def _discard_staging(run: Run) -> None:
     """Step 5: drop this run's staging, and that of runs abandoned long before this date."""
     discard_run(run.store, run.layout, run.checkpoint.run_key)
@@ -692,8 +741,11 @@ async def _finish_publishing(run: Run) -> dict[str, Any]:
     manifest = await anyio.to_thread.run_sync(read_manifest, run.store, published)
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
         raise SinkError("store", f"{published} is not this run's snapshot any more; export again")
-    await _publish_sinks(run)
-    await anyio.to_thread.run_sync(_retire_stale_batches, run)
+    if _handed_over(run.checkpoint.run_key):  # the walk's process published the sinks
+        _crash_point("changes-handed-over")
+    else:
+        await _publish_sinks(run)
+        await anyio.to_thread.run_sync(_retire_stale_batches, run)
     run.stats.restore(run.checkpoint.counts)
     changes = await _publish_changes_or_say(run, published, manifest)
     await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)

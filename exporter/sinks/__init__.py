@@ -23,6 +23,8 @@ the sink sets them (`[csv]` for a sink "csv"), `--dry-run` shows them, and the s
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
@@ -59,8 +61,14 @@ def _load(target: str) -> SinkFactory:
 
 def available_sinks() -> list[str]:
     """Return every sink name: built-ins and installed entry points, sorted."""
-    names = set(BUILTIN_SINKS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    return sorted(names)
+    return sorted(set(BUILTIN_SINKS) | _installed_sinks(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=4)
+def _installed_sinks(path: tuple[str, ...]) -> frozenset[str]:
+    """Return the entry points' sink names found on `path` (sys.path): reading every
+    distribution's metadata took ~6 ms, twice per account of a fleet."""
+    return frozenset(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
 def sink_factory(name: str) -> SinkFactory:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from exporter import handoff
 from exporter.errors import ConcurrentRunError, SinkError
 from exporter.store.base import HashingWriter, os_errors
 from exporter.store.layout import SUCCESS_NAME, success_path
@@ -36,6 +37,7 @@ class LocalStore:
         self._root = Path(root)
         self.root = str(self._root)
         self.endpoint_url: str | None = None
+        self._held: dict[str, IO[bytes]] = {}  # the lock files this process holds, by path
 
     def _abs(self, path: str) -> Path:
         if path.startswith("/") or ".." in path.split("/"):
@@ -128,6 +130,11 @@ class LocalStore:
             if target.exists():
                 shutil.rmtree(target)
 
+    def held_lock(self, path: str) -> tuple[str, int] | None:
+        """Return the file and descriptor of the lock `path` this process holds, if any."""
+        handle = self._held.get(path)
+        return None if handle is None else (str(self._abs(path)), handle.fileno())
+
     @contextlib.contextmanager
     def lock(self, path: str) -> Iterator[None]:
         """Hold an exclusive flock on the file `path` for the block, then remove the file.
@@ -136,9 +143,12 @@ class LocalStore:
         starts) would otherwise discard or mix each other's staged parts.
         """
         lock_file = self._abs(path)
+        inherited = handoff.adopt_lock(str(lock_file))
         with os_errors(self.name, "lock", str(lock_file)):
             lock_file.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(lock_file, "a+b")  # held open, and locked, for the whole run
+            # held open, and locked, for the whole run (or handed on locked: exporter.handoff)
+            handle = open(lock_file, "a+b") if inherited is None else open(inherited, "a+b")
+        self._held[path] = handle
         with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -147,7 +157,10 @@ class LocalStore:
                     f"another export of this request and date is running (lock {lock_file}); "
                     "wait for it to finish, or stop it and re-run with --resume"
                 ) from None
-            yield
+            try:
+                yield
+            finally:
+                self._held.pop(path, None)
             lock_file.unlink(missing_ok=True)  # a finished run leaves nothing behind in .staging
 
     def publish(self, staged: str, target: str, *, grace_seconds: float = 1.0) -> None:

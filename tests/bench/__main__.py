@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.bench.report import render_table, save
 from tests.bench.scenarios import SCENARIOS, Plan, Row
+from tests.bench.targets import target_lines
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results"
 
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_table(new), file=sys.stderr)
         print(f"[bench] {name}: {time.perf_counter() - begun:.0f} s", file=sys.stderr, flush=True)
     print(render_table(rows))
+    for line in target_lines(rows):
+        print(line)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = save(args.out / f"bench-{stamp}.json", rows, plan, time.perf_counter() - started)
     print(f"saved {path}")

@@ -21,6 +21,8 @@ from tests.bench.harness import ROOT
 
 # main before issue 12's memory and throughput work (the closing note's revision)
 BASELINE_REVISION = "c010e14"
+# main before issue 22's work on second nights and fleets
+NIGHTS_BASELINE = "08ff60f"
 
 
 @contextmanager

@@ -32,7 +32,7 @@ class Plan:
     repeat: int = 3
     throughput_images: int = 1_000_000
     memory_images: tuple[int, ...] = (100_000, 1_000_000, 3_000_000)
-    nasty_images: tuple[int, ...] = (50_000, 500_000, 3_000_000)
+    nasty_images: tuple[int, ...] = (50_000, 300_000, 3_000_000)
     latency_images: int = 200_000
     latency_s: float = 0.1
     paced_images: int = 150_000
@@ -46,6 +46,10 @@ class Plan:
     report_images: tuple[int, ...] = (1_000_000, 3_000_000)
     new_uploads_images: int = 1_000_000
     new_uploads: int = 500
+    night_images: tuple[int, ...] = (50_000, 1_000_000, 3_000_000)  # second nights, ~1% changed
+    night_more: tuple[tuple[int, str], ...] = ((1_000_000, "10%"), (300_000, "mass"))
+    small_accounts: int = 24  # second nights of a fleet of small accounts vs one account
+    small_images: int = 1_000
 
     @classmethod
     def quick(cls, repeat: int = 1) -> Plan:
@@ -66,6 +70,10 @@ class Plan:
             fleet_images=1_000,
             report_images=(100_000,),
             new_uploads_images=100_000,
+            night_images=(20_000, 100_000),
+            night_more=((100_000, "10%"), (20_000, "mass")),
+            small_accounts=8,
+            small_images=500,
         )
 
     @classmethod
@@ -89,6 +97,10 @@ class Plan:
             report_images=(500,),
             new_uploads_images=2_000,
             new_uploads=50,
+            night_images=(500,),
+            night_more=((500, "mass"),),
+            small_accounts=2,
+            small_images=50,
         )
 
 
@@ -220,12 +232,14 @@ def memory(plan: Plan) -> list[Row]:
 
 def nasty(plan: Plan) -> list[Row]:
     """Issue 12's catalog (`emulator --profile nasty`), per_page 1000: peak RSS from the
-    smallest to the largest size, and this checkout against BASELINE_REVISION side by side.
+    smallest to the largest size, and this checkout against the revision before issue 22's
+    work (`NIGHTS_BASELINE`; issue 12's own was BASELINE_REVISION) side by side.
 
     The two exporters run alternately against one emulator, so a change in the machine's
     load during the scenario falls on both alike.
     """
-    from tests.bench.baseline import BASELINE_REVISION, revision_tree
+    from tests.bench.baseline import NIGHTS_BASELINE as BASELINE_REVISION
+    from tests.bench.baseline import revision_tree
 
     rows: list[Row] = []
     baseline: list[Row] = []
@@ -389,6 +403,31 @@ def new_uploads(plan: Plan) -> list[Row]:
     return [measure(plan.new_uploads_images, plan.new_uploads, plan.repeat)]
 
 
+def second_nights(plan: Plan) -> list[Row]:
+    """Issue 22: the peak RSS of nights with their change set (nasty catalog), this checkout
+    beside NIGHTS_BASELINE (the revision before that issue's work), run alternately."""
+    from tests.bench.baseline import NIGHTS_BASELINE, revision_tree
+    from tests.bench.nights import rows_for
+
+    sizes = [(images, "1%") for images in plan.night_images] + list(plan.night_more)
+    rows: list[Row] = []
+    with revision_tree(NIGHTS_BASELINE) as old:
+        for size in sizes:
+            rows += rows_for([size], plan.repeat, None, "")
+            if old is not None:
+                rows += rows_for([size], plan.repeat, old, f" @{NIGHTS_BASELINE}")
+    return rows
+
+
+def fleet_nights(plan: Plan) -> list[Row]:
+    """Issue 22: second nights of many small accounts against one account of as many
+    images, at --workers 1."""
+    from tests.bench.fleet import second_night_rows
+
+    rows: list[Row] = second_night_rows(plan.small_accounts, plan.small_images, plan.repeat, 1)
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "stages": stages,
     "throughput": throughput,
@@ -400,4 +439,6 @@ SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "fleet": fleet,
     "report": report,
     "new_uploads": new_uploads,
+    "second-nights": second_nights,
+    "fleet-nights": fleet_nights,
 }

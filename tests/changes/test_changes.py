@@ -140,7 +140,7 @@ async def test_diff_out_of_memory_under_every_cap_fails_in_one_line_then_resumes
     """DuckDB's out-of-memory error was a traceback (exit 1): now one line (exit 5) after the
     snapshot is published, and `--resume` publishes the change set."""
     await export_night(emulator_factory, tmp_path, "2026-01-01", 120)
-    tiny = diff.DiffSettings(memory_limits=("1MB",))
+    tiny = diff.DiffSettings(memory_limits=("1MB",), small_rows=0)
     monkeypatch.setattr(diff, "DiffSettings", lambda: tiny)
     with pytest.raises(SinkError) as failed:
         await export_night(emulator_factory, tmp_path, "2026-01-02", 150)

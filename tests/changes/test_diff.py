@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from exporter.changes.diff import (
     canonical_json,
     iter_changes,
 )
+from exporter.changes.smalldiff import iter_night_changes
 from exporter.errors import SinkError
 
 CORE = pa.schema(
@@ -80,7 +82,7 @@ def changes(
 ) -> dict[str, dict[str, Any]]:
     current = write_parquet(tmp_path / "2024-01-02.parquet", after)
     previous = write_parquet(tmp_path / "2024-01-01.parquet", before) if before else None
-    batches = list(iter_changes(current, previous, temp_directory=tmp_path))
+    batches = list(iter_night_changes(current, previous, temp_directory=tmp_path))
     assert all(b.schema == CHANGES_SCHEMA for b in batches)
     rows = pa.Table.from_batches(batches, CHANGES_SCHEMA).to_pylist()
     return {row["id"]: row for row in rows}
@@ -126,6 +128,13 @@ class TestCanonicalJson:
 
 
 class TestIterChanges:
+    @pytest.fixture(autouse=True, params=["in-memory", "duckdb"])
+    def comparison(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every rule holds for small nights compared in memory and for DuckDB's passes."""
+        if request.param == "duckdb":
+            settings = functools.partial(DiffSettings, small_rows=0)
+            monkeypatch.setattr("exporter.changes.diff.DiffSettings", settings)
+
     def test_first_snapshot_is_all_added(self, tmp_path: Path) -> None:
         """Without a previous night every image is added, with no previous date."""
         rows = changes(tmp_path, None, [image("a"), image("b")])
@@ -228,8 +237,9 @@ class TestIterChanges:
 
 
 class TestMemoryCaps:
-    """A diff that runs out of memory under one cap starts over under the next; nothing has
-    been yielded by then, so the rows are the same as under a cap that fits at once."""
+    """A statement that runs out of memory runs again with one thread, then under the next
+    cap, and the statements after it stay there; nothing has been yielded by then, so the
+    rows are the same as under a cap that fits at once."""
 
     def nights(self, tmp_path: Path) -> tuple[NightSource, NightSource]:
         before = [image(f"id{i:05d}", meta_json=f'{{"k":"{"x" * 1000}"}}') for i in range(3000)]
@@ -244,19 +254,24 @@ class TestMemoryCaps:
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
         current, previous = self.nights(tmp_path)
-        fits = self.rows(iter_changes(current, previous, temp_directory=tmp_path))
+        duckdb_only = DiffSettings(small_rows=0)
+        fits = self.rows(
+            iter_changes(current, previous, settings=duckdb_only, temp_directory=tmp_path)
+        )
         assert len(fits) == 3000 + 1  # 2,999 changed, one added, one removed
-        settings = DiffSettings(memory_limits=("1MB", "64MB"))
+        small = iter_night_changes(current, previous, temp_directory=tmp_path)
+        assert self.rows(small) == fits
+        settings = DiffSettings(memory_limits=("1MB", "64MB"), small_rows=0)
         with caplog.at_level("INFO", logger="exporter.diff"):
             batches = list(
                 iter_changes(current, previous, settings=settings, temp_directory=tmp_path)
             )
-        assert "ran out of memory under 1MB; starting over under 64MB" in caplog.text
+        assert "ran out of memory under 1MB with 1 thread(s); going on under 64MB" in caplog.text
         assert self.rows(batches) == fits
 
     def test_out_of_memory_under_the_last_cap_is_one_line(self, tmp_path: Path) -> None:
         current, previous = self.nights(tmp_path)
-        settings = DiffSettings(memory_limits=("1MB",))
+        settings = DiffSettings(memory_limits=("1MB",), small_rows=0)
         with pytest.raises(SinkError) as failed:
             list(iter_changes(current, previous, settings=settings, temp_directory=tmp_path))
         assert str(failed.value).startswith("changes: the diff of 2024-01-02 failed: Out of Mem")
@@ -408,3 +423,44 @@ class TestFirstNight:
         assert sorted(first.to_pylist(), key=lambda r: r["id"]) == sorted(
             added, key=lambda r: r["id"]
         )
+
+
+@pytest.mark.parametrize("profile", ["classic", "nasty"])
+def test_both_comparisons_give_the_emulators_record(tmp_path: Path, profile: str) -> None:
+    """A night of the emulator (uploads, deletions, re-uploads, edits of every field, edits
+    that change nothing a warehouse sees) compared in memory and by DuckDB's passes: both
+    give exactly what the emulator recorded."""
+    import json
+
+    from exporter.emulator.catalog import build_catalog
+    from exporter.emulator.nights import NightPlan, catalog_at_night
+    from tests.helpers import image_row
+
+    base = build_catalog(800, 17, profile=profile)
+    plan = NightPlan(churn=0.1)
+    nights = [catalog_at_night(base, night, plan) for night in (0, 1)]
+
+    def rows(catalog: Any) -> list[dict[str, Any]]:
+        found = []
+        for served in catalog.iter_images():
+            row = image_row(served, "acc")
+            meta = row.pop("meta")
+            row["meta_json"] = None if meta is None else json.dumps(meta, ensure_ascii=False)
+            found.append(row)
+        return found
+
+    previous = write_parquet(tmp_path / "2024-01-01.parquet", rows(nights[0][0]))
+    current = write_parquet(tmp_path / "2024-01-02.parquet", rows(nights[1][0]))
+    record = nights[1][1]
+    assert record is not None
+    truth = {i: ("added", ()) for i in record.added}
+    truth |= {i: ("removed", ()) for i in record.removed}
+    truth |= {i: ("changed", tuple(sorted(f))) for i, f in record.changed.items()}
+    for small_rows in (20_000, 0):
+        settings = DiffSettings(small_rows=small_rows)
+        batches = iter_night_changes(current, previous, settings=settings, temp_directory=tmp_path)
+        found = {
+            r["id"]: (r["change"], tuple(sorted(r["changed_fields"])))
+            for r in pa.Table.from_batches(batches, CHANGES_SCHEMA).to_pylist()
+        }
+        assert found == truth, f"small_rows={small_rows}"

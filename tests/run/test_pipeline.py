@@ -300,3 +300,21 @@ def test_the_heap_trimmer_gives_freed_holes_back() -> None:
     pipeline._heap_trimmer()()
     assert before - _rss_kb() > 40_000  # ~95 MB freed in holes; most of it given back
     assert len(survivors) == 1563
+
+
+@pytest.mark.parametrize(("images", "single"), [(45, True), (50, False)])
+async def test_a_catalog_of_under_two_pages_last_night_is_walked_with_one_cursor(
+    emulator_factory: EmulatorFactory, tmp_path: Path, images: int, single: bool
+) -> None:
+    """From both ends, a catalog of under two pages is served almost twice (a page from each
+    end, and what each prefetched); one cursor serves it once. Only a previous night of the
+    same request under two pages (per_page 25 here) takes it."""
+    async with emulator_factory(images=images) as emu:
+        first = make_config(emu, tmp_path, **{"export.snapshot_date": "2026-11-26"})
+        await pipeline.export(first)
+        both_ends = emu.counters.images_served
+        assert both_ends >= 2 * 25  # a full page from each end at least
+        served = emu.counters.images_served
+        await pipeline.export(make_config(emu, tmp_path))
+        assert emu.counters.images_served - served == (images if single else both_ends)
+        assert published_rows(tmp_path) == expected_rows(emu)

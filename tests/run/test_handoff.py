@@ -1,0 +1,113 @@
+"""A second night's change step in a fresh process (issue 22), through the real CLI.
+
+The walk's process replaces itself once the snapshot is published; the new process must
+publish exactly the emulator's change set, print one summary with the walk's counts, keep
+the run's lock until it is done, and leave a checkpoint that `--resume` completes when it is
+killed. A first night (nothing to diff) keeps its process.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from exporter.emulator.catalog import build_catalog
+from exporter.emulator.nights import NightPlan, catalog_at_night
+from exporter.run.pipeline import CRASH_AT_ENV
+from tests.helpers import emulator_process, query_rows, run_cli
+
+IMAGES, SEED, CHURN = 400, 13, 0.05
+HANDED = "publishing the change set from a fresh process"
+DATES = ("2026-03-01", "2026-03-02")
+
+
+def _export(out: Path, date: str, env: dict[str, str], *extra: str) -> Any:
+    args = ["export", "--output", str(out), "--snapshot-date", date, "--format", "parquet"]
+    return run_cli([*args, "-v", "--log-format", "json", *extra], env)
+
+
+def _records(stderr: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def _truth() -> dict[str, str]:
+    _, changes = catalog_at_night(build_catalog(IMAGES, SEED), 1, NightPlan(churn=CHURN))
+    rows = dict.fromkeys(changes.added, "added")
+    rows.update(dict.fromkeys(changes.removed, "removed"))
+    rows.update(dict.fromkeys(changes.changed, "changed"))
+    return rows
+
+
+def _published(out: Path) -> dict[str, str]:
+    rows = query_rows(
+        f"SELECT id, change FROM read_parquet('{out}/changes/snapshot_date={DATES[1]}/"
+        "*.parquet', hive_partitioning = false)"
+    )
+    return {r["id"]: r["change"] for r in rows}
+
+
+def _first_night(out: Path) -> None:
+    with emulator_process(IMAGES, SEED) as emu:
+        first = _export(out, DATES[0], emu.env())
+    assert first.returncode == 0, first.stderr
+    assert HANDED not in first.stderr  # nothing to diff: the walk's process finishes
+
+
+def test_a_second_night_publishes_its_changes_from_a_fresh_process(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _first_night(out)
+    night = ("--night", "1", "--churn", str(CHURN))
+    with emulator_process(IMAGES, SEED, *night) as emu:
+        second = _export(out, DATES[1], emu.env())
+    assert second.returncode == 0, second.stderr
+    records = _records(second.stderr)
+    messages = [r.get("msg", r.get("message", "")) for r in records]
+    assert messages.count(HANDED) == 1
+    summaries = [r for r in records if r.get("msg", r.get("message")) == "summary"]
+    assert len(summaries) == 1
+    summary = summaries[0]["summary"]
+    truth = _truth()
+    assert summary["images"] == IMAGES + truth_count(truth, "added") - truth_count(truth, "removed")
+    assert summary["requests"] > 0  # the walk's counts, carried by the checkpoint
+    assert _published(out) == truth
+    assert not [p for p in out.glob(".staging/**/*") if p.is_file()]  # nor the lock file
+
+
+def truth_count(truth: dict[str, str], kind: str) -> int:
+    return sum(1 for change in truth.values() if change == kind)
+
+
+def test_a_kill_in_the_fresh_process_is_resumed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _first_night(out)
+    night = ("--night", "1", "--churn", str(CHURN))
+    with emulator_process(IMAGES, SEED, *night) as emu:
+        killed = _export(out, DATES[1], {**emu.env(), CRASH_AT_ENV: "changes-handed-over"})
+        assert killed.returncode == -9, killed.stderr
+        assert HANDED in killed.stderr
+        assert (out / f"snapshot_date={DATES[1]}" / "_SUCCESS").exists()
+        assert not (out / f"changes/snapshot_date={DATES[1]}").exists()
+        resumed = _export(out, DATES[1], emu.env(), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _published(out) == _truth()
+
+
+def test_an_interpreter_that_cannot_start_leaves_the_run_here(
+    tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    """execv failing (no interpreter at sys.executable) returns: the run goes on in-process,
+    with nothing of the handoff left in its environment or on its lock."""
+    import os
+
+    from exporter import handoff
+
+    def refuse(*_: Any) -> None:
+        raise FileNotFoundError("no such interpreter")
+
+    monkeypatch.setattr(os, "execv", refuse)
+    with open(tmp_path / "lock", "a+b") as lock:
+        handoff.hand_off("key", str(tmp_path / "lock"), lock.fileno())
+        assert not os.get_inheritable(lock.fileno())
+    assert handoff.ENV not in os.environ
+    assert "publishing the change set in this process: no such interpreter" in caplog.text
