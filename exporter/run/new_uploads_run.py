@@ -31,13 +31,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 import duckdb
 
-from exporter.api.client import ApiClient
 from exporter.api.pacing import Pacer
 from exporter.api.pagination import ListRequest
 from exporter.changes.change_set import change_scope, night_source
@@ -77,7 +76,10 @@ from exporter.store import Layout, Store, open_store, seal
 from exporter.store.layout import LOCK_SUFFIX, ROOT, batch_name, run_key
 from exporter.transform.normalize import Normalizer
 from exporter.transform.schema import ColumnSpec
-from exporter.walk.walker import Chunk
+
+if TYPE_CHECKING:  # the walk's modules (aiohttp) load only when a batch walks
+    from exporter.api.client import ApiClient
+    from exporter.walk.walker import Chunk
 
 log = logging.getLogger("exporter.new_uploads")
 
@@ -298,6 +300,8 @@ def _walk_source(
     """Return the chunks of the desc walk over the lag window, one chunk per page."""
 
     async def chunks(client: ApiClient) -> AsyncIterator[Chunk]:
+        from exporter.walk.walker import Chunk
+
         if walk.done:
             return
         pages = client.iter_pages(request, "desc", walk.token)

@@ -427,7 +427,7 @@ class _Progress:
 
 # What a run walks instead of the snapshot's walker (a batch of new uploads): the chunks it
 # yields from the run's client.
-WalkSource = Callable[[ApiClient], AsyncIterator[Chunk]]
+WalkSource = Callable[["ApiClient"], AsyncIterator["Chunk"]]
 
 
 async def _walk_and_write(
