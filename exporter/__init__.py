@@ -30,13 +30,14 @@ from exporter.stats import RunStats
 
 if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` imports them
     from exporter.config import ExportConfig, load_toml, parse_config
-    from exporter.run.pipeline import dry_run_plan, export
+    from exporter.run.pipeline import export
+    from exporter.run.plan import dry_run_plan
 
 _LAZY = {
     "ExportConfig": "exporter.config",
     "load_toml": "exporter.config",
     "parse_config": "exporter.config",
-    "dry_run_plan": "exporter.run.pipeline",
+    "dry_run_plan": "exporter.run.plan",
     "export": "exporter.run.pipeline",
 }
 

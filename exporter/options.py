@@ -3,7 +3,7 @@
 An option is a field of a frozen options dataclass, declared with `opt(...)`; one dataclass per
 TOML table (its `section`). Everything else reads these declarations: `config.parse_config`
 (file < env < flag over the defaults), the `export` command's flags (`cli.py`), `--dry-run`'s
-plan, the request fingerprint (`pipeline.describe_request`) and the test that
+plan, the request fingerprint (`run.plan.describe_request`) and the test that
 `configs/nightly.toml` lists every option with its default. A new option is one line:
 
     max_removed_share: float = opt(0.2, check=share, help="...")     # key "<section>.<field>"

@@ -370,7 +370,7 @@ def run_export(args: argparse.Namespace) -> int:
     pushgateway = _pushgateway(config, os.environ)
     if config.dry_run:
         from exporter.api.redact import redact_text
-        from exporter.run.pipeline import dry_run_plan
+        from exporter.run.plan import dry_run_plan
 
         if config.new_uploads:
             from exporter.run.new_uploads_run import dry_run_plan as batch_plan

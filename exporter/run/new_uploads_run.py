@@ -44,11 +44,11 @@ from exporter.changes.diff import NightSource, night_relation
 from exporter.config import ExportConfig
 from exporter.errors import ConcurrentRunError, ConfigError, SinkError, first_line
 from exporter.options import ExportOptions, NewUploadsOptions
+from exporter.run.crashpoint import crash_point
+from exporter.run.heap import bulk_allocation
 from exporter.run.new_uploads import BatchPlan, BatchWalk, plan_batch
 from exporter.run.pipeline import (
     Run,
-    _bulk_allocation,
-    _crash_point,
     _display_path,
     _now,
     _open_sinks,
@@ -175,7 +175,7 @@ async def run_export(
     """
     if not config.new_uploads:
         return await export(config, stats=stats, layout=layout, pacer=pacer)
-    with _bulk_allocation():
+    with bulk_allocation():
         stats = stats if stats is not None else RunStats()
         return await export_new_uploads(config, stats, layout, pacer)
 
@@ -412,10 +412,10 @@ def _seal_and_publish(run: BatchRun, files: list[PartFile], walk: BatchWalk) -> 
     }
     seal(run.store, run.staged, encode_manifest(manifest))
     run.save(walk.state(), phase="publishing")
-    _crash_point("sealed")
+    crash_point("sealed")
     run.store.publish(run.staged, _published(run))
     run.set_phase("committing")
-    _crash_point("files-published")
+    crash_point("files-published")
     return manifest
 
 

@@ -25,17 +25,13 @@ run of the same request on another date (which repeats step 3 for D before its o
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import datetime as dt
 import functools
-import gc
 import logging
-import os
 import posixpath
-import signal
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,13 +42,14 @@ import pyarrow as pa
 
 from exporter import handoff
 from exporter.api.pacing import Pacer
-from exporter.api.pagination import SortOrder
-from exporter.api.redact import redact_text
 from exporter.changes.change_set import ChangeSet, change_scope, refresh
 from exporter.config import ExportConfig
 from exporter.errors import ChangesWithheldError, ConcurrentRunError, ExporterError, SinkError
 from exporter.options import ExportOptions, WalkOptions
 from exporter.run.cadence import Cadence
+from exporter.run.crashpoint import crash_point
+from exporter.run.heap import TRIM_EVERY_IMAGES, bulk_allocation, heap_trimmer, release_heap
+from exporter.run.plan import describe_request, dry_run_plan, is_unfiltered
 from exporter.sinks import PartFile, Publication, Sink, open_sink
 from exporter.snapshot.checkpoint import (
     Checkpoint,
@@ -83,44 +80,6 @@ if TYPE_CHECKING:  # the walk's modules (aiohttp: ~14 MB) stay out of a handed-o
     from exporter.walk.walker import Chunk
 
 log = logging.getLogger("exporter.pipeline")
-
-
-def describe_request(config: ExportConfig) -> dict[str, Any]:
-    """Return what defines "the same export" for resume: no secrets, no dates, no paths.
-
-    The options declared with `fingerprint=` (exporter/options.py), as the run resolved them.
-    """
-    described = config.fingerprinted()
-    if config.request.sort_order is not None:
-        described["walk"] = "single"  # an ordered request walks one cursor, whatever walk.mode
-    return described
-
-
-def is_unfiltered(config: ExportConfig) -> bool:
-    """True when the export lists the whole catalog, so the API's count must match it."""
-    return not config.request.filters and config.request.creator is None
-
-
-def dry_run_plan(config: ExportConfig) -> dict[str, Any]:
-    """Return the resolved plan and the first requests an export would send (secrets masked)."""
-    base = (
-        config.walk.batch_base_url + "/images/v2"
-        if config.walk.batch_api
-        else (f"{config.base_url}/accounts/{config.account_id}/images/v2")
-    )
-    orders: list[SortOrder] = ["asc", "desc"]
-    if not config.walk.both_ends(config.request):
-        orders = [config.request.sort_order or "desc"]
-    from urllib.parse import urlencode
-
-    account_url = f"{config.base_url}/accounts/{config.account_id}"
-    requests = [f"GET {account_url}/images/v1/stats"]
-    if config.walk.batch_api:
-        requests.append(f"GET {account_url}/images/v1/batch_token")
-    requests += [f"GET {base}?{urlencode(config.request.params(o, None))}" for o in orders]
-    requests = [redact_text(line) for line in requests]
-    output = posixpath.join(config.output, ROOT.snapshot(config.snapshot_date.isoformat()))
-    return {"plan": config.plan(), "requests": requests, "publishes": output}
 
 
 @dataclass
@@ -190,78 +149,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@contextlib.contextmanager
-def _bulk_allocation() -> Iterator[None]:
-    """Tune the process for a stream of short-lived page objects; restore it afterwards.
-
-    A decoded page holds ~15 containers per image and none form cycles, yet the default gen0
-    threshold (700) runs the cyclic collector every ~50 images, and its full passes walk every
-    object imported at start-up: freezing those and collecting every 100,000 allocations cut
-    the export's CPU by a fifth. Arrow's default jemalloc pool keeps freed row-group buffers
-    resident; the system allocator gives them back, which keeps the peak RSS flat.
-    """
-    thresholds = gc.get_threshold()
-    pool = pa.default_memory_pool()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-    pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(pool)
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
-# Freed heap pages are handed back every this many images written (a few row groups when
-# meta is large); trimming after every group cost 3.6 s of system CPU per 3,000,000 images.
-# The trim runs in a worker thread (ctypes releases the GIL), off the normalizing thread.
-TRIM_EVERY_IMAGES = 25_000
-
-
-def _heap_trimmer() -> Callable[[], object]:
-    """Return a call that gives the heap's free pages back to the OS, or a no-op without glibc.
-
-    Freed pages and row-group buffers leave free holes under live objects, which glibc keeps:
-    the peak RSS crept with the export's length (157 MB at 50,000 nasty images, 180-186 MB at
-    3,000,000). `malloc_trim(0)` releases every whole free page: 178 MB at 3,000,000, for
-    ~1.5 s more system CPU (pages faulted in again).
-    """
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):  # not glibc (macOS, musl): nothing to trim
-        return lambda: None
-    return functools.partial(trim, 0)
-
-
-# glibc's option number for the size from which malloc maps a buffer on its own.
-_M_MMAP_THRESHOLD = -3
-# From the change step on, buffers of 1 MiB or more (row groups' columns, encoded pages) are
-# mapped on their own and unmapped when freed, instead of being carved from the heap.
-CHANGES_MMAP_THRESHOLD = 1 << 20
-
-
-def _release_heap() -> None:
-    """Give back what the walk freed before the change step allocates its own buffers.
-
-    The walk's pages, batches and row groups are garbage by then, but their heap pages stay
-    resident (and Arrow's pool may keep some). The change step then reads and writes a row
-    group of a few MB at a time; glibc's dynamic threshold (raised to 32 MB by the first
-    such buffer freed) put them on the heap, whose holes kept its peak creeping with the
-    night: +68 MB at 3,000,000 nasty images, +37 MB with the fixed 1 MiB threshold (the
-    export's peak 215 -> 185 MB), for ~1.5 s more system CPU (fresh pages faulted in; a
-    2 MiB threshold saved nothing). Not glibc: nothing to tune.
-    """
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    _heap_trimmer()()
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, CHANGES_MMAP_THRESHOLD)
-
-
 async def export(
     config: ExportConfig,
     *,
@@ -274,7 +161,7 @@ async def export(
     A fleet passes each account's `layout` (its `account_id=` level) and the `pacer` its
     credential shares with other accounts; a single export uses the root and its own pacer.
     """
-    with _bulk_allocation():
+    with bulk_allocation():
         return await _export(config, stats if stats is not None else RunStats(), layout, pacer)
 
 
@@ -548,7 +435,7 @@ async def _write_batches(
     """Write queued batches to every sink; commit a part (and checkpoint) when one is full
     or when the cadence says one is due (None in the queue: a tick, nothing to write)."""
     stats = run.stats
-    trim, written = _heap_trimmer(), 0
+    trim, written = heap_trimmer(), 0
     async with receive:
         async for item in receive:
             if item is None:
@@ -629,10 +516,10 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
         log.warning("%s", warning)
     seal(run.store, run.staged, encode_manifest(manifest))
     run.save(None, phase="publishing")
-    _crash_point("sealed")
+    crash_point("sealed")
     run.store.publish(run.staged, run.layout.snapshot(run.checkpoint.snapshot_date))
     run.set_phase("committing")
-    _crash_point("files-published")
+    crash_point("files-published")
     return manifest
 
 
@@ -718,7 +605,7 @@ def _publish_changes(run: Run) -> list[ChangeSet]:
     manifest = read_manifest(run.store, run.layout.snapshot(run.checkpoint.snapshot_date))
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
         raise SinkError("store", "the published snapshot is not this run's any more; export again")
-    _release_heap()
+    release_heap()
     return refresh(
         run.store,
         run.layout,
@@ -742,7 +629,7 @@ async def _finish_publishing(run: Run) -> dict[str, Any]:
     if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
         raise SinkError("store", f"{published} is not this run's snapshot any more; export again")
     if _handed_over(run.checkpoint.run_key):  # the walk's process published the sinks
-        _crash_point("changes-handed-over")
+        crash_point("changes-handed-over")
     else:
         await _publish_sinks(run)
         await anyio.to_thread.run_sync(_retire_stale_batches, run)
@@ -770,16 +657,6 @@ def _publish_sealed(run: Run, published: str) -> None:
         # Not swapped in yet: the staged directory is still this run's sealed snapshot.
         run.store.publish(run.staged, published)
     run.set_phase("committing")
-
-
-# A test-only fault point: SIGKILL this process at a named step of publication, so a test can
-# prove what a kill there leaves and that --resume completes it. Unset in real runs.
-CRASH_AT_ENV = "CF_IMAGES_EXPORT_TEST_CRASH_AT"
-
-
-def _crash_point(name: str) -> None:
-    if os.environ.get(CRASH_AT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _summary(

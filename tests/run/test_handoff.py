@@ -14,7 +14,7 @@ from typing import Any
 
 from exporter.emulator.catalog import build_catalog
 from exporter.emulator.nights import NightPlan, catalog_at_night
-from exporter.run.pipeline import CRASH_AT_ENV
+from exporter.run.crashpoint import CRASH_AT_ENV
 from tests.helpers import emulator_process, query_rows, run_cli
 
 IMAGES, SEED, CHURN = 400, 13, 0.05

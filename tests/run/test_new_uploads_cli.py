@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from exporter.emulator import AccountSettings, RunningEmulator
-from exporter.run.pipeline import CRASH_AT_ENV
+from exporter.run.crashpoint import CRASH_AT_ENV
 from tests.helpers import (
     PYTHON,
     clean_env,

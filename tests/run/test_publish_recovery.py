@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.run.pipeline import CRASH_AT_ENV
+from exporter.run.crashpoint import CRASH_AT_ENV
 from tests.helpers import (
     catalog_rows,
     emulator_process,

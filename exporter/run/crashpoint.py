@@ -1,0 +1,20 @@
+"""A test-only fault point: SIGKILL this process at a named step of publication.
+
+Tests set `CF_IMAGES_EXPORT_TEST_CRASH_AT` to a step's name to prove what a kill there leaves
+and that `--resume` completes it. Unset in real runs, where `crash_point` does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+CRASH_AT_ENV = "CF_IMAGES_EXPORT_TEST_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get(CRASH_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+__all__ = ["CRASH_AT_ENV", "crash_point"]
