@@ -27,7 +27,6 @@ def _account_id(index: int) -> str:
 
 def fleet_rows(accounts: int, images: int, repeat: int, workers: tuple[int, ...]) -> list[Any]:
     """Return one row per `--workers` value: medians over `repeat` runs of the whole fleet."""
-    from tests.bench.scenarios import Row
 
     work = Path(tempfile.mkdtemp(prefix="cf-bench-fleet-"))
     try:
@@ -54,19 +53,8 @@ def fleet_rows(accounts: int, images: int, repeat: int, workers: tuple[int, ...]
             rows = []
             for count in workers:
                 runs = [_run(work, env, count, accounts * images) for _ in range(repeat)]
-                wall = median([r[0] for r in runs])
-                rows.append(
-                    Row(
-                        scenario="fleet",
-                        variant=f"{accounts} accounts x {images:,}, --workers {count}",
-                        images=accounts * images,
-                        runs=repeat,
-                        wall_s=wall,
-                        images_per_s=accounts * images / wall,
-                        cpu_s=median([r[1] for r in runs]),
-                        peak_rss_mb=median([r[2] for r in runs]),
-                    )
-                )
+                variant = f"{accounts} accounts x {images:,}, --workers {count}"
+                rows.append(_median_row("fleet", variant, accounts * images, runs))
             base = rows[0].peak_rss_mb or 1.0
             for row in rows:
                 row.extra["rss_vs_one_worker"] = round((row.peak_rss_mb or 0.0) / base, 2)
@@ -119,7 +107,6 @@ def second_night_rows(accounts: int, images: int, repeat: int, workers: int) -> 
     """Return two rows of second nights at `--workers`: `accounts` accounts of `images` each,
     and one account of `accounts * images`, run alternately (issue 22: a fleet's cost is its
     images, so its wall must stay within 2x the single account's)."""
-    from tests.bench.scenarios import Row
 
     shapes = {"fleet": (accounts, images), "one account": (1, accounts * images)}
     walls: dict[str, list[tuple[float, float, float]]] = {name: [] for name in shapes}
@@ -128,20 +115,8 @@ def second_night_rows(accounts: int, images: int, repeat: int, workers: int) -> 
             walls[name].append(_second_night(count, size, workers))
     rows = []
     for name, (count, size) in shapes.items():
-        runs = walls[name]
-        wall = median([r[0] for r in runs])
-        rows.append(
-            Row(
-                scenario="fleet-night-2",
-                variant=f"{name}: {count} x {size:,}, --workers {workers}",
-                images=count * size,
-                runs=repeat,
-                wall_s=wall,
-                images_per_s=count * size / wall,
-                cpu_s=median([r[1] for r in runs]),
-                peak_rss_mb=median([r[2] for r in runs]),
-            )
-        )
+        variant = f"{name}: {count} x {size:,}, --workers {workers}"
+        rows.append(_median_row("fleet-night-2", variant, count * size, walls[name]))
     rows[0].extra["wall_vs_one_account"] = round(rows[0].wall_s / rows[1].wall_s, 2)
     return rows
 
@@ -179,3 +154,22 @@ def _second_night(accounts: int, images: int, workers: int) -> tuple[float, floa
         return cost
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _median_row(
+    scenario: str, variant: str, images: int, runs: list[tuple[float, float, float]]
+) -> Any:
+    """Return the row of `runs` (wall, CPU, peak RSS each): the median of each figure."""
+    from tests.bench.scenarios import Row  # scenarios imports this module
+
+    wall = median([r[0] for r in runs])
+    return Row(
+        scenario=scenario,
+        variant=variant,
+        images=images,
+        runs=len(runs),
+        wall_s=wall,
+        images_per_s=images / wall,
+        cpu_s=median([r[1] for r in runs]),
+        peak_rss_mb=median([r[2] for r in runs]),
+    )
