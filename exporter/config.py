@@ -41,8 +41,6 @@ from exporter.options import (
 
 TableT = TypeVar("TableT", bound=Options)
 
-INTERNAL_SINKS = frozenset({"memory"})  # keeps batches in memory: for tests, never an output
-
 
 @dataclass(frozen=True, kw_only=True)
 class ExportConfig:
@@ -285,7 +283,7 @@ def _build(
 
 def _formats(formats: tuple[str, ...]) -> tuple[str, ...]:
     """Return the sink names, each one known (built-in or an installed plugin)."""
-    from exporter.sinks import available_sinks
+    from exporter.sinks import INTERNAL_SINKS, available_sinks
 
     known = [name for name in available_sinks() if name not in INTERNAL_SINKS]
     for name in formats:

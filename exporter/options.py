@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Check = Callable[[Any], Any]  # returns the (normalised) value or raises ValueError(problem)
 
+# The built-in sinks a user may name in `export.formats`, the default first, in the order help
+# and errors list them. The one list of their names: the sink registry (`exporter.sinks.
+# BUILTIN_SINKS`) derives from it, and it lives here because options may not import sinks.
 BUILTIN_FORMATS = ("parquet", "ndjson", "duckdb", "delta")
 MAX_DEPTH = 64
 MAX_COLUMN_CAP = 10_000  # BigQuery's column limit; other warehouses allow more
@@ -393,12 +396,12 @@ class ExportOptions(Options):
     )
     formats: tuple[str, ...] = opt(
         ("parquet",),
-        help="sinks to write: parquet, ndjson, duckdb, delta, or a plugin",
+        help=f"sinks to write: {', '.join(BUILTIN_FORMATS)}, or a plugin",
         check=some_format,
         flag="--format",
         metavar="NAME",
-        flag_help="parquet (default), ndjson, duckdb, delta or a plugin sink's name (repeatable; "
-        "replaces the config's formats)",
+        flag_help=f"{BUILTIN_FORMATS[0]} (default), {', '.join(BUILTIN_FORMATS[1:])} or a plugin "
+        "sink's name (repeatable; replaces the config's formats)",
         fingerprint=True,
     )
     snapshot_date: str = opt(
@@ -730,6 +733,27 @@ def all_options() -> tuple[Option, ...]:
 
 def options_by_key() -> dict[str, Option]:
     return {option.key: option for option in all_options()}
+
+
+def from_request(cls: type[T], request: Mapping[str, Any], section: str | None = None) -> T:
+    """Return the options table `cls` as a run recorded it in its request description: the
+    options declared with `fingerprint=` (not URLs, recorded redacted) from `request`, the
+    others at their defaults (`section` for a plugin sink's table).
+
+    A later step re-opens a published night's sinks this way, configured as they wrote it.
+    """
+    values: dict[str, Any] = {}
+    for option in declared(cls, section):
+        if option.fingerprint is None or option.url:
+            continue
+        value: Any = request
+        for name in option.fingerprint.split("."):
+            if not isinstance(value, Mapping) or name not in value:
+                break
+            value = value[name]
+        else:
+            values[option.field] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
 
 
 def override_file(

@@ -19,7 +19,6 @@ ARCHITECTURE = PACKAGE.parent / "docs" / "ARCHITECTURE.md"
 CORE = "core"
 
 Table = dict[str, set[str]]
-Edge = tuple[str, str]
 
 
 def stage_of(module: str, package: Path = PACKAGE) -> str:
@@ -47,36 +46,31 @@ def _block_after(text: str, heading: str, first: str) -> list[str]:
     raise AssertionError(f"no block starting {first!r} after {heading!r}")
 
 
-def read_table(text: str) -> tuple[Table, set[Edge]]:
-    """Return stage -> the stages it may import, and the known exceptions (module edges)."""
+def read_table(text: str) -> Table:
+    """Return stage -> the stages it may import."""
     heading = "## Stages and who may import whom"
     table: Table = {}
     for line in _block_after(text, heading, "stage ")[1:]:
         stage, *allowed = line.split()
         table[stage] = {s for s in allowed if s != "-"}
-    exceptions = {
-        (line.split()[0], line.split()[2])
-        for line in _block_after(text, heading, "exporter.")
-        if line.strip()
-    }
-    return table, exceptions
+    return table
 
 
-def violations(graph: Graph, table: Table, exceptions: set[Edge]) -> list[str]:
+def violations(graph: Graph, table: Table) -> list[str]:
     """Return each import that crosses into a stage its importer's row does not name."""
     found = []
     for module, targets in sorted(graph.items()):
         stage = stage_of(module)
         for target in sorted(targets):
             other = stage_of(target)
-            if other == stage or (module, target) in exceptions:
+            if other == stage:
                 continue
             if other not in table.get(stage, set()):
                 found.append(f"{module} ({stage}) imports {target} ({other})")
     return found
 
 
-TABLE, EXCEPTIONS = read_table(ARCHITECTURE.read_text())
+TABLE = read_table(ARCHITECTURE.read_text())
 
 
 def test_every_stage_has_a_row() -> None:
@@ -86,13 +80,7 @@ def test_every_stage_has_a_row() -> None:
 
 
 def test_each_stage_imports_only_the_stages_its_row_names() -> None:
-    assert violations(import_graph(), TABLE, EXCEPTIONS) == []
-
-
-def test_each_known_exception_is_still_an_import() -> None:
-    """An exception that no longer happens leaves the table (it would hide a new one)."""
-    graph = import_graph()
-    assert {(m, t) for m, t in EXCEPTIONS if t not in graph.get(m, set())} == set()
+    assert violations(import_graph(), TABLE) == []
 
 
 def test_the_table_has_no_cycle() -> None:
@@ -117,10 +105,9 @@ def test_stage_of(module: str, stage: str) -> None:
 
 
 def test_a_crossing_import_is_found() -> None:
-    """The checker itself: an import against the table is named; a listed exception is not."""
+    """The checker itself: an import against the table is named."""
     graph = {"exporter.api.client": {"exporter.run.pipeline", "exporter.errors"}}
     table = {"api": {CORE}, "run": {"api", CORE}, CORE: set()}
-    assert violations(graph, table, set()) == [
+    assert violations(graph, table) == [
         "exporter.api.client (api) imports exporter.run.pipeline (run)"
     ]
-    assert violations(graph, table, {("exporter.api.client", "exporter.run.pipeline")}) == []

@@ -28,7 +28,6 @@ import contextlib
 import datetime as dt
 import logging
 import posixpath
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -40,11 +39,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exporter._version import __version__
-from exporter.changes.diff import CHANGE_KINDS, CHANGES_SCHEMA, NightSource
+from exporter.changes.diff import CHANGE_KINDS, CHANGES_SCHEMA
 from exporter.changes.smalldiff import iter_night_changes
-from exporter.errors import ChangesWithheldError, SinkError, first_line
+from exporter.errors import ChangesWithheldError, SinkError
 from exporter.options import ChangeOptions
-from exporter.sinks import PartFile
+from exporter.sinks import (
+    NightSource,
+    PartFile,
+    PublishedChanges,
+    PublishedNight,
+    night_sinks,
+    read_night,
+    table_keepers,
+)
 from exporter.snapshot.checkpoint import redact_request
 from exporter.snapshot.manifest import encode_manifest, read_manifest, rfc3339, snapshot_dates
 from exporter.store import Layout, Store, seal
@@ -111,37 +118,24 @@ def neighbours(
 def night_source(
     store: Store, layout: Layout, manifest: Mapping[str, Any], scratch: Path
 ) -> NightSource:
-    """Return where DuckDB reads a published night: its Parquet parts, else its NDJSON parts,
-    else the DuckDB sink's table; parts on a bucket are copied into `scratch` first."""
+    """Return where DuckDB reads a published night (a snapshot, or a batch of new uploads
+    following one): through the sinks that wrote it, the cheapest to read first
+    (`exporter.sinks.read_night`); files on a bucket are copied into `scratch` first."""
     date = str(manifest["snapshot_date"])
-    directory = layout.snapshot(date)
-    files = [(str(f["path"]), str(f.get("format", ""))) for f in manifest.get("files", [])]
-    for kind in ("parquet", "ndjson"):
-        chosen = [path for path, fmt in files if fmt.startswith(kind)]
-        if chosen:
-            paths = [_local_copy(store, posixpath.join(directory, f), scratch) for f in chosen]
-            return NightSource(kind, date, tuple(paths))
-    request = manifest.get("request", {})
-    if "duckdb" in request.get("formats", []):
-        database = _duckdb_path(store, layout, request)
-        if database is not None and database.exists():
-            return NightSource("duckdb", date, (str(database),))
-    if "delta" in request.get("formats", []):
-        from exporter.sinks import delta_tables as delta
-
-        location = delta.DeltaLocation(store, layout)
-        return NightSource("arrow", date, table=delta.read_partition(location, delta.IMAGES, date))
-    raise SinkError("changes", f"snapshot {date} wrote nothing the change diff can read")
-
-
-def _local_copy(store: Store, path: str, scratch: Path) -> str:
-    local = store.local_path(path)
-    if local is not None:
-        return str(local)
-    target = scratch / path.replace("/", "__")
-    with store.open_read(path) as raw, open(target, "wb") as out:
-        shutil.copyfileobj(raw, out, 1 << 20)
-    return str(target)
+    batch = (manifest.get("new_uploads") or {}).get("batch")
+    night = PublishedNight(
+        store=store,
+        layout=layout,
+        snapshot_date=date,
+        directory=layout.batch(date, str(batch)) if batch else layout.snapshot(date),
+        files=[(str(f["path"]), str(f.get("format", ""))) for f in manifest.get("files", [])],
+        batch=str(batch) if batch else None,
+    )
+    source = read_night(night_sinks(manifest.get("request", {})), night, scratch)
+    if source is None:
+        what = f"batch {batch} of snapshot {date}" if batch else f"snapshot {date}"
+        raise SinkError("changes", f"{what} wrote nothing the change diff can read")
+    return source
 
 
 # -- publishing ------------------------------------------------------------------------------
@@ -224,33 +218,18 @@ def publish_changes(
 def _load_tables(
     store: Store, layout: Layout, night: Mapping[str, Any], published: str, names: list[str]
 ) -> None:
-    """Load a published change set into the tables its night's formats keep (DuckDB)."""
-    request = night.get("request", {})
-    if "duckdb" in request.get("formats", []):
-        import duckdb
-
-        from exporter.sinks.duckdb import replace_changes
-
-        database = _duckdb_path(store, layout, request)
-        files = [store.local_path(posixpath.join(published, name)) for name in names]
-        if database is None or any(f is None for f in files):
-            raise SinkError("duckdb", "needs a local output directory")
-        try:
-            replace_changes(database, str(night["snapshot_date"]), [f for f in files if f])
-        except duckdb.Error as exc:
-            reason = first_line(exc)
-            raise SinkError("duckdb", f"cannot load the changes into {database}: {reason}") from exc
-    if "delta" in request.get("formats", []):
-        from exporter.sinks import delta_tables as delta
-
-        paths = [posixpath.join(published, name) for name in names]
-        date, run_id = str(night["snapshot_date"]), str(night.get("run_id", ""))
-        delta.load_changes(store, layout, date, paths, CHANGES_SCHEMA, run_id)
-
-
-def _duckdb_path(store: Store, layout: Layout, request: Mapping[str, Any]) -> Path | None:
-    configured = request.get("duckdb_path")
-    return Path(configured) if configured else store.local_path(layout.database())
+    """Hand a published change set to each sink of its night keeping derived tables."""
+    changes = PublishedChanges(
+        store=store,
+        layout=layout,
+        snapshot_date=str(night["snapshot_date"]),
+        run_id=str(night.get("run_id", "")),
+        directory=published,
+        parts=names,
+        schema=CHANGES_SCHEMA,
+    )
+    for keeper in table_keepers(night_sinks(night.get("request", {}))):
+        keeper.load_changes(changes)
 
 
 def _write_parts(

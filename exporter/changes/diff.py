@@ -34,17 +34,20 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exporter.errors import SinkError, first_line
-from exporter.transform.schema import CORE, EXTRA_JSON
+from exporter.sinks.night import NightSource
+from exporter.sinks.sql import file_list as _file_list
+from exporter.sinks.sql import literal as _literal
+from exporter.transform.schema import CORE, EXTRA_JSON, IMAGE_COLUMNS
 
 if TYPE_CHECKING:  # imported where a diff runs: a first night never loads DuckDB (~25 MB)
     import duckdb
@@ -82,8 +85,6 @@ CHANGES_SCHEMA = pa.schema(
     ]
 )
 
-SourceKind = Literal["parquet", "ndjson", "duckdb", "arrow"]
-
 # The core columns of a night, typed alike whatever format the night was written in.
 _CORE = (
     "account_id::VARCHAR AS account_id, id::VARCHAR AS id, filename::VARCHAR AS filename, "
@@ -108,20 +109,6 @@ _NDJSON_SELECT = (
 )
 
 
-@dataclass(frozen=True)
-class NightSource:
-    """Where DuckDB reads one night's images: local part files, a DuckDB table, or Arrow.
-
-    `paths` are local files (parts, or the one database file); `table` is a pyarrow dataset
-    or table that DuckDB scans in place (Delta Lake reads come this way).
-    """
-
-    kind: SourceKind
-    snapshot_date: str
-    paths: tuple[str, ...] = ()
-    table: Any = None
-
-
 def canonical_json(text: str | None) -> str | None:
     """Return one spelling per JSON value: keys sorted, no spaces, numbers' types kept.
 
@@ -135,14 +122,6 @@ def canonical_json(text: str | None) -> str | None:
     except ValueError:
         return text
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _file_list(paths: Sequence[str]) -> str:
-    return "[" + ", ".join(_literal(p) for p in paths) + "]"
 
 
 def night_relation(con: duckdb.DuckDBPyConnection, source: NightSource, name: str) -> None:
@@ -370,21 +349,6 @@ def _shrink(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET threads = 1")
 
 
-# The columns a change row carries of its image (an `added` row copies them from its
-# night), in CHANGES_SCHEMA's order; also the columns of Delta's `images_current`.
-IMAGE_COLUMNS = (
-    "id",
-    "account_id",
-    "filename",
-    "creator",
-    "require_signed_urls",
-    "uploaded",
-    "variants",
-    "meta_json",
-    EXTRA_JSON,
-)
-
-
 # A row group whose core columns hold up to this many bytes is read whole, then sliced:
 # on the nasty catalog (10,000-row groups, ~5 MB of core columns each) that peaked 80 MB
 # lower than `iter_batches`, whose reads left the heap fragmented (~+145 MB at 300,000
@@ -604,7 +568,6 @@ __all__ = [
     "COMPARED_FIELDS",
     "JSON_FIELDS",
     "DiffSettings",
-    "NightSource",
     "canonical_json",
     "iter_changes",
     "night_relation",

@@ -22,11 +22,11 @@ from exporter.changes import diff
 from exporter.changes.diff import (
     CHANGES_SCHEMA,
     COMPARED_FIELDS,
-    IMAGE_COLUMNS,
     JSON_FIELDS,
-    NightSource,
     canonical_json,
 )
+from exporter.sinks.night import NightSource
+from exporter.transform.schema import IMAGE_COLUMNS
 
 _COLUMNS = {name: JSON_FIELDS.get(name, name) for name in COMPARED_FIELDS}
 _SCHEMA = pa.schema([CHANGES_SCHEMA.field(name) for name in IMAGE_COLUMNS])

@@ -40,7 +40,7 @@ import duckdb
 from exporter.api.pacing import Pacer
 from exporter.api.pagination import ListRequest
 from exporter.changes.change_set import change_scope, night_source
-from exporter.changes.diff import NightSource, night_relation
+from exporter.changes.diff import night_relation
 from exporter.config import ExportConfig
 from exporter.errors import ConcurrentRunError, ConfigError, SinkError, first_line
 from exporter.options import ExportOptions, NewUploadsOptions
@@ -57,7 +57,7 @@ from exporter.run.pipeline import (
     describe_request,
     export,
 )
-from exporter.sinks import PartFile, Publication, open_sink
+from exporter.sinks import PartFile, Publication, TableKeeper, open_sink
 from exporter.snapshot.checkpoint import (
     Checkpoint,
     discard_run,
@@ -325,8 +325,8 @@ def known_ids(store: Store, layout: Layout, base: Base, plan: BatchPlan) -> set[
     with tempfile.TemporaryDirectory(prefix="cf-new-uploads-") as scratch:
         con = duckdb.connect()
         try:
-            sources = [night_source(store, layout, base.manifest, Path(scratch))]
-            sources += _batch_sources(store, layout, base, Path(scratch))
+            nights = [base.manifest, *base.batches]  # each read through the sinks that wrote it
+            sources = [night_source(store, layout, night, Path(scratch)) for night in nights]
             selects = []
             for index, source in enumerate(sources):
                 night_relation(con, source, f"known_{index}")
@@ -338,51 +338,6 @@ def known_ids(store: Store, layout: Layout, base: Base, plan: BatchPlan) -> set[
         finally:
             con.close()
     return {str(row[0]) for row in rows}
-
-
-def _batch_sources(store: Store, layout: Layout, base: Base, scratch: Path) -> list[NightSource]:
-    """Return where DuckDB reads D's batches: their part files, else the sinks' tables."""
-    from exporter.changes.change_set import _local_copy
-
-    sources, tabled = [], False
-    for manifest in base.batches:
-        directory = layout.batch(base.date, str(manifest["new_uploads"]["batch"]))
-        files = [(str(f["path"]), str(f.get("format", ""))) for f in manifest.get("files", [])]
-        for kind in ("parquet", "ndjson"):
-            chosen = [path for path, fmt in files if fmt.startswith(kind)]
-            if chosen:
-                paths = [_local_copy(store, posixpath.join(directory, f), scratch) for f in chosen]
-                sources.append(NightSource(kind, base.date, tuple(paths)))
-                break
-        else:
-            tabled = True
-    if tabled:
-        sources += _table_sources(store, layout, base)
-    return sources
-
-
-def _table_sources(store: Store, layout: Layout, base: Base) -> list[NightSource]:
-    """Return D's batches as the DuckDB or Delta sink keeps them (`new_uploads` table)."""
-    formats = base.manifest.get("request", {}).get("formats", [])
-    if "duckdb" in formats:
-        database = store.local_path(layout.database())
-        if database is not None and database.exists():
-            con = duckdb.connect(str(database), read_only=True)
-            try:
-                table = con.execute(
-                    "SELECT * FROM new_uploads WHERE snapshot_date = CAST($d AS DATE)",
-                    {"d": base.date},
-                ).to_arrow_table()
-            finally:
-                con.close()
-            return [NightSource("arrow", base.date, table=table)]
-    if "delta" in formats:
-        from exporter.sinks import delta_tables as delta
-
-        location = delta.DeltaLocation(store, layout)
-        table = delta.read_partition(location, delta.NEW_UPLOADS, base.date)
-        return [NightSource("arrow", base.date, table=table)]
-    return []
 
 
 def _seal_and_publish(run: BatchRun, files: list[PartFile], walk: BatchWalk) -> dict[str, Any]:
@@ -424,9 +379,12 @@ def _published(run: BatchRun) -> str:
 
 
 async def _publish_sinks(run: BatchRun) -> None:
-    """Each sink's publish step for the batch (the DuckDB and Delta `new_uploads` tables)."""
+    """Hand the published batch to each sink keeping tables (DuckDB's and Delta's
+    `new_uploads`); a sink that keeps none has nothing outside the batch's files."""
     schema = run.normalizer.final_schema()
     for sink in run.sinks:
+        if not isinstance(sink, TableKeeper):
+            continue
         publication = Publication(
             store=run.store,
             layout=run.layout,
@@ -436,7 +394,7 @@ async def _publish_sinks(run: BatchRun) -> None:
             parts=run.checkpoint.parts.get(sink.name, []),
             batch=run.batch,
         )
-        await sink.publish(publication)
+        await anyio.to_thread.run_sync(sink.load_new_uploads, publication)
 
 
 async def _finish(run: BatchRun) -> dict[str, Any]:

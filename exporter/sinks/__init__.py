@@ -24,31 +24,40 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from importlib import import_module
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, cast
 
 from exporter.errors import ConfigError
+from exporter.options import BUILTIN_FORMATS, from_request
 from exporter.sinks._base import (
     Conform,
     FileFormat,
     FilePartSink,
     PartFile,
     Publication,
+    PublishedChanges,
+    ReadableNights,
     Sink,
     SinkOptions,
+    TableKeeper,
     schema_fingerprint,
 )
+from exporter.sinks.night import NIGHT_KINDS, NightSource, PublishedNight, SourceKind
+
+log = logging.getLogger("exporter.sinks")
 
 ENTRY_POINT_GROUP = "cf_images_exporter.sinks"
+INTERNAL_SINKS = ("memory",)  # keeps batches in memory: for tests, never an output
+# Each built-in is the class `<Name>Sink` of `exporter/sinks/<name>.py`; the names users may
+# choose are declared once, in `options.BUILTIN_FORMATS`.
 BUILTIN_SINKS = {
-    "parquet": "exporter.sinks.parquet:ParquetSink",
-    "ndjson": "exporter.sinks.ndjson:NdjsonSink",
-    "duckdb": "exporter.sinks.duckdb:DuckdbSink",
-    "delta": "exporter.sinks.delta:DeltaSink",
-    "memory": "exporter.sinks.memory:MemorySink",
+    name: f"exporter.sinks.{name}:{name.capitalize()}Sink"
+    for name in (*BUILTIN_FORMATS, *INTERNAL_SINKS)
 }
 
 SinkFactory = Callable[..., Sink]  # (SinkOptions) or (SinkOptions, its own options_type)
@@ -118,19 +127,65 @@ def open_sink(name: str, options: SinkOptions | None = None, settings: Any = Non
     return sink
 
 
+def night_sinks(request: Mapping[str, Any]) -> list[Sink]:
+    """Return the sinks a published night's request names (`formats`), each configured as the
+    night recorded it (its options declared with `fingerprint=`, e.g. `duckdb.path`).
+
+    A sink that is no longer installed is left out, with a warning: it cannot read the night
+    back nor load what derives from it on this machine.
+    """
+    options = from_request(SinkOptions, request)
+    found = []
+    for name in request.get("formats") or []:
+        try:
+            options_type = getattr(sink_factory(name), "options_type", None)
+            settings = None if options_type is None else from_request(options_type, request, name)
+            found.append(open_sink(name, options, settings))
+        except ConfigError as exc:
+            log.warning("sink %r of a published night left out: %s", name, exc)
+    return found
+
+
+def table_keepers(sinks: Iterable[Sink]) -> list[TableKeeper]:
+    """Return the sinks that keep tables derived from nights (`TableKeeper`)."""
+    return [sink for sink in sinks if isinstance(sink, TableKeeper)]
+
+
+def read_night(sinks: Iterable[Sink], night: PublishedNight, scratch: Path) -> NightSource | None:
+    """Return where DuckDB reads `night`: through the sink whose `night_kind` comes first in
+    `NIGHT_KINDS` among those holding it; None when none does."""
+    readers = [sink for sink in sinks if isinstance(sink, ReadableNights)]
+    for reader in sorted(readers, key=lambda r: NIGHT_KINDS.index(r.night_kind)):
+        source = reader.night_source(night, scratch)
+        if source is not None:
+            return source
+    return None
+
+
 __all__ = [
     "BUILTIN_SINKS",
     "ENTRY_POINT_GROUP",
+    "INTERNAL_SINKS",
+    "NIGHT_KINDS",
     "Conform",
     "FileFormat",
     "FilePartSink",
+    "NightSource",
     "PartFile",
     "Publication",
+    "PublishedChanges",
+    "PublishedNight",
+    "ReadableNights",
     "Sink",
     "SinkOptions",
+    "SourceKind",
+    "TableKeeper",
     "available_sinks",
     "find_file_format",
+    "night_sinks",
     "open_sink",
+    "read_night",
     "schema_fingerprint",
     "sink_factory",
+    "table_keepers",
 ]

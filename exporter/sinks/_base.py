@@ -7,6 +7,11 @@ A sink's life in one run (the pipeline drives it; `Sink` below has the exact cal
 `finish` returns the files the sink adds to the snapshot directory (their `FileFormat` says
 how `inspect` counts their rows); `publish` commits anything that lives outside that
 directory (DuckDB's table) once the snapshot is published, and may run again after a kill.
+
+Two optional protocols say what else a sink does with published nights: `ReadableNights`
+(the diff, the batch run and the report read a night back through the sink that wrote it) and
+`TableKeeper` (a sink keeping tables derived from nights is handed each published change set
+and batch of new uploads). They are found by `isinstance`, never by a sink's name.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import posixpath
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
 import anyio.to_thread
@@ -25,6 +31,7 @@ import pyarrow as pa
 
 from exporter.errors import SinkError
 from exporter.options import SinkOptions as SinkOptions  # declared with the other options
+from exporter.sinks.night import NightSource, PublishedNight, SourceKind
 from exporter.store.base import HashingWriter, Store, os_errors
 from exporter.store.layout import Layout
 
@@ -92,7 +99,8 @@ class PartFile:
 
 @dataclass(frozen=True, kw_only=True)
 class Publication:
-    """What a sink's `publish` step is given, after the snapshot's files are published.
+    """What a sink's `publish` step is given, after the snapshot's files are published; with
+    `batch`, what `TableKeeper.load_new_uploads` is given after a batch's files are.
 
     `directory` and `parts` are the sink's own, as `open` and the checkpoint know them, so a
     resumed run can publish without writing anything again.
@@ -105,6 +113,28 @@ class Publication:
     directory: str
     parts: Sequence[PartFile]
     batch: str | None = None  # a batch of new uploads following snapshot_date, not a snapshot
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishedChanges:
+    """A change set once published under `directory`: what `TableKeeper.load_changes` loads.
+
+    `parts` are its Parquet files (names in `directory`), rows of `schema`; `run_id` is the
+    run of the snapshot it describes (a table's commit may record it).
+    """
+
+    store: Store
+    layout: Layout
+    snapshot_date: str
+    run_id: str
+    directory: str
+    parts: Sequence[str]
+    schema: pa.Schema
+
+    @property
+    def paths(self) -> list[str]:
+        """Return the parts' paths on the store."""
+        return [posixpath.join(self.directory, name) for name in self.parts]
 
 
 @runtime_checkable
@@ -155,8 +185,49 @@ class Sink(Protocol):
 
         Called once per run after the files are published, and again by `--resume` when a
         run was killed before it returned: it must be idempotent. Sinks whose output is the
-        snapshot's files have nothing to do.
+        snapshot's files have nothing to do. A batch of new uploads is not a snapshot: it
+        reaches only a `TableKeeper`, through `load_new_uploads`.
         """
+        ...
+
+
+@runtime_checkable
+class ReadableNights(Protocol):
+    """A sink whose published nights DuckDB can read back (the diff, new uploads, the report).
+
+    `night_kind` is the kind of source `night_source` gives; a night written by several such
+    sinks is read through the one whose kind comes first in `night.NIGHT_KINDS`.
+    """
+
+    night_kind: SourceKind
+
+    def night_source(self, night: PublishedNight, scratch: Path) -> NightSource | None:
+        """Return where DuckDB reads `night` as this sink wrote it (None: it holds nothing of
+        it); a file on a bucket is copied into `scratch` first."""
+        ...
+
+
+@runtime_checkable
+class TableKeeper(Protocol):
+    """A sink keeping tables derived from nights (DuckDB's and Delta's change log, history,
+    current images, new uploads), outside the snapshot directories.
+
+    Each method is called once what it loads is published, may be called again for the same
+    night after a kill (so it must be idempotent), and blocks: callers run it in a thread.
+    """
+
+    def load_changes(self, changes: PublishedChanges) -> None:
+        """Load a published change set (replacing that date's rows) and what derives from it."""
+        ...
+
+    def load_new_uploads(self, publication: Publication) -> None:
+        """Load a published batch of new uploads (`publication.batch`), replacing its rows."""
+        ...
+
+    def drop_new_uploads(
+        self, store: Store, layout: Layout, snapshot_date: str, batches: Sequence[str]
+    ) -> None:
+        """Remove the rows of `batches` of `snapshot_date`, retired from the output."""
         ...
 
 

@@ -42,10 +42,10 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from exporter.changes.diff import IMAGE_COLUMNS
 from exporter.errors import SinkError, first_line
 from exporter.sinks.sql import history_query, literal
 from exporter.store import Layout, Store
+from exporter.transform.schema import IMAGE_COLUMNS
 
 DELTA = "delta"
 IMAGES, CHANGES, CURRENT, HISTORY = "images", "image_changes", "images_current", "images_history"
@@ -128,6 +128,22 @@ def replace_batch(
     """Append one batch to `new_uploads` (replacing that batch's rows: a repeat is harmless)."""
     predicate = f"snapshot_date = {literal(snapshot_date)} AND batch = {literal(batch)}"
     _overwrite(location, NEW_UPLOADS, predicate, data, _commit(snapshot_date, batch))
+
+
+def delete_batches(location: DeltaLocation, snapshot_date: str, batches: Sequence[str]) -> None:
+    """Delete the rows of `batches` of `snapshot_date` from `new_uploads` (if it exists)."""
+    from deltalake import DeltaTable
+
+    uri = location.uri(NEW_UPLOADS)
+    if not _exists(uri, location.options):
+        return
+    listed = ", ".join(literal(b) for b in batches)
+    predicate = f"snapshot_date = {literal(snapshot_date)} AND batch IN ({listed})"
+    with _errors("delete from", uri):
+        table = DeltaTable(uri, storage_options=location.options)
+        table.delete(predicate, commit_properties=_commit(snapshot_date, "retired batches"))
+        del table
+    gc.collect()
 
 
 def _overwrite(
@@ -215,6 +231,16 @@ def read_partition(location: DeltaLocation, table: str, snapshot_date: str) -> p
         return delta.to_pyarrow_dataset(
             file_pruning_predicate=[("snapshot_date", "=", snapshot_date)]
         )
+
+
+def read_batch(location: DeltaLocation, snapshot_date: str, batch: str) -> pa.Table:
+    """Return the rows of one batch of `new_uploads` (read whole: a batch is a lag window's)."""
+    dataset = read_partition(location, NEW_UPLOADS, snapshot_date)
+    with _errors("read", location.uri(NEW_UPLOADS)):
+        rows = dataset.to_table(filter=pads.field("batch") == batch)
+    del dataset
+    gc.collect()
+    return rows
 
 
 def latest_date(location: DeltaLocation, table: str) -> str | None:

@@ -4,9 +4,10 @@ Batches of new uploads (`export --new-uploads`) go to table `new_uploads` (with
 `snapshot_date`, the snapshot they follow, and `batch`); view `images_latest` is the latest
 snapshot plus its batches, one row per id.
 
-Beside it, `image_changes` holds every published change set (`exporter.changes` loads a
-date's set after publishing it) and two views derive from that event log: `images_history`
-(SCD2, one row per id and version) and `images_current` (the versions still current).
+Beside it, `image_changes` holds every published change set (`load_changes`, called once
+`exporter.changes` published a date's set) and two views derive from that event log:
+`images_history` (SCD2, one row per id and version) and `images_current` (the versions still
+current).
 
 Batches are staged as Parquet parts in the run's staging area (never published), conformed to
 the final schema in `finish`, then, in `publish` (after the snapshot's files are published),
@@ -28,10 +29,12 @@ import duckdb
 import pyarrow as pa
 
 from exporter.errors import SinkError, first_line
-from exporter.sinks._base import Conform, FileFormat, PartFile, Publication
+from exporter.sinks._base import Conform, FileFormat, PartFile, Publication, PublishedChanges
+from exporter.sinks.night import NightSource, PublishedNight, SourceKind
 from exporter.sinks.parquet import ParquetSink
 from exporter.sinks.sql import file_list, history_query, identifier
 from exporter.store.base import Store
+from exporter.store.layout import Layout
 
 TABLE = "images"
 # When a column's type differs from an earlier snapshot's, the table takes the wider type, as
@@ -139,6 +142,19 @@ QUALIFY row_number() OVER (PARTITION BY id ORDER BY batch NULLS FIRST) = 1
 """
 
 
+def drop_batches(database: Path, snapshot_date: str, batches: Sequence[str]) -> None:
+    """Delete the rows of `batches` of `snapshot_date` from `new_uploads`, in one transaction."""
+    with _transaction(database) as con:
+        tables = con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        if (NEW_UPLOADS_TABLE,) not in tables:
+            return
+        con.execute(
+            f"DELETE FROM {NEW_UPLOADS_TABLE} "
+            "WHERE snapshot_date = CAST(? AS DATE) AND list_contains(?, batch)",
+            [snapshot_date, list(batches)],
+        )
+
+
 def replace_batch(
     database: Path, snapshot_date: str, batch: str, files: Sequence[Path], schema: pa.Schema
 ) -> None:
@@ -191,19 +207,19 @@ class DuckdbSink(ParquetSink):
 
     Its Parquet parts are its own (the pipeline opens it on a directory of the run's staging
     that is never published) and add no file to the snapshot: `finish` conforms them and
-    returns nothing; `publish`, after the snapshot's files are published, loads them.
+    returns nothing; `publish`, after the snapshot's files are published, loads them. It keeps
+    the tables derived from nights too (`TableKeeper`), and a night is read back from it.
     """
 
     name = "duckdb"
     file_formats: tuple[FileFormat, ...] = ()  # its parts never enter the snapshot
+    night_kind: SourceKind = "duckdb"
 
     async def open(
         self, store: Store, directory: str, schema: pa.Schema, committed: Sequence[PartFile] = ()
     ) -> None:
         if store.local_path(directory) is None:
-            raise SinkError(
-                self.name, "needs a local output directory (DuckDB reads its staged parts locally)"
-            )
+            raise SinkError(self.name, _LOCAL)
         await super().open(store, directory, schema, committed)
 
     async def finish(self, final_schema: pa.Schema, conform: Conform) -> list[PartFile]:
@@ -213,25 +229,86 @@ class DuckdbSink(ParquetSink):
 
     async def publish(self, publication: Publication) -> None:
         """Replace the date's rows with the staged parts, in one transaction (idempotent)."""
-        store = publication.store
+        database, files = self._local(publication)
+        date, schema = publication.snapshot_date, publication.schema
+        try:
+            await anyio.to_thread.run_sync(replace_snapshot, database, date, files, schema)
+        except duckdb.Error as exc:
+            raise SinkError(self.name, f"cannot load {database}: {first_line(exc)}") from exc
+
+    # -- TableKeeper and ReadableNights --------------------------------------------------------
+
+    def load_new_uploads(self, publication: Publication) -> None:
+        """Replace the batch's rows in `new_uploads` with its staged parts (one transaction)."""
+        assert publication.batch is not None
+        database, files = self._local(publication)
+        date, batch = publication.snapshot_date, publication.batch
+        try:
+            replace_batch(database, date, batch, files, publication.schema)
+        except duckdb.Error as exc:
+            raise SinkError(self.name, f"cannot load {database}: {first_line(exc)}") from exc
+
+    def drop_new_uploads(
+        self, store: Store, layout: Layout, snapshot_date: str, batches: Sequence[str]
+    ) -> None:
+        """Delete the rows of the retired `batches` from `new_uploads` (one transaction)."""
+        database = self._database(store, layout)
+        if not batches or database is None or not database.exists():
+            return
+        try:
+            drop_batches(database, snapshot_date, batches)
+        except duckdb.Error as exc:
+            raise SinkError(self.name, f"cannot update {database}: {first_line(exc)}") from exc
+
+    def load_changes(self, changes: PublishedChanges) -> None:
+        """Replace the date's rows of `image_changes`; the history views derive from it."""
+        store = changes.store
+        database = self._database(store, changes.layout)
+        files = [store.local_path(path) for path in changes.paths]
+        if database is None or any(f is None for f in files):
+            raise SinkError(self.name, "needs a local output directory")
+        try:
+            replace_changes(database, changes.snapshot_date, [f for f in files if f])
+        except duckdb.Error as exc:
+            message = f"cannot load the changes into {database}: {first_line(exc)}"
+            raise SinkError(self.name, message) from exc
+
+    def night_source(self, night: PublishedNight, scratch: Path) -> NightSource | None:
+        """Return the night's rows in the database: `images` for a snapshot (DuckDB attaches
+        the file), a batch's rows of `new_uploads` as an Arrow table (a lag window's few)."""
+        database = self._database(night.store, night.layout)
+        if database is None or not database.exists():
+            return None
+        if night.batch is None:
+            return NightSource("duckdb", night.snapshot_date, (str(database),))
+        con = duckdb.connect(str(database), read_only=True)
+        try:
+            rows = con.sql(
+                f"SELECT * FROM {NEW_UPLOADS_TABLE} "
+                "WHERE snapshot_date = CAST($date AS DATE) AND batch = $batch",
+                params={"date": night.snapshot_date, "batch": night.batch},
+            )
+            assert rows is not None  # a SELECT always has a result
+            table = rows.to_arrow_table()
+        finally:
+            con.close()
+        return NightSource("arrow", night.snapshot_date, table=table)
+
+    def _database(self, store: Store, layout: Layout) -> Path | None:
         configured = self.options.duckdb_path
-        default = publication.layout.database()
-        database = Path(configured) if configured else store.local_path(default)
+        return Path(configured) if configured else store.local_path(layout.database())
+
+    def _local(self, publication: Publication) -> tuple[Path, list[Path]]:
+        """Return the database and the staged parts of `publication` as local paths."""
+        store = publication.store
+        database = self._database(store, publication.layout)
         files = [
             store.local_path(posixpath.join(publication.directory, p.path))
             for p in publication.parts
         ]
         if database is None or any(f is None for f in files):
-            raise SinkError(
-                self.name, "needs a local output directory (DuckDB reads its staged parts locally)"
-            )
-        found = [f for f in files if f is not None]
-        date, schema = publication.snapshot_date, publication.schema
-        try:
-            if publication.batch is not None:  # a batch of new uploads following D
-                batch = publication.batch
-                await anyio.to_thread.run_sync(replace_batch, database, date, batch, found, schema)
-            else:
-                await anyio.to_thread.run_sync(replace_snapshot, database, date, found, schema)
-        except duckdb.Error as exc:
-            raise SinkError(self.name, f"cannot load {database}: {first_line(exc)}") from exc
+            raise SinkError(self.name, _LOCAL)
+        return database, [f for f in files if f is not None]
+
+
+_LOCAL = "needs a local output directory (DuckDB reads its staged parts locally)"

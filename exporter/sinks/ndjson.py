@@ -4,6 +4,7 @@ the fields the reference does not list spliced from `extra_json` as the API sent
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 from typing import IO, Any, cast
 
 import orjson
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exporter.sinks._base import FileFormat, FilePartSink, SinkOptions
+from exporter.sinks.night import NightSource, PublishedNight, SourceKind, files_source
 from exporter.store.base import HashingWriter
 from exporter.transform.schema import CORE
 
@@ -94,12 +96,17 @@ class NdjsonSink(FilePartSink):
     name = "ndjson"
     file_formats = (NDJSON, NDJSON_GZ)
     split_on_schema_change = False  # lines do not depend on the meta__ columns
+    night_kind: SourceKind = "ndjson"
 
     def __init__(self, options: SinkOptions | None = None) -> None:
         super().__init__(options)
         self.file_format = NDJSON_GZ if self.options.ndjson_gzip else NDJSON
         self._out: gzip.GzipFile | HashingWriter | None = None
         self._gzip: gzip.GzipFile | None = None
+
+    def night_source(self, night: PublishedNight, scratch: Path) -> NightSource | None:
+        """Return the night's NDJSON parts, plain or gzipped, whichever the night wrote."""
+        return files_source(night, "ndjson", (f.name for f in self.file_formats), scratch)
 
     def _begin(self, writer: HashingWriter, schema: pa.Schema) -> None:
         if self.options.ndjson_gzip:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import IO
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ from exporter.sinks._base import (
     SinkOptions,
     schema_fingerprint,
 )
+from exporter.sinks.night import NightSource, PublishedNight, SourceKind, files_source
 from exporter.store.base import HashingWriter, file_digest, os_errors
 from exporter.transform.schema import CORE
 
@@ -46,6 +48,7 @@ class ParquetSink(FilePartSink):
     name = "parquet"
     file_format = PARQUET
     file_formats: tuple[FileFormat, ...] = (PARQUET,)
+    night_kind: SourceKind = "parquet"
 
     def __init__(self, options: SinkOptions | None = None) -> None:
         super().__init__(options)
@@ -54,6 +57,10 @@ class ParquetSink(FilePartSink):
         self._buffer_rows = 0
         self._buffer_nbytes = 0
         self._flushed_nbytes = 0  # in-memory size of what reached the file: compression ratio
+
+    def night_source(self, night: PublishedNight, scratch: Path) -> NightSource | None:
+        """Return the night's Parquet parts (DuckDB reads their columns and statistics)."""
+        return files_source(night, "parquet", (f.name for f in self.file_formats), scratch)
 
     def _writer_for(self, sink: HashingWriter, schema: pa.Schema) -> pq.ParquetWriter:
         return pq.ParquetWriter(

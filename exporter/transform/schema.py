@@ -135,6 +135,9 @@ CORE_TYPES: tuple[str, ...] = tuple(dict.fromkeys(field.type for field in CORE.v
 CORE_COLUMNS: tuple[ColumnSpec, ...] = tuple(ColumnSpec(name, f.type) for name, f in CORE.items())
 CORE_NAMES: tuple[str, ...] = tuple(CORE)
 CORE_FIELDS: tuple[pa.Field, ...] = tuple(spec.arrow_field() for spec in CORE_COLUMNS)
+# The columns of one version of an image: the core columns, `id` first. A change row carries
+# them (in CHANGES_SCHEMA's order), a history keeps them, Delta's `images_current` holds them.
+IMAGE_COLUMNS: tuple[str, ...] = ("id", *(name for name in CORE if name != "id"))
 # The image keys the reference lists, each read by one core column; any other is an extra.
 KNOWN_FIELDS: frozenset[str] = frozenset(f.key for f in CORE.values() if f.key is not None)
 

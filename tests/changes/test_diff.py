@@ -20,12 +20,12 @@ from exporter.changes import diff
 from exporter.changes.diff import (
     CHANGES_SCHEMA,
     DiffSettings,
-    NightSource,
     canonical_json,
     iter_changes,
 )
 from exporter.changes.smalldiff import iter_night_changes
 from exporter.errors import SinkError
+from exporter.sinks import NightSource
 
 CORE = pa.schema(
     [
@@ -287,7 +287,8 @@ def test_a_first_night_never_loads_duckdb(tmp_path: Path) -> None:
     script = (
         "import sys; from pathlib import Path\n"
         "import exporter.cli.commands, exporter.run.pipeline\n"
-        "from exporter.changes.diff import NightSource, iter_changes\n"
+        "from exporter.changes.diff import iter_changes\n"
+        "from exporter.sinks import NightSource\n"
         f"night = NightSource('parquet', '2024-01-02', ({str(night.paths[0])!r},))\n"
         f"batches = iter_changes(night, None, temp_directory=Path({str(tmp_path)!r}))\n"
         "rows = sum(b.num_rows for b in batches)\n"

@@ -213,3 +213,31 @@ def test_current_from_before_extra_json_gains_it(tmp_path: Path) -> None:
     latest = parquet_rows(f"SELECT * FROM read_parquet('{out}/snapshot_date=2026-01-02/*.parquet')")
     assert by_id(rows, "extra_json") == by_id(latest, "extra_json")
     assert any(r["extra_json"] for r in rows)
+
+
+def test_retired_batches_leave_new_uploads(tmp_path: Path) -> None:
+    """The Delta sink reads one batch of `new_uploads` back and drops retired batches' rows."""
+    import pyarrow as pa
+
+    from exporter.sinks import PublishedNight
+    from exporter.sinks import delta_tables as delta
+    from exporter.sinks.delta import DeltaSink
+    from exporter.store import LocalStore
+    from exporter.store.layout import ROOT
+
+    date, store = "2026-01-01", LocalStore(tmp_path)
+    location = delta.DeltaLocation(store, ROOT)
+    schema = pa.schema([("id", pa.string())])
+    for name, ids in (("b1", ["a", "b"]), ("b2", ["c"])):
+        rows = pa.record_batch([pa.array(ids)], schema=schema)
+        data = delta.with_date(iter([rows]), schema, date)
+        delta.replace_batch(location, date, name, delta.with_batch(data, name))
+    sink = DeltaSink()
+    night = PublishedNight(
+        store=store, layout=ROOT, snapshot_date=date, directory=ROOT.batch(date, "b2"), batch="b2"
+    )
+    source = sink.night_source(night, tmp_path)
+    assert source is not None and source.table.column("id").to_pylist() == ["c"]
+    sink.drop_new_uploads(store, ROOT, date, ["b1"])
+    held, _ = read_delta(location.uri(delta.NEW_UPLOADS), history=False)
+    assert [(row["batch"], row["id"]) for row in held] == [("b2", "c")]

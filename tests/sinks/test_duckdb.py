@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from sink_data import conformer, make_batch, make_images, schema_of
 
 from exporter.errors import SinkError
-from exporter.sinks import Publication, SinkOptions
+from exporter.sinks import Publication, PublishedNight, SinkOptions
 from exporter.sinks.duckdb import DuckdbSink, replace_snapshot, wider_type
 from exporter.store import LocalStore
 from exporter.store.layout import ROOT
@@ -22,10 +23,14 @@ FINAL = {"meta__status": pa.string(), "meta__size": pa.int64()}
 
 
 async def finished(
-    root: Path, date: str, batches: list[pa.RecordBatch], plan: dict[str, pa.DataType]
+    root: Path,
+    date: str,
+    batches: list[pa.RecordBatch],
+    plan: dict[str, pa.DataType],
+    key: str = "k",
 ) -> tuple[DuckdbSink, Publication]:
     """Write and finish a sink as the pipeline does; return it and its publication."""
-    store, directory = LocalStore(root), ROOT.sink_work(f"{date}-k", date, "duckdb")
+    store, directory = LocalStore(root), ROOT.sink_work(f"{date}-{key}", date, "duckdb")
     sink = DuckdbSink(SinkOptions(part_rows=40))
     await sink.open(store, directory, schema_of(EARLY))
     for batch in batches:
@@ -221,3 +226,31 @@ def test_image_changes_from_before_extra_json_gain_it(tmp_path: Path) -> None:
     replace_changes(database, "2026-01-02", [second])
     with duckdb.connect(str(database)) as con:
         assert con.sql("SELECT extra_json FROM images_current").fetchall() == [('{"draft":true}',)]
+
+
+async def test_batches_load_read_back_and_retire_by_name(tmp_path: Path) -> None:
+    """`load_new_uploads` replaces a batch's rows in `new_uploads`, `night_source` reads one
+    batch back, and `drop_new_uploads` removes the retired batches' rows only."""
+    date, store = "2026-11-27", LocalStore(tmp_path)
+    await export(tmp_path, date, [make_batch(make_images(0, 10), FINAL)], FINAL)
+    ids = {}
+    for name, start in (("b1", 100), ("b2", 200)):
+        batch = make_batch(make_images(start, 5), FINAL)
+        sink, publication = await finished(tmp_path, date, [batch], FINAL, key=name)
+        for _ in range(2):  # a resumed run loads it again: the same rows
+            sink.load_new_uploads(dataclasses.replace(publication, batch=name))
+        ids[name] = sorted(batch.column("id").to_pylist())
+
+    def held() -> dict[str, list[str]]:
+        with duckdb.connect(str(tmp_path / "images.duckdb"), read_only=True) as con:
+            rows = con.sql("SELECT batch, id FROM new_uploads ORDER BY batch, id").fetchall()
+        return {b: [i for n, i in rows if n == b] for b in dict.fromkeys(n for n, _ in rows)}
+
+    assert held() == ids
+    night = PublishedNight(
+        store=store, layout=ROOT, snapshot_date=date, directory=ROOT.batch(date, "b2"), batch="b2"
+    )
+    source = sink.night_source(night, tmp_path)
+    assert source is not None and sorted(source.table.column("id").to_pylist()) == ids["b2"]
+    sink.drop_new_uploads(store, ROOT, date, ["b1"])
+    assert held() == {"b2": ids["b2"]}

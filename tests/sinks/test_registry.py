@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,12 +10,23 @@ import pytest
 from sink_data import conformer, make_batch, make_images, schema_of
 
 from exporter.errors import ConfigError
-from exporter.sinks import ENTRY_POINT_GROUP, Sink, SinkOptions, available_sinks, open_sink
+from exporter.sinks import (
+    ENTRY_POINT_GROUP,
+    NightSource,
+    PublishedNight,
+    Sink,
+    SinkOptions,
+    available_sinks,
+    night_sinks,
+    open_sink,
+    read_night,
+)
 from exporter.sinks.duckdb import DuckdbSink
 from exporter.sinks.memory import MemorySink
 from exporter.sinks.ndjson import NdjsonSink
 from exporter.sinks.parquet import ParquetSink
 from exporter.store import LocalStore
+from exporter.store.layout import ROOT
 
 PLUGIN = """
 from exporter.sinks.memory import MemorySink
@@ -90,3 +102,31 @@ class TestMemorySink:
         assert sink.commits == [20, 20, 10]
         assert table.schema.equals(schema_of(final)) and table.num_rows == 50
         assert not any(tmp_path.iterdir())  # noqa: ASYNC240 - a test's own tmp dir
+
+
+def test_a_night_is_read_through_the_cheapest_sink_that_wrote_it(tmp_path: Path) -> None:
+    """Where the diff reads a night follows the kinds its sinks declare (Parquet parts, then
+    NDJSON's, then the DuckDB table), not the order of `formats`; each sink is configured as
+    the night's request recorded it, and one no longer installed is left out."""
+    date, store = "2026-11-27", LocalStore(tmp_path)
+    database = tmp_path / "elsewhere.duckdb"
+    database.touch()
+    request = {
+        "formats": ["duckdb", "nonesuch", "ndjson", "parquet"],
+        "duckdb_path": str(database),
+        "ndjson_gzip": True,
+    }
+    sinks = night_sinks(request)
+    assert [sink.name for sink in sinks] == ["duckdb", "ndjson", "parquet"]
+    assert isinstance(sinks[1], NdjsonSink) and sinks[1].file_format.name == "ndjson.gz"
+    files = [("part-00000.ndjson.gz", "ndjson.gz"), ("part-00000.parquet", "parquet")]
+    night = PublishedNight(
+        store=store, layout=ROOT, snapshot_date=date, directory=ROOT.snapshot(date), files=files
+    )
+    parquet = str(tmp_path / ROOT.snapshot(date) / "part-00000.parquet")
+    assert read_night(sinks, night, tmp_path) == NightSource("parquet", date, (parquet,))
+    ndjson_only = dataclasses.replace(night, files=files[:1])
+    assert read_night(sinks, ndjson_only, tmp_path).kind == "ndjson"  # type: ignore[union-attr]
+    no_files = dataclasses.replace(night, files=[])
+    assert read_night(sinks, no_files, tmp_path) == NightSource("duckdb", date, (str(database),))
+    assert read_night(night_sinks({"formats": ["parquet"]}), no_files, tmp_path) is None

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.changes.change_set import change_dates, night_source, sealed_manifests
-from exporter.changes.diff import CHANGE_KINDS, NightSource, night_relation
+from exporter.changes.diff import CHANGE_KINDS, night_relation
 from exporter.errors import IntegrityError, first_line
+from exporter.sinks import NightSource
 from exporter.sinks.sql import file_list, identifier, literal
 from exporter.snapshot.manifest import read_manifest
 from exporter.store import Layout, Store
