@@ -18,6 +18,11 @@ the sink sets them (`[csv]` for a sink "csv"), `--dry-run` shows them, and the s
     class CsvSink(FilePartSink):
         options_type = CsvOptions
         def __init__(self, options=None, settings=None): ...
+
+A sink keeping tables derived from nights implements `TableKeeper` and is handed each
+published change set and batch of new uploads; one whose nights DuckDB can read back implements
+`ReadableNights` (both in `_base.py`). `night_sinks(request)` re-opens the sinks of a published
+night, configured as its request recorded them, for both.
 """
 
 from __future__ import annotations

@@ -214,6 +214,8 @@ class TableKeeper(Protocol):
 
     Each method is called once what it loads is published, may be called again for the same
     night after a kill (so it must be idempotent), and blocks: callers run it in a thread.
+    The sink is re-opened from the night's request (`exporter.sinks.night_sinks`), so an
+    option saying where its tables live is declared with `fingerprint=`, as `duckdb.path` is.
     """
 
     def load_changes(self, changes: PublishedChanges) -> None:
