@@ -115,6 +115,11 @@ class Publication:
     batch: str | None = None  # a batch of new uploads following snapshot_date, not a snapshot
 
 
+# What a table-keeping sink's `publish` says when handed a batch: loading it as a snapshot
+# would replace D's rows with the batch's.
+BATCH_TO_PUBLISH = "a batch of new uploads is loaded by load_new_uploads, not publish"
+
+
 @dataclass(frozen=True, kw_only=True)
 class PublishedChanges:
     """A change set once published under `directory`: what `TableKeeper.load_changes` loads.

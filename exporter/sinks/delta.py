@@ -19,7 +19,15 @@ from pathlib import Path
 import anyio.to_thread
 import pyarrow as pa
 
-from exporter.sinks._base import Conform, FileFormat, PartFile, Publication, PublishedChanges
+from exporter.errors import SinkError
+from exporter.sinks._base import (
+    BATCH_TO_PUBLISH,
+    Conform,
+    FileFormat,
+    PartFile,
+    Publication,
+    PublishedChanges,
+)
 from exporter.sinks.night import NightSource, PublishedNight, SourceKind
 from exporter.sinks.parquet import ParquetSink
 from exporter.store.base import Store
@@ -42,6 +50,9 @@ class DeltaSink(ParquetSink):
     async def publish(self, publication: Publication) -> None:
         """Replace partition D of `images` with the staged parts, in one Delta commit."""
         from exporter.sinks import delta_tables as delta
+
+        if publication.batch is not None:  # never taken for the snapshot's rows
+            raise SinkError(self.name, BATCH_TO_PUBLISH)
 
         def write() -> None:
             location = delta.DeltaLocation(publication.store, publication.layout)

@@ -29,7 +29,14 @@ import duckdb
 import pyarrow as pa
 
 from exporter.errors import SinkError, first_line
-from exporter.sinks._base import Conform, FileFormat, PartFile, Publication, PublishedChanges
+from exporter.sinks._base import (
+    BATCH_TO_PUBLISH,
+    Conform,
+    FileFormat,
+    PartFile,
+    Publication,
+    PublishedChanges,
+)
 from exporter.sinks.night import NightSource, PublishedNight, SourceKind
 from exporter.sinks.parquet import ParquetSink
 from exporter.sinks.sql import file_list, history_query, identifier
@@ -229,6 +236,8 @@ class DuckdbSink(ParquetSink):
 
     async def publish(self, publication: Publication) -> None:
         """Replace the date's rows with the staged parts, in one transaction (idempotent)."""
+        if publication.batch is not None:  # never taken for the snapshot's rows
+            raise SinkError(self.name, BATCH_TO_PUBLISH)
         database, files = self._local(publication)
         date, schema = publication.snapshot_date, publication.schema
         try:

@@ -240,6 +240,8 @@ async def test_batches_load_read_back_and_retire_by_name(tmp_path: Path) -> None
         for _ in range(2):  # a resumed run loads it again: the same rows
             sink.load_new_uploads(dataclasses.replace(publication, batch=name))
         ids[name] = sorted(batch.column("id").to_pylist())
+    with pytest.raises(SinkError, match="load_new_uploads"):  # never as a snapshot
+        await sink.publish(dataclasses.replace(publication, batch="b2"))
 
     def held() -> dict[str, list[str]]:
         with duckdb.connect(str(tmp_path / "images.duckdb"), read_only=True) as con:
