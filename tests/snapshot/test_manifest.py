@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,19 +12,31 @@ import pyarrow as pa
 import pytest
 
 from exporter import __version__
+from exporter.changes.change_set import ChangeSet, build_changes_manifest
 from exporter.errors import IntegrityError
+from exporter.options import ChangeOptions
 from exporter.sinks import PartFile, SinkOptions, open_sink
 from exporter.snapshot.manifest import (
+    NEW_UPLOADS,
+    Drift,
+    Findings,
+    Manifest,
+    ManifestError,
+    NewUploads,
     UploadedBounds,
     build_manifest,
+    decode_manifest,
     encode_manifest,
     previous_manifest,
     published_run_id,
+    read_manifest,
+    sealed_manifests,
     verify_snapshot,
 )
 from exporter.store import LocalStore, seal
 from exporter.store.layout import ROOT
 from exporter.store.layout import snapshot_name as snapshot_dir
+from tests.helpers import run_cli
 
 DATE = "2026-11-27"
 START = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
@@ -55,7 +68,7 @@ def batch(start: int, rows: int) -> pa.RecordBatch:
     )
 
 
-def manifest_for(files: list[PartFile], **changes: Any) -> dict[str, Any]:
+def manifest_for(files: list[PartFile], **changes: Any) -> Manifest:
     values: dict[str, Any] = {
         "run_id": "run-1",
         "snapshot_date": DATE,
@@ -101,10 +114,11 @@ class TestBuildManifest:
         files = [PartFile(path="part-00000.parquet", rows=5, bytes=10, sha256="a" * 64,
                           schema_fingerprint="x", format="parquet")]  # fmt: skip
         drift = [{"change": "added", "column": "meta__n", "from": None, "to": "int64"}]
-        manifest = manifest_for(
+        built = manifest_for(
             files, api_count=5, previous_snapshot="2026-11-26", drift=drift,
             uploaded={"min": "2026-11-27T01:00:00Z", "max": "2026-11-27T01:04:00Z"},
         )  # fmt: skip
+        manifest = orjson.loads(encode_manifest(built))
         assert manifest["format_version"] == 1
         assert manifest["exporter_version"] == __version__
         assert (manifest["run_id"], manifest["snapshot_date"], manifest["account_id"]) == (
@@ -122,11 +136,12 @@ class TestBuildManifest:
         assert manifest["schema"] == COLUMNS
         assert manifest["drift"] == {"previous_snapshot": "2026-11-26", "changes": drift}
         assert manifest["uploaded"]["max"] == "2026-11-27T01:04:00Z"
-        assert b"s3cret" not in encode_manifest(manifest)
+        assert b"s3cret" not in encode_manifest(built)
 
     def test_filtered_exports_have_no_api_count(self) -> None:
         manifest = manifest_for([])
-        assert (manifest["api_count"], manifest["complete"]) == (None, None)
+        assert (manifest.api_count, manifest.complete) == (None, None)
+        assert b'"api_count": null' in encode_manifest(manifest)
 
     def test_formats_must_agree_on_rows(self) -> None:
         files = [
@@ -210,6 +225,155 @@ class TestPreviousManifest:
         await publish(tmp_path, ("parquet",), run_id="c", date="2026-11-27")
         (tmp_path / snapshot_dir("2026-11-26") / "_SUCCESS").unlink()  # not sealed: skipped
         found = previous_manifest(tmp_path, "2026-11-27")
-        assert found is not None and found["run_id"] == "a"
-        assert found["schema"] == COLUMNS  # seeds the next run's column plan as is
+        assert found is not None and found.run_id == "a"
+        assert list(found.schema) == COLUMNS  # seeds the next run's column plan as is
         assert previous_manifest(tmp_path, "2026-11-25") is None
+
+
+PART = PartFile(path="part-00000-run1.parquet", rows=5, bytes=10, sha256="a" * 64,
+                schema_fingerprint="x", format="parquet")  # fmt: skip
+FINDINGS = {"anomalies": 1, "capped_values": 2, "capped_keys": [["k"]], "warnings": ["w"]}
+SNAPSHOT_KEYS = ["format_version", "exporter_version", "run_id", "snapshot_date", "account_id",
+                 "request", "started_at", "finished_at", "counts", "api_count", "complete",
+                 "uploaded", "files", "schema", "drift", "normalize"]  # fmt: skip
+CHANGES_KEYS = ["format_version", "kind", "exporter_version", "run_id", "snapshot_date",
+                "previous_snapshot_date", "account_id", "request", "scope", "started_at",
+                "finished_at", "counts", "previous_images", "removed_share",
+                "max_removed_share", "accepted_removals", "files", "schema"]  # fmt: skip
+
+
+def snapshot_manifest(**changes: Any) -> Manifest:
+    return manifest_for([PART], api_count=5, findings=FINDINGS, **changes)
+
+
+def batch_manifest() -> Manifest:
+    plan = {"base_snapshot": DATE, "watermark": "2026-11-27T01:04:00Z", "lag_s": 600.0,
+            "cutoff": "2026-11-27T00:54:00Z", "earlier_batches": ["b0"]}  # fmt: skip
+    section = NewUploads.from_json({**plan, "batch": "b1", "base_run_id": "run-0"})
+    return dataclasses.replace(snapshot_manifest(), kind=NEW_UPLOADS, new_uploads=section)
+
+
+def changes_manifest() -> Manifest:
+    result = ChangeSet(DATE, "2026-11-26", {"added": 3, "removed": 1, "changed": 1}, 7, None)
+    scope = {"account_id": "acc", "creator": None, "filters": []}
+    return build_changes_manifest(
+        snapshot_manifest(), result, [PART], scope, ChangeOptions(), START, START
+    )
+
+
+def round_trip(raw: bytes) -> bytes:
+    return encode_manifest(decode_manifest(raw))
+
+
+class TestManifestJson:
+    """`_manifest.json` <-> Manifest: each kind reads and writes back byte for byte."""
+
+    @pytest.mark.parametrize(
+        ("build", "keys"),
+        [
+            pytest.param(snapshot_manifest, SNAPSHOT_KEYS, id="snapshot"),
+            pytest.param(batch_manifest, [*SNAPSHOT_KEYS, "kind", "new_uploads"], id="batch"),
+            pytest.param(changes_manifest, CHANGES_KEYS, id="changes"),
+        ],
+    )
+    def test_each_kind_round_trips_in_its_key_order(self, build: Any, keys: list[str]) -> None:
+        """JSON -> Manifest -> JSON gives the same bytes, keys in the order each kind has."""
+        raw = encode_manifest(build())
+        assert list(orjson.loads(raw)) == keys
+        assert round_trip(raw) == raw
+        assert decode_manifest(raw) == build()  # nothing lost, nothing added on the way
+
+    def test_the_changes_manifest_says_what_it_did(self) -> None:
+        data = orjson.loads(encode_manifest(changes_manifest()))
+        assert (data["kind"], data["previous_snapshot_date"]) == ("changes", "2026-11-26")
+        assert data["counts"] == {"added": 3, "removed": 1, "changed": 1, "rows": 5}
+        assert (data["previous_images"], data["removed_share"]) == (7, round(1 / 7, 6))
+        assert data["scope"] == "every image of the account"
+        assert data["files"][0]["format"] == "parquet"
+
+    def test_the_extra_fields_caps_appear_only_when_reached(self) -> None:
+        capped = {**FINDINGS, "capped_extra_values": 4, "capped_extra_keys": [["e"]]}
+        raw = encode_manifest(manifest_for([PART], findings=capped))
+        assert list(orjson.loads(raw)["normalize"]) == [
+            "anomalies", "capped_values", "capped_keys", "capped_extra_values",
+            "capped_extra_keys", "warnings",
+        ]  # fmt: skip
+        assert round_trip(raw) == raw
+        assert "capped_extra_values" not in orjson.loads(encode_manifest(snapshot_manifest()))
+
+    def test_unknown_keys_survive_a_read(self) -> None:
+        """A newer version's keys, at the top and in any section, are kept and written back."""
+        data = orjson.loads(encode_manifest(batch_manifest()))
+        data["lineage"] = {"parent": "x"}
+        data["files"][0]["crc32c"] = "abc"
+        data["normalize"]["truncated"] = 2
+        data["drift"]["since"] = "2026-11-01"
+        data["uploaded"]["median"] = None
+        data["new_uploads"]["pages"] = 3
+        raw = orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
+        manifest = decode_manifest(raw)
+        assert manifest.extra == {"lineage": {"parent": "x"}}
+        assert manifest.files[0].extra == {"crc32c": "abc"}
+        assert manifest.findings.extra == {"truncated": 2}
+        assert manifest.new_uploads is not None and manifest.new_uploads.extra == {"pages": 3}
+        assert round_trip(raw) == raw  # each unknown key was last in its object
+
+    def test_missing_sections_read_as_empty(self) -> None:
+        """An older or smaller manifest: every optional section reads as its empty default."""
+        manifest = decode_manifest(
+            b'{"snapshot_date": "2026-11-27", "started_at": "a", "finished_at": "b",'
+            b' "drift": null, "uploaded": null}'
+        )
+        assert (manifest.files, manifest.schema, manifest.counts, manifest.request) == (
+            (), (), {}, {},
+        )  # fmt: skip
+        assert (manifest.drift, manifest.findings) == (Drift(), Findings())
+        assert (manifest.uploaded.min, manifest.uploaded.max, manifest.rows) == (None, None, 0)
+        assert (manifest.run_id, manifest.kind, manifest.new_uploads) == (None, None, None)
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            pytest.param(b"{not json", id="not-json"),
+            pytest.param(b"[1, 2]", id="not-an-object"),
+            pytest.param(b'{"started_at": "a", "finished_at": "b"}', id="no-date"),
+            pytest.param(
+                b'{"snapshot_date": "d", "started_at": "a", "finished_at": "b", "files": {}}',
+                id="files-not-a-list",
+            ),
+            pytest.param(
+                b'{"snapshot_date": "d", "started_at": "a", "finished_at": "b",'
+                b' "files": [{"path": "p", "rows": 1, "bytes": 2}]}',
+                id="file-without-sha256",
+            ),
+        ],
+    )
+    def test_a_malformed_manifest_is_not_read(self, raw: bytes, tmp_path: Path) -> None:
+        """Not a manifest: ManifestError; a reader skips it as unsealed; `inspect` reports it
+        as damage (exit 7, one line, no traceback)."""
+        with pytest.raises(ManifestError):
+            decode_manifest(raw)
+        snapshot = tmp_path / snapshot_dir(DATE)
+        snapshot.mkdir()
+        (snapshot / "_manifest.json").write_bytes(raw)
+        (snapshot / "_SUCCESS").write_bytes(b"")
+        assert read_manifest(LocalStore(tmp_path), snapshot_dir(DATE)) is None
+        with pytest.raises(IntegrityError, match=r"_manifest\.json is not (JSON|a manifest)"):
+            verify_snapshot(snapshot)
+        result = run_cli(["inspect", str(tmp_path)])
+        assert result.returncode == 7 and "Traceback" not in result.stderr, result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert "_manifest.json is not" in line
+
+
+class TestSealedManifests:
+    async def test_one_walk_oldest_or_newest_first_before_a_date(self, tmp_path: Path) -> None:
+        """The one lookup behind the previous night, the last success and the neighbours."""
+        for run_id, date in (("a", "2026-11-25"), ("b", "2026-11-26"), ("c", "2026-11-27")):
+            await publish(tmp_path, ("parquet",), run_id=run_id, date=date)
+        (tmp_path / snapshot_dir("2026-11-26") / "_SUCCESS").unlink()
+        store = LocalStore(tmp_path)
+        assert [m.run_id for m in sealed_manifests(store)] == ["a", "c"]
+        assert [m.run_id for m in sealed_manifests(store, newest_first=True)] == ["c", "a"]
+        assert [m.run_id for m in sealed_manifests(store, before="2026-11-27")] == ["a"]
+        assert list(sealed_manifests(store, before="2026-11-25")) == []
