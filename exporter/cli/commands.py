@@ -577,7 +577,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     the run exits 7 for any of them; a path without any snapshot is a usage error (exit 2).
     """
     from exporter.changes.change_set import change_dates
-    from exporter.snapshot.manifest import VerifyReport, snapshot_dates, verify_snapshot
+    from exporter.snapshot.manifest import snapshot_dates
+    from exporter.snapshot.verify import VerifyReport, verify_snapshot
     from exporter.store import open_store
     from exporter.store.layout import ROOT, SNAPSHOT_PREFIX, account_layouts, split_snapshot_path
 
