@@ -10,8 +10,8 @@ against its manifest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,16 @@ def _extra(data: Mapping[str, Any], known: Iterable[str]) -> JsonDict:
     return {k: v for k, v in data.items() if k not in names}
 
 
+def _keys(section: type[Any]) -> tuple[str, ...]:
+    """Return the JSON keys of a section: its fields but `extra`, in their written order."""
+    return tuple(f.name for f in fields(section) if f.name != "extra")
+
+
+def _optional(data: Mapping[str, Any], key: str, parse: Callable[[JsonDict], Any]) -> Any:
+    """Return the section `key` parsed, None when it is absent or null."""
+    return None if data.get(key) is None else parse(_section(data, key, dict))
+
+
 @dataclass(frozen=True, kw_only=True)
 class FileEntry:
     """One file of a sealed directory: its name, format, rows, bytes and sha256."""
@@ -126,7 +136,7 @@ class FileEntry:
             rows=data["rows"],
             bytes=data["bytes"],
             sha256=str(data["sha256"]),
-            extra=_extra(data, ("path", "format", "rows", "bytes", "sha256")),
+            extra=_extra(data, _keys(cls)),
         )
 
     def to_json(self) -> JsonDict:
@@ -154,7 +164,7 @@ class Uploaded:
         return cls(
             min=None if low is None else str(low),
             max=None if high is None else str(high),
-            extra=_extra(data, ("min", "max")),
+            extra=_extra(data, _keys(cls)),
         )
 
     def to_json(self) -> JsonDict:
@@ -176,7 +186,7 @@ class Drift:
         return cls(
             previous_snapshot=None if previous is None else str(previous),
             changes=tuple(_section(data, "changes", list)),
-            extra=_extra(data, ("previous_snapshot", "changes")),
+            extra=_extra(data, _keys(cls)),
         )
 
     def to_json(self) -> JsonDict:
@@ -185,16 +195,6 @@ class Drift:
             "changes": list(self.changes),
             **self.extra,
         }
-
-
-_FINDINGS = (
-    "anomalies",
-    "capped_values",
-    "capped_keys",
-    "capped_extra_values",
-    "capped_extra_keys",
-    "warnings",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,7 +220,7 @@ class Findings:
             capped_extra_values=data.get("capped_extra_values"),
             capped_extra_keys=None if extra_keys is None else tuple(extra_keys),
             warnings=tuple(str(w) for w in _section(data, "warnings", list)),
-            extra=_extra(data, _FINDINGS),
+            extra=_extra(data, _keys(cls)),
         )
 
     def to_json(self) -> JsonDict:
@@ -234,17 +234,6 @@ class Findings:
         if self.capped_extra_keys is not None:
             data["capped_extra_keys"] = list(self.capped_extra_keys)
         return {**data, "warnings": list(self.warnings), **self.extra}
-
-
-_NEW_UPLOADS = (
-    "base_snapshot",
-    "watermark",
-    "lag_s",
-    "cutoff",
-    "earlier_batches",
-    "batch",
-    "base_run_id",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,7 +261,7 @@ class NewUploads:
             earlier_batches=tuple(str(b) for b in _section(data, "earlier_batches", list)),
             batch=str(data.get("batch", "")),
             base_run_id=None if run_id is None else str(run_id),
-            extra=_extra(data, _NEW_UPLOADS),
+            extra=_extra(data, _keys(cls)),
         )
 
     def to_json(self) -> JsonDict:
@@ -300,7 +289,8 @@ class ChangeFacts:
     accepted_removals: bool = False
 
 
-# The top-level keys of each kind, in the order they are written.
+# The top-level keys of each kind, in the order they are written; the optional ones are
+# written only when set.
 _SNAPSHOT_KEYS = (
     "format_version",
     "exporter_version",
@@ -341,6 +331,7 @@ _CHANGES_KEYS = (
     "files",
     "schema",
 )
+_OPTIONAL_KEYS = frozenset({"normalize", "kind", "new_uploads"})
 CHANGES = "changes"
 NEW_UPLOADS = "new_uploads"
 
@@ -409,7 +400,6 @@ class Manifest:
                 max_removed_share=data.get("max_removed_share", 0.0),
                 accepted_removals=bool(data.get("accepted_removals", False)),
             )
-        findings, batch = data.get("normalize"), data.get("new_uploads")
         run_id, account = data.get("run_id"), data.get("account_id")
         return cls(
             format_version=data.get("format_version", FORMAT_VERSION),
@@ -428,63 +418,44 @@ class Manifest:
             files=tuple(FileEntry.from_json(f) for f in _section(data, "files", list)),
             schema=tuple(_section(data, "schema", list)),
             drift=Drift.from_json(_section(data, "drift", dict)),
-            normalize=None
-            if findings is None
-            else Findings.from_json(_section(data, "normalize", dict)),
-            new_uploads=None
-            if batch is None
-            else NewUploads.from_json(_section(data, "new_uploads", dict)),
+            normalize=_optional(data, "normalize", Findings.from_json),
+            new_uploads=_optional(data, "new_uploads", NewUploads.from_json),
             changes=changes,
             extra=_extra(data, _CHANGES_KEYS if kind == CHANGES else _SNAPSHOT_KEYS),
         )
 
     def to_json(self) -> JsonDict:
         """Return the JSON object, keys in the order each kind has always been written."""
-        head = {"format_version": self.format_version}
-        if self.kind == CHANGES:
-            facts = self.changes or ChangeFacts()
-            return {
-                **head,
-                "kind": self.kind,
-                "exporter_version": self.exporter_version,
-                "run_id": self.run_id,
-                "snapshot_date": self.snapshot_date,
-                "previous_snapshot_date": facts.previous_snapshot_date,
-                "account_id": self.account_id,
-                "request": self.request,
-                "scope": facts.scope,
-                "started_at": self.started_at,
-                "finished_at": self.finished_at,
-                "counts": self.counts,
-                "previous_images": facts.previous_images,
-                "removed_share": facts.removed_share,
-                "max_removed_share": facts.max_removed_share,
-                "accepted_removals": facts.accepted_removals,
-                "files": [f.to_json() for f in self.files],
-                "schema": list(self.schema),
-                **self.extra,
-            }
-        return {
-            **head,
+        facts = self.changes or ChangeFacts()
+        values: JsonDict = {
+            "format_version": self.format_version,
+            "kind": self.kind,
             "exporter_version": self.exporter_version,
             "run_id": self.run_id,
             "snapshot_date": self.snapshot_date,
+            "previous_snapshot_date": facts.previous_snapshot_date,
             "account_id": self.account_id,
             "request": self.request,
+            "scope": facts.scope,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "counts": self.counts,
+            "previous_images": facts.previous_images,
+            "removed_share": facts.removed_share,
+            "max_removed_share": facts.max_removed_share,
+            "accepted_removals": facts.accepted_removals,
             "api_count": self.api_count,
             "complete": self.complete,
             "uploaded": self.uploaded.to_json(),
             "files": [f.to_json() for f in self.files],
             "schema": list(self.schema),
             "drift": self.drift.to_json(),
-            **({"normalize": self.normalize.to_json()} if self.normalize is not None else {}),
-            **({"kind": self.kind} if self.kind is not None else {}),
-            **({"new_uploads": self.new_uploads.to_json()} if self.new_uploads else {}),
-            **self.extra,
+            "normalize": self.normalize.to_json() if self.normalize else None,
+            "new_uploads": self.new_uploads.to_json() if self.new_uploads else None,
         }
+        keys = _CHANGES_KEYS if self.kind == CHANGES else _SNAPSHOT_KEYS
+        written = {k: values[k] for k in keys if values[k] is not None or k not in _OPTIONAL_KEYS}
+        return {**written, **self.extra}
 
 
 def build_manifest(
