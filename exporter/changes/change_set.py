@@ -29,7 +29,7 @@ import datetime as dt
 import logging
 import posixpath
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exporter._version import __version__
 from exporter.changes.diff import CHANGE_KINDS, CHANGES_SCHEMA
 from exporter.changes.smalldiff import iter_night_changes
 from exporter.errors import ChangesWithheldError, SinkError
@@ -53,7 +52,15 @@ from exporter.sinks import (
     table_keepers,
 )
 from exporter.snapshot.checkpoint import redact_request
-from exporter.snapshot.manifest import encode_manifest, read_manifest, rfc3339, snapshot_dates
+from exporter.snapshot.manifest import (
+    CHANGES,
+    ChangeFacts,
+    FileEntry,
+    Manifest,
+    encode_manifest,
+    rfc3339,
+    sealed_manifests,
+)
 from exporter.store import Layout, Store, seal
 from exporter.store.layout import success_path
 
@@ -91,47 +98,35 @@ def removed_share(removed: int, previous_images: int) -> float:
     return removed / previous_images if previous_images else 0.0
 
 
-def sealed_manifests(store: Store, layout: Layout) -> Iterator[JsonDict]:
-    """Yield the manifest of every sealed snapshot in `layout`, oldest first."""
-    for date in snapshot_dates(store, layout):
-        manifest = read_manifest(store, layout.snapshot(date))
-        if manifest is not None:
-            yield manifest
-
-
 def neighbours(
     store: Store, layout: Layout, date: str, scope: Mapping[str, Any]
-) -> tuple[JsonDict | None, JsonDict | None]:
+) -> tuple[Manifest | None, Manifest | None]:
     """Return (P, N): the newest sealed snapshot before `date` and the oldest after it,
     of the same scope."""
-    same = [
-        m for m in sealed_manifests(store, layout) if change_scope(m.get("request", {})) == scope
-    ]
-    before = [m for m in same if m["snapshot_date"] < date]
-    after = [m for m in same if m["snapshot_date"] > date]
+    same = [m for m in sealed_manifests(store, layout) if change_scope(m.request) == scope]
+    before = [m for m in same if m.snapshot_date < date]
+    after = [m for m in same if m.snapshot_date > date]
     return (before[-1] if before else None, after[0] if after else None)
 
 
 # -- reading a night -------------------------------------------------------------------------
 
 
-def night_source(
-    store: Store, layout: Layout, manifest: Mapping[str, Any], scratch: Path
-) -> NightSource:
+def night_source(store: Store, layout: Layout, manifest: Manifest, scratch: Path) -> NightSource:
     """Return where DuckDB reads a published night (a snapshot, or a batch of new uploads
     following one): through the sinks that wrote it, the cheapest to read first
     (`exporter.sinks.read_night`); files on a bucket are copied into `scratch` first."""
-    date = str(manifest["snapshot_date"])
-    batch = (manifest.get("new_uploads") or {}).get("batch")
+    date = manifest.snapshot_date
+    batch = manifest.new_uploads.batch if manifest.new_uploads else None
     night = PublishedNight(
         store=store,
         layout=layout,
         snapshot_date=date,
         directory=layout.batch(date, str(batch)) if batch else layout.snapshot(date),
-        files=[(str(f["path"]), str(f.get("format", ""))) for f in manifest.get("files", [])],
+        files=[(f.path, str(f.format or "")) for f in manifest.files],
         batch=str(batch) if batch else None,
     )
-    source = read_night(night_sinks(manifest.get("request", {})), night, scratch)
+    source = read_night(night_sinks(manifest.request), night, scratch)
     if source is None:
         what = f"batch {batch} of snapshot {date}" if batch else f"snapshot {date}"
         raise SinkError("changes", f"{what} wrote nothing the change diff can read")
@@ -160,7 +155,7 @@ class ChangeSet:
 def publish_changes(
     store: Store,
     layout: Layout,
-    current: Mapping[str, Any],
+    current: Manifest,
     *,
     staged: str,
     options: ChangeOptions,
@@ -172,8 +167,8 @@ def publish_changes(
     were removed and removals are not accepted.
     """
     started_at = started_at or dt.datetime.now(dt.UTC)
-    date = str(current["snapshot_date"])
-    scope = change_scope(current.get("request", {}))
+    date = current.snapshot_date
+    scope = change_scope(current.request)
     previous, _ = neighbours(store, layout, date, scope)
     store.delete_tree(staged)
     with tempfile.TemporaryDirectory(prefix="cf-images-changes-") as scratch_dir:
@@ -184,13 +179,13 @@ def publish_changes(
             staged,
             night_source(store, layout, current, scratch),
             prev_source,
-            run_tag=str(current.get("run_id", ""))[:8],
+            run_tag=(current.run_id or "")[:8],
             options=options,
             scratch=scratch,
         )
-    previous_images = int(previous["counts"]["rows"]) if previous else 0
+    previous_images = previous.rows if previous else 0
     result = ChangeSet(
-        date, previous["snapshot_date"] if previous else None, counts, previous_images, None
+        date, previous.snapshot_date if previous else None, counts, previous_images, None
     )
     share = removed_share(counts["removed"], previous_images)
     if share > options.max_removed_share and not options.accept_removals:
@@ -216,19 +211,19 @@ def publish_changes(
 
 
 def _load_tables(
-    store: Store, layout: Layout, night: Mapping[str, Any], published: str, names: list[str]
+    store: Store, layout: Layout, night: Manifest, published: str, names: list[str]
 ) -> None:
     """Hand a published change set to each sink of its night keeping derived tables."""
     changes = PublishedChanges(
         store=store,
         layout=layout,
-        snapshot_date=str(night["snapshot_date"]),
-        run_id=str(night.get("run_id", "")),
+        snapshot_date=night.snapshot_date,
+        run_id=night.run_id or "",
         directory=published,
         parts=names,
         schema=CHANGES_SCHEMA,
     )
-    for keeper in table_keepers(night_sinks(night.get("request", {}))):
+    for keeper in table_keepers(night_sinks(night.request)):
         keeper.load_changes(changes)
 
 
@@ -302,44 +297,36 @@ class _Part:
 
 
 def build_changes_manifest(
-    current: Mapping[str, Any],
+    current: Manifest,
     result: ChangeSet,
     files: list[PartFile],
     scope: Mapping[str, Any],
     options: ChangeOptions,
     started_at: dt.datetime,
     finished_at: dt.datetime,
-) -> JsonDict:
+) -> Manifest:
     """Return the manifest of a change set (read by `inspect` like a snapshot's)."""
-    return {
-        "format_version": 1,
-        "kind": "changes",
-        "exporter_version": __version__,
-        "run_id": current.get("run_id"),
-        "snapshot_date": result.snapshot_date,
-        "previous_snapshot_date": result.previous_snapshot_date,
-        "account_id": current.get("account_id"),
-        "request": redact_request(current.get("request", {})),
-        "scope": describe_scope(scope),
-        "started_at": rfc3339(started_at),
-        "finished_at": rfc3339(finished_at),
-        "counts": {**result.counts, "rows": sum(result.counts.values())},
-        "previous_images": result.previous_images,
-        "removed_share": round(removed_share(result.counts["removed"], result.previous_images), 6),
-        "max_removed_share": options.max_removed_share,
-        "accepted_removals": options.accept_removals,
-        "files": [
-            {
-                "path": f.path,
-                "format": "parquet",
-                "rows": f.rows,
-                "bytes": f.bytes,
-                "sha256": f.sha256,
-            }
-            for f in files
-        ],
-        "schema": [{"name": f.name, "type": str(f.type)} for f in CHANGES_SCHEMA],
-    }
+    share = removed_share(result.counts["removed"], result.previous_images)
+    return Manifest(
+        kind=CHANGES,
+        run_id=current.run_id,
+        snapshot_date=result.snapshot_date,
+        account_id=current.account_id,
+        request=redact_request(current.request),
+        started_at=rfc3339(started_at),
+        finished_at=rfc3339(finished_at),
+        counts={**result.counts, "rows": sum(result.counts.values())},
+        files=tuple(FileEntry.of(f) for f in files),
+        schema=tuple({"name": f.name, "type": str(f.type)} for f in CHANGES_SCHEMA),
+        changes=ChangeFacts(
+            previous_snapshot_date=result.previous_snapshot_date,
+            scope=describe_scope(scope),
+            previous_images=result.previous_images,
+            removed_share=round(share, 6),
+            max_removed_share=options.max_removed_share,
+            accepted_removals=options.accept_removals,
+        ),
+    )
 
 
 def withdraw(store: Store, published: str, aside: str) -> None:
@@ -360,21 +347,21 @@ def withdraw(store: Store, published: str, aside: str) -> None:
 def refresh(
     store: Store,
     layout: Layout,
-    current: Mapping[str, Any],
+    current: Manifest,
     *,
     run_key: str,
     options: ChangeOptions,
 ) -> list[ChangeSet]:
     """Publish D's change set, then that of the next snapshot N of the same scope (its P is
     now D). A withheld set raises ChangesWithheldError after both were attempted."""
-    date = str(current["snapshot_date"])
-    _, following = neighbours(store, layout, date, change_scope(current.get("request", {})))
+    date = current.snapshot_date
+    _, following = neighbours(store, layout, date, change_scope(current.request))
     results: list[ChangeSet] = []
     withheld: ChangesWithheldError | None = None
     for night in (current, following):
         if night is None:
             continue
-        staged = layout.staged_changes(run_key, str(night["snapshot_date"]))
+        staged = layout.staged_changes(run_key, night.snapshot_date)
         try:
             results.append(publish_changes(store, layout, night, staged=staged, options=options))
         except ChangesWithheldError as exc:

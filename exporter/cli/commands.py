@@ -577,7 +577,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     the run exits 7 for any of them; a path without any snapshot is a usage error (exit 2).
     """
     from exporter.changes.change_set import change_dates
-    from exporter.snapshot.manifest import VerifyReport, snapshot_dates, verify_snapshot
+    from exporter.snapshot.manifest import snapshot_dates
+    from exporter.snapshot.verify import VerifyReport, verify_snapshot
     from exporter.store import open_store
     from exporter.store.layout import ROOT, SNAPSHOT_PREFIX, account_layouts, split_snapshot_path
 
@@ -601,7 +602,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             reports.append(verify_snapshot((store, directory), strict=False))
         except IntegrityError as exc:  # no manifest, or one that is not JSON
             problem = str(exc).removeprefix(f"{directory}: ")
-            reports.append(VerifyReport(directory=directory, manifest={}, problems=[problem]))
+            reports.append(VerifyReport(directory=directory, problems=[problem]))
     if args.json:
         data = [
             {"snapshot": r.directory, "files": r.files, "rows": r.rows, "bytes": r.bytes}
@@ -610,9 +611,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(data, indent=2))
     for r in reports if not args.json else ():
-        what = {"changes": "changes", "new_uploads": "new uploads"}.get(
-            str(r.manifest.get("kind")), "images"
-        )
+        kind = r.manifest.kind if r.manifest else None
+        what = {"changes": "changes", "new_uploads": "new uploads"}.get(str(kind), "images")
         if r.ok:
             print(
                 f"{r.directory}: ok, {r.rows:,} {what} in {r.files} file{'s' * (r.files != 1)}, "

@@ -20,14 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from exporter.config import ExportConfig, parse_config
 from exporter.emulator import EmulatorSettings, run_emulator
 from exporter.observe.progress import print_summary, report_progress
 from exporter.observe.report import write_report
 from exporter.run.new_uploads_run import run_export
 from exporter.sinks.sql import literal
+from exporter.snapshot.manifest import decode_manifest
 from exporter.stats import RunStats
 from exporter.store.layout import MANIFEST_NAME, ROOT, SUCCESS_NAME, manifest_path
 from exporter.tasks import FirstErrorGroup
@@ -102,16 +101,16 @@ def show_results(output: str, snapshot: str) -> None:
     """Print the DuckDB query results and the paths written."""
     import duckdb
 
-    manifest = orjson.loads(Path(manifest_path(snapshot)).read_bytes())
+    manifest = decode_manifest(Path(manifest_path(snapshot)).read_bytes())
     glob = posixpath.join(snapshot, "*.parquet")
     with duckdb.connect() as con:
-        for title, sql in demo_queries(glob, manifest.get("schema", [])):
+        for title, sql in demo_queries(glob, manifest.schema):
             result = con.execute(sql)
             columns = [d[0] for d in result.description]
             print(f"\n-- {title}\n{render_table(columns, result.fetchall())}")
     print(f"\nsnapshot: {snapshot}")
-    for entry in manifest.get("files", []):
-        print(f"  {entry['path']:<28} {entry['rows']:>9,} rows {entry['bytes']:>12,} bytes")
+    for entry in manifest.files:
+        print(f"  {entry.path:<28} {entry.rows:>9,} rows {entry.bytes:>12,} bytes")
     print(f"  {MANIFEST_NAME}, {SUCCESS_NAME}")
     print(f"query it yourself: SELECT count(*) FROM read_parquet('{glob}')")
     changes = posixpath.join(output, ROOT.changes("*"), "*.parquet")

@@ -274,19 +274,17 @@ def _last_success(config: ExportConfig, layout: Layout) -> float | None:
     """Return the finish time of the newest snapshot published under `layout`; 0 when none
     is, None when the store cannot be read."""
     from exporter.errors import ExporterError
-    from exporter.snapshot.manifest import read_manifest, snapshot_dates
+    from exporter.snapshot.manifest import sealed_manifests
     from exporter.store import open_store
 
     try:
         store = open_store(config.output, s3_endpoint=config.s3_endpoint)
-        for date in reversed(snapshot_dates(store, layout)):
-            manifest = read_manifest(store, layout.snapshot(date))
-            if manifest is not None:
-                finished = str(manifest["finished_at"]).replace("Z", "+00:00")
-                return dt.datetime.fromisoformat(finished).timestamp()
+        newest = next(sealed_manifests(store, layout, newest_first=True), None)
     except ExporterError:
         return None
-    return 0.0
+    if newest is None:
+        return 0.0
+    return dt.datetime.fromisoformat(newest.finished_at.replace("Z", "+00:00")).timestamp()
 
 
 def report(

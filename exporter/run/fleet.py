@@ -249,13 +249,13 @@ def published_summary(account: FleetAccount) -> dict[str, Any] | None:
     store = open_store(config.output, s3_endpoint=config.s3_endpoint)
     manifest = read_manifest(store, layout.snapshot(date))
     request = describe_request(config)
-    if manifest is None or manifest.get("request") != redact_request(request):
+    if manifest is None or manifest.request != redact_request(request):
         return None
     if store.exists(layout.run(run_key(request_fingerprint(request), date))):
         return None
     return {
         "snapshot": f"{config.output.rstrip('/')}/{layout.snapshot(date)}",
-        "images": int(manifest["counts"]["rows"]),
+        "images": int(manifest.counts["rows"]),
         "already_published": True,
     }
 

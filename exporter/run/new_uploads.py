@@ -28,9 +28,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.api.pagination import Image, Page, uploaded_key
+
+if TYPE_CHECKING:
+    from exporter.snapshot.manifest import Manifest
 
 STATE_KIND = "new_uploads"
 
@@ -69,19 +72,13 @@ class BatchPlan:
         )
 
 
-def watermark(manifests: Iterable[Mapping[str, Any]]) -> dt.datetime | None:
+def watermark(manifests: Iterable[Manifest]) -> dt.datetime | None:
     """Return the newest `uploaded.max` among manifests (D's and its batches'), None if none."""
-    found = [
-        _parse(str(m["uploaded"]["max"]))
-        for m in manifests
-        if isinstance(m.get("uploaded"), Mapping) and m["uploaded"].get("max")
-    ]
+    found = [_parse(m.uploaded.max) for m in manifests if m.uploaded.max]
     return max(found, default=None)
 
 
-def plan_batch(
-    base: Mapping[str, Any], batches: Sequence[Mapping[str, Any]], lag_s: float
-) -> BatchPlan:
+def plan_batch(base: Manifest, batches: Sequence[Manifest], lag_s: float) -> BatchPlan:
     """Return the plan of the next batch after snapshot `base` and its published `batches`.
 
     An empty snapshot has no watermark: every image of the catalog is then a new upload
@@ -90,8 +87,8 @@ def plan_batch(
     mark = watermark([base, *batches])
     if mark is None:
         mark = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=lag_s)
-    names = tuple(str(b["new_uploads"]["batch"]) for b in batches)
-    return BatchPlan(str(base["snapshot_date"]), mark, lag_s, names)
+    names = tuple(b.new_uploads.batch if b.new_uploads else "" for b in batches)
+    return BatchPlan(base.snapshot_date, mark, lag_s, names)
 
 
 @dataclass

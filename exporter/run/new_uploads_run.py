@@ -28,7 +28,7 @@ import logging
 import posixpath
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,10 +66,13 @@ from exporter.snapshot.checkpoint import (
     request_fingerprint,
 )
 from exporter.snapshot.manifest import (
+    NEW_UPLOADS,
+    Manifest,
+    NewUploads,
     build_manifest,
     encode_manifest,
     read_manifest,
-    snapshot_dates,
+    sealed_manifests,
 )
 from exporter.stats import RunStats
 from exporter.store import Layout, Store, open_store, seal
@@ -90,12 +93,12 @@ NO_SNAPSHOT = "no published snapshot of this request in the output yet: run expo
 class Base:
     """Snapshot D (its manifest) and the manifests of its published batches, oldest first."""
 
-    manifest: dict[str, Any]
-    batches: list[dict[str, Any]] = field(default_factory=list)
+    manifest: Manifest
+    batches: list[Manifest] = field(default_factory=list)
 
     @property
     def date(self) -> str:
-        return str(self.manifest["snapshot_date"])
+        return self.manifest.snapshot_date
 
 
 @dataclass
@@ -122,9 +125,9 @@ def find_base(store: Store, layout: Layout, config: ExportConfig) -> Base:
     ConfigError (exit 2) when the request has no snapshot yet.
     """
     scope = change_scope(redact_request(describe_request(config)))
-    for date in reversed(snapshot_dates(store, layout)):
-        manifest = read_manifest(store, layout.snapshot(date))
-        if manifest is not None and change_scope(manifest.get("request", {})) == scope:
+    for manifest in sealed_manifests(store, layout, newest_first=True):
+        if change_scope(manifest.request) == scope:
+            date = manifest.snapshot_date
             names = layout.batch_names(store.list_dir(layout.new_uploads(date)))
             batches = [read_manifest(store, layout.batch(date, name)) for name in names]
             return Base(manifest, [b for b in batches if b is not None])
@@ -228,7 +231,7 @@ def _prepare(
         )
         stats.restore(checkpoint.counts)
     else:
-        seed = [ColumnSpec.from_dict(c) for c in base.manifest.get("schema", [])]
+        seed = [ColumnSpec.from_dict(c) for c in base.manifest.schema]
         normalizer = Normalizer(config.account_id, config.normalize, seed=seed or None)
     walker_state = checkpoint.walker_state
     if walker_state is not None:
@@ -340,7 +343,7 @@ def known_ids(store: Store, layout: Layout, base: Base, plan: BatchPlan) -> set[
     return {str(row[0]) for row in rows}
 
 
-def _seal_and_publish(run: BatchRun, files: list[PartFile], walk: BatchWalk) -> dict[str, Any]:
+def _seal_and_publish(run: BatchRun, files: list[PartFile], walk: BatchWalk) -> Manifest:
     """Seal the staged batch and publish it (checkpoint "publishing", then "committing")."""
     config, stats = run.config, run.stats
     assert run.plan is not None
@@ -359,12 +362,14 @@ def _seal_and_publish(run: BatchRun, files: list[PartFile], walk: BatchWalk) -> 
         drift=run.normalizer.drift(),
         findings={**run.normalizer.report(), "warnings": []},
     )
-    manifest["kind"] = "new_uploads"
-    manifest["new_uploads"] = {
-        **run.plan.describe(),
-        "batch": run.batch,
-        "base_run_id": (run.previous or {}).get("run_id"),
-    }
+    section = NewUploads.from_json(
+        {
+            **run.plan.describe(),
+            "batch": run.batch,
+            "base_run_id": run.previous.run_id if run.previous else None,
+        }
+    )
+    manifest = dataclasses.replace(manifest, kind=NEW_UPLOADS, new_uploads=section)
     seal(run.store, run.staged, encode_manifest(manifest))
     run.save(walk.state(), phase="publishing")
     crash_point("sealed")
@@ -401,7 +406,7 @@ async def _finish(run: BatchRun) -> dict[str, Any]:
     """Complete the publication of a batch sealed before a kill; walk nothing."""
     published = _published(run)
     manifest = await anyio.to_thread.run_sync(read_manifest, run.store, published)
-    if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
+    if manifest is None or manifest.run_id != run.checkpoint.run_id:
         if run.checkpoint.phase != "publishing":
             raise SinkError("store", f"{published} is not this run's batch any more")
         await anyio.to_thread.run_sync(run.store.publish, run.staged, published)
@@ -414,11 +419,9 @@ async def _finish(run: BatchRun) -> dict[str, Any]:
     return _summary(run, published, manifest)
 
 
-def _summary(
-    run: BatchRun, published: str | None, manifest: dict[str, Any] | None
-) -> dict[str, Any]:
+def _summary(run: BatchRun, published: str | None, manifest: Manifest | None) -> dict[str, Any]:
     assert run.plan is not None
-    files: Sequence[dict[str, Any]] = (manifest or {}).get("files", [])
+    files = manifest.files if manifest else ()
     return {
         "batch": _display_path(run.config.output, published) if published else "none",
         "images": run.stats.images,
@@ -427,7 +430,7 @@ def _summary(
         "watermark": run.plan.describe()["watermark"],
         "lag_s": run.plan.lag_s,
         "files": len(files),
-        "bytes": sum(int(f["bytes"]) for f in files),
+        "bytes": sum(int(f.bytes) for f in files),
         "requests": run.stats.requests,
         "retries": run.stats.retries,
         "throttled": run.stats.throttled,

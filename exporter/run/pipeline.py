@@ -62,6 +62,7 @@ from exporter.snapshot.checkpoint import (
 )
 from exporter.snapshot.completeness import count_warning
 from exporter.snapshot.manifest import (
+    Manifest,
     UploadedBounds,
     build_manifest,
     encode_manifest,
@@ -94,7 +95,7 @@ class Run:
     normalizer: Normalizer
     sinks: list[Sink]
     bounds: UploadedBounds = field(default_factory=UploadedBounds)
-    previous: dict[str, Any] | None = None
+    previous: Manifest | None = None
     pacer: Pacer | None = None  # shared with other accounts of a fleet; None: the run's own
 
     @property
@@ -278,7 +279,7 @@ def _prepare_run(
         stats.restore(checkpoint.counts)
         bounds = _restore_bounds(checkpoint.counts)
     else:
-        seed = [ColumnSpec.from_dict(c) for c in (previous or {}).get("schema", [])]
+        seed = [ColumnSpec.from_dict(c) for c in (previous.schema if previous else ())]
         normalizer = Normalizer(config.account_id, config.normalize, seed=seed or None)
         bounds = UploadedBounds()
     return Run(config, store, layout, stats, checkpoint, normalizer, sinks, bounds, previous)
@@ -385,9 +386,9 @@ def _walk_options(run: Run) -> WalkOptions:
     walk, request, previous = run.config.walk, run.config.request, run.previous
     if walk.mode != "auto" or previous is None or request.sort_order is not None:
         return walk
-    if change_scope(previous.get("request", {})) != change_scope(describe_request(run.config)):
+    if change_scope(previous.request) != change_scope(describe_request(run.config)):
         return walk
-    if int(previous.get("counts", {}).get("rows", 2 * request.per_page)) >= 2 * request.per_page:
+    if int(previous.counts.get("rows", 2 * request.per_page)) >= 2 * request.per_page:
         return walk
     return dataclasses.replace(walk, mode="single")
 
@@ -475,7 +476,7 @@ async def _commit(run: Run, progress: _Progress) -> None:
     log.debug("checkpoint: %s images in %s committed part(s)", f"{run.stats.images:,}", parts)
 
 
-def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) -> dict[str, Any]:
+def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) -> Manifest:
     """Write the manifest and _SUCCESS into the staged snapshot, publish it; return the manifest.
 
     Steps 1 and 2 of the module docstring: the checkpoint says "publishing" once the staged
@@ -508,7 +509,7 @@ def _seal_and_publish(run: Run, files: list[PartFile], api_count: int | None) ->
         columns=[c.to_dict() for c in run.normalizer.columns()],
         uploaded=run.bounds.as_dict(),
         api_count=api_count if unfiltered else None,
-        previous_snapshot=(run.previous or {}).get("snapshot_date"),
+        previous_snapshot=run.previous.snapshot_date if run.previous else None,
         drift=run.normalizer.drift(),
         findings={**run.normalizer.report(), "warnings": warnings},
     )
@@ -558,8 +559,9 @@ def _retire_stale_batches(run: Run) -> None:
     store, layout, date = run.store, run.layout, run.checkpoint.snapshot_date
     for name in layout.batch_names(store.list_dir(layout.new_uploads(date))):
         batch = layout.batch(date, name)
-        manifest = read_manifest(store, batch) or {}
-        if (manifest.get("new_uploads") or {}).get("base_run_id") == run.checkpoint.run_id:
+        manifest = read_manifest(store, batch)
+        followed = manifest.new_uploads if manifest else None
+        if followed and followed.base_run_id == run.checkpoint.run_id:
             continue
         log.info("removing %s: it followed an earlier run of snapshot %s", batch, date)
         store.delete(success_path(batch))
@@ -603,7 +605,7 @@ def _publish_changes(run: Run) -> list[ChangeSet]:
     (with `--accept-removals` after exit 9) publishes the changes without walking.
     """
     manifest = read_manifest(run.store, run.layout.snapshot(run.checkpoint.snapshot_date))
-    if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
+    if manifest is None or manifest.run_id != run.checkpoint.run_id:
         raise SinkError("store", "the published snapshot is not this run's any more; export again")
     release_heap()
     return refresh(
@@ -626,7 +628,7 @@ async def _finish_publishing(run: Run) -> dict[str, Any]:
     if run.checkpoint.phase == "publishing":
         await anyio.to_thread.run_sync(_publish_sealed, run, published)
     manifest = await anyio.to_thread.run_sync(read_manifest, run.store, published)
-    if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
+    if manifest is None or manifest.run_id != run.checkpoint.run_id:
         raise SinkError("store", f"{published} is not this run's snapshot any more; export again")
     if _handed_over(run.checkpoint.run_key):  # the walk's process published the sinks
         crash_point("changes-handed-over")
@@ -639,9 +641,7 @@ async def _finish_publishing(run: Run) -> dict[str, Any]:
     return _summary(run, published, manifest, changes)
 
 
-async def _publish_changes_or_say(
-    run: Run, published: str, manifest: dict[str, Any]
-) -> list[ChangeSet]:
+async def _publish_changes_or_say(run: Run, published: str, manifest: Manifest) -> list[ChangeSet]:
     """Step 4; a withheld change set (exit 9) carries the published snapshot's summary."""
     try:
         return await anyio.to_thread.run_sync(_publish_changes, run)
@@ -653,31 +653,31 @@ async def _publish_changes_or_say(
 def _publish_sealed(run: Run, published: str) -> None:
     """Publish the sealed staged snapshot unless this run's is already published."""
     manifest = read_manifest(run.store, published)
-    if manifest is None or manifest.get("run_id") != run.checkpoint.run_id:
+    if manifest is None or manifest.run_id != run.checkpoint.run_id:
         # Not swapped in yet: the staged directory is still this run's sealed snapshot.
         run.store.publish(run.staged, published)
     run.set_phase("committing")
 
 
 def _summary(
-    run: Run, published: str, manifest: dict[str, Any], changes: Sequence[ChangeSet] = ()
+    run: Run, published: str, manifest: Manifest, changes: Sequence[ChangeSet] = ()
 ) -> dict[str, Any]:
-    files: Sequence[dict[str, Any]] = manifest.get("files", [])
-    started = dt.datetime.fromisoformat(manifest["started_at"].replace("Z", "+00:00"))
-    finished = dt.datetime.fromisoformat(manifest["finished_at"].replace("Z", "+00:00"))
-    drift_report = manifest.get("drift", {})
-    drift = drift_report.get("changes", [])
-    warnings = manifest.get("normalize", {}).get("warnings", [])
+    files = manifest.files
+    started = dt.datetime.fromisoformat(manifest.started_at.replace("Z", "+00:00"))
+    finished = dt.datetime.fromisoformat(manifest.finished_at.replace("Z", "+00:00"))
+    drift_report = manifest.drift
+    drift = drift_report.changes
+    warnings = manifest.findings.warnings
     return {
         "snapshot": _display_path(run.config.output, published),
         "images": run.stats.images,
         "files": len(files),
-        "bytes": sum(int(f["bytes"]) for f in files),
+        "bytes": sum(int(f.bytes) for f in files),
         "duration_s": round((finished - started).total_seconds(), 2),
         "requests": run.stats.requests,
         "retries": run.stats.retries,
         "throttled": run.stats.throttled,
-        "drift": _drift_text(drift, first=drift_report.get("previous_snapshot") is None),
+        "drift": _drift_text(drift, first=drift_report.previous_snapshot is None),
         "warnings": "; ".join(warnings) if warnings else "none",
         "changes": changes[0].describe() if changes else "none",
         "change_counts": dict(changes[0].counts) if changes and changes[0].published else {},

@@ -1,14 +1,17 @@
 """The snapshot manifest: build it (pure), verify a published snapshot against it (inspect).
 
-`build_manifest` takes plain values and returns the JSON-ready dict DESIGN.md lists.
-`verify_snapshot` re-reads every file through a store for its rows, size and sha256.
+`Manifest` is `_manifest.json` typed: `Manifest.from_json`/`decode_manifest` and `read_manifest`
+are the one way in, `encode_manifest` the one way out (every kind keeps its key order, so the
+files read as they always did). `build_manifest` makes a snapshot's from plain values;
+`sealed_manifests` is the one walk over the sealed snapshots (the previous night, the
+newest success, a change set's neighbours). `exporter.snapshot.verify` checks a directory
+against its manifest.
 """
 
 from __future__ import annotations
 
-import posixpath
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,18 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exporter._version import __version__
-from exporter.errors import IntegrityError, SinkError
-from exporter.sinks import PartFile, find_file_format
+from exporter.sinks import PartFile
 from exporter.snapshot.checkpoint import redact_request
-from exporter.store import Layout, LocalStore, Store, file_digest
-from exporter.store.layout import (
-    MANIFEST_NAME,
-    ROOT,
-    SUCCESS_NAME,
-    manifest_path,
-    parse_snapshot_name,
-    success_path,
-)
+from exporter.store import Layout, LocalStore, Store
+from exporter.store.layout import ROOT, manifest_path, success_path
 
 FORMAT_VERSION = 1
 JsonDict = dict[str, Any]
@@ -74,6 +69,395 @@ class UploadedBounds:
         }
 
 
+class ManifestError(ValueError):
+    """A manifest that is JSON but not of a manifest's shape (a section of the wrong type)."""
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise ManifestError(f"{key!r} is not a string")
+    return value
+
+
+def _section(data: Mapping[str, Any], key: str, kind: type[Any]) -> Any:
+    """Return `data[key]`, its empty default when missing or null, or raise ManifestError."""
+    value = data.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ManifestError(f"{key!r} is not a JSON {'object' if kind is dict else 'array'}")
+    return value
+
+
+def _extra(data: Mapping[str, Any], known: Iterable[str]) -> JsonDict:
+    """Return the keys of `data` this version does not know, kept for the next encode."""
+    names = set(known)
+    return {k: v for k, v in data.items() if k not in names}
+
+
+def _keys(section: type[Any]) -> tuple[str, ...]:
+    """Return the JSON keys of a section: its fields but `extra`, in their written order."""
+    return tuple(f.name for f in fields(section) if f.name != "extra")
+
+
+def _optional(data: Mapping[str, Any], key: str, parse: Callable[[JsonDict], Any]) -> Any:
+    """Return the section `key` parsed, None when it is absent or null."""
+    return None if data.get(key) is None else parse(_section(data, key, dict))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileEntry:
+    """One file of a sealed directory: its name, format, rows, bytes and sha256."""
+
+    path: str
+    format: str | None
+    rows: int
+    bytes: int
+    sha256: str
+    extra: JsonDict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, part: PartFile) -> FileEntry:
+        return cls(
+            path=part.path, format=part.format, rows=part.rows, bytes=part.bytes, sha256=part.sha256
+        )
+
+    @classmethod
+    def from_json(cls, data: Any) -> FileEntry:
+        if not isinstance(data, dict):
+            raise ManifestError("a 'files' entry is not a JSON object")
+        missing = [k for k in ("path", "rows", "bytes", "sha256") if k not in data]
+        if missing:
+            raise ManifestError(f"a 'files' entry has no {missing[0]!r}")
+        return cls(
+            path=str(data["path"]),
+            format=data.get("format"),
+            rows=data["rows"],
+            bytes=data["bytes"],
+            sha256=str(data["sha256"]),
+            extra=_extra(data, _keys(cls)),
+        )
+
+    def to_json(self) -> JsonDict:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Uploaded:
+    """The oldest and newest `uploaded` instant of the rows (RFC 3339), None when unknown."""
+
+    min: str | None = None
+    max: str | None = None
+    extra: JsonDict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Uploaded:
+        low, high = data.get("min"), data.get("max")
+        return cls(
+            min=None if low is None else str(low),
+            max=None if high is None else str(high),
+            extra=_extra(data, _keys(cls)),
+        )
+
+    def to_json(self) -> JsonDict:
+        return {"min": self.min, "max": self.max, **self.extra}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Drift:
+    """The normalizer's drift report against `previous_snapshot` (whose schema seeded it);
+    each change is `schema`'s entry as the normalizer wrote it."""
+
+    previous_snapshot: str | None = None
+    changes: tuple[JsonDict, ...] = ()
+    extra: JsonDict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Drift:
+        previous = data.get("previous_snapshot")
+        return cls(
+            previous_snapshot=None if previous is None else str(previous),
+            changes=tuple(_section(data, "changes", list)),
+            extra=_extra(data, _keys(cls)),
+        )
+
+    def to_json(self) -> JsonDict:
+        return {
+            "previous_snapshot": self.previous_snapshot,
+            "changes": list(self.changes),
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Findings:
+    """The manifest's `normalize` section: the normalizer's notes and the run's warnings.
+    The extra fields' caps appear only when one was reached (None: absent)."""
+
+    anomalies: int = 0
+    capped_values: int = 0
+    capped_keys: tuple[list[str], ...] = ()
+    capped_extra_values: int | None = None
+    capped_extra_keys: tuple[list[str], ...] | None = None
+    warnings: tuple[str, ...] = ()
+    extra: JsonDict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Findings:
+        extra_keys = data.get("capped_extra_keys")
+        return cls(
+            anomalies=data.get("anomalies", 0),
+            capped_values=data.get("capped_values", 0),
+            capped_keys=tuple(_section(data, "capped_keys", list)),
+            capped_extra_values=data.get("capped_extra_values"),
+            capped_extra_keys=None if extra_keys is None else tuple(extra_keys),
+            warnings=tuple(str(w) for w in _section(data, "warnings", list)),
+            extra=_extra(data, _keys(cls)),
+        )
+
+    def to_json(self) -> JsonDict:
+        data: JsonDict = {
+            "anomalies": self.anomalies,
+            "capped_values": self.capped_values,
+            "capped_keys": list(self.capped_keys),
+        }
+        if self.capped_extra_values is not None:
+            data["capped_extra_values"] = self.capped_extra_values
+        if self.capped_extra_keys is not None:
+            data["capped_extra_keys"] = list(self.capped_extra_keys)
+        return {**data, "warnings": list(self.warnings), **self.extra}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewUploads:
+    """A batch's `new_uploads` section: its plan (`BatchPlan.describe()`), its name and the
+    run of snapshot D it followed."""
+
+    base_snapshot: str
+    watermark: str
+    lag_s: float
+    cutoff: str
+    earlier_batches: tuple[str, ...] = ()
+    batch: str = ""
+    base_run_id: str | None = None
+    extra: JsonDict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NewUploads:
+        run_id = data.get("base_run_id")
+        return cls(
+            base_snapshot=_text(data, "base_snapshot"),
+            watermark=_text(data, "watermark"),
+            lag_s=data.get("lag_s", 0.0),
+            cutoff=_text(data, "cutoff"),
+            earlier_batches=tuple(str(b) for b in _section(data, "earlier_batches", list)),
+            batch=str(data.get("batch", "")),
+            base_run_id=None if run_id is None else str(run_id),
+            extra=_extra(data, _keys(cls)),
+        )
+
+    def to_json(self) -> JsonDict:
+        return {
+            "base_snapshot": self.base_snapshot,
+            "watermark": self.watermark,
+            "lag_s": self.lag_s,
+            "cutoff": self.cutoff,
+            "earlier_batches": list(self.earlier_batches),
+            "batch": self.batch,
+            "base_run_id": self.base_run_id,
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangeFacts:
+    """What only a change set's manifest (`kind: "changes"`) says: P, its size, the guard."""
+
+    previous_snapshot_date: str | None = None
+    scope: str = ""
+    previous_images: int = 0
+    removed_share: float = 0.0
+    max_removed_share: float = 0.0
+    accepted_removals: bool = False
+
+
+# The top-level keys of each kind, in the order they are written; the optional ones are
+# written only when set.
+_SNAPSHOT_KEYS = (
+    "format_version",
+    "exporter_version",
+    "run_id",
+    "snapshot_date",
+    "account_id",
+    "request",
+    "started_at",
+    "finished_at",
+    "counts",
+    "api_count",
+    "complete",
+    "uploaded",
+    "files",
+    "schema",
+    "drift",
+    "normalize",
+    "kind",
+    "new_uploads",
+)
+_CHANGES_KEYS = (
+    "format_version",
+    "kind",
+    "exporter_version",
+    "run_id",
+    "snapshot_date",
+    "previous_snapshot_date",
+    "account_id",
+    "request",
+    "scope",
+    "started_at",
+    "finished_at",
+    "counts",
+    "previous_images",
+    "removed_share",
+    "max_removed_share",
+    "accepted_removals",
+    "files",
+    "schema",
+)
+_OPTIONAL_KEYS = frozenset({"normalize", "kind", "new_uploads"})
+CHANGES = "changes"
+NEW_UPLOADS = "new_uploads"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    """`_manifest.json` of a sealed directory: a snapshot's, a new-uploads batch's (`kind`
+    "new_uploads", with `new_uploads`) or a change set's (`kind` "changes", with `changes`).
+
+    `counts` are the run's counters as `RunStats.as_dict()` (or the change kinds) gave them,
+    plus `rows`; `request` is `describe_request`'s, redacted; `schema` holds
+    `ColumnSpec.to_dict()` entries. Those three stay plain JSON: their keys have owners
+    elsewhere. Keys this version does not know are kept in `extra` and written back last.
+    """
+
+    format_version: int = FORMAT_VERSION
+    kind: str | None = None
+    exporter_version: str = __version__
+    run_id: str | None = None
+    snapshot_date: str
+    account_id: str | None = None
+    request: JsonDict = field(default_factory=dict)
+    started_at: str
+    finished_at: str
+    counts: JsonDict = field(default_factory=dict)
+    api_count: int | None = None
+    complete: bool | None = None
+    uploaded: Uploaded = field(default_factory=Uploaded)
+    files: tuple[FileEntry, ...] = ()
+    schema: tuple[JsonDict, ...] = ()
+    drift: Drift = field(default_factory=Drift)
+    normalize: Findings | None = None
+    new_uploads: NewUploads | None = None
+    changes: ChangeFacts | None = None
+    extra: JsonDict = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        """Return the rows the directory holds (`counts.rows`, else the images counted)."""
+        return int(self.counts.get("rows", self.counts.get("images", 0)) or 0)
+
+    @property
+    def formats(self) -> list[str]:
+        """Return the sink names the request wrote."""
+        return [str(f) for f in self.request.get("formats") or []]
+
+    @property
+    def findings(self) -> Findings:
+        """Return the `normalize` section, empty when the manifest has none."""
+        return self.normalize or Findings()
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest:
+        """Return the manifest of decoded JSON; ManifestError unless it has a manifest's shape."""
+        if not isinstance(data, dict):
+            raise ManifestError("not a JSON object")
+        kind = data.get("kind")
+        changes = None
+        if kind == CHANGES:
+            previous = data.get("previous_snapshot_date")
+            changes = ChangeFacts(
+                previous_snapshot_date=None if previous is None else str(previous),
+                scope=str(data.get("scope", "")),
+                previous_images=data.get("previous_images", 0),
+                removed_share=data.get("removed_share", 0.0),
+                max_removed_share=data.get("max_removed_share", 0.0),
+                accepted_removals=bool(data.get("accepted_removals", False)),
+            )
+        run_id, account = data.get("run_id"), data.get("account_id")
+        return cls(
+            format_version=data.get("format_version", FORMAT_VERSION),
+            kind=None if kind is None else str(kind),
+            exporter_version=str(data.get("exporter_version", "")),
+            run_id=None if run_id is None else str(run_id),
+            snapshot_date=_text(data, "snapshot_date"),
+            account_id=None if account is None else str(account),
+            request=_section(data, "request", dict),
+            started_at=_text(data, "started_at"),
+            finished_at=_text(data, "finished_at"),
+            counts=_section(data, "counts", dict),
+            api_count=data.get("api_count"),
+            complete=data.get("complete"),
+            uploaded=Uploaded.from_json(_section(data, "uploaded", dict)),
+            files=tuple(FileEntry.from_json(f) for f in _section(data, "files", list)),
+            schema=tuple(_section(data, "schema", list)),
+            drift=Drift.from_json(_section(data, "drift", dict)),
+            normalize=_optional(data, "normalize", Findings.from_json),
+            new_uploads=_optional(data, "new_uploads", NewUploads.from_json),
+            changes=changes,
+            extra=_extra(data, _CHANGES_KEYS if kind == CHANGES else _SNAPSHOT_KEYS),
+        )
+
+    def to_json(self) -> JsonDict:
+        """Return the JSON object, keys in the order each kind has always been written."""
+        facts = self.changes or ChangeFacts()
+        values: JsonDict = {
+            "format_version": self.format_version,
+            "kind": self.kind,
+            "exporter_version": self.exporter_version,
+            "run_id": self.run_id,
+            "snapshot_date": self.snapshot_date,
+            "previous_snapshot_date": facts.previous_snapshot_date,
+            "account_id": self.account_id,
+            "request": self.request,
+            "scope": facts.scope,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "counts": self.counts,
+            "previous_images": facts.previous_images,
+            "removed_share": facts.removed_share,
+            "max_removed_share": facts.max_removed_share,
+            "accepted_removals": facts.accepted_removals,
+            "api_count": self.api_count,
+            "complete": self.complete,
+            "uploaded": self.uploaded.to_json(),
+            "files": [f.to_json() for f in self.files],
+            "schema": list(self.schema),
+            "drift": self.drift.to_json(),
+            "normalize": self.normalize.to_json() if self.normalize else None,
+            "new_uploads": self.new_uploads.to_json() if self.new_uploads else None,
+        }
+        keys = _CHANGES_KEYS if self.kind == CHANGES else _SNAPSHOT_KEYS
+        written = {k: values[k] for k in keys if values[k] is not None or k not in _OPTIONAL_KEYS}
+        return {**written, **self.extra}
+
+
 def build_manifest(
     *,
     run_id: str,
@@ -90,7 +474,7 @@ def build_manifest(
     previous_snapshot: str | None = None,
     drift: Sequence[Mapping[str, Any]] = (),
     findings: Mapping[str, Any] | None = None,
-) -> JsonDict:
+) -> Manifest:
     """Return the manifest of one snapshot.
 
     `columns` are `ColumnSpec.to_dict()` entries ({name, type, path}), stored as is so the
@@ -104,38 +488,36 @@ def build_manifest(
     # With no file sink (e.g. DuckDB only) the snapshot directory holds no parts: the rows
     # are the images exported.
     rows = max(per_format.values(), default=int(counts.get("images", 0)))
-    return {
-        "format_version": FORMAT_VERSION,
-        "exporter_version": __version__,
-        "run_id": run_id,
-        "snapshot_date": snapshot_date,
-        "account_id": account_id,
-        "request": redact_request(request),
-        "started_at": rfc3339(started_at),
-        "finished_at": rfc3339(finished_at),
-        "counts": {**counts, "rows": rows},
-        "api_count": api_count,
-        "complete": None if api_count is None else api_count == rows,
-        "uploaded": dict(uploaded or {"min": None, "max": None}),
-        "files": [
-            {
-                "path": f.path,
-                "format": f.format,
-                "rows": f.rows,
-                "bytes": f.bytes,
-                "sha256": f.sha256,
-            }
-            for f in files
-        ],
-        "schema": [dict(c) for c in columns],
-        "drift": {"previous_snapshot": previous_snapshot, "changes": [dict(d) for d in drift]},
-        **({"normalize": dict(findings)} if findings else {}),
-    }
+    return Manifest(
+        run_id=run_id,
+        snapshot_date=snapshot_date,
+        account_id=account_id,
+        request=redact_request(request),
+        started_at=rfc3339(started_at),
+        finished_at=rfc3339(finished_at),
+        counts={**counts, "rows": rows},
+        api_count=api_count,
+        complete=None if api_count is None else api_count == rows,
+        uploaded=Uploaded.from_json(uploaded or {}),
+        files=tuple(FileEntry.of(f) for f in files),
+        schema=tuple(dict(c) for c in columns),
+        drift=Drift(previous_snapshot=previous_snapshot, changes=tuple(dict(d) for d in drift)),
+        normalize=Findings.from_json(findings) if findings else None,
+    )
 
 
-def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
+def encode_manifest(manifest: Manifest) -> bytes:
     """Return the manifest as indented JSON with a trailing newline."""
-    return orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n"
+    return orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def decode_manifest(raw: bytes) -> Manifest:
+    """Return the manifest in `raw`; ManifestError (a ValueError) unless it is one."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ManifestError(f"not JSON ({exc})") from exc
+    return Manifest.from_json(data)
 
 
 # -- reading published snapshots ----------------------------------------------------------
@@ -145,23 +527,35 @@ def _as_store(out: Store | str | Path) -> Store:
     return LocalStore(out) if isinstance(out, str | Path) else out
 
 
-def read_manifest(store: Store, directory: str) -> JsonDict | None:
-    """Return the manifest of a sealed snapshot directory, None unless `_SUCCESS` is there."""
+def read_manifest(store: Store, directory: str) -> Manifest | None:
+    """Return the manifest of a sealed directory, None unless `_SUCCESS` is there and the
+    manifest reads (a damaged one is `inspect`'s to report, not a reader's to trust)."""
     if not store.exists(success_path(directory)):
         return None
     raw = store.read_bytes(manifest_path(directory))
     if raw is None:
         return None
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        return decode_manifest(raw)
+    except ManifestError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def snapshot_dates(store: Store, layout: Layout = ROOT) -> list[str]:
     """Return the dates that have a snapshot directory in `layout`, oldest first."""
     return layout.snapshot_dates(store.list_dir(layout.snapshots))
+
+
+def sealed_manifests(
+    store: Store, layout: Layout = ROOT, *, before: str | None = None, newest_first: bool = False
+) -> Iterator[Manifest]:
+    """Yield the manifest of every sealed snapshot in `layout` dated before `before` (all
+    when None), oldest first unless `newest_first`; each is read only when reached."""
+    dates = [d for d in snapshot_dates(store, layout) if before is None or d < before]
+    for date in reversed(dates) if newest_first else dates:
+        manifest = read_manifest(store, layout.snapshot(date))
+        if manifest is not None:
+            yield manifest
 
 
 def published_run_id(store: Store, snapshot_date: str, layout: Layout = ROOT) -> str | None:
@@ -172,110 +566,12 @@ def published_run_id(store: Store, snapshot_date: str, layout: Layout = ROOT) ->
     may then hold the *previous* snapshot and must never be published again.
     """
     manifest = read_manifest(store, layout.snapshot(snapshot_date))
-    run_id = manifest.get("run_id") if manifest else None
-    return str(run_id) if run_id is not None else None
+    return manifest.run_id if manifest else None
 
 
 def previous_manifest(
     out: Store | str | Path, before_date: str, layout: Layout = ROOT
-) -> JsonDict | None:
+) -> Manifest | None:
     """Return the manifest of the newest sealed snapshot dated before `before_date`."""
-    store = _as_store(out)
-    for date in reversed(snapshot_dates(store, layout)):
-        if date < before_date:
-            manifest = read_manifest(store, layout.snapshot(date))
-            if manifest is not None:
-                return manifest
-    return None
-
-
-@dataclass
-class VerifyReport:
-    """What `verify_snapshot` checked; `problems` is empty when the snapshot is intact."""
-
-    directory: str
-    manifest: JsonDict
-    files: int = 0
-    rows: int = 0
-    bytes: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def locate_snapshot(target: str | Path) -> tuple[Store, str]:
-    """Return (store, snapshot dir) for a snapshot directory or an output root (newest date)."""
-    path = Path(target)
-    if (path / MANIFEST_NAME).exists() or parse_snapshot_name(path.name) is not None:
-        return LocalStore(path.parent), path.name
-    store = LocalStore(path)
-    dates = snapshot_dates(store)
-    if not dates:
-        raise IntegrityError(f"no snapshot_date=* directory in {path}")
-    return store, ROOT.snapshot(dates[-1])
-
-
-def _check_file(store: Store, directory: str, entry: Mapping[str, Any]) -> list[str]:
-    name = str(entry["path"])
-    path = posixpath.join(directory, name)
-    if not store.exists(path):
-        return [f"{name}: missing"]
-    size, digest = file_digest(store, path)
-    problems = []
-    if size != entry["bytes"]:
-        problems.append(f"{name}: {size} bytes, manifest says {entry['bytes']}")
-    if digest != entry["sha256"]:
-        problems.append(f"{name}: sha256 {digest[:12]}..., manifest says {entry['sha256'][:12]}...")
-    kind = find_file_format(str(entry.get("format")))  # the sink that wrote it counts its rows
-    if kind is None:
-        return [*problems, f"{name}: no installed sink reads format {entry.get('format')!r}"]
-    try:
-        with store.open_read(path) as raw:
-            rows = kind.count_rows(raw)
-    except (OSError, pa.ArrowException, EOFError, ValueError) as exc:
-        return [*problems, f"{name}: unreadable ({exc})"]
-    if rows != entry["rows"]:
-        problems.append(f"{name}: {rows} rows, manifest says {entry['rows']}")
-    return problems
-
-
-def verify_snapshot(target: str | Path | tuple[Store, str], *, strict: bool = True) -> VerifyReport:
-    """Re-read a snapshot's files and compare rows, bytes and sha256 with its manifest.
-
-    Raises IntegrityError on any mismatch (a missing `_SUCCESS`, a missing, extra or changed
-    file, row totals that disagree) unless `strict` is False; the report lists every problem.
-    """
-    store, directory = target if isinstance(target, tuple) else locate_snapshot(target)
-    raw = store.read_bytes(manifest_path(directory))
-    if raw is None:
-        raise IntegrityError(f"{directory}: no {MANIFEST_NAME}")
-    try:
-        manifest = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise IntegrityError(f"{directory}: {MANIFEST_NAME} is not JSON ({exc})") from exc
-    report = VerifyReport(directory=directory, manifest=manifest)
-    if not store.exists(success_path(directory)):
-        report.problems.append(f"no {SUCCESS_NAME}: the snapshot was never completed")
-    listed = {str(f["path"]) for f in manifest.get("files", [])}
-    for entry in manifest.get("files", []):
-        try:
-            report.problems.extend(_check_file(store, directory, entry))
-        except SinkError as exc:
-            report.problems.append(str(exc))
-        report.files += 1
-        report.bytes += int(entry["bytes"])
-    extra = set(store.list_dir(directory)) - listed - {MANIFEST_NAME, SUCCESS_NAME}
-    report.problems.extend(f"{name}: not in the manifest" for name in sorted(extra))
-    report.rows = int(manifest.get("counts", {}).get("rows") or 0)
-    declared = manifest.get("counts", {}).get("rows")
-    entries = manifest.get("files", [])
-    totals = rows_by_format((str(f.get("format")), int(f["rows"])) for f in entries)
-    for kind, rows in totals.items():
-        if declared is not None and declared != rows:
-            report.problems.append(f"{kind} files hold {rows} rows, counts say {declared}")
-    if strict and report.problems:
-        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
-        raise IntegrityError(f"{directory}: {report.problems[0]}{more}")
-    return report
+    found = sealed_manifests(_as_store(out), layout, before=before_date, newest_first=True)
+    return next(found, None)

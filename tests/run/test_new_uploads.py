@@ -9,6 +9,7 @@ import pytest
 
 from exporter.api.pagination import Page
 from exporter.run.new_uploads import BatchPlan, BatchWalk, plan_batch, watermark
+from exporter.snapshot.manifest import Manifest
 
 W = dt.datetime(2026, 1, 2, 12, 0, tzinfo=dt.UTC)
 
@@ -18,14 +19,17 @@ def image(image_id: str, seconds_before_w: float) -> dict[str, Any]:
     return {"id": image_id, "uploaded": moment.isoformat().replace("+00:00", "Z")}
 
 
-def manifest(date: str, newest: dt.datetime | None, batch: str | None = None) -> dict[str, Any]:
+def manifest(date: str, newest: dt.datetime | None, batch: str | None = None) -> Manifest:
     data: dict[str, Any] = {
         "snapshot_date": date,
+        "started_at": "2026-01-02T00:00:00Z",
+        "finished_at": "2026-01-02T00:01:00Z",
         "uploaded": {"min": None, "max": newest.isoformat() if newest else None},
     }
     if batch is not None:
-        data["new_uploads"] = {"batch": batch}
-    return data
+        plan = {"base_snapshot": date, "watermark": "", "lag_s": 60, "cutoff": ""}
+        data["new_uploads"] = {**plan, "batch": batch}
+    return Manifest.from_json(data)
 
 
 class TestPlan:

@@ -24,6 +24,7 @@ import pytest
 
 from exporter.emulator import AccountSettings, RunningEmulator
 from exporter.run.crashpoint import CRASH_AT_ENV
+from exporter.snapshot.manifest import decode_manifest, encode_manifest
 from tests.helpers import (
     PYTHON,
     clean_env,
@@ -150,6 +151,19 @@ async def test_batches_take_ordinary_tied_and_late_uploads_exactly_once(
 
         await out.snapshot(NEXT)
         assert out.latest() == snapshot_rows(out.out, NEXT) == catalog(emu)
+        assert manifest_kinds_round_trip(out.out) == {None, "changes", "new_uploads"}
+
+
+def manifest_kinds_round_trip(out: Path) -> set[str | None]:
+    """Read every `_manifest.json` under OUT as a Manifest, check that writing it back gives
+    the same bytes, and return the kinds seen."""
+    kinds: set[str | None] = set()
+    for path in sorted(out.rglob("_manifest.json")):
+        raw = path.read_bytes()
+        manifest = decode_manifest(raw)
+        assert encode_manifest(manifest) == raw, path
+        kinds.add(manifest.kind)
+    return kinds
 
 
 async def test_a_rerun_of_the_snapshot_retires_the_batches_of_its_earlier_run(

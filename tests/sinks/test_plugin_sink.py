@@ -14,7 +14,7 @@ from exporter.config import parse_config
 from exporter.emulator import RunningEmulator
 from exporter.run import pipeline
 from exporter.sinks import ENTRY_POINT_GROUP
-from exporter.snapshot.manifest import verify_snapshot
+from exporter.snapshot.verify import verify_snapshot
 from tests.helpers import clean_env, run_cli
 
 DATE = "2026-11-27"

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exporter.changes.change_set import change_dates, night_source, sealed_manifests
+from exporter.changes.change_set import change_dates, night_source
 from exporter.changes.diff import CHANGE_KINDS, night_relation
 from exporter.errors import IntegrityError, first_line
 from exporter.sinks import NightSource
 from exporter.sinks.sql import file_list, identifier, literal
-from exporter.snapshot.manifest import read_manifest
+from exporter.snapshot.manifest import CHANGES, Manifest, Uploaded, read_manifest, sealed_manifests
 from exporter.store import Layout, Store
 from exporter.store.layout import ROOT, account_layouts, run_key_date
 from exporter.transform.schema import EXTRA_JSON, EXTRA_PREFIX, META_JSON, display_path
@@ -191,35 +191,35 @@ def _instant(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def night_of(manifest: Mapping[str, Any]) -> Night:
+def night_of(manifest: Manifest) -> Night:
     """Return a snapshot manifest's figures."""
-    counts = manifest.get("counts", {})
-    started, finished = str(manifest["started_at"]), str(manifest["finished_at"])
-    findings = manifest.get("normalize", {})
-    warnings = [str(w) for w in findings.get("warnings", [])]
-    if findings.get("anomalies"):
-        warnings.append(f"{findings['anomalies']} meta value(s) could not be parsed (kept raw)")
-    if findings.get("capped_keys"):
-        warnings.append(f"{len(findings['capped_keys'])} meta key(s) over the column cap")
+    counts = manifest.counts
+    started, finished = manifest.started_at, manifest.finished_at
+    findings = manifest.findings
+    warnings = list(findings.warnings)
+    if findings.anomalies:
+        warnings.append(f"{findings.anomalies} meta value(s) could not be parsed (kept raw)")
+    if findings.capped_keys:
+        warnings.append(f"{len(findings.capped_keys)} meta key(s) over the column cap")
     return Night(
-        date=str(manifest["snapshot_date"]),
-        images=int(counts.get("rows", counts.get("images", 0))),
+        date=manifest.snapshot_date,
+        images=manifest.rows,
         started_at=started,
         finished_at=finished,
         duration_s=(_instant(finished) - _instant(started)).total_seconds(),
         requests=int(counts.get("requests", 0)),
         throttled=int(counts.get("throttled", 0)),
         retries=int(counts.get("retries", 0)),
-        complete=manifest.get("complete"),
+        complete=manifest.complete,
         warnings=tuple(warnings),
     )
 
 
-def drift_of(manifest: Mapping[str, Any]) -> list[DriftEntry]:
+def drift_of(manifest: Manifest) -> list[DriftEntry]:
     """Return the drift entries of a snapshot manifest."""
     return [
         DriftEntry(
-            date=str(manifest["snapshot_date"]),
+            date=manifest.snapshot_date,
             change=str(d.get("change", "")),
             column=str(d.get("column", "")),
             path=display_path([str(k) for k in d.get("path") or ()]),
@@ -227,19 +227,18 @@ def drift_of(manifest: Mapping[str, Any]) -> list[DriftEntry]:
             type_to=d.get("to"),
             reason=str(d.get("reason", "")),
         )
-        for d in manifest.get("drift", {}).get("changes", [])
+        for d in manifest.drift.changes
     ]
 
 
-def batch_of(manifest: Mapping[str, Any]) -> Batch:
+def batch_of(manifest: Manifest) -> Batch:
     """Return a batch manifest's figures."""
-    counts, uploaded = manifest.get("counts", {}), manifest.get("uploaded") or {}
     return Batch(
-        name=str(manifest.get("new_uploads", {}).get("batch", "")),
-        images=int(counts.get("rows", counts.get("images", 0))),
-        oldest=uploaded.get("min"),
-        newest=uploaded.get("max"),
-        finished_at=str(manifest["finished_at"]),
+        name=manifest.new_uploads.batch if manifest.new_uploads else "",
+        images=manifest.rows,
+        oldest=manifest.uploaded.min,
+        newest=manifest.uploaded.max,
+        finished_at=manifest.finished_at,
     )
 
 
@@ -258,11 +257,9 @@ def change_nights(store: Store, layout: Layout) -> list[ChangeNight]:
         manifest = read_manifest(store, layout.changes(date))
         if manifest is None:
             continue
-        counts = manifest.get("counts", {})
-        added, removed, changed = (int(counts.get(k, 0)) for k in CHANGE_KINDS)
-        found.append(
-            ChangeNight(date, manifest.get("previous_snapshot_date"), added, removed, changed)
-        )
+        added, removed, changed = (int(manifest.counts.get(k, 0)) for k in CHANGE_KINDS)
+        previous = manifest.changes.previous_snapshot_date if manifest.changes else None
+        found.append(ChangeNight(date, previous, added, removed, changed))
     return found
 
 
@@ -328,12 +325,12 @@ def _meta_expression(column: Mapping[str, Any], flattened: set[str], depth: int)
 
 
 def _meta_columns(
-    con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any], flattened: set[str]
+    con: duckdb.DuckDBPyConnection, manifest: Manifest, flattened: set[str]
 ) -> tuple[list[MetaColumn], list[MetaColumn], dict[str, str]]:
     """Return the meta and the extra columns' coverage and (strings) approximate distinct
     values, and the SQL of each column's cells (for one column at a time)."""
-    columns = [c for c in manifest.get("schema", []) if c.get("path")]
-    depth = int(manifest.get("request", {}).get("normalize", {}).get("depth") or DEFAULT_DEPTH)
+    columns = [c for c in manifest.schema if c.get("path")]
+    depth = int(manifest.request.get("normalize", {}).get("depth") or DEFAULT_DEPTH)
     expressions = {str(c["name"]): _meta_expression(c, flattened, depth) for c in columns}
     meta = _coverage(con, [c for c in columns if not _is_extra(c)], flattened, depth)
     extra = _coverage(con, [c for c in columns if _is_extra(c)], flattened, depth)
@@ -427,10 +424,8 @@ def _top_values(
     return found
 
 
-def _uploads(
-    con: duckdb.DuckDBPyConnection, bounds: Mapping[str, Any]
-) -> tuple[list[tuple[str, int]], str]:
-    low, high = bounds.get("min"), bounds.get("max")
+def _uploads(con: duckdb.DuckDBPyConnection, bounds: Uploaded) -> tuple[list[tuple[str, int]], str]:
+    low, high = bounds.min, bounds.max
     span = (_instant(high) - _instant(low)).days if low and high else 0
     by = "month" if span > DAILY_SPAN_DAYS else "day"
     pattern = "%Y-%m" if by == "month" else "%Y-%m-%d"
@@ -441,9 +436,7 @@ def _uploads(
     return [(str(k), int(n)) for k, n in rows], by
 
 
-def catalog_of(
-    con: duckdb.DuckDBPyConnection, source: NightSource, manifest: Mapping[str, Any]
-) -> Catalog:
+def catalog_of(con: duckdb.DuckDBPyConnection, source: NightSource, manifest: Manifest) -> Catalog:
     """Return the aggregates of one snapshot (the view `night` is created here)."""
     flattened = _night_view(con, source)
     row = con.execute(
@@ -464,10 +457,10 @@ def catalog_of(
         f"SELECT least(coalesce(len(variants), 0), {VARIANTS_CAP}) AS k, count(*) FROM night "
         "GROUP BY k ORDER BY k"
     ).fetchall()
-    uploads, by = _uploads(con, manifest.get("uploaded", {}))
+    uploads, by = _uploads(con, manifest.uploaded)
     meta, extra, expressions = _meta_columns(con, manifest, flattened)
     return Catalog(
-        date=str(manifest["snapshot_date"]),
+        date=manifest.snapshot_date,
         images=images,
         uploads=uploads,
         uploads_by=by,
@@ -485,7 +478,7 @@ def catalog_of(
 
 
 def _catalog_or_error(
-    source: NightSource, manifest: Mapping[str, Any], work: Path, settings: ReportSettings
+    source: NightSource, manifest: Manifest, work: Path, settings: ReportSettings
 ) -> Catalog:
     """Return `catalog_of` the night; a file DuckDB cannot read is an IntegrityError."""
     import duckdb
@@ -494,7 +487,7 @@ def _catalog_or_error(
         with connect(settings, work) as con:
             return catalog_of(con, source, manifest)
     except duckdb.Error as exc:
-        date = manifest.get("snapshot_date")
+        date = manifest.snapshot_date
         raise IntegrityError(f"snapshot {date}: DuckDB cannot read it: {first_line(exc)}") from exc
 
 
@@ -511,7 +504,7 @@ def account_figures(
     store: Store, layout: Layout, scratch: Path, settings: ReportSettings
 ) -> AccountFigures:
     """Return one account's figures: its manifests, and DuckDB over its latest snapshot."""
-    manifests = [m for m in sealed_manifests(store, layout) if m.get("kind") != "changes"]
+    manifests = [m for m in sealed_manifests(store, layout) if m.kind != CHANGES]
     nights = [night_of(m) for m in manifests]
     drift = [entry for m in manifests for entry in drift_of(m)]
     catalog = None
@@ -521,7 +514,7 @@ def account_figures(
         work.mkdir(parents=True, exist_ok=True)
         source = night_source(store, layout, latest, work)
         catalog = _catalog_or_error(source, latest, work, settings)
-    account = str(manifests[-1].get("account_id", "")) if manifests else ""
+    account = (manifests[-1].account_id or "") if manifests else ""
     return AccountFigures(
         account_id=account or layout.prefix.removeprefix("account_id=") or "(unknown)",
         nights=nights,
