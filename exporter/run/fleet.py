@@ -38,7 +38,7 @@ import anyio.to_thread
 
 from exporter.api.auth import EMAIL_VAR, KEY_VAR, TOKEN_VAR, Credentials
 from exporter.api.pacing import Pacer
-from exporter.config import ExportConfig, parse_config
+from exporter.config import ExportConfig, parse_config, refuse_lag_without_batch
 from exporter.errors import ConfigError, ExporterError, FleetConfigError
 from exporter.observe.metrics import RunMetrics, observe
 from exporter.observe.progress import ACCOUNT
@@ -93,6 +93,7 @@ def parse_fleet(
     accounts_data: Mapping[str, Any], request: FleetRequest, environ: Mapping[str, str]
 ) -> list[FleetAccount]:
     """Return every account resolved, or raise one ConfigError listing each bad entry."""
+    refuse_lag_without_batch(request.overrides, new_uploads=request.new_uploads)
     entries = accounts_data.get("account")
     unknown_tables = sorted(set(accounts_data) - {"account"})
     if unknown_tables:

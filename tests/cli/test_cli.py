@@ -145,6 +145,28 @@ class TestExport:
         assert any("meta.status%5Beq%5D=active" in r for r in plan["requests"])
         assert not (tmp_path / "x").exists()
 
+    def test_lag_without_new_uploads_is_refused(self, emu: EmulatorProcess, tmp_path: Path) -> None:
+        """`--lag` without `--new-uploads` (export or fleet): exit 2, one line naming both
+        flags, nothing written; the config file's `new_uploads.lag_s`, which a nightly export
+        shares with its batches, is no contradiction."""
+        out = tmp_path / "out"
+        result = run_cli(["export", "--output", str(out), "--lag", "30"], emu.env())
+        assert result.returncode == 2, result.stderr
+        line = one_line_error(result.stderr)
+        assert "--lag" in line and "--new-uploads" in line
+        accounts = tmp_path / "accounts.toml"
+        accounts.write_text(f'[[account]]\nid = "{emu.account_id}"\ntoken_env = "T"\n')
+        fleet = ["fleet", "--accounts", str(accounts), "--output", str(out), "--lag", "30"]
+        result = run_cli(fleet, emu.env(T=emu.token))
+        assert result.returncode == 2, result.stderr
+        assert "--new-uploads" in one_line_error(result.stderr)
+        assert not out.exists()
+        (tmp_path / "c.toml").write_text("[new_uploads]\nlag_s = 30\n")
+        args = ["export", "--config", str(tmp_path / "c.toml"), "--output", str(out)]
+        result = run_cli([*args, "--snapshot-date", DATE], emu.env())
+        assert result.returncode == 0, result.stderr
+        assert (out / f"snapshot_date={DATE}" / "_SUCCESS").exists()
+
     def test_inspect_verifies_and_detects_damage(
         self, emu: EmulatorProcess, tmp_path: Path
     ) -> None:
