@@ -102,7 +102,7 @@ class ExportConfig:
             table = plan if option.section == "export" else plan.setdefault(option.section, {})
             table[option.name] = shown(option, self.resolved(option))
             if option.key == "export.base_url":
-                plan["credentials"] = repr(self.credentials)
+                plan["credentials"] = self.credentials.describe()
         plan.setdefault("changes", {})["accept_removals"] = self.changes.accept_removals
         plan["resume"] = self.resume
         plan.setdefault("new_uploads", {})["batch"] = self.new_uploads  # --new-uploads

@@ -144,6 +144,14 @@ class TestExport:
         assert "very-secret" not in result.stdout
         assert any("meta.status%5Beq%5D=active" in r for r in plan["requests"])
         assert not (tmp_path / "x").exists()
+        assert plan["plan"]["credentials"] == "API token (from CLOUDFLARE_API_TOKEN)"
+        env.update(CLOUDFLARE_EMAIL="me@example.com", CLOUDFLARE_API_KEY="very-secret-key")
+        del env["CLOUDFLARE_API_TOKEN"]
+        result = run_cli(args, env)
+        assert result.returncode == 0, result.stderr
+        assert "very-secret-key" not in result.stdout and "me@example.com" not in result.stdout
+        shown = orjson.loads(result.stdout)["plan"]["credentials"]
+        assert shown == "email + global API key (from CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)"
 
     def test_lag_without_new_uploads_is_refused(self, emu: EmulatorProcess, tmp_path: Path) -> None:
         """`--lag` without `--new-uploads` (export or fleet): exit 2, one line naming both
