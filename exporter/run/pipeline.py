@@ -347,7 +347,7 @@ async def _walk_and_write(
         send, receive = anyio.create_memory_object_stream[_Written | None](WRITE_AHEAD)
         # A writer failure first breaks the queue: the writer's error is the one raised.
         async with FirstErrorGroup() as tasks:
-            if walk is None:
+            if walk is None and is_unfiltered(config):  # a filtered walk has no count to meet
                 tasks.start_soon(_count_images, client, stats)
             tasks.start_soon(_write_batches, run, receive, progress, cadence)
             ticks = anyio.CancelScope()

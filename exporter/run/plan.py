@@ -39,7 +39,7 @@ def dry_run_plan(config: ExportConfig) -> dict[str, Any]:
     if not config.walk.both_ends(config.request):
         orders = [config.request.sort_order or "desc"]
     account_url = f"{config.base_url}/accounts/{config.account_id}"
-    requests = [f"GET {account_url}/images/v1/stats"]
+    requests = [f"GET {account_url}/images/v1/stats"] if is_unfiltered(config) else []
     if config.walk.batch_api:
         requests.append(f"GET {account_url}/images/v1/batch_token")
     requests += [f"GET {base}?{urlencode(config.request.params(o, None))}" for o in orders]
