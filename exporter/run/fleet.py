@@ -296,10 +296,13 @@ async def run_account(
     account: FleetAccount, stats: RunStats, work: Awaitable[Mapping[str, Any]]
 ) -> AccountOutcome:
     """Await one account's export and turn how it ended into an outcome (never raise)."""
+    from exporter.run.new_uploads_run import nothing_new
+
     began = time.monotonic()
     code, summary, message = 0, None, ""
     try:
         summary = await work
+        message = nothing_new(summary) or ""
     except ExporterError as exc:
         code, message = exc.exit_code, " ".join(str(exc).split())
         log.error("%s", message)

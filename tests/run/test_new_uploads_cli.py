@@ -326,7 +326,7 @@ async def test_metrics_and_dry_run_say_what_a_batch_does(
         assert f'cf_images_export_new_images{{account_id="{emu.account_id}"}} 0.0' in (
             metrics.read_text()
         )
-        assert "0 new uploads" in result.stderr
+        assert "0 new uploads since the watermark 20" in result.stderr  # as fleet's row says
 
 
 @pytest.mark.parametrize("fmt", ["ndjson", "delta", "duckdb"])
@@ -350,7 +350,8 @@ async def test_fleet_publishes_a_batch_per_account(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
     """`fleet --new-uploads`: each account's batch holds its own uploads, and its metrics
-    count them; an account with nothing new publishes nothing."""
+    count them; an account with nothing new publishes nothing, and its row says so in the
+    words of `export --new-uploads` (not "published")."""
     other = "ab" * 16
     extra = AccountSettings(account_id=other, token="token-other", images=80, seed=31)
     async with emulator_factory(images=60, seed=30, accounts=(extra,)) as emu:
@@ -372,7 +373,16 @@ async def test_fleet_publishes_a_batch_per_account(
 
         await fleet("--snapshot-date", D)
         burst = emu.account(other).uploads.add(9, ties=1)
-        await fleet("--new-uploads")
+        result = await fleet("--new-uploads")
+        rows = {
+            ident: line
+            for line in result.stderr.splitlines()
+            for ident in (emu.account_id, other)
+            if f"account {ident}: images" in line  # the fleet's table, one row per account
+        }
+        assert rows[emu.account_id].endswith(": nothing published")
+        assert "exit 0, 0 new uploads since the watermark 20" in rows[emu.account_id]
+        assert rows[other].endswith("exit 0, published")
         (batch,) = out.glob(f"account_id={other}/new_uploads/snapshot_date={D}/batch=*")
         glob = batch / "*.parquet"
         rows = exported_rows(query_rows(f"SELECT * FROM read_parquet('{glob}')"))
