@@ -38,6 +38,7 @@ import anyio.to_thread
 
 from exporter.api.auth import EMAIL_VAR, KEY_VAR, TOKEN_VAR, Credentials
 from exporter.api.pacing import Pacer
+from exporter.api.pagination import check_account_id
 from exporter.config import ExportConfig, parse_config, refuse_lag_without_batch
 from exporter.errors import ConfigError, ExporterError, FleetConfigError
 from exporter.observe.metrics import RunMetrics, observe
@@ -138,7 +139,7 @@ def resolve_account(entry: Any, request: FleetRequest, environ: Mapping[str, str
     if "id" in entry and "account_id" in entry:
         raise ConfigError("account_id", "the same as id: give one of them")
     try:
-        layout = Layout.for_account(account_id)
+        layout = Layout.for_account(check_account_id(account_id))
     except ValueError as exc:
         raise ConfigError("id", str(exc)) from None
     credentials = _credentials(entry, environ)

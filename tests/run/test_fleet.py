@@ -308,7 +308,12 @@ class TestAccountsFile:
         ("entry", "problem"),
         [
             pytest.param({"token_env": "T1"}, "id: missing", id="no-id"),
-            pytest.param({"id": "../x", "token_env": "T1"}, "path-safe", id="unsafe-id"),
+            pytest.param({"id": "../x", "token_env": "T1"}, "id: holds '.'", id="unsafe-id"),
+            pytest.param(
+                {"id": account_id(1) + "0", "token_env": "T1"},
+                "id: 33 characters, but an account id is at most 32",
+                id="long-id",
+            ),
             pytest.param({"id": account_id(1)}, "token_env: missing", id="no-credential"),
             pytest.param(
                 {"id": account_id(1), "account_id": account_id(1), "token_env": "T1"},
