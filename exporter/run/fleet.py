@@ -43,7 +43,7 @@ from exporter.config import ExportConfig, parse_config, refuse_lag_without_batch
 from exporter.errors import ConfigError, ExporterError, FleetConfigError
 from exporter.observe.metrics import RunMetrics, observe
 from exporter.observe.progress import ACCOUNT
-from exporter.options import override_file
+from exporter.options import MetricsOptions, declared, override_file
 from exporter.stats import RunStats
 from exporter.store.layout import Layout
 
@@ -52,6 +52,13 @@ log = logging.getLogger("exporter.fleet")
 CREDENTIAL_KEYS = ("token_env", "email_env", "key_env")
 FIXED_KEYS = {"id", "account_id", *CREDENTIAL_KEYS}
 NOT_PER_ACCOUNT = {"export.account_id", "snapshot_date", "export.snapshot_date"}
+# One metrics file and one Pushgateway hold every account's series (DESIGN, "Fleets"): an
+# entry's own would be ignored, or taken for the whole fleet's.
+METRICS_KEYS = {"metrics", *(k for o in declared(MetricsOptions) for k in (o.key, o.name))}
+FLEET_METRICS = (
+    "set once for the whole fleet, not per account (one metrics file and one Pushgateway "
+    "hold every account's series): give it on the command line or in --config"
+)
 _ACCOUNT_VARS = (TOKEN_VAR, EMAIL_VAR, KEY_VAR, "CLOUDFLARE_ACCOUNT_ID")
 
 
@@ -147,6 +154,8 @@ def resolve_account(entry: Any, request: FleetRequest, environ: Mapping[str, str
     for key in settings:
         if key in NOT_PER_ACCOUNT:
             raise ConfigError(key, "set once for the whole fleet, not per account")
+        if key in METRICS_KEYS:
+            raise ConfigError(key, FLEET_METRICS)
     file_data = override_file(request.file_data, _flatten_sections(settings))
     account_env = {k: v for k, v in environ.items() if k not in _ACCOUNT_VARS}
     account_env.update(credentials)
