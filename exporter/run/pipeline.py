@@ -552,9 +552,12 @@ def _retire_stale_batches(run: Run) -> None:
 
     A re-run of date D publishes a snapshot that already holds what D's earlier batches
     added: left in place, those ids would stand in D and in a batch of D. Each batch records
-    the run of D it followed (`new_uploads.base_run_id`); `_SUCCESS` goes first, so a reader
+    the run of D it followed (`new_uploads.base_run_id`). Its rows in the DuckDB table go
+    first (a kill then leaves the batch to be found again), then `_SUCCESS`, so a reader
     never takes a half-deleted batch for a published one.
     """
+    from exporter.sinks.duckdb import DuckdbSink
+
     store, layout, date = run.store, run.layout, run.checkpoint.snapshot_date
     for name in layout.batch_names(store.list_dir(layout.new_uploads(date))):
         batch = layout.batch(date, name)
@@ -562,6 +565,8 @@ def _retire_stale_batches(run: Run) -> None:
         if (manifest.get("new_uploads") or {}).get("base_run_id") == run.checkpoint.run_id:
             continue
         log.info("removing %s: it followed an earlier run of snapshot %s", batch, date)
+        for sink in (s for s in run.sinks if isinstance(s, DuckdbSink)):  # its rows go first
+            sink.retire_batch(store, layout, name)
         store.delete(success_path(batch))
         store.delete_tree(batch)
 

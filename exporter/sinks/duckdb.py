@@ -32,6 +32,7 @@ from exporter.sinks._base import Conform, FileFormat, PartFile, Publication
 from exporter.sinks.parquet import ParquetSink
 from exporter.sinks.sql import file_list, history_query, identifier
 from exporter.store.base import Store
+from exporter.store.layout import Layout
 
 TABLE = "images"
 # When a column's type differs from an earlier snapshot's, the table takes the wider type, as
@@ -158,6 +159,17 @@ def replace_batch(
         con.execute(LATEST_VIEW)
 
 
+def delete_batch(database: Path, batch: str) -> None:
+    """Delete one batch's rows from `new_uploads`, in one transaction (a retired batch: a
+    re-run of its snapshot date holds what it added, and its files are deleted next)."""
+    if not database.exists():
+        return
+    with _transaction(database) as con:
+        tables = con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        if (NEW_UPLOADS_TABLE,) in tables:
+            con.execute(f"DELETE FROM {NEW_UPLOADS_TABLE} WHERE batch = ?", [batch])
+
+
 CHANGES_TABLE = "image_changes"
 HISTORY_VIEW = "CREATE OR REPLACE VIEW images_history AS" + history_query(CHANGES_TABLE)
 CURRENT_VIEW = """
@@ -211,12 +223,24 @@ class DuckdbSink(ParquetSink):
         await super().finish(final_schema, conform)
         return []
 
+    def _database(self, store: Store, layout: Layout) -> Path | None:
+        configured = self.options.duckdb_path
+        return Path(configured) if configured else store.local_path(layout.database())
+
+    def retire_batch(self, store: Store, layout: Layout, batch: str) -> None:
+        """Delete the rows of a batch its snapshot's re-run retires, before its files go."""
+        database = self._database(store, layout)
+        if database is None:
+            return
+        try:
+            delete_batch(database, batch)
+        except duckdb.Error as exc:
+            raise SinkError(self.name, f"cannot update {database}: {first_line(exc)}") from exc
+
     async def publish(self, publication: Publication) -> None:
         """Replace the date's rows with the staged parts, in one transaction (idempotent)."""
         store = publication.store
-        configured = self.options.duckdb_path
-        default = publication.layout.database()
-        database = Path(configured) if configured else store.local_path(default)
+        database = self._database(store, publication.layout)
         files = [
             store.local_path(posixpath.join(publication.directory, p.path))
             for p in publication.parts

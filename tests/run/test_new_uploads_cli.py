@@ -156,23 +156,33 @@ async def test_a_rerun_of_the_snapshot_retires_the_batches_of_its_earlier_run(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
     """Re-exporting date D takes in what D's batches had added: those batches are removed, so
-    no id stands in D and in a batch of D (found by a new user); batches of the new run of D
-    follow it as before."""
+    no id stands in D and in a batch of D (found by a new user), and so are their rows in
+    DuckDB's `new_uploads` table; batches of the new run of D follow it as before."""
+    database = str(tmp_path / "out" / "images.duckdb")
+
+    def table_batches() -> dict[str, int]:
+        sql = "SELECT batch, count(*) AS n FROM new_uploads GROUP BY ALL"
+        return {row["batch"]: row["n"] for row in query_rows(sql, database)}
+
     async with emulator_factory(images=200, seed=24) as emu:
         out = Output(emu, tmp_path)
         await out.snapshot(D)
         uploads = emu.account().uploads
         uploads.add(12)
         assert len(await out.batch()) == 12
-        assert len(out.batches()) == 1
+        (retired,) = [b.name.removeprefix("batch=") for b in out.batches()]
+        assert table_batches() == {retired: 12}
         await out.snapshot(D)  # the same date again: the snapshot now holds the 12
         assert out.batches() == []
+        assert table_batches() == {}
         assert snapshot_rows(out.out, D) == catalog(emu)
         later = uploads.add(5)
         rows = await out.batch()
         assert set(rows) == set(ids(later["added"]))
         batched = [i for b in out.batches() for i in out.rows(b)]
         assert not set(batched) & set(snapshot_rows(out.out, D))
+        assert list(table_batches().values()) == [5]
+        assert out.latest() == catalog(emu)
 
 
 async def test_a_lag_shorter_than_the_lateness_misses_late_uploads_until_the_next_snapshot(
