@@ -42,14 +42,14 @@ import pyarrow as pa
 
 from exporter import handoff
 from exporter.api.pacing import Pacer
-from exporter.changes.change_set import ChangeSet, change_scope, refresh
+from exporter.changes.change_set import ChangeSet, refresh
 from exporter.config import ExportConfig
 from exporter.errors import ChangesWithheldError, ConcurrentRunError, ExporterError, SinkError
-from exporter.options import ExportOptions, WalkOptions
+from exporter.options import ExportOptions
 from exporter.run.cadence import Cadence
 from exporter.run.crashpoint import crash_point
 from exporter.run.heap import TRIM_EVERY_IMAGES, bulk_allocation, heap_trimmer, release_heap
-from exporter.run.plan import describe_request, dry_run_plan, is_unfiltered
+from exporter.run.plan import describe_request, dry_run_plan, is_unfiltered, walk_options
 from exporter.sinks import PartFile, Publication, Sink, open_sink
 from exporter.snapshot.checkpoint import (
     Checkpoint,
@@ -340,7 +340,7 @@ async def _walk_and_write(
     async with client:
         if walk is None:
             state = run.checkpoint.walker_state
-            options = _walk_options(run)
+            options = walk_options(config, run.previous)
             chunks = Walker(client, config.request, options, stats, state).chunks()
         else:
             chunks = walk(client)
@@ -371,25 +371,6 @@ async def _walk_and_write(
     for sink in run.sinks:
         files += await sink.finish(final, run.normalizer.conform)
     return files, stats.extra.get("api_count")
-
-
-def _walk_options(run: Run) -> WalkOptions:
-    """Return the walk's options: one cursor where "auto" meets a catalog that last night
-    fit in fewer than two pages (same account, creator and filters).
-
-    From both ends such a catalog takes two requests, one from each end, which serve most of
-    its images twice: twice the API's data and the normalizing, a small account's largest
-    cost in a fleet. One cursor takes as many requests for it. A resumed walk keeps the
-    cursors its checkpoint names, whatever this returns.
-    """
-    walk, request, previous = run.config.walk, run.config.request, run.previous
-    if walk.mode != "auto" or previous is None or request.sort_order is not None:
-        return walk
-    if change_scope(previous.get("request", {})) != change_scope(describe_request(run.config)):
-        return walk
-    if int(previous.get("counts", {}).get("rows", 2 * request.per_page)) >= 2 * request.per_page:
-        return walk
-    return dataclasses.replace(walk, mode="single")
 
 
 async def _count_images(client: ApiClient, stats: RunStats) -> None:
