@@ -100,7 +100,7 @@ class ExportConfig:
             table = plan if option.section == "export" else plan.setdefault(option.section, {})
             table[option.name] = shown(option, self.resolved(option))
             if option.key == "export.base_url":
-                plan["credentials"] = repr(self.credentials)
+                plan["credentials"] = self.credentials.describe()
         plan.setdefault("changes", {})["accept_removals"] = self.changes.accept_removals
         plan["resume"] = self.resume
         plan.setdefault("new_uploads", {})["batch"] = self.new_uploads  # --new-uploads
@@ -206,6 +206,7 @@ def parse_config(
 
     `resume`, `dry_run`, `accept_removals` and `new_uploads` are this run's flags, not options.
     """
+    refuse_lag_without_batch(overrides, new_uploads=new_uploads)
     export = file_data.get("export")
     formats = overrides.get("export.formats") or (
         export.get("formats") if isinstance(export, dict) else None
@@ -231,6 +232,18 @@ def parse_config(
     tables[ChangeOptions] = dataclasses.replace(changes, accept_removals=accept_removals)
     config = _build(tables, plugin_values, environ, today=today, resume=resume, dry_run=dry_run)
     return dataclasses.replace(config, new_uploads=new_uploads) if new_uploads else config
+
+
+def refuse_lag_without_batch(overrides: Mapping[str, Any], *, new_uploads: bool) -> None:
+    """Raise ConfigError for `--lag` without `--new-uploads`: a snapshot has no look-back.
+
+    Only the flag: the config file's `new_uploads.lag_s` serves the batches that share the
+    nightly export's file (README, "Scheduling"), so a snapshot reading it is no contradiction.
+    """
+    if not new_uploads and overrides.get("new_uploads.lag_s") is not None:
+        raise ConfigError(
+            "--lag", "only with --new-uploads (a batch's look-back; a snapshot walks everything)"
+        )
 
 
 def _build(
@@ -298,4 +311,5 @@ __all__ = [
     "jsonable",
     "load_toml",
     "parse_config",
+    "refuse_lag_without_batch",
 ]

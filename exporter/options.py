@@ -29,6 +29,7 @@ from exporter.api.pagination import (
     MAX_PER_PAGE,
     MIN_PER_PAGE,
     ListRequest,
+    check_account_id,
 )
 from exporter.api.redact import has_userinfo, redact_url
 from exporter.errors import ConfigError
@@ -261,6 +262,13 @@ GCS_CREDENTIALS = "GCS credentials come only from Application Default Credential
 URI_OPTIONS = "options in the URI are not supported; use flags"
 
 
+def account_identifier(value: str) -> str:
+    try:
+        return check_account_id(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; set by --account-id, CLOUDFLARE_ACCOUNT_ID or this key") from None
+
+
 def api_url(value: str) -> str:
     """Check an API base URL: http(s), and nothing the requests built on it would lose."""
     shown = redact_url(value)
@@ -366,10 +374,11 @@ class ExportOptions(Options):
     account_id: str | None = opt(
         None,
         help="Cloudflare account id (or CLOUDFLARE_ACCOUNT_ID)",
+        check=account_identifier,
         env="CLOUDFLARE_ACCOUNT_ID",
         flag="--account-id",
         metavar="ID",
-        flag_help="account id (env CLOUDFLARE_ACCOUNT_ID)",
+        flag_help="account id, 32 hex digits (env CLOUDFLARE_ACCOUNT_ID)",
         fingerprint=True,
     )
     output: str = opt(

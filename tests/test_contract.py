@@ -221,7 +221,9 @@ def test_dry_run_plan(update_golden: bool, tmp_path: Path) -> None:
         "configured": ["--config", str(config), "--sort-order", "asc", "--output", "o"],
         "batch": ["--batch-api", "--creator", "", "--walk", "single"],
     }.items():
-        result = run_cli(["export", "--dry-run", "--snapshot-date", DATE, *extra], env)
+        # in an empty directory: the plan reads the output's latest night (`--walk auto`)
+        argv = ["export", "--dry-run", "--snapshot-date", DATE, *extra]
+        result = run_cli(argv, env, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "secret-token-1" not in result.stdout
         plans[name] = orjson.loads(normalize_text(result.stdout))

@@ -56,6 +56,14 @@ class Credentials:
         """Return "token" or "email+key", safe to log."""
         return "token" if self.token else "email+key"
 
+    def describe(self) -> str:
+        """Return which credential a run uses and where it comes from, as a user reads it
+        (the `--dry-run` plan): never a secret."""
+        if self.token:
+            unused = f"; {EMAIL_VAR}/{KEY_VAR} also set, not used" if self.note else ""
+            return f"API token (from {TOKEN_VAR}{unused})"
+        return f"email + global API key (from {EMAIL_VAR} and {KEY_VAR})"
+
     def headers(self) -> dict[str, str]:
         """Return the authentication headers of one request."""
         if self.token:

@@ -58,6 +58,13 @@ BATCH_HINT = (
     "these credentials may not create batch tokens (/images/v1/batch_token); "
     "give the token the Images permissions it needs, or run without --batch-api"
 )
+# Cloudflare's reply to a malformed identifier: "Could not route to ..., perhaps your object
+# identifier is invalid?"
+BAD_IDENTIFIER = 7003
+ACCOUNT_HINT = (
+    "Cloudflare account ids are 32 hex digits (the dashboard's Account ID): "
+    "check --account-id, CLOUDFLARE_ACCOUNT_ID or export.account_id"
+)
 # The batch host allows about 200 requests/s per token; stay under it.
 BATCH_QUOTA, BATCH_WINDOW_S = 200, 1.0
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
@@ -162,6 +169,8 @@ class ApiClient:
         try:
             body = await self._get_json(url, (), self._api_auth, self.pacer)
         except ResponseError as exc:
+            if exc.code == BAD_IDENTIFIER:  # no account to list either: one error, not two
+                raise
             log.warning("image count unavailable: %s", exc)
             return None
         result = body.get("result")
@@ -354,6 +363,10 @@ class ApiClient:
             what = "rejected the credentials" if status == 401 else "denied permission"
             raise AuthError(f"the API {what} (HTTP {status}: {message}); {PERMISSION_HINT}")
         code = first_error_code(_json_or_empty(reply.body))
+        if status == 404 and code == BAD_IDENTIFIER:  # the only identifier in our paths
+            said = message.removeprefix(f"code {code}: ")
+            message = f"account id {self.account_id!r} not found or invalid ({said}); "
+            message += ACCOUNT_HINT
         raise ResponseError(url, status, code, message)
 
     async def _acquire(self, pacer: Pacer) -> Ticket:

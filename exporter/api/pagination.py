@@ -24,6 +24,32 @@ DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_BATCH_BASE_URL = "https://batch.imagedelivery.net"
 MIN_PER_PAGE = 10
 MAX_PER_PAGE = 10_000
+# The reference promises an account id only as a string of at most 32 characters
+# (`images_account_identifier`; its example, like every real one, is 32 hex digits). It is a
+# path segment of every URL: another character ('/', '?', a space) would send it elsewhere.
+MAX_ACCOUNT_ID = 32
+ACCOUNT_ID_SHAPE = (
+    f"an account id is at most {MAX_ACCOUNT_ID} letters, digits, '-' or '_' "
+    "(Cloudflare's are 32 hex digits, e.g. 023e105f4ecef8ad9ca31a8372d0c353)"
+)
+
+
+def check_account_id(value: str) -> str:
+    """Return `value` if the API can be asked about it; ValueError naming the expected shape.
+
+    The value is not quoted back: a secret pasted into the wrong variable stays unshown.
+    """
+    if not value:
+        raise ValueError(f"empty, but {ACCOUNT_ID_SHAPE}")
+    bad = next((c for c in value if not (c.isascii() and (c.isalnum() or c in "-_"))), None)
+    if bad is not None:
+        shown = repr(bad)
+        if bad.isspace() or not bad.isprintable():
+            shown = "a space or control character"
+        raise ValueError(f"holds {shown}, but {ACCOUNT_ID_SHAPE}")
+    if len(value) > MAX_ACCOUNT_ID:
+        raise ValueError(f"{len(value)} characters, but {ACCOUNT_ID_SHAPE}")
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)

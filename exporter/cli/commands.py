@@ -37,6 +37,7 @@ from exporter.tasks import FirstErrorGroup
 if TYPE_CHECKING:
     from exporter.observe.metrics import Pushgateway
     from exporter.options import Option
+    from exporter.snapshot.manifest import Manifest
 
 PROG = "cf-images-export"
 FLEET_FIXED = frozenset({"export.account_id"})  # the accounts file names each account
@@ -377,7 +378,7 @@ def run_export(args: argparse.Namespace) -> int:
 
             plan = batch_plan(config)
         else:
-            plan = dry_run_plan(config)
+            plan = dry_run_plan(config, _previous_night(config))
         print(redact_text(json.dumps(plan, indent=2, ensure_ascii=False)))
         return 0
     from exporter.options import MetricsOptions
@@ -399,6 +400,18 @@ def run_export(args: argparse.Namespace) -> int:
             config, metrics.textfile, pushgateway, code, summary, stats, time.monotonic() - began
         )
     return 0
+
+
+def _previous_night(config: Any) -> Manifest | None:
+    """Return the manifest of the output's latest night before the run's date, for the plan
+    to say what `--walk auto` will walk; None without one (or where the walk is fixed)."""
+    from exporter.snapshot.manifest import previous_manifest
+    from exporter.store import open_store
+
+    if config.walk.mode != "auto" or config.request.sort_order is not None:
+        return None
+    store = open_store(config.output, s3_endpoint=config.s3_endpoint)
+    return previous_manifest(store, config.snapshot_date.isoformat())
 
 
 def _pushgateway(config: Any, environ: Mapping[str, str]) -> Pushgateway | None:

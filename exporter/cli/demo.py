@@ -200,8 +200,10 @@ async def _export_night(
     settings = EmulatorSettings(
         images=images, seed=seed, night=night, tie_order="hash", extra_fields=True
     )
-    log.info("night %s: a %s-image emulated catalog (seed %s)", night, f"{images:,}", seed)
     async with run_emulator(settings) as emu:
+        # what this night serves: a later night holds its uploads and deletions too
+        served = f"{len(emu.catalog):,}"
+        log.info("night %s: a %s-image emulated catalog (seed %s)", night, served, seed)
         log.info("emulator at %s, account %s", emu.base_url, emu.account_id)
         config = parse_config(
             {},

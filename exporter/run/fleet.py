@@ -38,11 +38,12 @@ import anyio.to_thread
 
 from exporter.api.auth import EMAIL_VAR, KEY_VAR, TOKEN_VAR, Credentials
 from exporter.api.pacing import Pacer
-from exporter.config import ExportConfig, parse_config
+from exporter.api.pagination import check_account_id
+from exporter.config import ExportConfig, parse_config, refuse_lag_without_batch
 from exporter.errors import ConfigError, ExporterError, FleetConfigError
 from exporter.observe.metrics import RunMetrics, observe
 from exporter.observe.progress import ACCOUNT
-from exporter.options import override_file
+from exporter.options import MetricsOptions, declared, override_file
 from exporter.stats import RunStats
 from exporter.store.layout import Layout
 
@@ -51,6 +52,13 @@ log = logging.getLogger("exporter.fleet")
 CREDENTIAL_KEYS = ("token_env", "email_env", "key_env")
 FIXED_KEYS = {"id", "account_id", *CREDENTIAL_KEYS}
 NOT_PER_ACCOUNT = {"export.account_id", "snapshot_date", "export.snapshot_date"}
+# One metrics file and one Pushgateway hold every account's series (DESIGN, "Fleets"): an
+# entry's own would be ignored, or taken for the whole fleet's.
+METRICS_KEYS = {"metrics", *(k for o in declared(MetricsOptions) for k in (o.key, o.name))}
+FLEET_METRICS = (
+    "set once for the whole fleet, not per account (one metrics file and one Pushgateway "
+    "hold every account's series): give it on the command line or in --config"
+)
 _ACCOUNT_VARS = (TOKEN_VAR, EMAIL_VAR, KEY_VAR, "CLOUDFLARE_ACCOUNT_ID")
 
 
@@ -93,6 +101,7 @@ def parse_fleet(
     accounts_data: Mapping[str, Any], request: FleetRequest, environ: Mapping[str, str]
 ) -> list[FleetAccount]:
     """Return every account resolved, or raise one ConfigError listing each bad entry."""
+    refuse_lag_without_batch(request.overrides, new_uploads=request.new_uploads)
     entries = accounts_data.get("account")
     unknown_tables = sorted(set(accounts_data) - {"account"})
     if unknown_tables:
@@ -137,7 +146,7 @@ def resolve_account(entry: Any, request: FleetRequest, environ: Mapping[str, str
     if "id" in entry and "account_id" in entry:
         raise ConfigError("account_id", "the same as id: give one of them")
     try:
-        layout = Layout.for_account(account_id)
+        layout = Layout.for_account(check_account_id(account_id))
     except ValueError as exc:
         raise ConfigError("id", str(exc)) from None
     credentials = _credentials(entry, environ)
@@ -145,6 +154,8 @@ def resolve_account(entry: Any, request: FleetRequest, environ: Mapping[str, str
     for key in settings:
         if key in NOT_PER_ACCOUNT:
             raise ConfigError(key, "set once for the whole fleet, not per account")
+        if key in METRICS_KEYS:
+            raise ConfigError(key, FLEET_METRICS)
     file_data = override_file(request.file_data, _flatten_sections(settings))
     account_env = {k: v for k, v in environ.items() if k not in _ACCOUNT_VARS}
     account_env.update(credentials)
@@ -295,10 +306,13 @@ async def run_account(
     account: FleetAccount, stats: RunStats, work: Awaitable[Mapping[str, Any]]
 ) -> AccountOutcome:
     """Await one account's export and turn how it ended into an outcome (never raise)."""
+    from exporter.run.new_uploads_run import nothing_new
+
     began = time.monotonic()
     code, summary, message = 0, None, ""
     try:
         summary = await work
+        message = nothing_new(summary) or ""
     except ExporterError as exc:
         code, message = exc.exit_code, " ".join(str(exc).split())
         log.error("%s", message)

@@ -28,7 +28,7 @@ import logging
 import posixpath
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -289,8 +289,9 @@ async def _export_locked(
             with contextlib.suppress(Exception):
                 await sink.abort()
         await anyio.to_thread.run_sync(discard_run, store, layout, run.checkpoint.run_key)
-        log.info("0 new uploads since the watermark: nothing published")
-        return _summary(run, None, None)
+        summary = _summary(run, None, None)
+        log.info("%s", nothing_new(summary))
+        return summary
     manifest = await anyio.to_thread.run_sync(_seal_and_publish, run, files, walk)
     await _publish_sinks(run)
     await anyio.to_thread.run_sync(discard_run, store, layout, run.checkpoint.run_key)
@@ -417,6 +418,14 @@ async def _finish(run: BatchRun) -> dict[str, Any]:
     await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)
     run.stats.restore(run.checkpoint.counts)
     return _summary(run, published, manifest)
+
+
+def nothing_new(summary: Mapping[str, Any]) -> str | None:
+    """Return what a batch run that found nothing new says (its log line, a fleet's table
+    row), or None when it published a batch or was no batch run."""
+    if summary.get("batch") != "none":
+        return None
+    return f"0 new uploads since the watermark {summary['watermark']}: nothing published"
 
 
 def _summary(run: BatchRun, published: str | None, manifest: Manifest | None) -> dict[str, Any]:

@@ -42,15 +42,15 @@ import pyarrow as pa
 
 from exporter import handoff
 from exporter.api.pacing import Pacer
-from exporter.changes.change_set import ChangeSet, change_scope, refresh
+from exporter.changes.change_set import ChangeSet, refresh
 from exporter.config import ExportConfig
 from exporter.errors import ChangesWithheldError, ConcurrentRunError, ExporterError, SinkError
-from exporter.options import ExportOptions, WalkOptions
+from exporter.options import ExportOptions
 from exporter.run.cadence import Cadence
 from exporter.run.crashpoint import crash_point
 from exporter.run.heap import TRIM_EVERY_IMAGES, bulk_allocation, heap_trimmer, release_heap
-from exporter.run.plan import describe_request, dry_run_plan, is_unfiltered
-from exporter.sinks import PartFile, Publication, Sink, open_sink
+from exporter.run.plan import describe_request, dry_run_plan, is_unfiltered, walk_options
+from exporter.sinks import PartFile, Publication, Sink, open_sink, table_keepers
 from exporter.snapshot.checkpoint import (
     Checkpoint,
     committing_runs,
@@ -341,14 +341,14 @@ async def _walk_and_write(
     async with client:
         if walk is None:
             state = run.checkpoint.walker_state
-            options = _walk_options(run)
+            options = walk_options(config, run.previous)
             chunks = Walker(client, config.request, options, stats, state).chunks()
         else:
             chunks = walk(client)
         send, receive = anyio.create_memory_object_stream[_Written | None](WRITE_AHEAD)
         # A writer failure first breaks the queue: the writer's error is the one raised.
         async with FirstErrorGroup() as tasks:
-            if walk is None:
+            if walk is None and is_unfiltered(config):  # a filtered walk has no count to meet
                 tasks.start_soon(_count_images, client, stats)
             tasks.start_soon(_write_batches, run, receive, progress, cadence)
             ticks = anyio.CancelScope()
@@ -372,25 +372,6 @@ async def _walk_and_write(
     for sink in run.sinks:
         files += await sink.finish(final, run.normalizer.conform)
     return files, stats.extra.get("api_count")
-
-
-def _walk_options(run: Run) -> WalkOptions:
-    """Return the walk's options: one cursor where "auto" meets a catalog that last night
-    fit in fewer than two pages (same account, creator and filters).
-
-    From both ends such a catalog takes two requests, one from each end, which serve most of
-    its images twice: twice the API's data and the normalizing, a small account's largest
-    cost in a fleet. One cursor takes as many requests for it. A resumed walk keeps the
-    cursors its checkpoint names, whatever this returns.
-    """
-    walk, request, previous = run.config.walk, run.config.request, run.previous
-    if walk.mode != "auto" or previous is None or request.sort_order is not None:
-        return walk
-    if change_scope(previous.request) != change_scope(describe_request(run.config)):
-        return walk
-    if int(previous.counts.get("rows", 2 * request.per_page)) >= 2 * request.per_page:
-        return walk
-    return dataclasses.replace(walk, mode="single")
 
 
 async def _count_images(client: ApiClient, stats: RunStats) -> None:
@@ -553,8 +534,9 @@ def _retire_stale_batches(run: Run) -> None:
 
     A re-run of date D publishes a snapshot that already holds what D's earlier batches
     added: left in place, those ids would stand in D and in a batch of D. Each batch records
-    the run of D it followed (`new_uploads.base_run_id`); `_SUCCESS` goes first, so a reader
-    never takes a half-deleted batch for a published one.
+    the run of D it followed (`new_uploads.base_run_id`). Its rows in the tables that keep
+    batches (DuckDB, Delta) go first (a kill then leaves the batch to be found again), then
+    `_SUCCESS`, so a reader never takes a half-deleted batch for a published one.
     """
     store, layout, date = run.store, run.layout, run.checkpoint.snapshot_date
     for name in layout.batch_names(store.list_dir(layout.new_uploads(date))):
@@ -564,6 +546,8 @@ def _retire_stale_batches(run: Run) -> None:
         if followed and followed.base_run_id == run.checkpoint.run_id:
             continue
         log.info("removing %s: it followed an earlier run of snapshot %s", batch, date)
+        for keeper in table_keepers(run.sinks):  # its rows go first
+            keeper.drop_new_uploads(store, layout, date, [name])
         store.delete(success_path(batch))
         store.delete_tree(batch)
 

@@ -35,6 +35,10 @@ class TestCredentials:
         creds = Credentials.from_env(env)
         assert creds.headers() == {"Authorization": f"Bearer {TOKEN}"}
         assert creds.note == BOTH_NOTE
+        assert creds.describe() == (
+            "API token (from CLOUDFLARE_API_TOKEN; "
+            "CLOUDFLARE_EMAIL/CLOUDFLARE_API_KEY also set, not used)"
+        )
 
     @pytest.mark.parametrize(
         ("env", "key"),

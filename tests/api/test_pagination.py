@@ -9,7 +9,14 @@ import orjson
 import pytest
 
 from exporter.api.filters import parse_filter
-from exporter.api.pagination import ListRequest, Page, check_progress, parse_page, uploaded_key
+from exporter.api.pagination import (
+    ListRequest,
+    Page,
+    check_account_id,
+    check_progress,
+    parse_page,
+    uploaded_key,
+)
 from exporter.errors import ConfigError, CursorError, FilterError, PageFormatError
 
 
@@ -132,3 +139,27 @@ class TestUploadedKey:
     def test_bad_uploaded(self, value: Any) -> None:
         with pytest.raises(PageFormatError):
             uploaded_key({"id": "x", "uploaded": value})
+
+
+class TestCheckAccountId:
+    @pytest.mark.parametrize("value", ["0123456789abcdef0123456789abcdef", "acc", "A_b-9"])
+    def test_what_the_reference_allows_passes(self, value: str) -> None:
+        """Up to 32 characters of a URL-safe path segment: the reference promises no more."""
+        assert check_account_id(value) == value
+
+    @pytest.mark.parametrize(
+        ("value", "problem"),
+        [
+            pytest.param("", "empty", id="empty"),
+            pytest.param("f" * 33, "33 characters", id="33"),
+            pytest.param("ab/cd", "holds '/'", id="slash"),
+            pytest.param("ab\tcd", "a space or control character", id="tab"),
+            pytest.param("abé", "holds 'é'", id="non-ascii"),
+        ],
+    )
+    def test_what_it_rules_out_says_the_shape(self, value: str, problem: str) -> None:
+        """The message names the problem and the expected shape, never the value itself."""
+        with pytest.raises(ValueError, match="32 hex digits") as info:
+            check_account_id(value)
+        assert problem in str(info.value)
+        assert "f" * 33 not in str(info.value)

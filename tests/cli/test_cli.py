@@ -30,6 +30,7 @@ from tests.helpers import (
 )
 
 SECRET = "emulator-demo-token"
+DEMO_ID = "0123456789abcdef0123456789abcdef"
 DATE = "2026-11-27"
 
 
@@ -144,6 +145,36 @@ class TestExport:
         assert "very-secret" not in result.stdout
         assert any("meta.status%5Beq%5D=active" in r for r in plan["requests"])
         assert not (tmp_path / "x").exists()
+        assert plan["plan"]["credentials"] == "API token (from CLOUDFLARE_API_TOKEN)"
+        env.update(CLOUDFLARE_EMAIL="me@example.com", CLOUDFLARE_API_KEY="very-secret-key")
+        del env["CLOUDFLARE_API_TOKEN"]
+        result = run_cli(args, env)
+        assert result.returncode == 0, result.stderr
+        assert "very-secret-key" not in result.stdout and "me@example.com" not in result.stdout
+        shown = orjson.loads(result.stdout)["plan"]["credentials"]
+        assert shown == "email + global API key (from CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY)"
+
+    def test_lag_without_new_uploads_is_refused(self, emu: EmulatorProcess, tmp_path: Path) -> None:
+        """`--lag` without `--new-uploads` (export or fleet): exit 2, one line naming both
+        flags, nothing written; the config file's `new_uploads.lag_s`, which a nightly export
+        shares with its batches, is no contradiction."""
+        out = tmp_path / "out"
+        result = run_cli(["export", "--output", str(out), "--lag", "30"], emu.env())
+        assert result.returncode == 2, result.stderr
+        line = one_line_error(result.stderr)
+        assert "--lag" in line and "--new-uploads" in line
+        accounts = tmp_path / "accounts.toml"
+        accounts.write_text(f'[[account]]\nid = "{emu.account_id}"\ntoken_env = "T"\n')
+        fleet = ["fleet", "--accounts", str(accounts), "--output", str(out), "--lag", "30"]
+        result = run_cli(fleet, emu.env(T=emu.token))
+        assert result.returncode == 2, result.stderr
+        assert "--new-uploads" in one_line_error(result.stderr)
+        assert not out.exists()
+        (tmp_path / "c.toml").write_text("[new_uploads]\nlag_s = 30\n")
+        args = ["export", "--config", str(tmp_path / "c.toml"), "--output", str(out)]
+        result = run_cli([*args, "--snapshot-date", DATE], emu.env())
+        assert result.returncode == 0, result.stderr
+        assert (out / f"snapshot_date={DATE}" / "_SUCCESS").exists()
 
     def test_inspect_verifies_and_detects_damage(
         self, emu: EmulatorProcess, tmp_path: Path
@@ -417,12 +448,40 @@ class TestServerSideErrors:
         one_line_error(result.stderr)
 
     def test_malformed_account_is_exit_4(self, emu: EmulatorProcess, tmp_path: Path) -> None:
-        """A malformed account id is a request the API rejects (404 code 7003): exit 4."""
+        """An account id the API cannot route (404 code 7003) is a request it rejects: exit
+        4, one line saying which account id and what one looks like (and no count warning)."""
         result = run_cli(
             ["export", "--output", str(tmp_path / "o"), "--account-id", "ffff"], emu.env()
         )
         assert result.returncode == 4, result.stderr
-        assert "perhaps your object identifier is invalid" in one_line_error(result.stderr)
+        line = one_line_error(result.stderr)
+        assert "account id 'ffff' not found or invalid" in line
+        assert "perhaps your object identifier is invalid" in line
+        assert "32 hex digits" in line and "CLOUDFLARE_ACCOUNT_ID" in line
+        assert "WARNING" not in result.stderr
+
+    @pytest.mark.parametrize(
+        ("account", "problem"),
+        [
+            pytest.param("x" * 40, "40 characters", id="too-long"),
+            pytest.param("0123456789abcdef/images", "holds '/'", id="slash"),
+            pytest.param(DEMO_ID + "\n", "a space or control character", id="newline"),
+        ],
+    )
+    def test_account_id_the_api_cannot_take_is_refused_first(
+        self, emu: EmulatorProcess, tmp_path: Path, account: str, problem: str
+    ) -> None:
+        """An account id longer than the reference's 32 characters, or one that is no URL
+        path segment, is refused before any request (the emulator would answer 404: exit
+        4): exit 2, one line naming the key, flag and variable, never quoting the value."""
+        out = tmp_path / "o"
+        result = run_cli(["export", "--output", str(out)], emu.env(CLOUDFLARE_ACCOUNT_ID=account))
+        assert result.returncode == 2, result.stderr
+        line = one_line_error(result.stderr)
+        assert problem in line and "export.account_id" in line
+        assert "--account-id" in line and "CLOUDFLARE_ACCOUNT_ID" in line
+        assert account.strip() not in line
+        assert not out.exists()
 
     def test_unreachable_api_is_exit_4(self, tmp_path: Path) -> None:
         """Nothing listening: retries are bounded, then exit 4 with one line."""

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import orjson
 import pytest
 
 from exporter.cli.demo import demo_queries, display_path, render_table
+from tests.helpers import run_cli
 
 
 @pytest.mark.parametrize(
@@ -35,3 +40,17 @@ def test_render_table_aligns_and_shows_null() -> None:
         "ab    1 ",
         "NULL  22",
     ]
+
+
+def test_each_night_s_headline_is_what_that_night_holds(tmp_path: Path) -> None:
+    """The demo's headline of each night names the images that night serves, as its
+    snapshot's manifest counts them (night 1 has more than `--images`: uploads)."""
+    result = run_cli(["demo", "--images", "1000", "--output", "demo"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    headlines = re.findall(r"night (\d): a ([\d,]+)-image emulated catalog", result.stderr)
+    manifests = sorted((tmp_path / "demo").glob("snapshot_date=*/_manifest.json"))
+    rows = [orjson.loads(m.read_bytes())["counts"]["rows"] for m in manifests]
+    assert [(int(n), int(count.replace(",", ""))) for n, count in headlines] == list(
+        enumerate(rows)
+    )
+    assert rows[0] == 1000 != rows[1]

@@ -276,6 +276,27 @@ class TestAccountsFile:
         assert "secret-token-1" not in result.stderr
         assert not (tmp_path / "o").exists()
 
+    def test_an_entry_s_own_metrics_refuse_the_fleet(self, tmp_path: Path) -> None:
+        """A per-account `pushgateway` (or any `[metrics]` key) was accepted and then pushed
+        to for every account, or ignored: the fleet's metrics are one set, so the entry is
+        refused before any request, one line naming the account and the key."""
+        accounts = tmp_path / "accounts.toml"
+        accounts.write_text(
+            f'[[account]]\nid = "{account_id(1)}"\ntoken_env = "T1"\n'
+            'pushgateway = "http://127.0.0.1:9"\n\n'
+            f'[[account]]\nid = "{account_id(2)}"\ntoken_env = "T1"\n'
+            'metrics = {textfile = "b.prom"}\n'
+        )
+        env = clean_env()
+        env.update(T1="secret-token-1", CLOUDFLARE_BASE_URL="http://127.0.0.1:9")
+        out = tmp_path / "o"
+        result = run_cli(["fleet", "--accounts", str(accounts), "--output", str(out)], env=env)
+        assert result.returncode == 2, result.stderr
+        first, second = result.stderr.strip().splitlines()
+        assert f"account 1 ({account_id(1)}): pushgateway: set once for the whole fleet" in first
+        assert f"account 2 ({account_id(2)}): metrics: set once for the whole fleet" in second
+        assert not out.exists() and not (tmp_path / "b.prom").exists()
+
     def test_overrides_apply_per_account_and_the_date_is_fixed_once(self) -> None:
         data = {
             "account": [
@@ -308,7 +329,12 @@ class TestAccountsFile:
         ("entry", "problem"),
         [
             pytest.param({"token_env": "T1"}, "id: missing", id="no-id"),
-            pytest.param({"id": "../x", "token_env": "T1"}, "path-safe", id="unsafe-id"),
+            pytest.param({"id": "../x", "token_env": "T1"}, "id: holds '.'", id="unsafe-id"),
+            pytest.param(
+                {"id": account_id(1) + "0", "token_env": "T1"},
+                "id: 33 characters, but an account id is at most 32",
+                id="long-id",
+            ),
             pytest.param({"id": account_id(1)}, "token_env: missing", id="no-credential"),
             pytest.param(
                 {"id": account_id(1), "account_id": account_id(1), "token_env": "T1"},
@@ -319,6 +345,16 @@ class TestAccountsFile:
                 {"id": account_id(1), "token_env": "T1", "snapshot_date": "2026-01-01"},
                 "whole fleet",
                 id="date",
+            ),
+            pytest.param(
+                {"id": account_id(1), "token_env": "T1", "metrics.textfile": "a.prom"},
+                "metrics.textfile: set once for the whole fleet",
+                id="textfile",
+            ),
+            pytest.param(
+                {"id": account_id(1), "token_env": "T1", "pushgateway_password_env": "P"},
+                "pushgateway_password_env: set once for the whole fleet",
+                id="push-password",
             ),
             pytest.param(
                 {"id": account_id(1), "token_env": "T1", "per_page": 5},

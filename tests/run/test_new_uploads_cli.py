@@ -170,23 +170,33 @@ async def test_a_rerun_of_the_snapshot_retires_the_batches_of_its_earlier_run(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
     """Re-exporting date D takes in what D's batches had added: those batches are removed, so
-    no id stands in D and in a batch of D (found by a new user); batches of the new run of D
-    follow it as before."""
+    no id stands in D and in a batch of D (found by a new user), and so are their rows in
+    DuckDB's `new_uploads` table; batches of the new run of D follow it as before."""
+    database = str(tmp_path / "out" / "images.duckdb")
+
+    def table_batches() -> dict[str, int]:
+        sql = "SELECT batch, count(*) AS n FROM new_uploads GROUP BY ALL"
+        return {row["batch"]: row["n"] for row in query_rows(sql, database)}
+
     async with emulator_factory(images=200, seed=24) as emu:
         out = Output(emu, tmp_path)
         await out.snapshot(D)
         uploads = emu.account().uploads
         uploads.add(12)
         assert len(await out.batch()) == 12
-        assert len(out.batches()) == 1
+        (retired,) = [b.name.removeprefix("batch=") for b in out.batches()]
+        assert table_batches() == {retired: 12}
         await out.snapshot(D)  # the same date again: the snapshot now holds the 12
         assert out.batches() == []
+        assert table_batches() == {}
         assert snapshot_rows(out.out, D) == catalog(emu)
         later = uploads.add(5)
         rows = await out.batch()
         assert set(rows) == set(ids(later["added"]))
         batched = [i for b in out.batches() for i in out.rows(b)]
         assert not set(batched) & set(snapshot_rows(out.out, D))
+        assert list(table_batches().values()) == [5]
+        assert out.latest() == catalog(emu)
 
 
 async def test_a_lag_shorter_than_the_lateness_misses_late_uploads_until_the_next_snapshot(
@@ -340,7 +350,7 @@ async def test_metrics_and_dry_run_say_what_a_batch_does(
         assert f'cf_images_export_new_images{{account_id="{emu.account_id}"}} 0.0' in (
             metrics.read_text()
         )
-        assert "0 new uploads" in result.stderr
+        assert "0 new uploads since the watermark 20" in result.stderr  # as fleet's row says
 
 
 @pytest.mark.parametrize("fmt", ["ndjson", "delta", "duckdb"])
@@ -364,7 +374,8 @@ async def test_fleet_publishes_a_batch_per_account(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
     """`fleet --new-uploads`: each account's batch holds its own uploads, and its metrics
-    count them; an account with nothing new publishes nothing."""
+    count them; an account with nothing new publishes nothing, and its row says so in the
+    words of `export --new-uploads` (not "published")."""
     other = "ab" * 16
     extra = AccountSettings(account_id=other, token="token-other", images=80, seed=31)
     async with emulator_factory(images=60, seed=30, accounts=(extra,)) as emu:
@@ -386,7 +397,16 @@ async def test_fleet_publishes_a_batch_per_account(
 
         await fleet("--snapshot-date", D)
         burst = emu.account(other).uploads.add(9, ties=1)
-        await fleet("--new-uploads")
+        result = await fleet("--new-uploads")
+        rows = {
+            ident: line
+            for line in result.stderr.splitlines()
+            for ident in (emu.account_id, other)
+            if f"account {ident}: images" in line  # the fleet's table, one row per account
+        }
+        assert rows[emu.account_id].endswith(": nothing published")
+        assert "exit 0, 0 new uploads since the watermark 20" in rows[emu.account_id]
+        assert rows[other].endswith("exit 0, published")
         (batch,) = out.glob(f"account_id={other}/new_uploads/snapshot_date={D}/batch=*")
         glob = batch / "*.parquet"
         rows = exported_rows(query_rows(f"SELECT * FROM read_parquet('{glob}')"))

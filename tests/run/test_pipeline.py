@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import anyio
 import duckdb
 import orjson
 import pytest
@@ -21,7 +22,15 @@ from exporter.snapshot.checkpoint import request_fingerprint
 from exporter.store import HashingWriter, LocalStore
 from exporter.store.layout import ROOT, Layout, run_key
 from tests.conftest import EmulatorFactory
-from tests.helpers import catalog_rows, emulator_config, exported_rows, query_rows, snapshot_rows
+from tests.helpers import (
+    PYTHON,
+    catalog_rows,
+    clean_env,
+    emulator_config,
+    exported_rows,
+    query_rows,
+    snapshot_rows,
+)
 
 DATE = dt.date(2026, 11, 27)
 SNAPSHOT = "snapshot_date=2026-11-27"
@@ -318,3 +327,42 @@ async def test_a_catalog_of_under_two_pages_last_night_is_walked_with_one_cursor
         await pipeline.export(make_config(emu, tmp_path))
         assert emu.counters.images_served - served == (images if single else both_ends)
         assert published_rows(tmp_path) == expected_rows(emu)
+
+
+@pytest.mark.parametrize(("images", "single"), [(45, True), (50, False)])
+async def test_the_dry_run_plan_says_which_cursors_the_walk_takes(
+    emulator_factory: EmulatorFactory, tmp_path: Path, images: int, single: bool
+) -> None:
+    """`--dry-run` with `--walk auto` reads last night's manifest as the run does: it plans
+    (and lists the requests of) one cursor exactly when the run then walks one (a catalog
+    walked by one cursor is served once, from both ends almost twice)."""
+    async with emulator_factory(images=images) as emu:
+        env = clean_env()
+        env.update(CLOUDFLARE_API_TOKEN=emu.token, CLOUDFLARE_BASE_URL=emu.base_url)
+        common = ["export", "--output", str(tmp_path), "--per-page", "25"]
+        common += ["--account-id", emu.account_id]
+
+        async def cli(*args: str) -> str:
+            command = [PYTHON, "-m", "exporter", *common, *args]
+            with anyio.fail_after(120):  # the emulator serves from this loop: never block it
+                result = await anyio.run_process(command, env=env, check=False)
+            assert result.returncode == 0, result.stderr.decode()
+            return result.stdout.decode()
+
+        plan = orjson.loads(await cli("--snapshot-date", "2026-11-26", "--dry-run"))
+        assert plan["walk"] == "both ends at once (an asc and a desc cursor)"
+        await cli("--snapshot-date", "2026-11-26")
+        plan = orjson.loads(await cli("--snapshot-date", "2026-11-27", "--dry-run"))
+        lists = [r for r in plan["requests"] if "/images/v2?" in r]
+        if single:
+            assert plan["walk"] == (
+                f"one cursor, desc: the previous night (2026-11-26) held {images} images, "
+                "under two pages of 25"
+            )
+            assert len(lists) == 1 and "sort_order=desc" in lists[0]
+        else:
+            assert plan["walk"] == "both ends at once (an asc and a desc cursor)"
+            assert len(lists) == 2
+        served = emu.counters.images_served
+        await cli("--snapshot-date", "2026-11-27")
+        assert (emu.counters.images_served - served == images) is single

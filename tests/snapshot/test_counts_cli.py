@@ -89,3 +89,37 @@ async def test_counts_match_what_the_emulator_served(
     assert counts["requests"] == served
     assert counts["retries"] >= served_429 and counts["images"] == 120
     assert 1 <= counts["waits"] <= counts["requests"]  # at most one pause before each request
+
+
+@pytest.mark.parametrize(
+    ("request_args", "counted"),
+    [
+        pytest.param([], True, id="unfiltered"),
+        pytest.param(["--creator", ""], False, id="creator"),
+        pytest.param(["--filter", "meta.status[eq]=active"], False, id="meta-filter"),
+    ],
+)
+async def test_only_an_unfiltered_export_asks_the_count(
+    emulator_factory: EmulatorFactory, tmp_path: Path, request_args: list[str], counted: bool
+) -> None:
+    """`/stats` counts the whole catalog: a filtered export does not ask it (the emulator
+    serves nothing but list pages), so no count stands beside its rows in the manifest."""
+    async with emulator_factory(images=150, seed=6) as emu:
+        env = clean_env()
+        env.update(
+            CLOUDFLARE_API_TOKEN=emu.token,
+            CLOUDFLARE_ACCOUNT_ID=emu.account_id,
+            CLOUDFLARE_BASE_URL=emu.base_url,
+        )
+        out = tmp_path / "out"
+        command = [PYTHON, "-m", "exporter", "export", "--output", str(out)]
+        command += ["--snapshot-date", DATE, "--per-page", "20", *request_args]
+        with anyio.fail_after(120):  # the emulator serves from this loop: never block it
+            result = await anyio.run_process(command, env=env, check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        not_pages = emu.counters.requests - emu.counters.pages
+    manifest = orjson.loads((out / f"snapshot_date={DATE}" / "_manifest.json").read_bytes())
+    assert not_pages == (1 if counted else 0)
+    assert (manifest["api_count"] is not None) == counted
+    assert manifest["complete"] is (True if counted else None)
+    assert not manifest["normalize"]["warnings"]
