@@ -23,12 +23,10 @@ makes the batch exit 8, and a nightly starting during a batch (seconds) exits 8 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import posixpath
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,14 +52,14 @@ from exporter.run.summary import RunSummary, summarize
 from exporter.run.writer import (
     Run,
     abort_sinks,
+    new_checkpoint,
     open_sinks,
-    restore_bounds,
+    start_run,
     utc_now,
     walk_and_write,
 )
-from exporter.sinks import PartFile, open_sink
+from exporter.sinks import PartFile
 from exporter.snapshot.checkpoint import (
-    Checkpoint,
     discard_run,
     load_checkpoint,
     redact_request,
@@ -71,8 +69,6 @@ from exporter.snapshot.manifest import build_manifest, read_manifest, snapshot_d
 from exporter.stats import RunStats
 from exporter.store import Layout, Store, open_store
 from exporter.store.layout import LOCK_SUFFIX, ROOT, batch_name, run_key
-from exporter.transform.normalize import Normalizer
-from exporter.transform.schema import ColumnSpec
 
 if TYPE_CHECKING:  # the walk's modules (aiohttp) load only when a batch walks
     from exporter.api.client import ApiClient
@@ -198,22 +194,8 @@ def _prepare(
         checkpoint = point.checkpoint
     if checkpoint is None:
         discard_run(store, layout, run_key(fingerprint, date))
-        checkpoint = Checkpoint(
-            request_fingerprint=fingerprint,
-            run_id=uuid.uuid4().hex,
-            snapshot_date=date,
-            started_at=utc_now().isoformat(),
-        )
-    options = dataclasses.replace(config.sinks, run_tag=checkpoint.run_id[:8])
-    sinks = [open_sink(name, options, config.plugins.get(name)) for name in config.formats]
-    if checkpoint.normalizer_state is not None:
-        normalizer = Normalizer.from_state(
-            config.account_id, config.normalize, checkpoint.normalizer_state
-        )
-        stats.restore(checkpoint.counts)
-    else:
-        seed = [ColumnSpec.from_dict(c) for c in base.manifest.get("schema", [])]
-        normalizer = Normalizer(config.account_id, config.normalize, seed=seed or None)
+        checkpoint = new_checkpoint(fingerprint, date)
+    run = start_run(config, store, layout, stats, checkpoint, base.manifest)
     walker_state = checkpoint.walker_state
     if walker_state is not None:
         plan = BatchPlan.from_dict(walker_state["plan"])
@@ -221,10 +203,7 @@ def _prepare(
         lag = config.section(NewUploadsOptions).lag_s
         plan = plan_batch(base.manifest, base.batches, lag)
     started = dt.datetime.fromisoformat(checkpoint.started_at)
-    run = Run(config, store, layout, stats, checkpoint, normalizer, sinks, previous=base.manifest)
     run.batch, run.plan = batch_name(started, checkpoint.run_id), plan
-    if checkpoint.counts:
-        run.bounds = restore_bounds(checkpoint.counts)
     return run
 
 

@@ -10,10 +10,8 @@ walks nothing: it resumes the tail where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
-import uuid
 from typing import Any
 
 import anyio
@@ -30,12 +28,13 @@ from exporter.run.summary import RunSummary
 from exporter.run.writer import (
     Run,
     abort_sinks,
+    new_checkpoint,
     open_sinks,
-    restore_bounds,
+    start_run,
     utc_now,
     walk_and_write,
 )
-from exporter.sinks import PartFile, open_sink
+from exporter.sinks import PartFile
 from exporter.snapshot.checkpoint import (
     Checkpoint,
     committing_runs,
@@ -44,12 +43,10 @@ from exporter.snapshot.checkpoint import (
     request_fingerprint,
 )
 from exporter.snapshot.completeness import count_warning
-from exporter.snapshot.manifest import UploadedBounds, build_manifest, previous_manifest
+from exporter.snapshot.manifest import build_manifest, previous_manifest
 from exporter.stats import RunStats
 from exporter.store import Layout, Store, open_store
 from exporter.store.layout import ROOT, run_key
-from exporter.transform.normalize import Normalizer
-from exporter.transform.schema import ColumnSpec
 
 log = logging.getLogger("exporter.pipeline")
 
@@ -156,26 +153,9 @@ def _prepare_run(
         if store.exists(layout.run(key)):
             log.info("discarding the staged files of an earlier, unfinished run of this request")
         discard_run(store, layout, key)
-        checkpoint = Checkpoint(
-            request_fingerprint=fingerprint,
-            run_id=uuid.uuid4().hex,
-            snapshot_date=date,
-            started_at=utc_now().isoformat(),
-        )
+        checkpoint = new_checkpoint(fingerprint, date)
     previous = previous_manifest(store, date, layout)
-    options = dataclasses.replace(config.sinks, run_tag=checkpoint.run_id[:8])
-    sinks = [open_sink(name, options, config.plugins.get(name)) for name in config.formats]
-    if checkpoint.normalizer_state is not None:
-        normalizer = Normalizer.from_state(
-            config.account_id, config.normalize, checkpoint.normalizer_state
-        )
-        stats.restore(checkpoint.counts)
-        bounds = restore_bounds(checkpoint.counts)
-    else:
-        seed = [ColumnSpec.from_dict(c) for c in (previous or {}).get("schema", [])]
-        normalizer = Normalizer(config.account_id, config.normalize, seed=seed or None)
-        bounds = UploadedBounds()
-    return Run(config, store, layout, stats, checkpoint, normalizer, sinks, bounds, previous)
+    return start_run(config, store, layout, stats, checkpoint, previous)
 
 
 def _snapshot_manifest(run: Run, files: list[PartFile], api_count: int | None) -> dict[str, Any]:

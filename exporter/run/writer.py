@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -34,13 +35,14 @@ from exporter.run.cadence import Cadence
 from exporter.run.heap import TRIM_EVERY_IMAGES, heap_trimmer
 from exporter.run.new_uploads import BatchPlan
 from exporter.run.plan import describe_request, is_unfiltered
-from exporter.sinks import PartFile, Sink
+from exporter.sinks import PartFile, Sink, open_sink
 from exporter.snapshot.checkpoint import Checkpoint, save_checkpoint
 from exporter.snapshot.manifest import UploadedBounds
 from exporter.stats import RunStats
 from exporter.store import Layout, Store
 from exporter.tasks import FirstErrorGroup
 from exporter.transform.normalize import Normalizer
+from exporter.transform.schema import ColumnSpec
 
 if TYPE_CHECKING:  # the walk's modules (aiohttp: ~14 MB) stay out of a handed-off change step
     from exporter.api.client import ApiClient
@@ -130,6 +132,46 @@ def restore_bounds(counts: dict[str, Any]) -> UploadedBounds:
 def utc_now() -> dt.datetime:
     """Return now, in UTC (a run's started_at and finished_at)."""
     return dt.datetime.now(dt.UTC)
+
+
+def new_checkpoint(fingerprint: str, snapshot_date: str) -> Checkpoint:
+    """Return the checkpoint of a new run of the request `fingerprint` for a date."""
+    return Checkpoint(
+        request_fingerprint=fingerprint,
+        run_id=uuid.uuid4().hex,
+        snapshot_date=snapshot_date,
+        started_at=utc_now().isoformat(),
+    )
+
+
+def start_run(
+    config: ExportConfig,
+    store: Store,
+    layout: Layout,
+    stats: RunStats,
+    checkpoint: Checkpoint,
+    previous: dict[str, Any] | None,
+) -> Run:
+    """Return the run of `checkpoint`: its normalizer, counts and bounds as the checkpoint
+    left them, or, before its first part, a normalizer seeded with `previous`'s columns (the
+    manifest this run follows), so a night keeps the column order of the one before.
+
+    The sinks' files carry the run id's first characters (`run_tag`): a resumed run's parts
+    never collide with those of another run of the date.
+    """
+    options = dataclasses.replace(config.sinks, run_tag=checkpoint.run_id[:8])
+    sinks = [open_sink(name, options, config.plugins.get(name)) for name in config.formats]
+    if checkpoint.normalizer_state is not None:
+        normalizer = Normalizer.from_state(
+            config.account_id, config.normalize, checkpoint.normalizer_state
+        )
+        stats.restore(checkpoint.counts)
+        bounds = restore_bounds(checkpoint.counts)
+    else:
+        seed = [ColumnSpec.from_dict(c) for c in (previous or {}).get("schema", [])]
+        normalizer = Normalizer(config.account_id, config.normalize, seed=seed or None)
+        bounds = UploadedBounds()
+    return Run(config, store, layout, stats, checkpoint, normalizer, sinks, bounds, previous)
 
 
 async def open_sinks(run: Run) -> None:
@@ -336,8 +378,10 @@ __all__ = [
     "Run",
     "WalkSource",
     "abort_sinks",
+    "new_checkpoint",
     "open_sinks",
     "restore_bounds",
+    "start_run",
     "utc_now",
     "walk_and_write",
 ]
