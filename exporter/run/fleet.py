@@ -239,7 +239,7 @@ def published_summary(account: FleetAccount) -> RunSummary | None:
     `--resume` does not redo an account that finished: its snapshot of D is published by the
     same request and no run of it is staged (a staged run may still owe its DuckDB load).
     """
-    from exporter.run.pipeline import describe_request
+    from exporter.run.plan import describe_request
     from exporter.snapshot.checkpoint import redact_request, request_fingerprint
     from exporter.snapshot.manifest import read_manifest
     from exporter.store import open_store
