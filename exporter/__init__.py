@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` imports t
     from exporter.config import ExportConfig, load_toml, parse_config
     from exporter.run.pipeline import export
     from exporter.run.plan import dry_run_plan
+    from exporter.run.summary import RunSummary
 
 _LAZY = {
     "ExportConfig": "exporter.config",
@@ -39,6 +40,7 @@ _LAZY = {
     "parse_config": "exporter.config",
     "dry_run_plan": "exporter.run.plan",
     "export": "exporter.run.pipeline",
+    "RunSummary": "exporter.run.summary",
 }
 
 
@@ -67,6 +69,7 @@ __all__ = [
     "IntegrityError",
     "Interrupted",
     "RunStats",
+    "RunSummary",
     "SchemaContractError",
     "SinkError",
     "__version__",

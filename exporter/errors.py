@@ -26,7 +26,10 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # built by the run, carried here for the CLI to print
+    from exporter.run.summary import RunSummary
 
 
 def first_line(exc: BaseException) -> str:
@@ -156,7 +159,7 @@ class ChangesWithheldError(ExporterError):
     """
 
     exit_code = 9
-    summary: dict[str, Any] | None = None  # the published snapshot's, for the CLI to print
+    summary: RunSummary | None = None  # the published snapshot's, for the CLI to print
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ from exporter.tasks import FirstErrorGroup
 if TYPE_CHECKING:
     from exporter.observe.metrics import Pushgateway
     from exporter.options import Option
+    from exporter.run.summary import RunSummary
     from exporter.snapshot.manifest import Manifest
 
 PROG = "cf-images-export"
@@ -435,7 +436,7 @@ def _report_metrics(
     textfile: str | None,
     pushgateway: Pushgateway | None,
     code: int,
-    summary: dict[str, Any] | None,
+    summary: RunSummary | None,
     stats: RunStats,
     duration_s: float,
 ) -> None:
@@ -449,13 +450,13 @@ def _report_metrics(
 
 async def _export_with_signals(
     config: Any, args: argparse.Namespace, stats: RunStats
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run the export; SIGINT/SIGTERM cancel it cleanly (checkpoint kept) -> Interrupted,
     whose line says what the checkpoint keeps."""
     from exporter.observe.progress import print_summary
 
     interactive = sys.stderr.isatty() and args.log_format == "plain" and _verbosity(args) >= 0
-    result: dict[str, Any] = {}
+    result: list[RunSummary] = []
     stopped_by: list[int] = []
 
     try:
@@ -466,14 +467,14 @@ async def _export_with_signals(
         raise
     if stopped_by and not result:  # a signal during publication lets it finish: success
         raise Interrupted(stopped_line(signal.Signals(stopped_by[0]).name, stats))
-    print_summary(result, log_format=args.log_format, interactive=interactive)
-    return result
+    print_summary(result[0], log_format=args.log_format, interactive=interactive)
+    return result[0]
 
 
 async def _run_with_signals(
     config: Any,
     stats: RunStats,
-    result: dict[str, Any],
+    result: list[RunSummary],
     stopped_by: list[int],
     *,
     interactive: bool,
@@ -492,7 +493,7 @@ async def _run_with_signals(
                     return
 
         async def run() -> None:
-            result.update(await export(config, stats=stats))
+            result.append(await export(config, stats=stats))
             group.cancel_scope.cancel()
 
         group.start_soon(watch_signals)

@@ -25,6 +25,7 @@ from exporter.emulator import EmulatorSettings, run_emulator
 from exporter.observe.progress import print_summary, report_progress
 from exporter.observe.report import write_report
 from exporter.run.new_uploads_run import run_export
+from exporter.run.summary import RunSummary
 from exporter.sinks.sql import literal
 from exporter.snapshot.manifest import decode_manifest
 from exporter.stats import RunStats
@@ -151,11 +152,12 @@ def show_changes(output: str) -> None:
 async def run_demo(images: int, seed: int, output: str, interactive: bool) -> None:
     """Export the catalog as of last night, then tonight; query both and the changes."""
     today = dt.datetime.now(dt.UTC).date()
-    summary: dict[str, Any] = {}
+    summary = None
     for night, day in enumerate((today - dt.timedelta(days=1), today)):
         uploads = DEMO_UPLOADS if night == 1 else 0
         summary = await _export_night(images, seed, night, day, output, interactive, uploads)
-    show_results(output, str(summary["snapshot"]))
+    assert summary is not None
+    show_results(output, str(summary.snapshot))
     show_changes(output)
     show_new_uploads(output)
     path, _ = write_report(output)
@@ -192,7 +194,7 @@ async def _export_night(
     output: str,
     interactive: bool,
     uploads: int = 0,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Serve the catalog as of `night` on loopback and export it as the snapshot of `day`;
     then, with `uploads`, upload that many images and export them with `--new-uploads`."""
     # Ties in a hash order, another each night: the API promises nothing inside an instant;
@@ -227,17 +229,17 @@ async def _export_night(
     return summary
 
 
-async def _run(config: ExportConfig, interactive: bool) -> dict[str, Any]:
+async def _run(config: ExportConfig, interactive: bool) -> RunSummary:
     """Run one export (a snapshot, or a batch of new uploads) with progress; print its summary."""
     stats = RunStats()
-    summary: dict[str, Any] = {}
+    summaries: list[RunSummary] = []
     async with FirstErrorGroup() as group:
 
         async def run() -> None:
-            summary.update(await run_export(config, stats=stats))
+            summaries.append(await run_export(config, stats=stats))
             group.cancel_scope.cancel()
 
         group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
         group.start_soon(run)
-    print_summary(summary, log_format="plain", interactive=interactive)
-    return summary
+    print_summary(summaries[0], log_format="plain", interactive=interactive)
+    return summaries[0]

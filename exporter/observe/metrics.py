@@ -26,7 +26,7 @@ import urllib.error
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -37,6 +37,7 @@ from exporter.errors import ConfigError, SinkError, first_line
 
 if TYPE_CHECKING:
     from exporter.config import ExportConfig
+    from exporter.run.summary import RunSummary
     from exporter.stats import RunStats
     from exporter.store.layout import Layout
 
@@ -236,7 +237,7 @@ def observe(
     exit_code: int,
     *,
     duration_s: float,
-    summary: Mapping[str, Any] | None,
+    summary: RunSummary | None,
     stats: RunStats,
 ) -> RunMetrics:
     """Return the metrics of one finished run (published: `summary` is export()'s).
@@ -254,19 +255,19 @@ def observe(
             retries=stats.retries,
             throttled=stats.throttled,
             duration_seconds=duration_s,
-            new_images=int(summary["new_images"]) if summary is not None else None,
+            new_images=summary.new_images if summary is not None else None,
             last_new_uploads_timestamp=time.time() if published else None,
         )
     return RunMetrics(
         account_id=config.account_id,
         exit_code=exit_code,
         last_success_timestamp=time.time() if published else _last_success(config, layout),
-        images=int(summary["images"]) if summary is not None and "images" in summary else None,
+        images=summary.images if summary is not None else None,
         requests=stats.requests,
         retries=stats.retries,
         throttled=stats.throttled,
         duration_seconds=duration_s,
-        changes=dict(summary.get("change_counts", {})) if summary is not None else {},
+        changes=dict(summary.change_counts or {}) if summary is not None else {},
     )
 
 

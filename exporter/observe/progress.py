@@ -12,12 +12,15 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
 from exporter.api.redact import redact_text
 from exporter.stats import RunStats
+
+if TYPE_CHECKING:  # a run's, built above this stage; printed here through to_dict()
+    from exporter.run.summary import RunSummary
 
 LOG = logging.getLogger("exporter")
 
@@ -157,8 +160,9 @@ async def report_progress(stats: RunStats, *, interactive: bool, interval_s: flo
             await anyio.sleep(0.2)
 
 
-def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Return the final summary as (label, value) rows, in a fixed order."""
+def summary_rows(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Return the final summary (`RunSummary.to_dict()`) as (label, value) rows, in a fixed
+    order: the labels are words for people, the dict's keys the names for machines."""
     labels = [
         ("snapshot", "snapshot"),
         ("batch", "batch"),
@@ -178,28 +182,29 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
     rows = []
     for key, label in labels:
-        if key in summary:
-            value = summary[key]
+        if key in fields:
+            value = fields[key]
             text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
             rows.append((label, redact_text(str(text))))
     return rows
 
 
-def print_summary(summary: Mapping[str, Any], *, log_format: str, interactive: bool) -> None:
+def print_summary(summary: RunSummary, *, log_format: str, interactive: bool) -> None:
     """Print the end-of-run summary: a table on a terminal, one log record otherwise."""
+    fields = summary.to_dict()  # what users see, whichever the form
     if log_format == "json":
-        LOG.info("summary", extra={"fields": {"summary": dict(summary)}})
+        LOG.info("summary", extra={"fields": {"summary": fields}})
         return
     if interactive:
         from rich.console import Console
         from rich.table import Table
 
         table = Table(title="export summary", show_header=False)
-        for label, value in summary_rows(summary):
+        for label, value in summary_rows(fields):
             table.add_row(label, value)
         Console(stderr=True).print(table)
         return
-    text = "; ".join(f"{label}: {value}" for label, value in summary_rows(summary))
+    text = "; ".join(f"{label}: {value}" for label, value in summary_rows(fields))
     LOG.info("summary: %s", text)
 
 

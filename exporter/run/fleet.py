@@ -44,6 +44,7 @@ from exporter.errors import ConfigError, ExporterError, FleetConfigError
 from exporter.observe.metrics import RunMetrics, observe
 from exporter.observe.progress import ACCOUNT
 from exporter.options import MetricsOptions, declared, override_file
+from exporter.run.summary import RunSummary, display_path
 from exporter.stats import RunStats
 from exporter.store.layout import Layout
 
@@ -228,28 +229,28 @@ def _set_by(key: str, settings: Mapping[str, Any]) -> bool:
 # -- running -------------------------------------------------------------------------------
 
 
-ExportOne = Callable[[FleetAccount, "Pacer", RunStats], Awaitable[Mapping[str, Any]]]
+ExportOne = Callable[[FleetAccount, "Pacer", RunStats], Awaitable[RunSummary]]
 
 
-async def export_account(account: FleetAccount, pacer: Pacer, stats: RunStats) -> Mapping[str, Any]:
+async def export_account(account: FleetAccount, pacer: Pacer, stats: RunStats) -> RunSummary:
     """Export one account into its own level of the output (the default `ExportOne`)."""
     from exporter.run.new_uploads_run import run_export as export
 
     if account.config.resume and not account.config.new_uploads:
         done = await anyio.to_thread.run_sync(published_summary, account)
         if done is not None:
-            log.info("%s is already published", done["snapshot"])
+            log.info("%s is already published", done.snapshot)
             return done
     return await export(account.config, stats=stats, layout=account.layout, pacer=pacer)
 
 
-def published_summary(account: FleetAccount) -> dict[str, Any] | None:
+def published_summary(account: FleetAccount) -> RunSummary | None:
     """Return a summary of the account's published snapshot of this request and date, if any.
 
     `--resume` does not redo an account that finished: its snapshot of D is published by the
     same request and no run of it is staged (a staged run may still owe its DuckDB load).
     """
-    from exporter.run.pipeline import describe_request
+    from exporter.run.plan import describe_request
     from exporter.snapshot.checkpoint import redact_request, request_fingerprint
     from exporter.snapshot.manifest import read_manifest
     from exporter.store import open_store
@@ -264,11 +265,11 @@ def published_summary(account: FleetAccount) -> dict[str, Any] | None:
         return None
     if store.exists(layout.run(run_key(request_fingerprint(request), date))):
         return None
-    return {
-        "snapshot": f"{config.output.rstrip('/')}/{layout.snapshot(date)}",
-        "images": int(manifest.counts["rows"]),
-        "already_published": True,
-    }
+    return RunSummary(
+        snapshot=display_path(config.output, layout.snapshot(date)),
+        images=int(manifest.counts["rows"]),
+        already_published=True,
+    )
 
 
 async def run_accounts(
@@ -303,16 +304,14 @@ async def run_accounts(
 
 
 async def run_account(
-    account: FleetAccount, stats: RunStats, work: Awaitable[Mapping[str, Any]]
+    account: FleetAccount, stats: RunStats, work: Awaitable[RunSummary]
 ) -> AccountOutcome:
     """Await one account's export and turn how it ended into an outcome (never raise)."""
-    from exporter.run.new_uploads_run import nothing_new
-
     began = time.monotonic()
     code, summary, message = 0, None, ""
     try:
         summary = await work
-        message = nothing_new(summary) or ""
+        message = summary.nothing_new() or ""
     except ExporterError as exc:
         code, message = exc.exit_code, " ".join(str(exc).split())
         log.error("%s", message)
@@ -331,7 +330,7 @@ async def run_account(
             stats=stats,
         )
     )
-    images = int(summary["images"]) if summary is not None else None
+    images = summary.images if summary is not None else None
     return AccountOutcome(account.account_id, code, images, duration, message, metrics)
 
 

@@ -1,16 +1,17 @@
 """`export --new-uploads`: one batch of the images uploaded since the latest snapshot D.
 
 The plan is pure (`exporter.run.new_uploads`); this module does its I/O with the snapshot's own
-machinery (`pipeline`: normalizer seeded from D's schema, sinks, checkpoint after every
-committed part, sealing) and publishes `OUT/new_uploads/snapshot_date=D/batch=<B>/`:
+machinery (`writer`: normalizer seeded from D's schema, sinks, checkpoint after every
+committed part; `publication`: sealing and the tail) and publishes
+`OUT/new_uploads/snapshot_date=D/batch=<B>/`:
 1. under the run locks (below), find D and its published batches again, plan the batch, and
    read the ids of D and those batches uploaded at or after the cutoff (DuckDB over their
    files with a filter on `uploaded`: memory follows the lag window);
 2. walk desc from the newest image, writing the new uploads, checkpointing as a snapshot does;
    nothing new: the staging is discarded, nothing is published, exit 0;
 3. seal (`_manifest.json`, then `_SUCCESS`) and publish the staged batch (checkpoint
-   "publishing", then "committing"); then each sink's publish step (the DuckDB and Delta
-   `new_uploads` tables, idempotent); then the staging is discarded.
+   "publishing", then "committing"); then each table-keeping sink's `load_new_uploads` (the
+   DuckDB and Delta `new_uploads` tables, idempotent); then the staging is discarded.
 A kill anywhere leaves no partial batch; `--resume` continues from the checkpoint.
 
 Locks. The batch run holds its own lock (one batch run per request at a time) and the run
@@ -27,8 +28,7 @@ import datetime as dt
 import logging
 import posixpath
 import tempfile
-import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,22 +44,23 @@ from exporter.changes.diff import night_relation
 from exporter.config import ExportConfig
 from exporter.errors import ConcurrentRunError, ConfigError, SinkError, first_line
 from exporter.options import ExportOptions, NewUploadsOptions
-from exporter.run.crashpoint import crash_point
 from exporter.run.heap import bulk_allocation
 from exporter.run.new_uploads import BatchPlan, BatchWalk, plan_batch
-from exporter.run.pipeline import (
+from exporter.run.pipeline import export
+from exporter.run.plan import describe_request
+from exporter.run.publication import Start, finish
+from exporter.run.summary import RunSummary, summarize
+from exporter.run.writer import (
     Run,
-    _display_path,
-    _now,
-    _open_sinks,
-    _restore_bounds,
-    _walk_and_write,
-    describe_request,
-    export,
+    abort_sinks,
+    new_checkpoint,
+    open_sinks,
+    start_run,
+    utc_now,
+    walk_and_write,
 )
-from exporter.sinks import PartFile, Publication, TableKeeper, open_sink
+from exporter.sinks import PartFile
 from exporter.snapshot.checkpoint import (
-    Checkpoint,
     discard_run,
     load_checkpoint,
     redact_request,
@@ -70,15 +71,12 @@ from exporter.snapshot.manifest import (
     Manifest,
     NewUploads,
     build_manifest,
-    encode_manifest,
     read_manifest,
     sealed_manifests,
 )
 from exporter.stats import RunStats
-from exporter.store import Layout, Store, open_store, seal
+from exporter.store import Layout, Store, open_store
 from exporter.store.layout import LOCK_SUFFIX, ROOT, batch_name, run_key
-from exporter.transform.normalize import Normalizer
-from exporter.transform.schema import ColumnSpec
 
 if TYPE_CHECKING:  # the walk's modules (aiohttp) load only when a batch walks
     from exporter.api.client import ApiClient
@@ -99,19 +97,6 @@ class Base:
     @property
     def date(self) -> str:
         return self.manifest.snapshot_date
-
-
-@dataclass
-class BatchRun(Run):
-    """A run whose staged directory is a batch of new uploads following D."""
-
-    batch: str = ""
-    plan: BatchPlan | None = None
-
-    @property
-    def staged(self) -> str:
-        key, date = self.checkpoint.run_key, self.checkpoint.snapshot_date
-        return self.layout.staged_batch(key, date, self.batch)
 
 
 def batch_fingerprint(config: ExportConfig) -> str:
@@ -171,7 +156,7 @@ async def run_export(
     stats: RunStats | None = None,
     layout: Layout = ROOT,
     pacer: Pacer | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Run what `config` asks: a batch of new uploads (`--new-uploads`), else a snapshot.
 
     The one entry point of `export` and of a fleet's accounts, as `pipeline.export` is.
@@ -185,7 +170,7 @@ async def run_export(
 
 async def export_new_uploads(
     config: ExportConfig, stats: RunStats, layout: Layout, pacer: Pacer | None
-) -> dict[str, Any]:
+) -> RunSummary:
     """Publish one batch of new uploads after the latest snapshot; return the summary."""
     store = await anyio.to_thread.run_sync(
         lambda: open_store(
@@ -207,7 +192,7 @@ async def export_new_uploads(
 
 def _prepare(
     config: ExportConfig, store: Store, layout: Layout, stats: RunStats, base: Base
-) -> BatchRun:
+) -> Run:
     """Return the batch run: resumed from its checkpoint, or fresh with its staging cleared."""
     fingerprint, date = batch_fingerprint(config), base.date
     checkpoint = None
@@ -217,22 +202,8 @@ def _prepare(
         checkpoint = point.checkpoint
     if checkpoint is None:
         discard_run(store, layout, run_key(fingerprint, date))
-        checkpoint = Checkpoint(
-            request_fingerprint=fingerprint,
-            run_id=uuid.uuid4().hex,
-            snapshot_date=date,
-            started_at=_now().isoformat(),
-        )
-    options = dataclasses.replace(config.sinks, run_tag=checkpoint.run_id[:8])
-    sinks = [open_sink(name, options, config.plugins.get(name)) for name in config.formats]
-    if checkpoint.normalizer_state is not None:
-        normalizer = Normalizer.from_state(
-            config.account_id, config.normalize, checkpoint.normalizer_state
-        )
-        stats.restore(checkpoint.counts)
-    else:
-        seed = [ColumnSpec.from_dict(c) for c in base.manifest.schema]
-        normalizer = Normalizer(config.account_id, config.normalize, seed=seed or None)
+        checkpoint = new_checkpoint(fingerprint, date)
+    run = start_run(config, store, layout, stats, checkpoint, base.manifest)
     walker_state = checkpoint.walker_state
     if walker_state is not None:
         plan = BatchPlan.from_dict(walker_state["plan"])
@@ -240,12 +211,7 @@ def _prepare(
         lag = config.section(NewUploadsOptions).lag_s
         plan = plan_batch(base.manifest, base.batches, lag)
     started = dt.datetime.fromisoformat(checkpoint.started_at)
-    run = BatchRun(
-        config, store, layout, stats, checkpoint, normalizer, sinks, previous=base.manifest
-    )
     run.batch, run.plan = batch_name(started, checkpoint.run_id), plan
-    if checkpoint.counts:
-        run.bounds = _restore_bounds(checkpoint.counts)
     return run
 
 
@@ -256,14 +222,14 @@ async def _export_locked(
     stats: RunStats,
     pacer: Pacer | None,
     base: Base,
-) -> dict[str, Any]:
+) -> RunSummary:
     run = await anyio.to_thread.run_sync(_prepare, config, store, layout, stats, base)
     run.pacer = pacer
     assert run.plan is not None
     plan = run.plan
     if run.checkpoint.phase in ("publishing", "committing"):
         log.info("the checkpointed batch was sealed; finishing its publication")
-        return await _finish(run)
+        return await finish(run, Start.RESUMED)
     log.info(
         "new uploads after snapshot %s: watermark %s, lag %gs, cutoff %s, %d earlier batch(es)",
         plan.base,
@@ -276,26 +242,18 @@ async def _export_locked(
     state = run.checkpoint.walker_state
     walk = BatchWalk.from_state(state, known) if state else BatchWalk(plan, known)
     try:
-        await _open_sinks(run)
-        files, _ = await _walk_and_write(run, walk=_walk_source(config.request, walk, stats))
+        await open_sinks(run)
+        files, _ = await walk_and_write(run, walk=_walk_source(config.request, walk, stats))
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            for sink in run.sinks:
-                with contextlib.suppress(Exception):
-                    await sink.abort()
+        await abort_sinks(run)
         raise
     if stats.images == 0:
-        for sink in run.sinks:
-            with contextlib.suppress(Exception):
-                await sink.abort()
+        await abort_sinks(run)
         await anyio.to_thread.run_sync(discard_run, store, layout, run.checkpoint.run_key)
-        summary = _summary(run, None, None)
-        log.info("%s", nothing_new(summary))
+        summary = summarize(run, None)
+        log.info("%s", summary.nothing_new())
         return summary
-    manifest = await anyio.to_thread.run_sync(_seal_and_publish, run, files, walk)
-    await _publish_sinks(run)
-    await anyio.to_thread.run_sync(discard_run, store, layout, run.checkpoint.run_key)
-    return _summary(run, layout.batch(plan.base, run.batch), manifest)
+    return await finish(run, Start.FRESH, _batch_manifest(run, files), walk.state())
 
 
 def _walk_source(
@@ -344,8 +302,8 @@ def known_ids(store: Store, layout: Layout, base: Base, plan: BatchPlan) -> set[
     return {str(row[0]) for row in rows}
 
 
-def _seal_and_publish(run: BatchRun, files: list[PartFile], walk: BatchWalk) -> Manifest:
-    """Seal the staged batch and publish it (checkpoint "publishing", then "committing")."""
+def _batch_manifest(run: Run, files: list[PartFile]) -> Manifest:
+    """Return the manifest of the walked batch: a snapshot's, with its plan and base run."""
     config, stats = run.config, run.stats
     assert run.plan is not None
     manifest = build_manifest(
@@ -354,7 +312,7 @@ def _seal_and_publish(run: BatchRun, files: list[PartFile], walk: BatchWalk) -> 
         account_id=config.account_id,
         request=describe_request(config),
         started_at=dt.datetime.fromisoformat(run.checkpoint.started_at),
-        finished_at=_now(),
+        finished_at=utc_now(),
         counts=stats.as_dict(),
         files=files,
         columns=[c.to_dict() for c in run.normalizer.columns()],
@@ -370,78 +328,4 @@ def _seal_and_publish(run: BatchRun, files: list[PartFile], walk: BatchWalk) -> 
             "base_run_id": run.previous.run_id if run.previous else None,
         }
     )
-    manifest = dataclasses.replace(manifest, kind=NEW_UPLOADS, new_uploads=section)
-    seal(run.store, run.staged, encode_manifest(manifest))
-    run.save(walk.state(), phase="publishing")
-    crash_point("sealed")
-    run.store.publish(run.staged, _published(run))
-    run.set_phase("committing")
-    crash_point("files-published")
-    return manifest
-
-
-def _published(run: BatchRun) -> str:
-    return run.layout.batch(run.checkpoint.snapshot_date, run.batch)
-
-
-async def _publish_sinks(run: BatchRun) -> None:
-    """Hand the published batch to each sink keeping tables (DuckDB's and Delta's
-    `new_uploads`); a sink that keeps none has nothing outside the batch's files."""
-    schema = run.normalizer.final_schema()
-    for sink in run.sinks:
-        if not isinstance(sink, TableKeeper):
-            continue
-        publication = Publication(
-            store=run.store,
-            layout=run.layout,
-            snapshot_date=run.checkpoint.snapshot_date,
-            schema=schema,
-            directory=run.directory(sink),
-            parts=run.checkpoint.parts.get(sink.name, []),
-            batch=run.batch,
-        )
-        await anyio.to_thread.run_sync(sink.load_new_uploads, publication)
-
-
-async def _finish(run: BatchRun) -> dict[str, Any]:
-    """Complete the publication of a batch sealed before a kill; walk nothing."""
-    published = _published(run)
-    manifest = await anyio.to_thread.run_sync(read_manifest, run.store, published)
-    if manifest is None or manifest.run_id != run.checkpoint.run_id:
-        if run.checkpoint.phase != "publishing":
-            raise SinkError("store", f"{published} is not this run's batch any more")
-        await anyio.to_thread.run_sync(run.store.publish, run.staged, published)
-        manifest = await anyio.to_thread.run_sync(read_manifest, run.store, published)
-        assert manifest is not None
-        await anyio.to_thread.run_sync(run.set_phase, "committing")
-    await _publish_sinks(run)
-    await anyio.to_thread.run_sync(discard_run, run.store, run.layout, run.checkpoint.run_key)
-    run.stats.restore(run.checkpoint.counts)
-    return _summary(run, published, manifest)
-
-
-def nothing_new(summary: Mapping[str, Any]) -> str | None:
-    """Return what a batch run that found nothing new says (its log line, a fleet's table
-    row), or None when it published a batch or was no batch run."""
-    if summary.get("batch") != "none":
-        return None
-    return f"0 new uploads since the watermark {summary['watermark']}: nothing published"
-
-
-def _summary(run: BatchRun, published: str | None, manifest: Manifest | None) -> dict[str, Any]:
-    assert run.plan is not None
-    files = manifest.files if manifest else ()
-    return {
-        "batch": _display_path(run.config.output, published) if published else "none",
-        "images": run.stats.images,
-        "new_images": run.stats.images,
-        "base_snapshot": run.plan.base,
-        "watermark": run.plan.describe()["watermark"],
-        "lag_s": run.plan.lag_s,
-        "files": len(files),
-        "bytes": sum(int(f.bytes) for f in files),
-        "requests": run.stats.requests,
-        "retries": run.stats.retries,
-        "throttled": run.stats.throttled,
-        "run_id": run.checkpoint.run_id,
-    }
+    return dataclasses.replace(manifest, kind=NEW_UPLOADS, new_uploads=section)

@@ -558,14 +558,14 @@ def sealed_manifests(
             yield manifest
 
 
-def published_run_id(store: Store, snapshot_date: str, layout: Layout = ROOT) -> str | None:
-    """Return the run id of the sealed snapshot published for a date, if any.
+def published_run_id(store: Store, directory: str) -> str | None:
+    """Return the run id of the sealed snapshot (or batch) published at `directory`, if any.
 
     After a crash during publication, a resumed run compares this with its checkpoint's run
     id: equal means the swap happened (only staging is left to clean); the staged directory
     may then hold the *previous* snapshot and must never be published again.
     """
-    manifest = read_manifest(store, layout.snapshot(snapshot_date))
+    manifest = read_manifest(store, directory)
     return manifest.run_id if manifest else None
 
 

@@ -17,7 +17,7 @@ from exporter.config import ExportConfig
 from exporter.emulator import RunningEmulator
 from exporter.errors import ConcurrentRunError, SchemaContractError, SinkError
 from exporter.options import WalkOptions
-from exporter.run import heap, pipeline
+from exporter.run import heap, pipeline, writer
 from exporter.snapshot.checkpoint import request_fingerprint
 from exporter.store import HashingWriter, LocalStore
 from exporter.store.layout import ROOT, Layout, run_key
@@ -55,7 +55,7 @@ def expected_rows(emu: RunningEmulator) -> dict[str, dict[str, Any]]:
 
 def crash_after_commits(monkeypatch: pytest.MonkeyPatch, commits: int) -> None:
     """Make the run die right after its N-th checkpoint, as a kill there would."""
-    real = pipeline._commit
+    real = writer._commit
     seen = 0
 
     async def commit(run: Any, state: Any) -> None:
@@ -65,7 +65,7 @@ def crash_after_commits(monkeypatch: pytest.MonkeyPatch, commits: int) -> None:
         if seen == commits:
             raise Crash
 
-    monkeypatch.setattr(pipeline, "_commit", commit)
+    monkeypatch.setattr(writer, "_commit", commit)
 
 
 class TestResume:
@@ -91,7 +91,7 @@ class TestResume:
         rest = (len(emulator.catalog) - 3 * 50) // 25  # three committed parts of 50
         read_ahead = 2 * WalkOptions().prefetch
         assert emulator.counters.requests - before <= rest + 1 + 1 + read_ahead
-        assert summary["images"] == len(emulator.catalog)
+        assert summary.images == len(emulator.catalog)
         assert published_rows(tmp_path) == expected_rows(emulator)
         assert not list((tmp_path / ".staging").iterdir())
 
@@ -276,7 +276,7 @@ class TestSchemaAcrossNights:
         """Night 2 (another catalog) keeps night 1's columns in order; the manifest says so."""
         async with emulator_factory(images=200, seed=1) as emu:
             first = await pipeline.export(make_config(emu, tmp_path))
-        assert first["drift"].startswith("first snapshot")  # nothing to drift from
+        assert str(first.drift).startswith("first snapshot")  # nothing to drift from
         # another catalog removes every image of night 1: the removal guard (exit 9) is
         # not what this test is about
         night2 = {"export.snapshot_date": "2026-11-28", "changes.max_removed_share": 1.0}

@@ -75,3 +75,28 @@ def duckdb_dates(database: Path) -> dict[str, int]:
         database=str(database),
     )
     return {str(row["d"]): int(row["n"]) for row in rows}
+
+
+def test_a_run_whose_snapshot_another_request_replaced_is_not_completed(tmp_path: Path) -> None:
+    """Killed after its files, a run's snapshot of D is then replaced by another request's
+    (a filtered export of the same date). The next night of the first request cannot complete
+    D: it says so and leaves DuckDB with the replacement's rows of D (it used to load the
+    killed run's staged parts into the table first, and only then find out)."""
+    out, images, seed = tmp_path / "out", 300, 11
+    database = out / "images.duckdb"
+    args = ["export", "--output", str(out), "--format", "parquet", "--format", "duckdb"]
+    with emulator_process(images, seed) as emu:
+        crash = {CRASH_AT_ENV: "files-published"}
+        killed = run_cli([*args, "--snapshot-date", DATE], emu.env(**crash))
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        active = ["--filter", "meta.status[eq]=active"]
+        other = run_cli([*args, "--snapshot-date", DATE, *active], emu.env())
+        assert other.returncode == 0, other.stderr
+        replaced = snapshot_rows(out, DATE)
+        assert 0 < len(replaced) < images
+        later = run_cli([*args, "--snapshot-date", "2026-11-28"], emu.env())
+    assert later.returncode == 0, later.stderr
+    assert f"could not complete the publication of {DATE}" in later.stderr
+    assert "the published snapshot is not this run's any more" in later.stderr
+    assert duckdb_dates(database) == {DATE: len(replaced), "2026-11-28": images}
+    assert snapshot_rows(out, DATE) == replaced

@@ -16,6 +16,7 @@ from exporter.snapshot.manifest import (
 )
 from exporter.snapshot.verify import verify_snapshot
 from exporter.store import LocalStore
+from exporter.store.layout import ROOT
 from exporter.store.layout import snapshot_name as snapshot_dir
 from tests.helpers import run_cli
 from tests.snapshot.test_manifest import DATE, publish
@@ -27,7 +28,7 @@ class TestVerifySnapshot:
         report = verify_snapshot(snapshot)
         assert report.ok and report.files == 6 and report.rows == 250
         assert verify_snapshot(tmp_path).directory == snapshot.name  # root: newest date
-        assert published_run_id(LocalStore(tmp_path), DATE) == "run-1"
+        assert published_run_id(LocalStore(tmp_path), ROOT.snapshot(DATE)) == "run-1"
 
     async def test_a_flipped_byte_is_an_integrity_error(self, tmp_path: Path) -> None:
         snapshot = await publish(tmp_path, ("parquet",))
