@@ -17,8 +17,9 @@ unknown path answers 404 code 7000. Then it is authenticated (a Bearer token, or
 X-Auth-Email + X-Auth-Key, of any served account: else 401), counted against its caller's
 rate limit (429 + Retry-After once over; accounts sharing a credential share it), and checked
 against the account (403 when the credential is not that account's). Batch-host requests
-bypass the global limit and have an optional per-token rate. Faults, latency, live changes
-and misbehaviour apply to list requests only.
+bypass the global limit and have an optional per-token rate. Latency delays every API reply
+(a round trip to Cloudflare costs the same on every route); faults, live changes and
+misbehaviour apply to list requests only.
 """
 
 from __future__ import annotations
@@ -345,7 +346,11 @@ async def _stats(request: web.Request) -> web.StreamResponse:
     if isinstance(admitted, web.Response):
         return admitted
     account, headers = admitted
-    current = len(account.catalog) + request.app[STATE].settings.drafts
+    settings = request.app[STATE].settings
+    delay = settings.latency_s if settings.stats_latency_s is None else settings.stats_latency_s
+    if delay > 0:
+        await asyncio.sleep(delay)
+    current = len(account.catalog) + settings.drafts
     return json_response({"count": {"allowed": max(100_000, current), "current": current}}, headers)
 
 
@@ -355,6 +360,8 @@ async def _batch_token(request: web.Request) -> web.StreamResponse:
         return admitted
     account, headers = admitted
     state = request.app[STATE]
+    if state.settings.latency_s > 0:
+        await asyncio.sleep(state.settings.latency_s)
     if not state.settings.allow_batch_tokens:
         message = "Batch tokens are not enabled for this account"
         return error_response(403, BATCH_DISABLED, message, headers)

@@ -43,6 +43,9 @@ class Plan:
     changes_images: tuple[int, ...] = (1_000_000, 3_000_000)
     fleet_accounts: int = 100
     fleet_images: int = 2_000
+    # A round trip to the API, added to every emulator reply in the fleet scenarios beside
+    # zero latency: see docs/PERFORMANCE.md ("Fleets under latency") for why this figure.
+    fleet_latency_s: float = 0.05
     report_images: tuple[int, ...] = (1_000_000, 3_000_000)
     new_uploads_images: int = 1_000_000
     new_uploads: int = 500
@@ -94,6 +97,7 @@ class Plan:
             changes_images=(500,),
             fleet_accounts=3,
             fleet_images=50,
+            fleet_latency_s=0.01,
             report_images=(500,),
             new_uploads_images=2_000,
             new_uploads=50,
@@ -382,10 +386,18 @@ def stages(plan: Plan) -> list[Row]:
 
 
 def fleet(plan: Plan) -> list[Row]:
-    """A fleet of small accounts in one run: images/s overall, peak RSS at 1 and 8 workers."""
+    """A fleet of small accounts in one run: images/s overall, peak RSS at 1 and 8 workers,
+    at zero latency and at `fleet_latency_s`, this checkout beside FLEET_BASELINE."""
+    from tests.bench.baseline import FLEET_BASELINE, revision_tree
     from tests.bench.fleet import fleet_rows
 
-    rows: list[Row] = fleet_rows(plan.fleet_accounts, plan.fleet_images, plan.repeat, (1, 8))
+    size = (plan.fleet_accounts, plan.fleet_images, plan.repeat, (1, 8))
+    rows: list[Row] = []
+    with revision_tree(FLEET_BASELINE) as old:
+        for latency in (0.0, plan.fleet_latency_s):
+            rows += fleet_rows(*size, latency_s=latency)
+            if old is not None:
+                rows += fleet_rows(*size, latency_s=latency, tree=old, suffix=f"@{FLEET_BASELINE}")
     return rows
 
 
@@ -421,10 +433,22 @@ def second_nights(plan: Plan) -> list[Row]:
 
 def fleet_nights(plan: Plan) -> list[Row]:
     """Issue 22: second nights of many small accounts against one account of as many
-    images, at --workers 1."""
+    images, at --workers 1 and 8, at zero latency and at `fleet_latency_s`, this checkout
+    beside FLEET_BASELINE."""
+    from tests.bench.baseline import FLEET_BASELINE, revision_tree
     from tests.bench.fleet import second_night_rows
 
-    rows: list[Row] = second_night_rows(plan.small_accounts, plan.small_images, plan.repeat, 1)
+    size = (plan.small_accounts, plan.small_images, plan.repeat)
+    rows: list[Row] = []
+    with revision_tree(FLEET_BASELINE) as old:
+        for latency in (0.0, plan.fleet_latency_s):
+            for workers in (1, 8):
+                rows += second_night_rows(*size, workers, latency_s=latency)
+                if old is not None:
+                    suffix = f"@{FLEET_BASELINE}"
+                    rows += second_night_rows(
+                        *size, workers, latency_s=latency, tree=old, suffix=suffix
+                    )
     return rows
 
 
