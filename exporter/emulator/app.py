@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class Counters:
     pages: int = 0  # list pages served with status 200 (faults excluded)
     images_served: int = 0
     misbehaved: int = 0  # pages served out of order or repeating their cursor's image
+    connections: int = 0  # client connections that sent a request
 
 
 class AccountState:
@@ -146,6 +148,7 @@ class EmulatorState:
             for credential in account.credentials:
                 if quota is not None and credential not in self.limiters:
                     self.limiters[credential] = RateLimiter(quota, window, lockout, self.clock)
+        self.connections: weakref.WeakSet[object] = weakref.WeakSet()  # transports seen
         self.batch_signer = TokenSigner.for_emulator(s.seed, s.account_id)
         self.batch_limiter = (
             RateLimiter(max(1, int(s.batch_rate)), 1.0, 1.0, self.clock)
@@ -185,9 +188,20 @@ def create_app(state: EmulatorState) -> web.Application:
 
 @web.middleware
 async def _count_and_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every reply by status; unknown routes and methods get Cloudflare's envelope."""
-    counters = request.app[STATE].counters
+    """Count every reply by status; unknown routes and methods get Cloudflare's envelope.
+
+    A connection's first request waits `connect_latency_s` more: what the TCP and TLS
+    handshakes of a new connection cost a client before its first reply.
+    """
+    state = request.app[STATE]
+    counters = state.counters
     counters.requests += 1
+    transport = request.transport
+    if transport is not None and transport not in state.connections:
+        state.connections.add(transport)
+        counters.connections += 1
+        if state.settings.connect_latency_s > 0:
+            await asyncio.sleep(state.settings.connect_latency_s)
     try:
         response = await handler(request)
     except web.HTTPMethodNotAllowed:

@@ -127,6 +127,7 @@ class EmulatorSettings:
     slow_s: float = 2.0
     latency_s: float = 0.0  # added to every API reply: list pages, /stats, batch tokens
     stats_latency_s: float | None = None  # a /stats reply's delay instead; None: latency_s
+    connect_latency_s: float = 0.0  # added to a connection's first reply (TCP + TLS handshakes)
     page_cap: int | None = DEFAULT_PAGE_CAP  # at most this many images per page; None: per_page
     short_pages: bool = False  # every page holds 1..size images (seeded), never assume full
     live_every: int = 0  # live mode: every N list requests of an account change its catalog
@@ -292,6 +293,12 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--stats-latency", type=float, default=None, help="/stats's delay instead, seconds")
     add(
+        "--connect-latency",
+        type=float,
+        default=d.connect_latency_s,
+        help="delay added to a new connection's first reply (its handshakes), seconds",
+    )
+    add(
         "--page-cap",
         type=int,
         default=d.page_cap,
@@ -350,6 +357,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         slow_s=ns.slow,
         latency_s=ns.latency,
         stats_latency_s=ns.stats_latency,
+        connect_latency_s=ns.connect_latency,
         page_cap=ns.page_cap or None,
         short_pages=ns.short_pages,
         live_every=ns.live_every,
