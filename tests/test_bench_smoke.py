@@ -59,6 +59,19 @@ def test_the_fleet_scenario_runs_under_latency_beside_a_revision() -> None:
     assert len(lines) == 2 and "x HEAD's" in lines[0]
 
 
+def test_the_big_accounts_scenario_runs_a_mixed_fleet_s_second_night() -> None:
+    """Large (nasty) and small accounts in one fleet, night 0 then night 1: one row, one line."""
+    from tests.bench.fleet import big_account_rows
+    from tests.bench.targets import target_lines
+
+    tiny = Plan.tiny()
+    (row,) = big_account_rows(tiny.big_accounts, tiny.big_fleet_small, 1, 2)
+    assert row.scenario == "fleet-big" and row.variant == "1 x 500 nasty + 1 x 50, --workers 2"
+    assert row.images == 550 and row.peak_rss_mb and row.peak_rss_mb > 10
+    (line,) = target_lines([row])
+    assert line.startswith("second nights, fleet of 1 x 500 nasty + 1 x 50, --workers 2: peak ")
+
+
 def test_stages_report_every_stage() -> None:
     rows = measure_stages(300, runs=1)
     assert [row.variant.split(" (")[0] for row in rows] == [
@@ -124,6 +137,7 @@ def test_cli_runs_a_scenario_and_saves_json(
         "new_uploads",
         "second-nights",
         "fleet-nights",
+        "fleet-big",
     }
 
 

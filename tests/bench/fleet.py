@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,7 +36,9 @@ class Cost(NamedTuple):
 
 
 def _latency_args(latency_s: float) -> list[str]:
-    return ["--latency", str(latency_s)] if latency_s else []
+    """Return the emulator's flags of `latency_s` a request, and as much again for a new
+    connection's first (its TCP and TLS handshakes: two round trips of half the figure)."""
+    return ["--latency", str(latency_s), "--connect-latency", str(latency_s)] if latency_s else []
 
 
 def _setting(latency_s: float, suffix: str) -> str:
@@ -174,27 +177,36 @@ def second_night_rows(
 
 
 def _second_night(
-    accounts: int, images: int, workers: int, latency_s: float, tree: Path | None
+    accounts: int | Sequence[tuple[int, str]],
+    images: int,
+    workers: int,
+    latency_s: float,
+    tree: Path | None,
 ) -> Cost:
-    """Export night 0 then night 1 of every account (fleet runs); return night 1's cost."""
+    """Export night 0 then night 1 of every account (fleet runs); return night 1's cost.
+
+    `accounts`: how many accounts of `images` classic images, or each account's (images,
+    profile)."""
+    shapes = [(images, "classic")] * accounts if isinstance(accounts, int) else list(accounts)
     work = Path(tempfile.mkdtemp(prefix="cf-bench-fleet2-"))
     try:
         served = work / "emulator-accounts.toml"
         served.write_text(
             "".join(
                 f'[[account]]\naccount_id = "{_account_id(i)}"\ntoken = "bench-{i}"\n'
-                f"images = {images}\nseed = {i}\n\n"
-                for i in range(1, accounts)
+                f'images = {size}\nseed = {i}\nprofile = "{profile}"\n\n'
+                for i, (size, profile) in enumerate(shapes[1:], 1)
             )
         )
         cost = Cost(0.0, 0.0, 0.0, 0)
         for night, date in ((0, DATE), (1, NEXT_DATE)):
             args = ["--night", str(night), "--churn", "0.004", *_latency_args(latency_s)]
-            if accounts > 1:
+            args += ["--profile", shapes[0][1]]
+            if len(shapes) > 1:
                 args += ["--accounts-file", str(served)]
-            with emulator(images, 1, args) as emu:
+            with emulator(shapes[0][0], 1, args) as emu:
                 tokens = {emu.account_id: emu.token}
-                tokens |= {_account_id(i): f"bench-{i}" for i in range(1, accounts)}
+                tokens |= {_account_id(i): f"bench-{i}" for i in range(1, len(shapes))}
                 (work / "accounts.toml").write_text(
                     "".join(
                         f'[[account]]\nid = "{ident}"\ntoken_env = "BENCH_TOKEN_{n}"\n\n'
@@ -208,6 +220,25 @@ def _second_night(
         return cost
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def big_account_rows(
+    big: tuple[int, int],
+    small: tuple[int, int],
+    repeat: int,
+    workers: int,
+    *,
+    tree: Path | None = None,
+    suffix: str = "",
+) -> list[Any]:
+    """Return the row of second nights of a fleet mixing `big[0]` nasty accounts of `big[1]`
+    images (each compared with DuckDB, over the in-memory threshold) with `small[0]` classic
+    ones of `small[1]`: its peak RSS is what several large change steps at once cost."""
+    shapes = [(big[1], "nasty")] * big[0] + [(small[1], "classic")] * small[0]
+    runs = [_second_night(shapes, 0, workers, 0.0, tree) for _ in range(repeat)]
+    variant = f"{big[0]} x {big[1]:,} nasty + {small[0]} x {small[1]:,}{suffix and ' ' + suffix}"
+    images = big[0] * big[1] + small[0] * small[1]
+    return [_median_row("fleet-big", f"{variant}, --workers {workers}", images, runs, len(shapes))]
 
 
 def _median_row(scenario: str, variant: str, images: int, runs: list[Cost], accounts: int) -> Any:

@@ -53,6 +53,9 @@ class Plan:
     night_more: tuple[tuple[int, str], ...] = ((1_000_000, "10%"), (300_000, "mass"))
     small_accounts: int = 24  # second nights of a fleet of small accounts vs one account
     small_images: int = 1_000
+    # a fleet's second nights with large accounts (compared with DuckDB) among small ones
+    big_accounts: tuple[int, int] = (4, 300_000)
+    big_fleet_small: tuple[int, int] = (20, 1_000)
 
     @classmethod
     def quick(cls, repeat: int = 1) -> Plan:
@@ -77,6 +80,8 @@ class Plan:
             night_more=((100_000, "10%"), (20_000, "mass")),
             small_accounts=8,
             small_images=500,
+            big_accounts=(2, 30_000),
+            big_fleet_small=(4, 500),
         )
 
     @classmethod
@@ -105,6 +110,8 @@ class Plan:
             night_more=((500, "mass"),),
             small_accounts=2,
             small_images=50,
+            big_accounts=(1, 500),
+            big_fleet_small=(1, 50),
         )
 
 
@@ -452,6 +459,20 @@ def fleet_nights(plan: Plan) -> list[Row]:
     return rows
 
 
+def fleet_big(plan: Plan) -> list[Row]:
+    """Issue 22: second nights of a fleet with a few large accounts among small ones at
+    --workers 8: the peak RSS of their change steps in one process, beside FLEET_BASELINE."""
+    from tests.bench.baseline import FLEET_BASELINE, revision_tree
+    from tests.bench.fleet import big_account_rows
+
+    size = (plan.big_accounts, plan.big_fleet_small, plan.repeat, 8)
+    rows: list[Row] = big_account_rows(*size)
+    with revision_tree(FLEET_BASELINE) as old:
+        if old is not None:
+            rows += big_account_rows(*size, tree=old, suffix=f"@{FLEET_BASELINE}")
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "stages": stages,
     "throughput": throughput,
@@ -465,4 +486,5 @@ SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "new_uploads": new_uploads,
     "second-nights": second_nights,
     "fleet-nights": fleet_nights,
+    "fleet-big": fleet_big,
 }
