@@ -291,7 +291,7 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.latency_s,
         help="delay added to every API reply (pages, /stats, batch tokens), seconds",
     )
-    add("--stats-latency", type=float, default=None, help="/stats's delay instead, seconds")
+    add("--stats-latency", type=float, help="/stats's own delay, seconds (default: --latency)")
     add(
         "--connect-latency",
         type=float,
