@@ -129,6 +129,23 @@ class TestFaultKinds:
                 assert reply.status == 200 and reply.json()["result"]["count"]["current"] == 50
                 assert least <= took < most, settings
 
+    async def test_connect_latency_delays_a_connection_s_first_reply(
+        self, emulator_factory: EmulatorFactory
+    ) -> None:
+        """connect_latency_s: a new connection's first reply waits (its handshakes), the next
+        replies on it do not; the emulator counts the connections."""
+        async with emulator_factory(images=50, connect_latency_s=0.3) as emu:
+            async with aiohttp.ClientSession() as session:
+                took = []
+                for _ in range(3):
+                    started = time.monotonic()
+                    assert (await list_page(session, emu, {"per_page": "10"})).status == 200
+                    took.append(time.monotonic() - started)
+            async with aiohttp.ClientSession() as other:
+                assert (await list_page(other, emu, {"per_page": "10"})).status == 200
+            assert took[0] >= 0.3 and max(took[1:]) < 0.3
+            assert emu.counters.connections == 2
+
     async def test_same_seed_same_failures(
         self, emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
     ) -> None:
