@@ -41,6 +41,35 @@ def test_the_fleet_scenario_measures_every_worker_count() -> None:
     assert all(row.images == tiny.fleet_accounts * tiny.fleet_images for row in rows)
     assert all(row.peak_rss_mb and row.peak_rss_mb > 10 for row in rows)
     assert rows[0].extra["rss_vs_one_worker"] == 1.0
+    assert all(row.extra["requests_per_account"] >= 1 for row in rows)
+
+
+def test_the_fleet_scenario_runs_under_latency_beside_a_revision() -> None:
+    """The emulator's latency and another revision's exporter: one target line per row."""
+    from tests.bench.targets import target_lines
+
+    tiny = Plan.tiny()
+    size = (tiny.fleet_accounts, tiny.fleet_images, 1, (1,))
+    with revision_tree("HEAD") as old:
+        assert old is not None
+        rows = fleet_rows(*size, latency_s=tiny.fleet_latency_s)
+        rows += fleet_rows(*size, latency_s=tiny.fleet_latency_s, tree=old, suffix="@HEAD")
+    assert [r.variant.split(", ")[1] for r in rows] == ["latency 10 ms", "latency 10 ms @HEAD"]
+    lines = target_lines(rows)
+    assert len(lines) == 2 and "x HEAD's" in lines[0]
+
+
+def test_the_big_accounts_scenario_runs_a_mixed_fleet_s_second_night() -> None:
+    """Large (nasty) and small accounts in one fleet, night 0 then night 1: one row, one line."""
+    from tests.bench.fleet import big_account_rows
+    from tests.bench.targets import target_lines
+
+    tiny = Plan.tiny()
+    (row,) = big_account_rows(tiny.big_accounts, tiny.big_fleet_small, 1, 2)
+    assert row.scenario == "fleet-big" and row.variant == "1 x 500 nasty + 1 x 50, --workers 2"
+    assert row.images == 550 and row.peak_rss_mb and row.peak_rss_mb > 10
+    (line,) = target_lines([row])
+    assert line.startswith("second nights, fleet of 1 x 500 nasty + 1 x 50, --workers 2: peak ")
 
 
 def test_stages_report_every_stage() -> None:
@@ -108,6 +137,7 @@ def test_cli_runs_a_scenario_and_saves_json(
         "new_uploads",
         "second-nights",
         "fleet-nights",
+        "fleet-big",
     }
 
 
@@ -188,4 +218,4 @@ def test_second_nights_and_fleet_nights_print_their_target_lines() -> None:
     lines = target_lines([*nights, *fleet])
     assert len(lines) == 3
     assert lines[0].startswith("second nights, ~1% changed, peak RSS: 300 ")
-    assert "mass changed" in lines[1] and "x 50, --workers 1" in lines[2]
+    assert "mass changed" in lines[1] and "x 50, latency 0 ms, --workers 1" in lines[2]

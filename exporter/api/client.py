@@ -1,6 +1,7 @@
 """The Images API over HTTP: the only module importing aiohttp on the client side.
 
-One `ClientSession` per run (keep-alive, connect/read timeouts, TLS verification on). Every
+One `ClientSession` per run (keep-alive, connect/read timeouts, TLS verification on); the runs
+of a fleet's accounts share its connections (`shared_connections`). Every
 request waits for the shared `Pacer`, then runs in a tenacity loop built from `RetryPolicy`;
 aiohttp exceptions never leave this module: they become `TransientError` inside the loop and
 `RetriesExhausted`/`AuthError`/`ResponseError` outside it. Secrets (API token, key, batch
@@ -16,12 +17,14 @@ exact. A 401/403 of the account API itself is still an AuthError.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -72,6 +75,28 @@ BATCH_REFUSED_STATUS = frozenset({403, 404})
 FORBIDDEN_ENDPOINT = "forbidden endpoint"
 
 AuthHeaders = Callable[[], Awaitable[dict[str, str]]]
+CONNECTIONS_PER_RUN = 16
+
+# The pool the clients entered inside `shared_connections` use; None: each opens its own.
+_SHARED_POOL: ContextVar[aiohttp.BaseConnector | None] = ContextVar("shared_pool", default=None)
+
+
+@contextlib.asynccontextmanager
+async def shared_connections(runs: int) -> AsyncIterator[None]:
+    """Let every client entered inside this context (a fleet's accounts, `runs` at a time)
+    take its connections from one pool, kept alive from one account to the next.
+
+    A new connection to the API costs its TCP and TLS handshakes, round trips before the
+    first reply, where a small account's whole walk is a request or two. A connection holds
+    no credential (each request carries its own), so accounts of different users share it.
+    """
+    pool = aiohttp.TCPConnector(limit=CONNECTIONS_PER_RUN * runs, keepalive_timeout=60)
+    token = _SHARED_POOL.set(pool)
+    try:
+        yield
+    finally:
+        _SHARED_POOL.reset(token)
+        await pool.close()
 
 
 @dataclass(frozen=True)
@@ -136,9 +161,13 @@ class ApiClient:
     async def __aenter__(self) -> ApiClient:
         if self._credentials.note:
             log.info("credentials: %s", self._credentials.note)  # once per run
-        connector = aiohttp.TCPConnector(limit=16, keepalive_timeout=60)  # TLS verify: default
-        self._session = aiohttp.ClientSession(
+        shared = _SHARED_POOL.get()
+        connector = shared
+        if connector is None:
+            connector = aiohttp.TCPConnector(limit=CONNECTIONS_PER_RUN, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(  # TLS verification: aiohttp's default, on
             connector=connector,
+            connector_owner=shared is None,
             timeout=self._timeout,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             raise_for_status=False,

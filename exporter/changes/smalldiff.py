@@ -10,7 +10,9 @@ values, null equal to null only, `uploaded` as instants, `meta` and `extra` as J
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ from exporter.transform.schema import IMAGE_COLUMNS
 
 _COLUMNS = {name: JSON_FIELDS.get(name, name) for name in COMPARED_FIELDS}
 _SCHEMA = pa.schema([CHANGES_SCHEMA.field(name) for name in IMAGE_COLUMNS])
+# Two nights compared by DuckDB in this process at once: each holds DuckDB's instance and its
+# memory cap, so a fleet's large accounts finishing together would stack them; one at a time.
+DUCKDB_COMPARISONS = threading.BoundedSemaphore(1)
 
 
 def iter_night_changes(
@@ -40,14 +45,17 @@ def iter_night_changes(
     temp_directory: Path,
 ) -> Iterator[pa.RecordBatch]:
     """Yield the change set of `current` against `previous`: compared here when both nights
-    are small (`DiffSettings.small_rows`), else by `exporter.changes.diff.iter_changes`."""
+    are small (`DiffSettings.small_rows`), else by `exporter.changes.diff.iter_changes`,
+    one comparison of two nights at a time per process (`DUCKDB_COMPARISONS`)."""
     settings = settings or diff.DiffSettings()
     if previous is not None and is_small(current, previous, settings.small_rows):
         yield from iter_small_changes(current, previous, settings.batch_rows)
         return
-    yield from diff.iter_changes(
-        current, previous, settings=settings, temp_directory=temp_directory
-    )
+    # A first night (every image added) is read as it is, without comparing (see `diff`).
+    with DUCKDB_COMPARISONS if previous is not None else contextlib.nullcontext():
+        yield from diff.iter_changes(
+            current, previous, settings=settings, temp_directory=temp_directory
+        )
 
 
 def night_rows(source: NightSource) -> int | None:

@@ -17,8 +17,9 @@ unknown path answers 404 code 7000. Then it is authenticated (a Bearer token, or
 X-Auth-Email + X-Auth-Key, of any served account: else 401), counted against its caller's
 rate limit (429 + Retry-After once over; accounts sharing a credential share it), and checked
 against the account (403 when the credential is not that account's). Batch-host requests
-bypass the global limit and have an optional per-token rate. Faults, latency, live changes
-and misbehaviour apply to list requests only.
+bypass the global limit and have an optional per-token rate. Latency delays every API reply
+(a round trip to Cloudflare costs the same on every route); faults, live changes and
+misbehaviour apply to list requests only.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -85,6 +87,7 @@ class Counters:
     pages: int = 0  # list pages served with status 200 (faults excluded)
     images_served: int = 0
     misbehaved: int = 0  # pages served out of order or repeating their cursor's image
+    connections: int = 0  # client connections that sent a request
 
 
 class AccountState:
@@ -145,6 +148,7 @@ class EmulatorState:
             for credential in account.credentials:
                 if quota is not None and credential not in self.limiters:
                     self.limiters[credential] = RateLimiter(quota, window, lockout, self.clock)
+        self.connections: weakref.WeakSet[object] = weakref.WeakSet()  # transports seen
         self.batch_signer = TokenSigner.for_emulator(s.seed, s.account_id)
         self.batch_limiter = (
             RateLimiter(max(1, int(s.batch_rate)), 1.0, 1.0, self.clock)
@@ -184,9 +188,20 @@ def create_app(state: EmulatorState) -> web.Application:
 
 @web.middleware
 async def _count_and_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every reply by status; unknown routes and methods get Cloudflare's envelope."""
-    counters = request.app[STATE].counters
+    """Count every reply by status; unknown routes and methods get Cloudflare's envelope.
+
+    A connection's first request waits `connect_latency_s` more: what the TCP and TLS
+    handshakes of a new connection cost a client before its first reply.
+    """
+    state = request.app[STATE]
+    counters = state.counters
     counters.requests += 1
+    transport = request.transport
+    if transport is not None and transport not in state.connections:
+        state.connections.add(transport)
+        counters.connections += 1
+        if state.settings.connect_latency_s > 0:
+            await asyncio.sleep(state.settings.connect_latency_s)
     try:
         response = await handler(request)
     except web.HTTPMethodNotAllowed:
@@ -345,7 +360,11 @@ async def _stats(request: web.Request) -> web.StreamResponse:
     if isinstance(admitted, web.Response):
         return admitted
     account, headers = admitted
-    current = len(account.catalog) + request.app[STATE].settings.drafts
+    settings = request.app[STATE].settings
+    delay = settings.latency_s if settings.stats_latency_s is None else settings.stats_latency_s
+    if delay > 0:
+        await asyncio.sleep(delay)
+    current = len(account.catalog) + settings.drafts
     return json_response({"count": {"allowed": max(100_000, current), "current": current}}, headers)
 
 
@@ -355,6 +374,8 @@ async def _batch_token(request: web.Request) -> web.StreamResponse:
         return admitted
     account, headers = admitted
     state = request.app[STATE]
+    if state.settings.latency_s > 0:
+        await asyncio.sleep(state.settings.latency_s)
     if not state.settings.allow_batch_tokens:
         message = "Batch tokens are not enabled for this account"
         return error_response(403, BATCH_DISABLED, message, headers)

@@ -125,7 +125,9 @@ class EmulatorSettings:
     fault_rate: float = 0.0  # share of list requests that fail, 0..1
     fault_kinds: frozenset[str] = field(default_factory=lambda: FAULT_KINDS)
     slow_s: float = 2.0
-    latency_s: float = 0.0  # added to every list page
+    latency_s: float = 0.0  # added to every API reply: list pages, /stats, batch tokens
+    stats_latency_s: float | None = None  # a /stats reply's delay instead; None: latency_s
+    connect_latency_s: float = 0.0  # added to a connection's first reply (TCP + TLS handshakes)
     page_cap: int | None = DEFAULT_PAGE_CAP  # at most this many images per page; None: per_page
     short_pages: bool = False  # every page holds 1..size images (seeded), never assume full
     live_every: int = 0  # live mode: every N list requests of an account change its catalog
@@ -283,7 +285,19 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated subset of {','.join(sorted(FAULT_KINDS))}",
     )
     add("--slow", type=float, default=d.slow_s, help="delay of a 'slow' fault, seconds")
-    add("--latency", type=float, default=d.latency_s, help="delay added to every page, seconds")
+    add(
+        "--latency",
+        type=float,
+        default=d.latency_s,
+        help="delay added to every API reply (pages, /stats, batch tokens), seconds",
+    )
+    add("--stats-latency", type=float, help="/stats's own delay, seconds (default: --latency)")
+    add(
+        "--connect-latency",
+        type=float,
+        default=d.connect_latency_s,
+        help="delay added to a new connection's first reply (its handshakes), seconds",
+    )
     add(
         "--page-cap",
         type=int,
@@ -342,6 +356,8 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         fault_kinds=kinds,
         slow_s=ns.slow,
         latency_s=ns.latency,
+        stats_latency_s=ns.stats_latency,
+        connect_latency_s=ns.connect_latency,
         page_cap=ns.page_cap or None,
         short_pages=ns.short_pages,
         live_every=ns.live_every,

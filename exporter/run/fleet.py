@@ -278,8 +278,10 @@ async def run_accounts(
     """Run every account, at most `workers` at once; return the outcomes in fleet order.
 
     Accounts sharing a credential share one pacer (Cloudflare's limit is per user), sized by
-    the smallest share any of them configures.
+    the smallest share any of them configures; all of them share one pool of connections.
     """
+    from exporter.api.client import shared_connections  # aiohttp: only where accounts walk
+
     pacers: dict[str, Pacer] = {}
     for account in accounts:
         walk = account.config.walk
@@ -297,7 +299,7 @@ async def run_accounts(
                 account, stats, export_one(account, pacers[account.credential], stats)
             )
 
-    async with anyio.create_task_group() as group:
+    async with shared_connections(workers), anyio.create_task_group() as group:
         for account in accounts:
             group.start_soon(one, account)
     return [outcomes[a.account_id] for a in accounts]

@@ -23,6 +23,8 @@ from tests.bench.harness import ROOT
 BASELINE_REVISION = "c010e14"
 # main before issue 22's work on second nights and fleets
 NIGHTS_BASELINE = "08ff60f"
+# main before issue 22's work on a fleet's fixed cost per account under latency
+FLEET_BASELINE = "c7b9a92"
 
 
 @contextmanager

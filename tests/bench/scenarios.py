@@ -43,6 +43,9 @@ class Plan:
     changes_images: tuple[int, ...] = (1_000_000, 3_000_000)
     fleet_accounts: int = 100
     fleet_images: int = 2_000
+    # A round trip to the API, added to every emulator reply in the fleet scenarios beside
+    # zero latency: see docs/PERFORMANCE.md ("Fleets under latency") for why this figure.
+    fleet_latency_s: float = 0.05
     report_images: tuple[int, ...] = (1_000_000, 3_000_000)
     new_uploads_images: int = 1_000_000
     new_uploads: int = 500
@@ -50,6 +53,9 @@ class Plan:
     night_more: tuple[tuple[int, str], ...] = ((1_000_000, "10%"), (300_000, "mass"))
     small_accounts: int = 24  # second nights of a fleet of small accounts vs one account
     small_images: int = 1_000
+    # a fleet's second nights with large accounts (compared with DuckDB) among small ones
+    big_accounts: tuple[int, int] = (4, 300_000)
+    big_fleet_small: tuple[int, int] = (20, 1_000)
 
     @classmethod
     def quick(cls, repeat: int = 1) -> Plan:
@@ -74,6 +80,8 @@ class Plan:
             night_more=((100_000, "10%"), (20_000, "mass")),
             small_accounts=8,
             small_images=500,
+            big_accounts=(2, 30_000),
+            big_fleet_small=(4, 500),
         )
 
     @classmethod
@@ -94,6 +102,7 @@ class Plan:
             changes_images=(500,),
             fleet_accounts=3,
             fleet_images=50,
+            fleet_latency_s=0.01,
             report_images=(500,),
             new_uploads_images=2_000,
             new_uploads=50,
@@ -101,6 +110,8 @@ class Plan:
             night_more=((500, "mass"),),
             small_accounts=2,
             small_images=50,
+            big_accounts=(1, 500),
+            big_fleet_small=(1, 50),
         )
 
 
@@ -382,10 +393,18 @@ def stages(plan: Plan) -> list[Row]:
 
 
 def fleet(plan: Plan) -> list[Row]:
-    """A fleet of small accounts in one run: images/s overall, peak RSS at 1 and 8 workers."""
+    """A fleet of small accounts in one run: images/s overall, peak RSS at 1 and 8 workers,
+    at zero latency and at `fleet_latency_s`, this checkout beside FLEET_BASELINE."""
+    from tests.bench.baseline import FLEET_BASELINE, revision_tree
     from tests.bench.fleet import fleet_rows
 
-    rows: list[Row] = fleet_rows(plan.fleet_accounts, plan.fleet_images, plan.repeat, (1, 8))
+    size = (plan.fleet_accounts, plan.fleet_images, plan.repeat, (1, 8))
+    rows: list[Row] = []
+    with revision_tree(FLEET_BASELINE) as old:
+        for latency in (0.0, plan.fleet_latency_s):
+            rows += fleet_rows(*size, latency_s=latency)
+            if old is not None:
+                rows += fleet_rows(*size, latency_s=latency, tree=old, suffix=f"@{FLEET_BASELINE}")
     return rows
 
 
@@ -421,10 +440,36 @@ def second_nights(plan: Plan) -> list[Row]:
 
 def fleet_nights(plan: Plan) -> list[Row]:
     """Issue 22: second nights of many small accounts against one account of as many
-    images, at --workers 1."""
+    images, at --workers 1 and 8, at zero latency and at `fleet_latency_s`, this checkout
+    beside FLEET_BASELINE."""
+    from tests.bench.baseline import FLEET_BASELINE, revision_tree
     from tests.bench.fleet import second_night_rows
 
-    rows: list[Row] = second_night_rows(plan.small_accounts, plan.small_images, plan.repeat, 1)
+    size = (plan.small_accounts, plan.small_images, plan.repeat)
+    rows: list[Row] = []
+    with revision_tree(FLEET_BASELINE) as old:
+        for latency in (0.0, plan.fleet_latency_s):
+            for workers in (1, 8):
+                rows += second_night_rows(*size, workers, latency_s=latency)
+                if old is not None:
+                    suffix = f"@{FLEET_BASELINE}"
+                    rows += second_night_rows(
+                        *size, workers, latency_s=latency, tree=old, suffix=suffix
+                    )
+    return rows
+
+
+def fleet_big(plan: Plan) -> list[Row]:
+    """Issue 22: second nights of a fleet with a few large accounts among small ones at
+    --workers 8: the peak RSS of their change steps in one process, beside FLEET_BASELINE."""
+    from tests.bench.baseline import FLEET_BASELINE, revision_tree
+    from tests.bench.fleet import big_account_rows
+
+    size = (plan.big_accounts, plan.big_fleet_small, plan.repeat, 8)
+    rows: list[Row] = big_account_rows(*size)
+    with revision_tree(FLEET_BASELINE) as old:
+        if old is not None:
+            rows += big_account_rows(*size, tree=old, suffix=f"@{FLEET_BASELINE}")
     return rows
 
 
@@ -441,4 +486,5 @@ SCENARIOS: dict[str, Callable[[Plan], list[Row]]] = {
     "new_uploads": new_uploads,
     "second-nights": second_nights,
     "fleet-nights": fleet_nights,
+    "fleet-big": fleet_big,
 }

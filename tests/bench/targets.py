@@ -34,25 +34,39 @@ def target_lines(rows: Sequence[Row]) -> list[str]:
                 f"{row.extra.get('change_rows', 0):,} change rows (target <= 200 MB)"
             )
     small = [r for r in rows if r.scenario == "fleet-night-2"]
-    if len(small) == 2:
-        fleet, one = small
+    for fleet, one in zip(small[::2], small[1::2], strict=True):
         lines.append(
             f"second nights, {fleet.variant}: {fleet.wall_s:.2f} s = "
             f"{fleet.wall_s / one.wall_s:.2f}x {one.variant} ({one.wall_s:.2f} s),"
-            f" peak {_mb(fleet)} (target <= 2x)"
+            f" peak {_mb(fleet)}, {fleet.extra.get('requests_per_account')} requests per"
+            " account (target <= 2x)"
         )
-    for row in rows:
-        if row.scenario != "fleet":
-            continue
-        if row.variant.endswith("--workers 8"):
+    fleets = [r for r in rows if r.scenario == "fleet"]
+    by_variant = {r.variant: r for r in fleets}
+    for row in fleets:
+        setting, _, workers = row.variant.rpartition(", ")
+        line = f"fleet {row.variant}: {row.images_per_s:,.0f} images/s, peak {_mb(row)}"
+        one = by_variant.get(f"{setting}, --workers 1")
+        if one is not None and one is not row:
+            line += f", {row.images_per_s / one.images_per_s:.2f}x --workers 1"
+        for old in fleets:
+            if old.variant.startswith(setting + " @") and old.variant.endswith(", " + workers):
+                revision = old.variant.rpartition(", ")[0].rpartition("@")[2]
+                line += f", {row.images_per_s / old.images_per_s:.2f}x {revision}'s"
+        if workers == "--workers 8" and "latency 0 ms" in setting:
             before = FLEET_BEFORE_IMAGES_PER_S
-            lines.append(
-                f"fleet {row.variant}: {row.images_per_s:,.0f} images/s = "
-                f"{row.images_per_s / before:.2f}x {before:,},"
-                f" peak {_mb(row)} (target >= 2x, <= 400 MB)"
-            )
+            line += f" ({row.images_per_s / before:.2f}x {before:,}; target >= 2x, <= 400 MB)"
+        elif workers == "--workers 8":
+            line += " (target <= 400 MB)"
         else:
-            lines.append(f"fleet {row.variant}: peak {_mb(row)} (target <= 200 MB)")
+            line += " (target <= 200 MB)"
+        lines.append(line)
+    for row in rows:
+        if row.scenario == "fleet-big":
+            lines.append(
+                f"second nights, fleet of {row.variant}: peak {_mb(row)}, {row.wall_s:.1f} s"
+                " (target <= 400 MB)"
+            )
     for row in rows:
         if row.scenario != "nasty" or "@" in row.variant:
             continue

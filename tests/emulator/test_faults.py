@@ -11,7 +11,7 @@ import pytest
 from exporter.emulator.faults import FaultPlan
 from exporter.emulator.settings import FAULT_KINDS
 
-from .helpers import EmulatorFactory, list_page
+from .helpers import EmulatorFactory, bearer, get, list_page
 
 
 class TestFaultPlan:
@@ -110,6 +110,41 @@ class TestFaultKinds:
             for _ in range(2):
                 assert (await list_page(session, emu, {"per_page": "10"})).status == 200
             assert time.monotonic() - started >= 0.2
+
+    async def test_latency_everywhere(
+        self, emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
+    ) -> None:
+        """latency_s delays /stats too (the API has a round trip on every route);
+        stats_latency_s sets /stats's own delay."""
+        for settings, least, most in (
+            ({"latency_s": 0.2}, 0.2, 10.0),
+            ({"latency_s": 0.2, "stats_latency_s": 0.0}, 0.0, 0.2),
+            ({"stats_latency_s": 0.3}, 0.3, 10.0),
+        ):
+            async with emulator_factory(images=50, **settings) as emu:
+                url = emu.list_url.removesuffix("/images/v2") + "/images/v1/stats"
+                started = time.monotonic()
+                reply = await get(session, url, headers=bearer(emu.token))
+                took = time.monotonic() - started
+                assert reply.status == 200 and reply.json()["result"]["count"]["current"] == 50
+                assert least <= took < most, settings
+
+    async def test_connect_latency_delays_a_connection_s_first_reply(
+        self, emulator_factory: EmulatorFactory
+    ) -> None:
+        """connect_latency_s: a new connection's first reply waits (its handshakes), the next
+        replies on it do not; the emulator counts the connections."""
+        async with emulator_factory(images=50, connect_latency_s=0.3) as emu:
+            async with aiohttp.ClientSession() as session:
+                took = []
+                for _ in range(3):
+                    started = time.monotonic()
+                    assert (await list_page(session, emu, {"per_page": "10"})).status == 200
+                    took.append(time.monotonic() - started)
+            async with aiohttp.ClientSession() as other:
+                assert (await list_page(other, emu, {"per_page": "10"})).status == 200
+            assert took[0] >= 0.3 and max(took[1:]) < 0.3
+            assert emu.counters.connections == 2
 
     async def test_same_seed_same_failures(
         self, emulator_factory: EmulatorFactory, session: aiohttp.ClientSession
