@@ -327,7 +327,9 @@ async def test_a_part_is_committed_every_part_s_of_walking(
         resumed_requests = emu.counters.requests - sent
     # The rows kept are not fetched again; each cursor re-reads its entry page (the page where
     # its position's instant began: the order inside an instant may change across a restart).
-    assert resumed_requests <= whole_requests - rows // PER_PAGE + 2, (
+    # Where the two cursors meet, each may have one page in flight that the other already
+    # served, in the whole walk or in the resumed one, as the machine's timing falls: two more.
+    assert resumed_requests <= whole_requests - rows // PER_PAGE + 2 + 2, (
         resumed_requests,
         whole_requests,
     )
