@@ -20,6 +20,8 @@ narrow tables. A field is listed where its hashes differ, and `meta` or `extra` 
 only where the texts are different JSON values (`canonical_json`, in Python, on those rows
 alone). A 64-bit hash collision would
 hide one field's change: at 3,000,000 ids the chance is about 1 in 6 million million.
+A night with many changed images streams D's rows once per bucket of their keys
+(`DiffSettings.bucket_rows`), so that the narrow tables' share of a join stays small.
 
 DuckDB runs under a memory cap and spills beyond it, but some of its operators cannot; a
 statement that runs out of memory runs again with one thread, then under the next, larger
@@ -205,11 +207,17 @@ class DiffSettings:
     mass-change night the next cap. DuckDB's instance alone holds ~28 MB.
     A first night runs no DuckDB at all (`_iter_added`), except one DuckDB must read (NDJSON,
     a DuckDB table), which is streamed as it is read and so gets one cap that holds
-    (`streamed_limit`). Measurements: docs/PERFORMANCE.md.
+    (`streamed_limit`). Pass 2 runs in buckets of `bucket_rows` added or changed images: a
+    night with more changes than images then stays under the first cap, for one more read of
+    D per bucket. Measurements: docs/PERFORMANCE.md.
     """
 
     memory_limits: tuple[str, ...] = ("48MB", "96MB", "256MB", "1GB")
     streamed_limit: str = "96MB"  # a first night read by DuckDB (NDJSON, DuckDB table)
+    # Pass 2 streams D's rows once per bucket of at most this many added or changed images
+    # (up to `max_buckets`): its joins' tables then fit the first cap on a mass-change night.
+    bucket_rows: int = 50_000
+    max_buckets: int = 64
     small_rows: int = (
         20_000  # nights of at most this many images each: `exporter.changes.smalldiff`
     )
@@ -257,6 +265,8 @@ def iter_changes(
         con, query = _prepared(current, previous, settings, temp_directory)
     except duckdb.Error as exc:  # e.g. out of memory under the last cap: one line, exit 5
         raise _failed(current, exc) from exc
+    pool = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())  # see `_READ_BACK_POOL`
     try:
         reader = con.sql(query).to_arrow_reader(settings.batch_rows)
         for batch in reader:
@@ -267,7 +277,14 @@ def iter_changes(
     except duckdb.Error as exc:
         raise _failed(current, exc) from exc
     finally:
+        pa.set_memory_pool(pool)
         con.close()
+
+
+# _READ_BACK_POOL: while the result is read back (and written by the caller), Arrow allocates
+# from the system allocator, which returns freed buffers (with `release_heap`'s threshold);
+# the default pool kept each batch's buffers beside what DuckDB had freed: reading back
+# 36,381 change rows of a 3,000,000-image night went 130 -> 198 MB, 166 MB with this pool.
 
 
 def _failed(current: NightSource, exc: Exception) -> SinkError:
@@ -305,10 +322,12 @@ def _prepared(
         caps.run(_candidates_sql())
         caps.run(_previous_sql())
         previous_date = _literal(previous.snapshot_date) + "::DATE"
+        (changing,) = con.execute(_CHANGING).fetchone() or (0,)
+        buckets = min(settings.max_buckets, max(1, -(-int(changing) // settings.bucket_rows)))
         # COPY streams the rows to disk: only the joins' narrow build sides stay in memory
         # (one query at a time: together their build sides broke a 64 MB cap).
         results = []
-        for name, query in _changes_queries(date, previous_date).items():
+        for name, query in _changes_queries(date, previous_date, buckets).items():
             result = results_directory / f"{name}.parquet"
             copy = f"COPY ({query}) TO {_literal(str(result))} (FORMAT parquet, {_RESULT_GROUPS})"
             caps.run(copy, result)
@@ -523,14 +542,19 @@ def _previous_sql() -> str:
         f"CASE WHEN x.{f}_differs THEN p.{c} END AS {c}" for f, c in JSON_FIELDS.items()
     )
     return (
-        f"CREATE TEMP TABLE previous AS SELECT p.id, {_field_hashes('p')}, {texts} "
+        f"CREATE TEMP TABLE previous AS SELECT x.k, {_field_hashes('p')}, {texts} "
         f"FROM prev p JOIN candidates x ON {_key('p.')} = x.k "
         "WHERE x.change = 'changed'"
     )
 
 
-def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
-    """Pass 2: D's added and changed rows, and P's removed rows.
+# How many images pass 2 streams from D: the added and changed ones.
+_CHANGING = "SELECT count(*) FROM candidates WHERE change <> 'removed'"
+
+
+def _changes_queries(date: str, previous_date: str, buckets: int = 1) -> dict[str, str]:
+    """Pass 2: D's added and changed rows (one query per bucket of keys), and P's removed
+    rows.
 
     A field is listed where its hashes differ; `meta` and `extra` are settled later
     (`_settle_json`) from `previous_meta_json` and `previous_extra_json`. A row whose hashes
@@ -540,17 +564,25 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
     no_texts = ", ".join(f"NULL::VARCHAR AS previous_{c}" for c in JSON_FIELDS.values())
     differs = [f"CASE WHEN d.h_{f} <> p.h_{f} THEN '{f}' END" for f in COMPARED_FIELDS]
     changed = f"list_filter([{', '.join(differs)}], lambda f: f IS NOT NULL)"
-    current = (
-        f"SELECT x.change, d.id, {date} AS snapshot_date, "
-        f"{previous_date} AS previous_snapshot_date, "
-        f"CASE WHEN x.change = 'changed' THEN {changed} ELSE []::VARCHAR[] END AS changed_fields, "
-        + ", ".join(f"d.{c}" for c in _CARRIED)
-        + f", {previous_texts} "
-        f"FROM (SELECT *, {_field_hashes('cur')} FROM cur) d "
-        f"JOIN candidates x ON {_key('d.')} = x.k "
-        "LEFT JOIN previous p ON d.id = p.id "
-        "WHERE x.change <> 'removed'"
-    )
+
+    def current(bucket: str) -> str:
+        return (
+            f"SELECT x.change, d.id, {date} AS snapshot_date, "
+            f"{previous_date} AS previous_snapshot_date, "
+            f"CASE WHEN x.change = 'changed' THEN {changed} ELSE []::VARCHAR[] END "
+            "AS changed_fields, " + ", ".join(f"d.{c}" for c in _CARRIED) + f", {previous_texts} "
+            f"FROM (SELECT *, {_field_hashes('cur')} FROM cur) d "
+            f"JOIN (SELECT * FROM candidates WHERE change <> 'removed'{bucket}) x "
+            f"ON {_key('d.')} = x.k "
+            f"LEFT JOIN (SELECT * FROM previous WHERE true{bucket}) p ON x.k = p.k"
+        )
+
+    keys = [f" AND k % {buckets} = {i}" for i in range(buckets)] if buckets > 1 else [""]
+    queries = {
+        f"current-{i:02d}": f"SELECT * FROM ({current(bucket)}) "
+        "WHERE change <> 'changed' OR len(changed_fields) > 0"
+        for i, bucket in enumerate(keys)
+    }
     removed = (
         f"SELECT 'removed' AS change, p.id, {date} AS snapshot_date, "
         f"{previous_date} AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
@@ -559,11 +591,7 @@ def _changes_queries(date: str, previous_date: str) -> dict[str, str]:
         f"FROM prev p JOIN candidates x ON {_key('p.')} = x.k "
         "WHERE x.change = 'removed'"
     )
-    return {
-        "current": f"SELECT * FROM ({current}) "
-        "WHERE change <> 'changed' OR len(changed_fields) > 0",
-        "removed": removed,
-    }
+    return {**queries, "removed": removed}
 
 
 def _settle_json(batch: pa.RecordBatch) -> pa.RecordBatch:
