@@ -1,8 +1,8 @@
 """The change set of snapshot D against snapshot P, computed out of core by DuckDB.
 
 A night is never loaded into Python objects: DuckDB reads both nights from whatever they
-wrote (Parquet parts, NDJSON parts, the DuckDB sink's table) and streams the result as Arrow
-batches. Values are compared as a warehouse sees them (DESIGN "Change data", decisions):
+wrote (Parquet parts, NDJSON parts, the DuckDB sink's table) and writes the result to Parquet
+files, which Arrow reads back in batches once DuckDB is closed. Values are compared as a warehouse sees them (DESIGN "Change data", decisions):
 
     filename, creator, require_signed_urls, variants   equal as values; null equals null
                                                        (creator absent is null; "" differs)
@@ -261,30 +261,63 @@ def iter_changes(
         return
     import duckdb
 
+    if previous is None:  # a first night DuckDB must read (NDJSON, a DuckDB table)
+        yield from _iter_streamed(current, settings, temp_directory)
+        return
     try:
-        con, query = _prepared(current, previous, settings, temp_directory)
+        results = _joined(current, previous, settings, temp_directory)
     except duckdb.Error as exc:  # e.g. out of memory under the last cap: one line, exit 5
         raise _failed(current, exc) from exc
     pool = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())  # see `_READ_BACK_POOL`
+    pa.set_memory_pool(pa.system_memory_pool())  # see `_READ_BACK`
     try:
-        reader = con.sql(query).to_arrow_reader(settings.batch_rows)
-        for batch in reader:
-            if previous is not None:
-                batch = _settle_json(batch)
+        for batch in _read_results(results, settings.batch_rows):
+            batch = _settle_json(batch)
+            if batch.num_rows:
+                yield _conform(batch)
+    finally:
+        pa.set_memory_pool(pool)
+
+
+# _READ_BACK: the joins' result is read back by Arrow once DuckDB is closed, and Arrow then
+# allocates from the system allocator (which returns freed buffers, with `release_heap`'s
+# threshold): reading back 36,381 change rows of a 3,000,000-image night through DuckDB
+# under the default pool went 130 -> 198 MB, 184 MB under the system pool, 172 MB by Arrow.
+
+
+def _iter_streamed(
+    current: NightSource, settings: DiffSettings, temp_directory: Path
+) -> Iterator[pa.RecordBatch]:
+    """Yield every image of a night only DuckDB reads as an `added` row, streamed as it is
+    read (so nothing could run again: one cap that holds, `streamed_limit`)."""
+    import duckdb
+
+    date = f"{_literal(current.snapshot_date)}::DATE"
+    con = connect(settings, settings.streamed_limit, temp_directory)
+    try:
+        night_relation(con, current, "cur")
+        query = (
+            f"SELECT 'added' AS change, id, {date} AS snapshot_date, "
+            "NULL::DATE AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
+            f"{', '.join(_CARRIED)} FROM cur"
+        )
+        for batch in con.sql(query).to_arrow_reader(settings.batch_rows):
             if batch.num_rows:
                 yield _conform(batch)
     except duckdb.Error as exc:
         raise _failed(current, exc) from exc
     finally:
-        pa.set_memory_pool(pool)
         con.close()
 
 
-# _READ_BACK_POOL: while the result is read back (and written by the caller), Arrow allocates
-# from the system allocator, which returns freed buffers (with `release_heap`'s threshold);
-# the default pool kept each batch's buffers beside what DuckDB had freed: reading back
-# 36,381 change rows of a 3,000,000-image night went 130 -> 198 MB, 166 MB with this pool.
+def _read_results(paths: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Yield the rows of the joins' result files, a row group (`_RESULT_GROUPS`) at a time."""
+    for path in paths:
+        with pq.ParquetFile(path) as part:
+            for index in range(part.metadata.num_row_groups):
+                group = part.read_row_group(index, use_threads=False)
+                yield from group.to_batches(max_chunksize=batch_rows)
+                del group
 
 
 def _failed(current: NightSource, exc: Exception) -> SinkError:
@@ -295,14 +328,14 @@ def _failed(current: NightSource, exc: Exception) -> SinkError:
 _RESULT_GROUPS = "ROW_GROUP_SIZE 8192"
 
 
-def _prepared(
+def _joined(
     current: NightSource,
-    previous: NightSource | None,
+    previous: NightSource,
     settings: DiffSettings,
     temp_directory: Path,
-) -> tuple[duckdb.DuckDBPyConnection, str]:
-    """Return a connection and the query that streams the change set out of it, after the
-    joins ran (each under the first of `_Caps` it fits in)."""
+) -> list[str]:
+    """Run the joins (each under the first of `_Caps` it fits in) and return the files that
+    hold the change set; DuckDB is closed before they are read (`_READ_BACK`)."""
     if not settings.memory_limits:
         raise ValueError("DiffSettings.memory_limits is empty")
     date = f"{_literal(current.snapshot_date)}::DATE"
@@ -310,13 +343,6 @@ def _prepared(
     con = connect(settings, settings.memory_limits[0], temp_directory)
     try:
         night_relation(con, current, "cur")
-        if previous is None:  # streamed as it is read: nothing to run again
-            con.execute(f"SET memory_limit = {_literal(settings.streamed_limit)}")
-            return con, (
-                f"SELECT 'added' AS change, id, {date} AS snapshot_date, "
-                "NULL::DATE AS previous_snapshot_date, []::VARCHAR[] AS changed_fields, "
-                f"{', '.join(_CARRIED)} FROM cur"
-            )
         night_relation(con, previous, "prev")
         caps = _Caps(con, settings)
         caps.run(_candidates_sql())
@@ -332,11 +358,9 @@ def _prepared(
             copy = f"COPY ({query}) TO {_literal(str(result))} (FORMAT parquet, {_RESULT_GROUPS})"
             caps.run(copy, result)
             results.append(str(result))
-        _shrink(con)
-        return con, f"SELECT * FROM read_parquet({_file_list(results)})"
-    except BaseException:
+        return results
+    finally:
         con.close()
-        raise
 
 
 class _Caps:
@@ -379,14 +403,6 @@ class _Caps:
                 )
                 self.con.execute(f"SET memory_limit = {_literal(bigger)}")
                 self.con.execute(f"SET threads = {fewer}")
-
-
-def _shrink(con: duckdb.DuckDBPyConnection) -> None:
-    """Free the joins' tables before the result is read back: their buffers stayed cached
-    under the joins' cap, beside the reader's and the part writer's."""
-    con.execute("DROP TABLE candidates")
-    con.execute("DROP TABLE previous")
-    con.execute("SET threads = 1")
 
 
 # The columns a change row carries of its image (an `added` row copies them from its
