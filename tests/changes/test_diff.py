@@ -18,6 +18,7 @@ import pytest
 
 from exporter.changes import diff
 from exporter.changes.diff import (
+    CHANGE_KINDS,
     CHANGES_SCHEMA,
     DiffSettings,
     canonical_json,
@@ -130,11 +131,13 @@ class TestCanonicalJson:
 
 
 class TestIterChanges:
-    @pytest.fixture(autouse=True, params=["in-memory", "duckdb"])
+    @pytest.fixture(autouse=True, params=["in-memory", "duckdb", "duckdb-buckets"])
     def comparison(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Every rule holds for small nights compared in memory and for DuckDB's passes."""
-        if request.param == "duckdb":
-            settings = functools.partial(DiffSettings, small_rows=0)
+        """Every rule holds for small nights compared in memory and for DuckDB's passes, with
+        pass 2 in one query or in a bucket per changed image."""
+        if request.param != "in-memory":
+            bucket_rows = 1 if request.param == "duckdb-buckets" else 50_000
+            settings = functools.partial(DiffSettings, small_rows=0, bucket_rows=bucket_rows)
             monkeypatch.setattr("exporter.changes.diff.DiffSettings", settings)
 
     def test_first_snapshot_is_all_added(self, tmp_path: Path) -> None:
@@ -279,6 +282,42 @@ class TestMemoryCaps:
         assert str(failed.value).startswith("changes: the diff of 2024-01-02 failed: Out of Mem")
         assert "\n" not in str(failed.value)
         assert isinstance(failed.value.__cause__, duckdb.OutOfMemoryException)
+
+
+def test_pass_two_in_buckets_gives_the_same_rows(tmp_path: Path) -> None:
+    """A mass-change night (more change rows than images: added, removed, each field edited,
+    meta and extra rewritten in another key order) gives the same rows, texts included,
+    whether pass 2 runs in one query, in buckets, or the nights are compared in memory."""
+    before = varied_night(120)
+    after = []
+    for i, row in enumerate(before[40:]):
+        if i % 4 == 0:
+            row = {**row, "filename": f"renamed-{i}", "variants": ["public"]}
+        elif i % 4 == 1 and row["meta_json"] and row["meta_json"] != "{}":
+            reordered = dict(reversed(orjson.loads(row["meta_json"]).items()))
+            row = {**row, "meta_json": orjson.dumps(reordered).decode()}
+        elif i % 4 == 2:
+            row = {**row, "meta_json": '{"n":1.0}', "extra_json": None}
+        else:
+            row = {**row, "creator": "someone else", "uploaded": T0}
+        after.append(row)
+    after += [image(f"new{i:03d}", meta_json=f'{{"i":{i}}}') for i in range(150)]
+    previous = write_parquet(tmp_path / "2024-01-01.parquet", before)
+    current = write_parquet(tmp_path / "2024-01-02.parquet", after)
+
+    def rows(settings: DiffSettings) -> list[dict[str, Any]]:
+        batches = iter_night_changes(current, previous, settings=settings, temp_directory=tmp_path)
+        found = pa.Table.from_batches(batches, CHANGES_SCHEMA).to_pylist()
+        return sorted(found, key=lambda r: (r["change"], r["id"]))
+
+    one_query = rows(DiffSettings(small_rows=0))
+    counts = {kind: sum(r["change"] == kind for r in one_query) for kind in CHANGE_KINDS}
+    assert counts["added"] == 150 and counts["removed"] == 40 and counts["changed"] >= 60
+    assert len(one_query) > len(after)
+    for bucket_rows in (1, 16, 1_000):
+        settings = DiffSettings(small_rows=0, bucket_rows=bucket_rows)
+        assert rows(settings) == one_query, f"bucket_rows={bucket_rows}"
+    assert rows(DiffSettings()) == one_query  # in memory
 
 
 def test_a_first_night_never_loads_duckdb(tmp_path: Path) -> None:
@@ -461,11 +500,11 @@ def test_both_comparisons_give_the_emulators_record(tmp_path: Path, profile: str
     truth = {i: ("added", ()) for i in record.added}
     truth |= {i: ("removed", ()) for i in record.removed}
     truth |= {i: ("changed", tuple(sorted(f))) for i, f in record.changed.items()}
-    for small_rows in (20_000, 0):
-        settings = DiffSettings(small_rows=small_rows)
+    for small_rows, bucket_rows in ((20_000, 50_000), (0, 50_000), (0, 7)):
+        settings = DiffSettings(small_rows=small_rows, bucket_rows=bucket_rows)
         batches = iter_night_changes(current, previous, settings=settings, temp_directory=tmp_path)
         found = {
             r["id"]: (r["change"], tuple(sorted(r["changed_fields"])))
             for r in pa.Table.from_batches(batches, CHANGES_SCHEMA).to_pylist()
         }
-        assert found == truth, f"small_rows={small_rows}"
+        assert found == truth, f"small_rows={small_rows}, bucket_rows={bucket_rows}"
