@@ -125,4 +125,7 @@ async def test_small_accounts_ask_the_count_once_and_share_connections(
     for manifest in manifests:
         assert manifest["counts"]["rows"] == manifest["api_count"] == served[manifest["account_id"]]
         assert manifest["counts"]["requests"] == 3  # the count, one page from each end
-    assert connections < len(served), connections  # at least one each, unshared
+    # The first account's three, plus at most one more per account: a page prefetched when
+    # the cursors met is cancelled mid-answer and its connection closed (more often under
+    # load). Unshared, each account opens its own: two cursors at once, at least 12 here.
+    assert connections <= len(served) + 3, connections
