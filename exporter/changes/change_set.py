@@ -226,6 +226,7 @@ def publish_changes(
             result.previous_snapshot_date or "",
             share,
             options.max_removed_share,
+            counts,
         )
     manifest = build_changes_manifest(
         current, result, files, scope, options, started_at, dt.datetime.now(dt.UTC)
