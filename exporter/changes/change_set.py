@@ -6,6 +6,10 @@ never compared, and without such a P every image is `added`. The diff itself is
 `exporter.changes.diff` (DuckDB, out of core); this module finds the nights, stages the parts, seals
 them with a manifest and `_SUCCESS`, and publishes them with the store's own atomic step.
 
+A night written only by sinks the diff cannot read back (a plugin's CSV), or following such a
+night, has no change set: nothing is published, D's earlier one is withdrawn, and the summary
+says why (`ChangeSet.missing`); the snapshot itself stands.
+
 Order of steps and what a reader sees (same guarantees as a snapshot):
 1. the parts are written into `.staging/<run-key>/changes/snapshot_date=D/` (never globbed);
 2. if the removed share (removed / P's image count) exceeds `max_removed_share` and removals

@@ -135,7 +135,12 @@ def test_a_plugin_only_export_publishes_each_night_without_a_change_set(
             again = run_cli([*args, "--resume"], env)
             assert again.returncode == 0, again.stderr
         assert not (out / "changes").exists() or not list((out / "changes").iterdir())
-    report = run_cli(["report", str(out)], env)
-    assert report.returncode == 0, report.stderr
-    page = (out / "report.html").read_text()
-    assert 'data-figure="no-change-data"' in page
+        report = run_cli(["report", str(out)], env)
+        assert report.returncode == 0, report.stderr
+        page = (out / "report.html").read_text()
+        assert 'data-figure="no-change-data"' in page
+        # Parquet beside it: this night is readable, the one it follows is not.
+        args = ["export", "--output", str(out), "--snapshot-date", "2026-11-29"]
+        mixed = run_cli([*args, "--format", "csvh", "--format", "parquet"], env)
+        assert mixed.returncode == 0, mixed.stderr
+        assert "none: snapshot 2026-11-28 has no format the diff reads" in mixed.stderr
