@@ -26,6 +26,7 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # built by the run, carried here for the CLI to print
@@ -169,9 +170,11 @@ class ChangesWithheldError(ExporterError):
         previous_date: str,
         share: float,
         limit: float,
+        counts: Mapping[str, int] | None = None,
     ) -> None:
         self.snapshot_date = snapshot_date
         self.removed = removed
+        self.counts = dict(counts or {"removed": removed})  # what the withheld set holds
         super().__init__(
             f"snapshot {snapshot_date} is published but its changes are withheld: "
             f"{removed} of {previous_images} images ({share:.1%}) were removed since "
@@ -181,16 +184,28 @@ class ChangesWithheldError(ExporterError):
 
 
 class FleetFailedError(ExporterError):
-    """At least one account of a fleet did not publish (each account's code is in the table)."""
+    """At least one account of a fleet did not publish or withheld its change set (exit 9;
+    its snapshot is published): each account's code is in the table."""
 
     exit_code = 10
 
-    def __init__(self, failed: int, total: int) -> None:
+    def __init__(self, failed: int, total: int, withheld: int = 0) -> None:
         self.failed = failed
-        super().__init__(
-            f"{failed} of {total} accounts did not publish (each account's exit code is "
-            "listed above); re-run with --resume to finish only those"
-        )
+        self.withheld = withheld
+        if failed:
+            text = (
+                f"{failed} of {total} accounts did not publish (each account's exit code is "
+                "listed above); re-run with --resume to finish only those"
+            )
+            if withheld:
+                text += f"; {withheld} withheld their change set (exit 9)"
+        else:
+            text = (
+                f"{total} of {total} accounts published; {withheld} withheld their change set "
+                "(exit 9): check the catalog; if the removals are real, re-run with --resume "
+                "--accept-removals"
+            )
+        super().__init__(text)
 
 
 class Interrupted(ExporterError):

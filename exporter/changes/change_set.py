@@ -6,6 +6,10 @@ never compared, and without such a P every image is `added`. The diff itself is
 `exporter.changes.diff` (DuckDB, out of core); this module finds the nights, stages the parts, seals
 them with a manifest and `_SUCCESS`, and publishes them with the store's own atomic step.
 
+A night written only by sinks the diff cannot read back (a plugin's CSV), or following such a
+night, has no change set: nothing is published, D's earlier one is withdrawn, and the summary
+says why (`ChangeSet.missing`); the snapshot itself stands.
+
 Order of steps and what a reader sees (same guarantees as a snapshot):
 1. the parts are written into `.staging/<run-key>/changes/snapshot_date=D/` (never globbed);
 2. if the removed share (removed / P's image count) exceeds `max_removed_share` and removals
@@ -49,6 +53,7 @@ from exporter.sinks import (
     PublishedNight,
     night_sinks,
     read_night,
+    readable_formats,
     table_keepers,
 )
 from exporter.snapshot.checkpoint import redact_request
@@ -113,9 +118,24 @@ def neighbours(
 
 
 def night_source(store: Store, layout: Layout, manifest: Manifest, scratch: Path) -> NightSource:
+    """Return where DuckDB reads a published night (`find_night_source`); SinkError when no
+    sink that wrote it can read it back."""
+    source = find_night_source(store, layout, manifest, scratch)
+    if source is None:
+        batch = manifest.new_uploads.batch if manifest.new_uploads else None
+        date = manifest.snapshot_date
+        what = f"batch {batch} of snapshot {date}" if batch else f"snapshot {date}"
+        raise SinkError("changes", f"{what} wrote nothing the change diff can read")
+    return source
+
+
+def find_night_source(
+    store: Store, layout: Layout, manifest: Manifest, scratch: Path
+) -> NightSource | None:
     """Return where DuckDB reads a published night (a snapshot, or a batch of new uploads
     following one): through the sinks that wrote it, the cheapest to read first
-    (`exporter.sinks.read_night`); files on a bucket are copied into `scratch` first."""
+    (`exporter.sinks.read_night`); files on a bucket are copied into `scratch` first. None
+    when only sinks the diff cannot read wrote it (a plugin's CSV, say)."""
     date = manifest.snapshot_date
     batch = manifest.new_uploads.batch if manifest.new_uploads else None
     night = PublishedNight(
@@ -126,11 +146,15 @@ def night_source(store: Store, layout: Layout, manifest: Manifest, scratch: Path
         files=[(f.path, str(f.format or "")) for f in manifest.files],
         batch=str(batch) if batch else None,
     )
-    source = read_night(night_sinks(manifest.request), night, scratch)
-    if source is None:
-        what = f"batch {batch} of snapshot {date}" if batch else f"snapshot {date}"
-        raise SinkError("changes", f"{what} wrote nothing the change diff can read")
-    return source
+    return read_night(night_sinks(manifest.request), night, scratch)
+
+
+def unreadable(date: str | None = None) -> str:
+    """Return why a night has no change set: a snapshot (`date`, else the night's own) was
+    written by no sink the diff reads back."""
+    formats = ", ".join(readable_formats())
+    whose = f"snapshot {date} has " if date else ""
+    return f"{whose}no format the diff reads ({formats})"
 
 
 # -- publishing ------------------------------------------------------------------------------
@@ -145,8 +169,11 @@ class ChangeSet:
     counts: dict[str, int]
     previous_images: int
     published: str | None
+    missing: str | None = None  # why there is no change set: a night no readable sink wrote
 
     def describe(self) -> str:
+        if self.missing:
+            return f"none: {self.missing}"
         text = ", ".join(f"{self.counts[k]} {k}" for k in CHANGE_KINDS)
         since = self.previous_snapshot_date or "nothing (first snapshot)"
         return f"{text} since {since}"
@@ -173,11 +200,16 @@ def publish_changes(
     store.delete_tree(staged)
     with tempfile.TemporaryDirectory(prefix="cf-images-changes-") as scratch_dir:
         scratch = Path(scratch_dir)
-        prev_source = night_source(store, layout, previous, scratch) if previous else None
+        source = find_night_source(store, layout, current, scratch)
+        prev_source = find_night_source(store, layout, previous, scratch) if previous else None
+        if source is None or (previous is not None and prev_source is None):
+            blind = None if source is None or previous is None else previous.snapshot_date
+            missing = unreadable(blind)
+            return _no_change_set(store, layout, current, previous, staged, missing)
         files, counts = _write_parts(
             store,
             staged,
-            night_source(store, layout, current, scratch),
+            source,
             prev_source,
             run_tag=(current.run_id or "")[:8],
             options=options,
@@ -198,6 +230,7 @@ def publish_changes(
             result.previous_snapshot_date or "",
             share,
             options.max_removed_share,
+            counts,
         )
     manifest = build_changes_manifest(
         current, result, files, scope, options, started_at, dt.datetime.now(dt.UTC)
@@ -208,6 +241,25 @@ def publish_changes(
     _load_tables(store, layout, current, result.published, [f.path for f in files])
     log.info("changes of %s published: %s", date, result.describe())
     return result
+
+
+def _no_change_set(
+    store: Store,
+    layout: Layout,
+    current: Manifest,
+    previous: Manifest | None,
+    staged: str,
+    missing: str,
+) -> ChangeSet:
+    """Return the change set of a night that cannot have one (`missing` says why): nothing
+    is published, and D's change set of an earlier run, compared with other data, is
+    withdrawn."""
+    date = current.snapshot_date
+    withdraw(store, layout.changes(date), staged)
+    store.delete_tree(staged)
+    log.warning("snapshot %s has no change set: %s", date, missing)
+    previous_date = previous.snapshot_date if previous else None
+    return ChangeSet(date, previous_date, {}, previous.rows if previous else 0, None, missing)
 
 
 def _load_tables(

@@ -395,6 +395,8 @@ def run_export(args: argparse.Namespace) -> int:
         summary = anyio.run(_export_with_signals, config, args, stats)
     except ExporterError as exc:
         code = exc.exit_code
+        if isinstance(exc, ChangesWithheldError):  # the snapshot is published all the same
+            summary = exc.summary
         raise
     finally:
         _report_metrics(
@@ -552,9 +554,10 @@ def run_fleet(args: argparse.Namespace) -> int:
     )
     interactive = sys.stderr.isatty() and args.log_format == "plain"
     print_fleet_table(outcomes, log_format=args.log_format, interactive=interactive)
-    failed = sum(1 for o in outcomes if o.exit_code != 0)
-    if failed:
-        raise FleetFailedError(failed, len(outcomes))
+    withheld = sum(1 for o in outcomes if o.exit_code == ChangesWithheldError.exit_code)
+    failed = sum(1 for o in outcomes if o.exit_code != 0) - withheld
+    if failed or withheld:
+        raise FleetFailedError(failed, len(outcomes), withheld)
     return 0
 
 

@@ -40,11 +40,11 @@ from exporter.api.auth import EMAIL_VAR, KEY_VAR, TOKEN_VAR, Credentials
 from exporter.api.pacing import Pacer
 from exporter.api.pagination import check_account_id
 from exporter.config import ExportConfig, parse_config, refuse_lag_without_batch
-from exporter.errors import ConfigError, ExporterError, FleetConfigError
+from exporter.errors import ChangesWithheldError, ConfigError, ExporterError, FleetConfigError
 from exporter.observe.metrics import RunMetrics, observe
 from exporter.observe.progress import ACCOUNT
 from exporter.options import MetricsOptions, declared, override_file
-from exporter.run.summary import RunSummary, display_path
+from exporter.run.summary import WITHHELD, RunSummary, display_path
 from exporter.stats import RunStats
 from exporter.store.layout import Layout
 
@@ -314,6 +314,9 @@ async def run_account(
     try:
         summary = await work
         message = summary.nothing_new() or ""
+    except ChangesWithheldError as exc:  # published: the table shows it, the metrics count it
+        code, summary, message = exc.exit_code, exc.summary, f"changes {WITHHELD}"
+        log.error("%s", " ".join(str(exc).split()))
     except ExporterError as exc:
         code, message = exc.exit_code, " ".join(str(exc).split())
         log.error("%s", message)

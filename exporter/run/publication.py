@@ -270,7 +270,8 @@ async def _publish_changes_or_say(
     try:
         return await anyio.to_thread.run_sync(_publish_changes, run, stored)
     except ChangesWithheldError as exc:
-        exc.summary = summarize(run, manifest).withheld()
+        own = exc.snapshot_date == manifest.snapshot_date  # else the next night's (`refresh`)
+        exc.summary = summarize(run, manifest).withheld(exc.counts if own else None)
         raise
 
 

@@ -49,7 +49,8 @@ class RunSummary:
     drift: str | None = None
     warnings: str | None = None
     changes: str | None = None
-    change_counts: Mapping[str, int] | None = None  # published changes by kind; {} when none
+    # changes by kind: published, or found and withheld (exit 9); {} when none
+    change_counts: Mapping[str, int] | None = None
     run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,9 +69,11 @@ class RunSummary:
             return None
         return f"0 new uploads since the watermark {self.watermark}: nothing published"
 
-    def withheld(self) -> RunSummary:
-        """Return this summary of a published snapshot whose change set was withheld (exit 9)."""
-        return dataclasses.replace(self, changes=WITHHELD)
+    def withheld(self, counts: Mapping[str, int] | None = None) -> RunSummary:
+        """Return this summary of a published snapshot whose change set was withheld (exit 9);
+        `counts` are the withheld set's, which the metrics report (the removals that tripped
+        the guard are what an alert looks at)."""
+        return dataclasses.replace(self, changes=WITHHELD, change_counts=dict(counts or {}))
 
 
 def summarize(run: Run, manifest: Manifest | None, changes: Sequence[ChangeSet] = ()) -> RunSummary:

@@ -151,6 +151,12 @@ def night_sinks(request: Mapping[str, Any]) -> list[Sink]:
     return found
 
 
+def readable_formats() -> list[str]:
+    """Return the built-in formats whose nights the diff and the report read back
+    (`ReadableNights`), in `BUILTIN_FORMATS` order."""
+    return [name for name in BUILTIN_FORMATS if hasattr(sink_factory(name), "night_source")]
+
+
 def table_keepers(sinks: Iterable[Sink]) -> list[TableKeeper]:
     """Return the sinks that keep tables derived from nights (`TableKeeper`)."""
     return [sink for sink in sinks if isinstance(sink, TableKeeper)]
@@ -190,6 +196,7 @@ __all__ = [
     "night_sinks",
     "open_sink",
     "read_night",
+    "readable_formats",
     "schema_fingerprint",
     "sink_factory",
     "table_keepers",

@@ -286,3 +286,28 @@ class TestExportMetrics:
         )
         assert one("cf_images_export_images", account) not in second
         assert "not-the-token" not in prom.read_text()
+
+    def test_a_withheld_change_set_reports_the_published_snapshot(self, tmp_path: Path) -> None:
+        """Exit 9 published the snapshot: its images, the last success, and the changes the
+        withheld set holds (the removals that tripped the guard) are reported."""
+        from tests.helpers import emulator_process, run_cli
+
+        out, prom = tmp_path / "out", tmp_path / "cf.prom"
+        args = ["export", "--output", str(out), "--metrics-textfile", str(prom)]
+        for night, date in ((4, "2026-11-29"), (5, "2026-11-30")):
+            with emulator_process(120, 3, "--night", str(night)) as emu:
+                result = run_cli([*args, "--snapshot-date", date], env=emu.env())
+            assert result.returncode == (0 if night == 4 else 9), result.stderr
+        account = emu.account_id
+        before = orjson.loads((out / "snapshot_date=2026-11-29" / "_manifest.json").read_bytes())
+        after = orjson.loads((out / "snapshot_date=2026-11-30" / "_manifest.json").read_bytes())
+        got = samples(prom.read_text())
+        assert got[one("cf_images_export_exit_code", account)] == 9
+        assert got[one("cf_images_export_images", account)] == after["counts"]["rows"]
+        finished = dt.datetime.fromisoformat(after["finished_at"].replace("Z", "+00:00"))
+        assert got[one("cf_images_export_last_success_timestamp_seconds", account)] >= (
+            finished.timestamp()
+        )
+        removed = got[one("cf_images_export_changes", account, change="removed")]
+        assert removed / before["counts"]["rows"] > 0.2
+        assert not (out / "changes" / "snapshot_date=2026-11-30").exists()

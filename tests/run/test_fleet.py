@@ -368,3 +368,64 @@ class TestAccountsFile:
         with pytest.raises(FleetConfigError) as info:
             parse_fleet({"account": [entry]}, request, {"T1": "t"})
         assert problem in info.value.lines()[0]
+
+
+class TestWithheldChanges:
+    """A mass deletion (night 5 deletes 30%, above the 20% guard) in every account: each
+    snapshot is published and its change set withheld (exit 9), which the table, the closing
+    line and the metrics say as such."""
+
+    def test_a_fleet_says_its_snapshots_were_published(self, tmp_path: Path) -> None:
+        ids = [account_id(i) for i in (1, 2)]
+        lines = []
+        for n, ident in enumerate(ids):
+            lines += ["[[account]]", f'account_id = "{ident}"', f'token = "tok-{n}"']
+            lines += [f"images = {50 + 10 * n}", f"seed = {21 + n}", ""]
+        (tmp_path / "emulator.toml").write_text("\n".join(lines))
+        out, prom = tmp_path / "out", tmp_path / "fleet.prom"
+        for night, date in ((4, "2026-11-29"), (5, DATE)):
+            flags = ("--accounts-file", str(tmp_path / "emulator.toml"), "--night", str(night))
+            with emulator_process(40, 7, *flags) as emu:
+                tokens = {emu.account_id: emu.token, ids[0]: "tok-0", ids[1]: "tok-1"}
+                accounts = tmp_path / "accounts.toml"
+                accounts.write_text(
+                    "".join(
+                        f'[[account]]\nid = "{i}"\ntoken_env = "TOK_{n}"\n'
+                        for n, i in enumerate(tokens)
+                    )
+                )
+                env = emu.env(**{f"TOK_{n}": t for n, t in enumerate(tokens.values())})
+                args = ["fleet", "--accounts", str(accounts), "--output", str(out)]
+                args += ["--snapshot-date", date, "--metrics-textfile", str(prom)]
+                result = run_cli(args, env=env, timeout=300)
+                assert result.returncode == (0 if night == 4 else 10), result.stderr
+                if night == 5:  # what the closing line advises publishes the change sets
+                    resumed = run_cli([*args[:-2], "--resume", "--accept-removals"], env=env)
+        table = [line for line in result.stderr.splitlines() if "account " in line]
+        for ident in tokens:
+            manifest = orjson.loads(
+                (
+                    out / f"account_id={ident}" / f"snapshot_date={DATE}" / "_manifest.json"
+                ).read_bytes()
+            )
+            images = manifest["counts"]["rows"]
+            (row,) = [line for line in table if f"account {ident}: images" in line]
+            assert f"images {images:,}," in row and "exit 9, changes withheld (exit 9)" in row
+            assert metric_values(prom, "cf_images_export_images")[ident] == images
+            assert metric_values(prom, "cf_images_export_exit_code")[ident] == 9
+        last = result.stderr.rstrip().splitlines()[-1]
+        assert last.startswith(
+            "cf-images-export: error: 3 of 3 accounts published; 3 withheld their change set "
+            "(exit 9)"
+        ), last
+        assert "--resume --accept-removals" in last
+        removed = {
+            s.labels["account_id"]: s.value
+            for f in text_string_to_metric_families(prom.read_text())
+            for s in f.samples
+            if s.name == "cf_images_export_changes" and s.labels["change"] == "removed"
+        }
+        assert set(removed) == set(tokens) and min(removed.values()) > 0
+        assert resumed.returncode == 0, resumed.stderr
+        for ident in tokens:
+            assert (out / f"account_id={ident}" / "changes" / f"snapshot_date={DATE}").is_dir()

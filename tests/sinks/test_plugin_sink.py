@@ -15,7 +15,7 @@ from exporter.emulator import RunningEmulator
 from exporter.run import pipeline
 from exporter.sinks import ENTRY_POINT_GROUP
 from exporter.snapshot.verify import verify_snapshot
-from tests.helpers import clean_env, run_cli
+from tests.helpers import clean_env, emulator_process, run_cli
 
 DATE = "2026-11-27"
 # One image per line after a header line, so counting newlines (what inspect did for any
@@ -112,3 +112,35 @@ async def test_inspect_verifies_a_plugin_sinks_files(
     report = verify_snapshot(snapshot, strict=False)
     rows = csv_entry["rows"]
     assert f"{csv_entry['path']}: {rows - 1} rows, manifest says {rows}" in report.problems
+
+
+def test_a_plugin_only_export_publishes_each_night_without_a_change_set(
+    plugin: Path, tmp_path: Path
+) -> None:
+    """No sink the diff reads wrote the nights: each publishes (exit 0) and says it has no
+    change set, the next night does not fail on the last one, and the report renders."""
+    out = tmp_path / "out"
+    path = os.pathsep.join([str(plugin), os.getcwd()])
+    with emulator_process(60, 5) as emu:
+        env = emu.env(PYTHONPATH=path)
+        for day in ("2026-11-27", "2026-11-28"):
+            args = ["export", "--output", str(out), "--snapshot-date", day, "--format", "csvh"]
+            night = run_cli(args, env)
+            assert night.returncode == 0, night.stderr
+            assert "none: no format the diff reads (parquet, ndjson, duckdb, delta)" in (
+                night.stderr
+            )
+            assert "could not complete" not in night.stderr
+            assert (out / f"snapshot_date={day}" / "_SUCCESS").exists()
+            again = run_cli([*args, "--resume"], env)
+            assert again.returncode == 0, again.stderr
+        assert not (out / "changes").exists() or not list((out / "changes").iterdir())
+        report = run_cli(["report", str(out)], env)
+        assert report.returncode == 0, report.stderr
+        page = (out / "report.html").read_text()
+        assert 'data-figure="no-change-data"' in page
+        # Parquet beside it: this night is readable, the one it follows is not.
+        args = ["export", "--output", str(out), "--snapshot-date", "2026-11-29"]
+        mixed = run_cli([*args, "--format", "csvh", "--format", "parquet"], env)
+        assert mixed.returncode == 0, mixed.stderr
+        assert "none: snapshot 2026-11-28 has no format the diff reads" in mixed.stderr

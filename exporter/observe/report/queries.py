@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exporter.changes.change_set import change_dates, night_source
+from exporter.changes.change_set import change_dates, find_night_source
 from exporter.changes.diff import CHANGE_KINDS, night_relation
 from exporter.errors import IntegrityError, first_line
 from exporter.sinks import NightSource
@@ -512,8 +512,9 @@ def account_figures(
         latest = manifests[-1]
         work = scratch / (layout.prefix or "root")
         work.mkdir(parents=True, exist_ok=True)
-        source = night_source(store, layout, latest, work)
-        catalog = _catalog_or_error(source, latest, work, settings)
+        source = find_night_source(store, layout, latest, work)
+        if source is not None:  # None: only a plugin's format, which DuckDB does not read
+            catalog = _catalog_or_error(source, latest, work, settings)
     account = (manifests[-1].account_id or "") if manifests else ""
     return AccountFigures(
         account_id=account or layout.prefix.removeprefix("account_id=") or "(unknown)",

@@ -440,7 +440,12 @@ def account_section(a: AccountFigures, fleet: bool) -> str:
         parts.append(nights_section(a))
         if a.batches:
             parts.append(batches_section(a))
-        if a.catalog is not None:
+        if a.catalog is None:  # written only by a sink DuckDB does not read (a plugin's)
+            parts.append(
+                '<p class="muted" data-figure="no-change-data">The latest snapshot is in no '
+                "format the report reads: no catalog figures, and no change data.</p>"
+            )
+        else:
             parts.append(uploads_section(a.catalog))
             parts.append(meta_section(a, a.catalog))
             parts.append(creators_section(a.catalog))
