@@ -630,7 +630,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     for r in reports if not args.json else ():
         kind = r.manifest.kind if r.manifest else None
         what = {"changes": "changes", "new_uploads": "new uploads"}.get(str(kind), "images")
-        if r.ok:
+        if r.ok and not r.files and r.tables:  # no file: nothing had a sha256 to verify
+            print(f"{r.directory}: ok, {r.rows:,} {what} in the {' and '.join(r.tables)} table")
+        elif r.ok:
             print(
                 f"{r.directory}: ok, {r.rows:,} {what} in {r.files} file{'s' * (r.files != 1)}, "
                 f"{r.bytes:,} bytes, "

@@ -22,7 +22,7 @@ from exporter.errors import ConcurrentRunError, ExporterError
 from exporter.options import ExportOptions
 from exporter.run.heap import bulk_allocation
 from exporter.run.plan import describe_request, dry_run_plan, is_unfiltered
-from exporter.run.publication import Start, finish, handed_over
+from exporter.run.publication import Start, finish, handed_over, refuse_other_request
 from exporter.run.summary import RunSummary
 from exporter.run.writer import (
     Run,
@@ -77,7 +77,11 @@ async def _export(
         )
     )
     fingerprint = request_fingerprint(describe_request(config))
-    with store.lock(layout.lock(run_key(fingerprint, config.snapshot_date.isoformat()))):
+    date = config.snapshot_date.isoformat()
+    with store.lock(layout.lock(run_key(fingerprint, date))):
+        await anyio.to_thread.run_sync(
+            refuse_other_request, store, layout, config.output, date, describe_request(config)
+        )
         await _complete_committing_runs(config, store, layout, fingerprint)
         return await _export_locked(config, store, layout, stats, pacer)
 

@@ -3,6 +3,8 @@
 Every run ends here, a snapshot's (`pipeline`) and a batch of new uploads' (`new_uploads_run`),
 from wherever it stands (`Start`). In this order, each step recorded before the next, so a kill
 anywhere resumes:
+0. a snapshot of D published by another request (`refuse_other_request`) is never replaced:
+   checked before the walk and again under D's publication lock just before 1-2.
 1. seal: `_manifest.json`, then `_SUCCESS`, into the staged directory; checkpoint "publishing".
 2. the store publishes it as `OUT/snapshot_date=D` (a batch: `OUT/new_uploads/...`; one atomic
    step on a disk, `_SUCCESS` last on a bucket); checkpoint "committing".
@@ -23,8 +25,11 @@ Which steps a start takes is `plan_tail` (pure); `finish` drives them.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import posixpath
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +37,8 @@ import anyio
 import anyio.to_thread
 
 from exporter import handoff
-from exporter.changes.change_set import ChangeSet, refresh
-from exporter.errors import ChangesWithheldError, SinkError
+from exporter.changes.change_set import ChangeSet, change_scope, refresh
+from exporter.errors import ChangesWithheldError, ConfigError, SinkError
 from exporter.run.crashpoint import crash_point
 from exporter.run.heap import release_heap
 from exporter.run.summary import RunSummary, summarize
@@ -41,7 +46,7 @@ from exporter.run.writer import Run
 from exporter.sinks import Publication, TableKeeper, table_keepers
 from exporter.snapshot.checkpoint import discard_run, stale_staged_runs
 from exporter.snapshot.manifest import Manifest, encode_manifest, published_run_id, read_manifest
-from exporter.store import seal
+from exporter.store import Layout, Store, seal
 from exporter.store.layout import success_path
 
 log = logging.getLogger("exporter.pipeline")  # the name JSON log lines have always carried
@@ -141,16 +146,65 @@ async def finish(
     return summarize(run, manifest, changes)
 
 
+def refuse_other_request(
+    store: Store, layout: Layout, output: str, date: str, request: Mapping[str, Any]
+) -> None:
+    """Refuse (exit 2) when D's published snapshot belongs to another request.
+
+    Two requests (account, creator, filters: `change_scope`; formats and other options do
+    not count) sharing one output have different run locks, so nothing else stops the second
+    from replacing the first's snapshot of D and its change set. A usage error, not exit 8:
+    waiting or retrying never helps, another --output does.
+    """
+    theirs = read_manifest(store, layout.snapshot(date))
+    if theirs is None or change_scope(theirs.request) == change_scope(request):
+        return
+    raise ConfigError(
+        "--output",
+        f"{posixpath.join(output, layout.snapshot(date))} holds a snapshot of another request "
+        f"({_scope_words(change_scope(theirs.request))}; this run: "
+        f"{_scope_words(change_scope(request))}): use another --output, or remove that "
+        "snapshot first",
+    )
+
+
+def _scope_words(scope: Mapping[str, Any]) -> str:
+    words = [f"account {scope['account_id']}"]
+    if scope["creator"] is not None:
+        words.append(f"creator {scope['creator']!r}")
+    words.append("filters " + (", ".join(scope["filters"]) or "none"))
+    return ", ".join(words)
+
+
+@contextlib.contextmanager
+def _date_publication(run: Run, manifest: Mapping[str, Any] | None) -> Iterator[None]:
+    """Hold D's publication lock (shared by every request) and re-check D's owner in it.
+
+    A snapshot's run locks are per request, so a run of another request may have published
+    D since this run's first check; under this lock no other run can swap D in between.
+    """
+    if run.batch is not None:  # a batch publishes under its own directory
+        yield
+        return
+    date = run.checkpoint.snapshot_date
+    with run.store.lock(run.layout.lock(f"{date}-publication")):
+        if manifest is not None:
+            refuse_other_request(run.store, run.layout, run.config.output, date, manifest)
+        yield
+
+
 def seal_and_publish(run: Run, manifest: Manifest, walker_state: dict[str, Any] | None) -> None:
     """Steps 1 and 2: seal the staged directory with `manifest`, then publish it.
 
     The checkpoint says "publishing" once the staged directory is sealed and "committing" once
-    it is published.
+    it is published. A refusal (another request's snapshot of D) comes before the seal: the
+    staged parts stay, with their checkpoint.
     """
-    seal(run.store, run.staged, encode_manifest(manifest))
-    run.save(walker_state, phase="publishing")
-    crash_point("sealed")
-    run.store.publish(run.staged, run.published)
+    with _date_publication(run, manifest.request):
+        seal(run.store, run.staged, encode_manifest(manifest))
+        run.save(walker_state, phase="publishing")
+        crash_point("sealed")
+        run.store.publish(run.staged, run.published)
     run.set_phase("committing")
     crash_point("files-published")
 
@@ -159,7 +213,9 @@ def _publish_sealed(run: Run) -> None:
     """Publish the sealed staged directory unless this run's is already published."""
     if not is_published(run):
         # Not swapped in yet: the staged directory is still this run's sealed one.
-        run.store.publish(run.staged, run.published)
+        staged = read_manifest(run.store, run.staged)
+        with _date_publication(run, staged.request if staged else None):
+            run.store.publish(run.staged, run.published)
     run.set_phase("committing")
 
 

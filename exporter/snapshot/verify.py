@@ -1,16 +1,26 @@
 """`inspect`'s check: re-read every file of a sealed directory through a store for its rows,
-size and sha256, and compare them with its manifest."""
+size and sha256, and compare them with its manifest; a snapshot's rows kept in tables
+(DuckDB, Delta: the sinks that keep tables) are counted there for its date."""
 
 from __future__ import annotations
 
 import posixpath
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 
 from exporter.errors import IntegrityError, SinkError
-from exporter.sinks import find_file_format
+from exporter.sinks import (
+    NightSource,
+    PublishedNight,
+    ReadableNights,
+    TableKeeper,
+    find_file_format,
+    night_sinks,
+)
 from exporter.snapshot.manifest import (
     FileEntry,
     Manifest,
@@ -24,6 +34,7 @@ from exporter.store.layout import (
     MANIFEST_NAME,
     ROOT,
     SUCCESS_NAME,
+    Layout,
     manifest_path,
     parse_snapshot_name,
     success_path,
@@ -40,6 +51,7 @@ class VerifyReport:
     files: int = 0
     rows: int = 0
     bytes: int = 0
+    tables: list[str] = field(default_factory=list)  # the sinks whose table rows were counted
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -117,10 +129,57 @@ def verify_snapshot(target: str | Path | tuple[Store, str], *, strict: bool = Tr
     for kind, rows in totals.items():
         if declared is not None and declared != rows:
             report.problems.append(f"{kind} files hold {rows} rows, counts say {declared}")
+    if manifest.kind is None and declared is not None:  # a snapshot, not a batch or changes
+        _check_tables(store, directory, manifest, int(declared), report)
     if strict and report.problems:
         more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
         raise IntegrityError(f"{directory}: {report.problems[0]}{more}")
     return report
+
+
+def _check_tables(
+    store: Store, directory: str, manifest: Manifest, declared: int, report: VerifyReport
+) -> None:
+    """Count D's rows in every table its request kept (the DuckDB `images` table, the Delta
+    partition) against the manifest's count: a file's sha256 says nothing about them."""
+    date = manifest.snapshot_date
+    layout = Layout(posixpath.dirname(directory))  # the root, or a fleet account's level
+    night = PublishedNight(store=store, layout=layout, snapshot_date=date, directory=directory)
+    with tempfile.TemporaryDirectory(prefix="cf-inspect-") as scratch:
+        for sink in night_sinks(manifest.request):
+            name = sink.name
+            if not isinstance(sink, TableKeeper) or not isinstance(sink, ReadableNights):
+                continue
+            try:
+                source = sink.night_source(night, Path(scratch))
+                rows = None if source is None else _count(source)
+            except (SinkError, OSError, pa.ArrowException, duckdb.Error) as exc:
+                report.problems.append(f"{name} table: unreadable ({exc})")
+                continue
+            if rows is None:
+                report.problems.append(f"{name} table: not found")
+            elif rows != declared:
+                report.problems.append(
+                    f"{name} table holds {rows} rows of {date}, counts say {declared}"
+                )
+            report.tables.append(name)
+
+
+def _count(source: NightSource) -> int:
+    """Return the rows of a table source: D's rows of the DuckDB file's `images`, or the
+    Arrow dataset's (a Delta partition)."""
+    if source.kind == "duckdb":
+        con = duckdb.connect(source.paths[0], read_only=True)
+        try:
+            found = con.execute(
+                "SELECT count(*) FROM images WHERE snapshot_date = CAST($date AS DATE)",
+                {"date": source.snapshot_date},
+            ).fetchone()
+        finally:
+            con.close()
+        return int(found[0]) if found else 0
+    table = source.table
+    return int(table.count_rows() if hasattr(table, "count_rows") else table.num_rows)
 
 
 def _not_a(exc: ManifestError) -> str:

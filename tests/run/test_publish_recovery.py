@@ -4,6 +4,7 @@ table on the same night, each exactly the emulator's catalog."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 from pathlib import Path
 
@@ -78,8 +79,9 @@ def duckdb_dates(database: Path) -> dict[str, int]:
 
 
 def test_a_run_whose_snapshot_another_request_replaced_is_not_completed(tmp_path: Path) -> None:
-    """Killed after its files, a run's snapshot of D is then replaced by another request's
-    (a filtered export of the same date). The next night of the first request cannot complete
+    """Killed after its files, a run's snapshot of D is then removed by hand and replaced by
+    another request's (a filtered export of the same date, refused while D was the first
+    request's). The next night of the first request cannot complete
     D: it says so and leaves DuckDB with the replacement's rows of D (it used to load the
     killed run's staged parts into the table first, and only then find out)."""
     out, images, seed = tmp_path / "out", 300, 11
@@ -90,6 +92,9 @@ def test_a_run_whose_snapshot_another_request_replaced_is_not_completed(tmp_path
         killed = run_cli([*args, "--snapshot-date", DATE], emu.env(**crash))
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         active = ["--filter", "meta.status[eq]=active"]
+        refused = run_cli([*args, "--snapshot-date", DATE, *active], emu.env())
+        assert refused.returncode == 2, refused.stderr
+        shutil.rmtree(out / f"snapshot_date={DATE}")
         other = run_cli([*args, "--snapshot-date", DATE, *active], emu.env())
         assert other.returncode == 0, other.stderr
         replaced = snapshot_rows(out, DATE)
