@@ -305,6 +305,11 @@ def test_an_export_under_a_profiler_still_writes_its_results(tmp_path: Path) -> 
 
 
 BASE_ENV = {"CLOUDFLARE_API_TOKEN": "tok-secret-1", "CLOUDFLARE_ACCOUNT_ID": "acc"}
+EMAIL_AND_KEY: dict[str, str | None] = {
+    "CLOUDFLARE_API_TOKEN": None,
+    "CLOUDFLARE_EMAIL": "a@b.c",
+    "CLOUDFLARE_API_KEY": "k",
+}
 # (argv, env overrides (None = unset), config file text or None, exit code, text in the line)
 BAD_INPUTS = [
     pytest.param(["export", "--per-page", "x"], {}, None, 2, "--per-page", id="per-page-text"),
@@ -361,6 +366,21 @@ BAD_INPUTS = [
         2,
         "CLOUDFLARE_API_KEY",
         id="email-without-key",
+    ),
+    *(
+        pytest.param(
+            ["export"],
+            {**pair, var: f"tok-secret-1{char}part2"},
+            None,
+            2,
+            f"{var}: contains a control character",
+            id=f"{var.lower()}-{name}",
+        )
+        for var, pair in (
+            ("CLOUDFLARE_API_TOKEN", {}),
+            *((var, EMAIL_AND_KEY) for var in ("CLOUDFLARE_EMAIL", "CLOUDFLARE_API_KEY")),
+        )
+        for char, name in (("\n", "lf"), ("\r", "cr"))
     ),
     pytest.param(["export"], {"CLOUDFLARE_ACCOUNT_ID": None}, None, 2, "account", id="no-account"),
     pytest.param(
