@@ -17,7 +17,8 @@ from exporter.api.filters import matches, parse_filter
 from exporter.cli.commands import build_parser, main, overrides_from_args, shown_default
 from exporter.config import load_toml
 from exporter.emulator import build_catalog
-from exporter.options import Option, all_options
+from exporter.errors import ConfigError
+from exporter.options import MAX_SECONDS, Option, all_options, seconds
 from tests.helpers import (
     ROOT,
     EmulatorProcess,
@@ -441,6 +442,68 @@ def test_bad_input_one_line_and_exit_code(
     line = one_line_error(capsys.readouterr().err)
     assert text in line
     assert "tok-secret-1" not in line
+
+
+FLOAT_OPTIONS = [option for option in all_options() if option.kind is float]
+NOT_FINITE = ["nan", "inf", "-inf"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "where"),
+    [
+        pytest.param(option, value, where, id=f"{option.key}-{value}-{where}")
+        for option in FLOAT_OPTIONS
+        for value in NOT_FINITE
+        for where in ("toml", *(("flag",) if option.flag else ()))
+    ],
+)
+def test_every_float_option_must_be_finite(
+    option: Option,
+    value: str,
+    where: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """nan, inf and -inf stop the run before any request, one line naming the key (a NaN
+    `--lag` was a traceback; an infinite `walk.window_s` was accepted)."""
+    for key in [k for k in os.environ if k.startswith("CLOUDFLARE_")]:
+        monkeypatch.delenv(key)
+    for key, text in BASE_ENV.items():
+        monkeypatch.setenv(key, text)
+    monkeypatch.setenv("CLOUDFLARE_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.chdir(tmp_path)
+    argv = ["export", "--output", "o"]
+    if option.section == "new_uploads":
+        argv.append("--new-uploads")
+    if where == "flag":
+        argv.append(f"{option.flag}={value}")
+    else:
+        (tmp_path / "c.toml").write_text(f"[{option.section}]\n{option.name} = {value}\n")
+        argv += ["--config", "c.toml"]
+    try:
+        result = main(argv)
+    except SystemExit as exit_:
+        result = exit_.code
+    assert result == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert f"{option.key}: must be a finite number" in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "option", [option for option in FLOAT_OPTIONS if option.check is seconds], ids=str
+)
+def test_every_duration_is_bounded(option: Option) -> None:
+    """A duration feeds a timer or a date: `--lag 1e12` was "date value out of range"."""
+    assert option.validate(float(MAX_SECONDS)) == MAX_SECONDS
+    with pytest.raises(ConfigError, match=f"{option.key}: .*at most {MAX_SECONDS}"):
+        option.validate(MAX_SECONDS + 1)
+
+
+def test_a_lag_beyond_the_bound_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--new-uploads", "--lag", "1e12", "--dry-run"]) == 2
+    assert "new_uploads.lag_s: " in one_line_error(capsys.readouterr().err)
 
 
 def test_bad_input_table_is_large_enough() -> None:
