@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -406,6 +407,8 @@ BAD_INPUTS = [
     ),
     pytest.param(["export"], {}, "[export]\nformats = []\n", 2, "formats", id="config-formats"),
     pytest.param(["emulator", "--host", "0.0.0.0"], {}, None, 2, "loopback", id="emulator-host"),
+    pytest.param(["emulator", "--port", "70000"], {}, None, 2, "--port", id="emulator-port-high"),
+    pytest.param(["emulator", "--port=-1"], {}, None, 2, "--port", id="emulator-port-negative"),
     pytest.param(["demo", "--images", "0"], {}, None, 2, "--images", id="demo-images"),
     pytest.param(["inspect", "/nonexistent-dir"], {}, None, 2, "snapshot", id="inspect-missing"),
 ]
@@ -504,6 +507,17 @@ def test_every_duration_is_bounded(option: Option) -> None:
 def test_a_lag_beyond_the_bound_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", "--new-uploads", "--lag", "1e12", "--dry-run"]) == 2
     assert "new_uploads.lag_s: " in one_line_error(capsys.readouterr().err)
+
+
+def test_emulator_on_a_busy_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A second emulator on the same port was an OSError traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["emulator", "--port", str(port), "--images", "10"]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line
 
 
 def test_bad_input_table_is_large_enough() -> None:
