@@ -137,17 +137,17 @@ def shown(option: Option, value: Any) -> Any:
     return redact_url(data) if option.url and isinstance(data, str) else data
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file; a missing or malformed file is a ConfigError."""
+def load_toml(path: str | Path, flag: str = "--config") -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file is a ConfigError naming `flag`."""
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError("--config", f"no such file: {path}") from None
+        raise ConfigError(flag, f"no such file: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+        raise ConfigError(flag, f"{path} is not valid TOML: {exc}") from None
     except OSError as exc:
-        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(flag, f"cannot read {path}: {exc.strerror}") from None
 
 
 def plugin_tables(data: Mapping[str, Any], formats: Any) -> dict[str, type]:

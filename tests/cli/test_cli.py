@@ -392,6 +392,14 @@ BAD_INPUTS = [
         ["export", "--config", "/nonexistent.toml"], {}, None, 2, "--config", id="config-missing"
     ),
     pytest.param(["export"], {}, "[export\n", 2, "TOML", id="config-syntax"),
+    pytest.param(
+        ["fleet", "--accounts", "/nonexistent.toml"],
+        {},
+        None,
+        2,
+        "--accounts: no such file",
+        id="accounts-missing",
+    ),
     pytest.param(["export"], {}, "[export]\nouptut = 'x'\n", 2, "export.ouptut", id="config-key"),
     pytest.param(
         ["export"], {}, "[request]\nper_page = '9'\n", 2, "request.per_page", id="config-type"
