@@ -177,13 +177,23 @@ def flatten_file(data: Mapping[str, Any], extra: Mapping[str, Option]) -> dict[s
     flat: dict[str, Any] = {}
     for section, table in data.items():
         if not isinstance(table, dict):
-            raise ConfigError(section, f"expected a [{section}] table, not a value")
+            raise ConfigError(section, _not_a_table(known, section))
         for key, value in table.items():
             name = f"{section}.{key}"
             if name not in known:
                 raise ConfigError(name, f"unknown key; known keys: {_known_keys(known, section)}")
             flat[name] = value
     return flat
+
+
+def _not_a_table(known: Mapping[str, Option], name: str) -> str:
+    """Return what a top-level `name = value` is: a table written as a value, or a key that
+    belongs in a table (every option lives in one)."""
+    if any(option.section == name for option in known.values()):
+        return f"expected a [{name}] table, not a value"
+    homes = [f"[{option.section}] {name}" for option in known.values() if option.name == name]
+    hint = f"did you mean {' or '.join(homes)}?" if homes else f"tables: {_known_keys(known, '')}"
+    return f"unknown top-level key; {hint}"
 
 
 def _known_keys(known: Mapping[str, Option], section: str) -> str:

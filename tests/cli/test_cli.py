@@ -402,6 +402,17 @@ BAD_INPUTS = [
     ),
     pytest.param(["export"], {}, "[export]\nouptut = 'x'\n", 2, "export.ouptut", id="config-key"),
     pytest.param(
+        ["export"],
+        {},
+        "output = 'x'\n",
+        2,
+        "output: unknown top-level key; did you mean [export] output?",
+        id="config-top-level-key",
+    ),
+    pytest.param(
+        ["export"], {}, "walk = 3\n", 2, "walk: expected a [walk] table", id="config-not-a-table"
+    ),
+    pytest.param(
         ["export"], {}, "[request]\nper_page = '9'\n", 2, "request.per_page", id="config-type"
     ),
     pytest.param(["export"], {}, "[walk]\nmargin = 2.0\n", 2, "walk.margin", id="config-margin"),
