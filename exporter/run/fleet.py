@@ -196,6 +196,9 @@ def _credentials(entry: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
         pairs = {TOKEN_VAR: names["token_env"]}
     elif "email_env" in names and "key_env" in names:
         pairs = {EMAIL_VAR: names["email_env"], KEY_VAR: names["key_env"]}
+    elif "email_env" in names or "key_env" in names:
+        missing = "key_env" if "email_env" in names else "email_env"
+        raise ConfigError(missing, "missing: email_env and key_env go together (or token_env)")
     else:
         raise ConfigError("token_env", "missing (or email_env + key_env): the credential variable")
     values = {}

@@ -364,6 +364,12 @@ class TestAccountsFile:
             ),
             pytest.param({"id": account_id(1)}, "token_env: missing", id="no-credential"),
             pytest.param(
+                {"id": account_id(1), "email_env": "E"}, "key_env: missing", id="email-no-key"
+            ),
+            pytest.param(
+                {"id": account_id(1), "key_env": "K"}, "email_env: missing", id="key-no-email"
+            ),
+            pytest.param(
                 {"id": account_id(1), "account_id": account_id(1), "token_env": "T1"},
                 "account_id: the same as id",
                 id="both-ids",
