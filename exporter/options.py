@@ -388,7 +388,10 @@ class ExportOptions(Options):
         env="CLOUDFLARE_ACCOUNT_ID",
         flag="--account-id",
         metavar="ID",
-        flag_help="account id, 32 hex digits (env CLOUDFLARE_ACCOUNT_ID)",
+        flag_help=(
+            "account id: at most 32 letters, digits, - or _; Cloudflare's are 32 hex digits "
+            "(env CLOUDFLARE_ACCOUNT_ID)"
+        ),
         fingerprint=True,
     )
     output: str = opt(
