@@ -60,6 +60,6 @@ demo: $(STAMP) ## export two nights of a 50,000-image emulated catalog; DuckDB s
 bench: $(STAMP) ## run the benchmark suite (tests/bench), print and save the table
 	$(BIN)/python -m tests.bench
 
-clean: ## remove the venv, caches and demo output
-	rm -rf $(VENV) demo-output emulator-output bench-results .mypy_cache .ruff_cache .pytest_cache .hypothesis
+clean: ## remove the venv, caches, demo output and the examples' output directories
+	rm -rf $(VENV) demo-output emulator-output out out-filtered out-active bench-results .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -137,17 +137,17 @@ def shown(option: Option, value: Any) -> Any:
     return redact_url(data) if option.url and isinstance(data, str) else data
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file; a missing or malformed file is a ConfigError."""
+def load_toml(path: str | Path, flag: str = "--config") -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file is a ConfigError naming `flag`."""
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError("--config", f"no such file: {path}") from None
+        raise ConfigError(flag, f"no such file: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+        raise ConfigError(flag, f"{path} is not valid TOML: {exc}") from None
     except OSError as exc:
-        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(flag, f"cannot read {path}: {exc.strerror}") from None
 
 
 def plugin_tables(data: Mapping[str, Any], formats: Any) -> dict[str, type]:
@@ -177,13 +177,23 @@ def flatten_file(data: Mapping[str, Any], extra: Mapping[str, Option]) -> dict[s
     flat: dict[str, Any] = {}
     for section, table in data.items():
         if not isinstance(table, dict):
-            raise ConfigError(section, f"expected a [{section}] table, not a value")
+            raise ConfigError(section, _not_a_table(known, section))
         for key, value in table.items():
             name = f"{section}.{key}"
             if name not in known:
                 raise ConfigError(name, f"unknown key; known keys: {_known_keys(known, section)}")
             flat[name] = value
     return flat
+
+
+def _not_a_table(known: Mapping[str, Option], name: str) -> str:
+    """Return what a top-level `name = value` is: a table written as a value, or a key that
+    belongs in a table (every option lives in one)."""
+    if any(option.section == name for option in known.values()):
+        return f"expected a [{name}] table, not a value"
+    homes = [f"[{option.section}] {name}" for option in known.values() if option.name == name]
+    hint = f"did you mean {' or '.join(homes)}?" if homes else f"tables: {_known_keys(known, '')}"
+    return f"unknown top-level key; {hint}"
 
 
 def _known_keys(known: Mapping[str, Option], section: str) -> str:

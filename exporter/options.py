@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
@@ -81,6 +82,8 @@ class Option:
         if value is None and self.default is None:
             return None
         value = self._typed(value)
+        if self.kind is float and not math.isfinite(value):
+            raise ConfigError(self.key, f"must be a finite number, got {value}")
         for item in value if self.kind is tuple else (value,):
             if self.choices and item not in self.choices:
                 allowed = ", ".join(repr(c) for c in self.choices)
@@ -225,9 +228,16 @@ def integer_from(low: int, high: int) -> Check:
     return check
 
 
+MAX_SECONDS = 7 * 24 * 3600
+"""The bound of every duration option: each feeds a timer or a date (the `--lag` look-back),
+and a longer one is a typo, not a wish."""
+
+
 def seconds(value: float) -> float:
-    if value <= 0:
-        raise ValueError(f"must be a positive number of seconds, got {value}")
+    if not 0 < value <= MAX_SECONDS:
+        raise ValueError(
+            f"must be a positive number of seconds, at most {MAX_SECONDS} (7 days), got {value}"
+        )
     return value
 
 
@@ -378,7 +388,10 @@ class ExportOptions(Options):
         env="CLOUDFLARE_ACCOUNT_ID",
         flag="--account-id",
         metavar="ID",
-        flag_help="account id, 32 hex digits (env CLOUDFLARE_ACCOUNT_ID)",
+        flag_help=(
+            "account id: at most 32 letters, digits, - or _; Cloudflare's are 32 hex digits "
+            "(env CLOUDFLARE_ACCOUNT_ID)"
+        ),
         fingerprint=True,
     )
     output: str = opt(
@@ -686,7 +699,10 @@ class NewUploadsOptions(Options):
         check=seconds,
         flag="--lag",
         metavar="SECONDS",
-        flag_help="with --new-uploads: look back this long before the watermark (default 600)",
+        flag_help=(
+            "with --new-uploads: look back this long before the watermark "
+            "(default 600, at most 604800: 7 days)"
+        ),
     )
 
 

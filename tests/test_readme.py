@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from exporter.cli.commands import build_parser
+from exporter.config import load_toml
 from exporter.options import BUILTIN_FORMATS
 from tests.helpers import ROOT, EmulatorProcess, emulator_process, run_cli
 
@@ -208,3 +209,17 @@ def test_meta_column_naming_example_is_what_the_normalizer_does() -> None:
     assert names == ["meta__a__b", "meta__a_b", "meta__a_b__2", "meta__status", "meta__status__2"]
     for name in names:
         assert f"`{name}`" in README, name
+
+
+def test_every_example_output_directory_is_ignored_by_git() -> None:
+    """A user following the README or a shipped config must not see its output as untracked
+    files (`out/`, `out-filtered/` and `out-active/` were not ignored)."""
+    ignored = {line.strip("/") for line in (ROOT / ".gitignore").read_text().splitlines()}
+    relative = re.compile(r"[a-z][a-z0-9-]*")
+    outputs = set(re.findall(r"--output ([a-z][a-z0-9-]*)(?:\s|$)", README))
+    for config in (ROOT / "configs").glob("*.toml"):
+        output = load_toml(config).get("export", {}).get("output")
+        if isinstance(output, str) and relative.fullmatch(output):
+            outputs.add(output)
+    assert {"out", "out-filtered", "out-active"} <= outputs
+    assert outputs <= ignored, sorted(outputs - ignored)

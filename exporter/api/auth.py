@@ -34,9 +34,9 @@ class Credentials:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Credentials:
         """Return the credentials the environment holds; ConfigError names what is missing."""
-        token = _get(environ, TOKEN_VAR)
-        email = _get(environ, EMAIL_VAR)
-        api_key = _get(environ, KEY_VAR)
+        token = read_secret(environ, TOKEN_VAR)
+        email = read_secret(environ, EMAIL_VAR)
+        api_key = read_secret(environ, KEY_VAR)
         if token:
             note = BOTH_NOTE if (email or api_key) else None
             return cls(token=token, note=note)
@@ -82,6 +82,14 @@ class Credentials:
     __str__ = __repr__
 
 
-def _get(environ: Mapping[str, str], name: str) -> str | None:
+def read_secret(environ: Mapping[str, str], name: str) -> str | None:
+    """Return variable `name` with surrounding whitespace stripped (None when unset or blank).
+
+    A control character inside (a pasted line break, a CR from a Windows file) could never
+    be sent as a header value: ConfigError names the variable, never the value."""
     value = environ.get(name, "").strip()
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in value):
+        raise ConfigError(
+            name, "contains a control character (a line break?); set it to the credential alone"
+        )
     return value or None

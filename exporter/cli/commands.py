@@ -524,7 +524,7 @@ def run_fleet(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, _verbosity(args))
     if args.workers < 1:
         raise ConfigError("--workers", "must be at least 1")
-    accounts_data = load_toml(args.accounts)
+    accounts_data = load_toml(args.accounts, "--accounts")
     file_data = load_toml(args.config) if args.config else {}
     overrides = overrides_from_args(args)
     today = dt.datetime.now(dt.UTC).date()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -232,7 +233,12 @@ async def run_emulator(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            message = f"cannot listen on {host}:{port}: {reason}"
+            raise ConfigError("emulator.port", message) from None
         bound_port = _bound_port(runner)
         root = f"http://{host}:{bound_port}"
         yield RunningEmulator(

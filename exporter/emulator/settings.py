@@ -225,6 +225,17 @@ def _check_accounts(accounts: tuple[AccountSettings, ...]) -> None:
                 )
 
 
+def tcp_port(text: str) -> int:
+    """Return `--port` as an int in 0..65535 (argparse turns the error into one line)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535 (0: any free port), got {port}")
+    return port
+
+
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's flags (`--host`, `--port`, catalog, auth, limits, faults)."""
     d = EmulatorSettings()
@@ -237,7 +248,8 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(*flags, **arguments)
 
     add("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
-    add("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}, 0: any)")
+    port_help = f"port (default {DEFAULT_PORT}, 0: any)"
+    add("--port", type=tcp_port, default=DEFAULT_PORT, help=port_help)
     add("--images", type=int, default=d.images, help="catalog size")
     add("--seed", type=int, default=d.seed, help="catalog and fault seed")
     add(

@@ -36,7 +36,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from exporter.api.auth import EMAIL_VAR, KEY_VAR, TOKEN_VAR, Credentials
+from exporter.api.auth import EMAIL_VAR, KEY_VAR, TOKEN_VAR, Credentials, read_secret
 from exporter.api.pacing import Pacer
 from exporter.api.pagination import check_account_id
 from exporter.config import ExportConfig, parse_config, refuse_lag_without_batch
@@ -196,11 +196,14 @@ def _credentials(entry: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
         pairs = {TOKEN_VAR: names["token_env"]}
     elif "email_env" in names and "key_env" in names:
         pairs = {EMAIL_VAR: names["email_env"], KEY_VAR: names["key_env"]}
+    elif "email_env" in names or "key_env" in names:
+        missing = "key_env" if "email_env" in names else "email_env"
+        raise ConfigError(missing, "missing: email_env and key_env go together (or token_env)")
     else:
         raise ConfigError("token_env", "missing (or email_env + key_env): the credential variable")
     values = {}
     for target, name in pairs.items():
-        value = environ.get(name, "").strip()
+        value = read_secret(environ, name)
         if not value:
             raise ConfigError(name, "not set in the environment (named by the accounts file)")
         values[target] = value

@@ -88,9 +88,9 @@ def _describe_walk(config: ExportConfig, walk: WalkOptions, previous: Manifest |
         return "both ends at once (an asc and a desc cursor)"
     order = config.request.sort_order or "desc"
     if config.request.sort_order is not None:
-        return f"one cursor, {order} (--sort-order)"
+        return f"one cursor, {order} (request.sort_order)"
     if config.walk.mode == "single":
-        return f"one cursor, {order} (--walk single)"
+        return f"one cursor, {order} (walk.mode single)"
     assert previous is not None
     rows = int(previous.counts["rows"])
     return (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ from exporter.api.filters import matches, parse_filter
 from exporter.cli.commands import build_parser, main, overrides_from_args, shown_default
 from exporter.config import load_toml
 from exporter.emulator import build_catalog
-from exporter.options import Option, all_options
+from exporter.errors import ConfigError
+from exporter.options import MAX_SECONDS, Option, all_options, seconds
 from tests.helpers import (
     ROOT,
     EmulatorProcess,
@@ -305,6 +307,11 @@ def test_an_export_under_a_profiler_still_writes_its_results(tmp_path: Path) -> 
 
 
 BASE_ENV = {"CLOUDFLARE_API_TOKEN": "tok-secret-1", "CLOUDFLARE_ACCOUNT_ID": "acc"}
+EMAIL_AND_KEY: dict[str, str | None] = {
+    "CLOUDFLARE_API_TOKEN": None,
+    "CLOUDFLARE_EMAIL": "a@b.c",
+    "CLOUDFLARE_API_KEY": "k",
+}
 # (argv, env overrides (None = unset), config file text or None, exit code, text in the line)
 BAD_INPUTS = [
     pytest.param(["export", "--per-page", "x"], {}, None, 2, "--per-page", id="per-page-text"),
@@ -362,6 +369,21 @@ BAD_INPUTS = [
         "CLOUDFLARE_API_KEY",
         id="email-without-key",
     ),
+    *(
+        pytest.param(
+            ["export"],
+            {**pair, var: f"tok-secret-1{char}part2"},
+            None,
+            2,
+            f"{var}: contains a control character",
+            id=f"{var.lower()}-{name}",
+        )
+        for var, pair in (
+            ("CLOUDFLARE_API_TOKEN", {}),
+            *((var, EMAIL_AND_KEY) for var in ("CLOUDFLARE_EMAIL", "CLOUDFLARE_API_KEY")),
+        )
+        for char, name in (("\n", "lf"), ("\r", "cr"))
+    ),
     pytest.param(["export"], {"CLOUDFLARE_ACCOUNT_ID": None}, None, 2, "account", id="no-account"),
     pytest.param(
         ["export"], {"CLOUDFLARE_BASE_URL": "ftp://x"}, None, 2, "base_url", id="env-base-url"
@@ -370,7 +392,26 @@ BAD_INPUTS = [
         ["export", "--config", "/nonexistent.toml"], {}, None, 2, "--config", id="config-missing"
     ),
     pytest.param(["export"], {}, "[export\n", 2, "TOML", id="config-syntax"),
+    pytest.param(
+        ["fleet", "--accounts", "/nonexistent.toml"],
+        {},
+        None,
+        2,
+        "--accounts: no such file",
+        id="accounts-missing",
+    ),
     pytest.param(["export"], {}, "[export]\nouptut = 'x'\n", 2, "export.ouptut", id="config-key"),
+    pytest.param(
+        ["export"],
+        {},
+        "output = 'x'\n",
+        2,
+        "output: unknown top-level key; did you mean [export] output?",
+        id="config-top-level-key",
+    ),
+    pytest.param(
+        ["export"], {}, "walk = 3\n", 2, "walk: expected a [walk] table", id="config-not-a-table"
+    ),
     pytest.param(
         ["export"], {}, "[request]\nper_page = '9'\n", 2, "request.per_page", id="config-type"
     ),
@@ -385,6 +426,8 @@ BAD_INPUTS = [
     ),
     pytest.param(["export"], {}, "[export]\nformats = []\n", 2, "formats", id="config-formats"),
     pytest.param(["emulator", "--host", "0.0.0.0"], {}, None, 2, "loopback", id="emulator-host"),
+    pytest.param(["emulator", "--port", "70000"], {}, None, 2, "--port", id="emulator-port-high"),
+    pytest.param(["emulator", "--port=-1"], {}, None, 2, "--port", id="emulator-port-negative"),
     pytest.param(["demo", "--images", "0"], {}, None, 2, "--images", id="demo-images"),
     pytest.param(["inspect", "/nonexistent-dir"], {}, None, 2, "snapshot", id="inspect-missing"),
 ]
@@ -421,6 +464,79 @@ def test_bad_input_one_line_and_exit_code(
     line = one_line_error(capsys.readouterr().err)
     assert text in line
     assert "tok-secret-1" not in line
+
+
+FLOAT_OPTIONS = [option for option in all_options() if option.kind is float]
+NOT_FINITE = ["nan", "inf", "-inf"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "where"),
+    [
+        pytest.param(option, value, where, id=f"{option.key}-{value}-{where}")
+        for option in FLOAT_OPTIONS
+        for value in NOT_FINITE
+        for where in ("toml", *(("flag",) if option.flag else ()))
+    ],
+)
+def test_every_float_option_must_be_finite(
+    option: Option,
+    value: str,
+    where: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """nan, inf and -inf stop the run before any request, one line naming the key (a NaN
+    `--lag` was a traceback; an infinite `walk.window_s` was accepted)."""
+    for key in [k for k in os.environ if k.startswith("CLOUDFLARE_")]:
+        monkeypatch.delenv(key)
+    for key, text in BASE_ENV.items():
+        monkeypatch.setenv(key, text)
+    monkeypatch.setenv("CLOUDFLARE_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.chdir(tmp_path)
+    argv = ["export", "--output", "o"]
+    if option.section == "new_uploads":
+        argv.append("--new-uploads")
+    if where == "flag":
+        argv.append(f"{option.flag}={value}")
+    else:
+        (tmp_path / "c.toml").write_text(f"[{option.section}]\n{option.name} = {value}\n")
+        argv += ["--config", "c.toml"]
+    try:
+        result = main(argv)
+    except SystemExit as exit_:
+        result = exit_.code
+    assert result == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert f"{option.key}: must be a finite number" in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "option", [option for option in FLOAT_OPTIONS if option.check is seconds], ids=str
+)
+def test_every_duration_is_bounded(option: Option) -> None:
+    """A duration feeds a timer or a date: `--lag 1e12` was "date value out of range"."""
+    assert option.validate(float(MAX_SECONDS)) == MAX_SECONDS
+    with pytest.raises(ConfigError, match=f"{option.key}: .*at most {MAX_SECONDS}"):
+        option.validate(MAX_SECONDS + 1)
+
+
+def test_a_lag_beyond_the_bound_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--new-uploads", "--lag", "1e12", "--dry-run"]) == 2
+    assert "new_uploads.lag_s: " in one_line_error(capsys.readouterr().err)
+
+
+def test_emulator_on_a_busy_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A second emulator on the same port was an OSError traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["emulator", "--port", str(port), "--images", "10"]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line
 
 
 def test_bad_input_table_is_large_enough() -> None:

@@ -276,6 +276,33 @@ class TestAccountsFile:
         assert "secret-token-1" not in result.stderr
         assert not (tmp_path / "o").exists()
 
+    @pytest.mark.parametrize("char", ["\n", "\r"], ids=["lf", "cr"])
+    def test_a_control_character_in_a_credential_is_one_line(
+        self, tmp_path: Path, char: str
+    ) -> None:
+        """A line break inside a named variable crashed the account's run at its first
+        request ("unexpected error: ValueError"); it is refused before any request."""
+        accounts = tmp_path / "accounts.toml"
+        accounts.write_text(
+            f'[[account]]\nid = "{account_id(1)}"\ntoken_env = "T1"\n\n'
+            f'[[account]]\nid = "{account_id(2)}"\nemail_env = "E2"\nkey_env = "K2"\n'
+        )
+        env = clean_env()
+        env.update(
+            T1=f"secret-token-1{char}x",
+            E2="me@example.com",
+            K2=f"secret-key{char}2\n",
+            CLOUDFLARE_BASE_URL="http://127.0.0.1:9",
+        )
+        out = tmp_path / "o"
+        result = run_cli(["fleet", "--accounts", str(accounts), "--output", str(out)], env=env)
+        assert result.returncode == 2, result.stderr
+        first, second = result.stderr.strip().splitlines()
+        assert "T1: contains a control character" in first
+        assert "K2: contains a control character" in second
+        assert "secret" not in result.stderr
+        assert not out.exists()
+
     def test_an_entry_s_own_metrics_refuse_the_fleet(self, tmp_path: Path) -> None:
         """A per-account `pushgateway` (or any `[metrics]` key) was accepted and then pushed
         to for every account, or ignored: the fleet's metrics are one set, so the entry is
@@ -336,6 +363,12 @@ class TestAccountsFile:
                 id="long-id",
             ),
             pytest.param({"id": account_id(1)}, "token_env: missing", id="no-credential"),
+            pytest.param(
+                {"id": account_id(1), "email_env": "E"}, "key_env: missing", id="email-no-key"
+            ),
+            pytest.param(
+                {"id": account_id(1), "key_env": "K"}, "email_env: missing", id="key-no-email"
+            ),
             pytest.param(
                 {"id": account_id(1), "account_id": account_id(1), "token_env": "T1"},
                 "account_id: the same as id",
