@@ -55,8 +55,8 @@ from exporter.run.writer import (
     abort_sinks,
     new_checkpoint,
     open_sinks,
+    run_manifest,
     start_run,
-    utc_now,
     walk_and_write,
 )
 from exporter.sinks import PartFile
@@ -70,7 +70,6 @@ from exporter.snapshot.manifest import (
     NEW_UPLOADS,
     Manifest,
     NewUploads,
-    build_manifest,
     read_manifest,
     sealed_manifests,
 )
@@ -304,23 +303,8 @@ def known_ids(store: Store, layout: Layout, base: Base, plan: BatchPlan) -> set[
 
 def _batch_manifest(run: Run, files: list[PartFile]) -> Manifest:
     """Return the manifest of the walked batch: a snapshot's, with its plan and base run."""
-    config, stats = run.config, run.stats
     assert run.plan is not None
-    manifest = build_manifest(
-        run_id=run.checkpoint.run_id,
-        snapshot_date=run.checkpoint.snapshot_date,
-        account_id=config.account_id,
-        request=describe_request(config),
-        started_at=dt.datetime.fromisoformat(run.checkpoint.started_at),
-        finished_at=utc_now(),
-        counts=stats.as_dict(),
-        files=files,
-        columns=[c.to_dict() for c in run.normalizer.columns()],
-        uploaded=run.bounds.as_dict(),
-        previous_snapshot=run.checkpoint.snapshot_date,
-        drift=run.normalizer.drift(),
-        findings={**run.normalizer.report(), "warnings": []},
-    )
+    manifest = run_manifest(run, files, previous_snapshot=run.checkpoint.snapshot_date, warnings=[])
     section = NewUploads.from_json(
         {
             **run.plan.describe(),

@@ -10,7 +10,6 @@ walks nothing: it resumes the tail where it stopped.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 
 import anyio
@@ -29,8 +28,8 @@ from exporter.run.writer import (
     abort_sinks,
     new_checkpoint,
     open_sinks,
+    run_manifest,
     start_run,
-    utc_now,
     walk_and_write,
 )
 from exporter.sinks import PartFile
@@ -42,7 +41,7 @@ from exporter.snapshot.checkpoint import (
     request_fingerprint,
 )
 from exporter.snapshot.completeness import count_warning
-from exporter.snapshot.manifest import Manifest, build_manifest, previous_manifest
+from exporter.snapshot.manifest import Manifest, previous_manifest
 from exporter.stats import RunStats
 from exporter.store import Layout, Store, open_store
 from exporter.store.layout import ROOT, run_key
@@ -181,21 +180,12 @@ def _snapshot_manifest(run: Run, files: list[PartFile], api_count: int | None) -
     logged = list(warnings)
     if stats.batch_fallback:  # the client logged it when it happened
         warnings.append(_batch_fallback_warning(stats.batch_refusal))
-    manifest = build_manifest(
-        run_id=run.checkpoint.run_id,
-        snapshot_date=run.checkpoint.snapshot_date,
-        account_id=config.account_id,
-        request=describe_request(config),
-        started_at=dt.datetime.fromisoformat(run.checkpoint.started_at),
-        finished_at=utc_now(),
-        counts=stats.as_dict(),
-        files=files,
-        columns=[c.to_dict() for c in run.normalizer.columns()],
-        uploaded=run.bounds.as_dict(),
-        api_count=api_count if unfiltered else None,
+    manifest = run_manifest(
+        run,
+        files,
         previous_snapshot=run.previous.snapshot_date if run.previous else None,
-        drift=run.normalizer.drift(),
-        findings={**run.normalizer.report(), "warnings": warnings},
+        warnings=warnings,
+        api_count=api_count if unfiltered else None,
     )
     for warning in logged:
         log.warning("%s", warning)

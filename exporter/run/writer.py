@@ -32,10 +32,10 @@ from exporter.config import ExportConfig
 from exporter.run.cadence import Cadence
 from exporter.run.heap import TRIM_EVERY_IMAGES, heap_trimmer
 from exporter.run.new_uploads import BatchPlan
-from exporter.run.plan import is_unfiltered, walk_options
+from exporter.run.plan import describe_request, is_unfiltered, walk_options
 from exporter.sinks import PartFile, Sink, open_sink
 from exporter.snapshot.checkpoint import Checkpoint, save_checkpoint
-from exporter.snapshot.manifest import Manifest, UploadedBounds
+from exporter.snapshot.manifest import Manifest, UploadedBounds, build_manifest
 from exporter.stats import RunStats
 from exporter.store import Layout, Store
 from exporter.tasks import FirstErrorGroup
@@ -130,6 +130,34 @@ def restore_bounds(counts: dict[str, Any]) -> UploadedBounds:
 def utc_now() -> dt.datetime:
     """Return now, in UTC (a run's started_at and finished_at)."""
     return dt.datetime.now(dt.UTC)
+
+
+def run_manifest(
+    run: Run,
+    files: list[PartFile],
+    *,
+    previous_snapshot: str | None,
+    warnings: list[str],
+    api_count: int | None = None,
+) -> Manifest:
+    """Return the manifest of what `run` walked and wrote: the one place a snapshot's and a
+    batch's manifests are built from a run (a batch adds its section to it)."""
+    return build_manifest(
+        run_id=run.checkpoint.run_id,
+        snapshot_date=run.checkpoint.snapshot_date,
+        account_id=run.config.account_id,
+        request=describe_request(run.config),
+        started_at=dt.datetime.fromisoformat(run.checkpoint.started_at),
+        finished_at=utc_now(),
+        counts=run.stats.as_dict(),
+        files=files,
+        columns=[c.to_dict() for c in run.normalizer.columns()],
+        uploaded=run.bounds.as_dict(),
+        api_count=api_count,
+        previous_snapshot=previous_snapshot,
+        drift=run.normalizer.drift(),
+        findings={**run.normalizer.report(), "warnings": warnings},
+    )
 
 
 def new_checkpoint(fingerprint: str, snapshot_date: str) -> Checkpoint:
