@@ -13,7 +13,7 @@ import pytest
 from tests.bench.__main__ import main
 from tests.bench.baseline import revision_tree
 from tests.bench.fleet import fleet_rows
-from tests.bench.harness import ExportRun, emulator, run_export, toml_config
+from tests.bench.harness import ExportRun, check, emulator, run_export, toml_config
 from tests.bench.report import render_table
 from tests.bench.scenarios import SCENARIOS, Plan, export_config, quota_used, summarize
 from tests.bench.stages import measure_stages
@@ -219,3 +219,13 @@ def test_second_nights_and_fleet_nights_print_their_target_lines() -> None:
     assert len(lines) == 3
     assert lines[0].startswith("second nights, ~1% changed, peak RSS: 300 ")
     assert "mass changed" in lines[1] and "x 50, latency 0 ms, --workers 1" in lines[2]
+
+
+def test_a_short_export_fails_the_bench_but_a_baselines_loss_is_reported() -> None:
+    short = ExportRun(0, 1.0, 1.0, 100.0, 0.1, manifest={"counts": {"rows": 49_999}})
+    with pytest.raises(RuntimeError, match="49999 images, expected 50000"):
+        check(short, 50_000)
+    assert check(short, 50_000, baseline=True) == 1
+    assert check(short, 49_999) == 0
+    with pytest.raises(RuntimeError, match="exit 5"):
+        check(ExportRun(5, 1.0, 1.0, 100.0, 0.1), 50_000, baseline=True)

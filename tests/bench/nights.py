@@ -34,6 +34,7 @@ class Night:
 
     run: ExportRun
     changes: dict[str, int]
+    images_lost: int = 0  # by a baseline revision's first night (`harness.check`)
 
 
 def second_night(
@@ -49,14 +50,15 @@ def second_night(
     out = work / "out"
     try:
         with emulator(images, args=NASTY) as emu:
-            check(_night(emu, out, DATES[0], config, tree, _launch), images)
+            first = _night(emu, out, DATES[0], config, tree, _launch)
+            lost = check(first, images, baseline=tree is not None)
         args = [*NASTY, "--night", "1", "--churn", str(churn)]
         with emulator(images, args=args) as emu:
             run = _night(emu, out, DATES[1], config, tree, _launch)
             check(run, None)
         manifest = out / f"changes/snapshot_date={DATES[1]}/_manifest.json"
         counts = dict(orjson.loads(manifest.read_bytes())["counts"])
-        return Night(run, counts)
+        return Night(run, counts, lost)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -92,6 +94,10 @@ def rows_for(
         nights = [second_night(images, CHURN[name], config, tree) for _ in range(repeat)]
         wall = median([n.run.wall_s for n in nights])
         counts = nights[0].changes
+        extra: dict[str, int] = {"change_rows": counts.get("rows", 0)}
+        lost = max(n.images_lost for n in nights)
+        if lost:
+            extra["images_lost"] = lost
         rows.append(
             Row(
                 scenario="second-night",
@@ -102,7 +108,7 @@ def rows_for(
                 images_per_s=nights[0].run.images / wall if wall else 0.0,
                 cpu_s=median([n.run.cpu_s for n in nights]),
                 peak_rss_mb=median([n.run.peak_rss_mb for n in nights]),
-                extra={"change_rows": counts.get("rows", 0)},
+                extra=extra,
             )
         )
     return rows

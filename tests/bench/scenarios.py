@@ -262,7 +262,8 @@ def nasty(plan: Plan) -> list[Row]:
                     now.append(checked(run_export(emu, config=export_config()), images))
                     if old is not None:
                         run = run_export(emu, config=export_config(), tree=old)
-                        then.append(checked(run, images))
+                        check(run, images, baseline=True)
+                        then.append(run)
             rows.append(summarize("nasty", f"{images:,} images", now))
             if then:
                 baseline.append(summarize("nasty", f"{images:,} images @{BASELINE_REVISION}", then))
