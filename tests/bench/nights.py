@@ -42,17 +42,20 @@ def second_night(
     churn: float,
     config: Mapping[str, Mapping[str, Any]],
     tree: Path | None = None,
+    emulator_args: Sequence[str] = (),
 ) -> Night:
-    """Export night 1 then night 2 into a fresh output; return night 2's cost and changes."""
+    """Export night 1 then night 2 into a fresh output; return night 2's cost and changes.
+
+    `emulator_args` go to both nights' emulators (a baseline's `BEFORE_TIE_FIX`)."""
     from tests.bench.changes import _launch
 
     work = Path(tempfile.mkdtemp(prefix="cf-bench-nights-"))
     out = work / "out"
     try:
-        with emulator(images, args=NASTY) as emu:
+        with emulator(images, args=[*NASTY, *emulator_args]) as emu:
             first = _night(emu, out, DATES[0], config, tree, _launch)
             lost = check(first, images, baseline=tree is not None)
-        args = [*NASTY, "--night", "1", "--churn", str(churn)]
+        args = [*NASTY, *emulator_args, "--night", "1", "--churn", str(churn)]
         with emulator(images, args=args) as emu:
             run = _night(emu, out, DATES[1], config, tree, _launch)
             check(run, None)
@@ -83,7 +86,11 @@ def _night(
 
 
 def rows_for(
-    sizes: Sequence[tuple[int, str]], repeat: int, tree: Path | None, label: str
+    sizes: Sequence[tuple[int, str]],
+    repeat: int,
+    tree: Path | None,
+    label: str,
+    emulator_args: Sequence[str] = (),
 ) -> list[Any]:
     """Return one row per (images, churn name): medians of night 2 over `repeat` runs."""
     from tests.bench.scenarios import Row, export_config
@@ -91,7 +98,9 @@ def rows_for(
     config = export_config(changes={"max_removed_share": 1.0})
     rows = []
     for images, name in sizes:
-        nights = [second_night(images, CHURN[name], config, tree) for _ in range(repeat)]
+        nights = [
+            second_night(images, CHURN[name], config, tree, emulator_args) for _ in range(repeat)
+        ]
         wall = median([n.run.wall_s for n in nights])
         counts = nights[0].changes
         extra: dict[str, int] = {"change_rows": counts.get("rows", 0)}

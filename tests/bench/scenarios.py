@@ -246,22 +246,27 @@ def nasty(plan: Plan) -> list[Row]:
     smallest to the largest size, and this checkout against the revision before issue 22's
     work (`NIGHTS_BASELINE`; issue 12's own was BASELINE_REVISION) side by side.
 
-    The two exporters run alternately against one emulator, so a change in the machine's
-    load during the scenario falls on both alike.
+    The two exporters run alternately, each against its emulator of the same catalog (the
+    baseline's serves ties in id order: `BEFORE_TIE_FIX`), so a change in the machine's load
+    during the scenario falls on both alike.
     """
+    from tests.bench.baseline import BEFORE_TIE_FIX, revision_tree
     from tests.bench.baseline import NIGHTS_BASELINE as BASELINE_REVISION
-    from tests.bench.baseline import revision_tree
 
     rows: list[Row] = []
     baseline: list[Row] = []
+    nasty = ["--profile", "nasty"]
     with revision_tree(BASELINE_REVISION) as old:
         for images in plan.nasty_images:
-            with emulator(images, args=["--profile", "nasty"]) as emu:
+            with (
+                emulator(images, args=nasty) as emu,
+                emulator(images, args=[*nasty, *BEFORE_TIE_FIX]) as old_emu,
+            ):
                 now, then = [], []
                 for _ in range(plan.repeat):
                     now.append(checked(run_export(emu, config=export_config()), images))
                     if old is not None:
-                        run = run_export(emu, config=export_config(), tree=old)
+                        run = run_export(old_emu, config=export_config(), tree=old)
                         check(run, images, baseline=True)
                         then.append(run)
             rows.append(summarize("nasty", f"{images:,} images", now))
@@ -426,7 +431,7 @@ def new_uploads(plan: Plan) -> list[Row]:
 def second_nights(plan: Plan) -> list[Row]:
     """Issue 22: the peak RSS of nights with their change set (nasty catalog), this checkout
     beside NIGHTS_BASELINE (the revision before that issue's work), run alternately."""
-    from tests.bench.baseline import NIGHTS_BASELINE, revision_tree
+    from tests.bench.baseline import BEFORE_TIE_FIX, NIGHTS_BASELINE, revision_tree
     from tests.bench.nights import rows_for
 
     sizes = [(images, "1%") for images in plan.night_images] + list(plan.night_more)
@@ -435,7 +440,8 @@ def second_nights(plan: Plan) -> list[Row]:
         for size in sizes:
             rows += rows_for([size], plan.repeat, None, "")
             if old is not None:
-                rows += rows_for([size], plan.repeat, old, f" @{NIGHTS_BASELINE}")
+                label = f" @{NIGHTS_BASELINE}"
+                rows += rows_for([size], plan.repeat, old, label, BEFORE_TIE_FIX)
     return rows
 
 
