@@ -269,7 +269,7 @@ def _walk_source(
             async for page in pages:
                 images = walk.feed(page)
                 stats.duplicates_dropped = walk.repeats
-                yield Chunk(images, walk.state(), 1)
+                yield Chunk.built(images, walk.state(), 1)
                 if walk.done:
                     return
 
