@@ -32,10 +32,12 @@ nothing has been yielded when that happens.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import json
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -224,6 +226,37 @@ def connect(
     return con
 
 
+# madvise(2)'s MADV_PAGEOUT (Linux >= 5.4): reclaim a range's pages, keeping their content.
+_MADV_PAGEOUT = 21
+
+
+def release_duckdb_pages() -> None:
+    """Hand back the pages of DuckDB's library once the diff's connection is closed.
+
+    The joins touch ~40 MB of DuckDB's code and read-only data, which stay in the process's
+    RSS though nothing runs them until the next diff: the read-back and the change parts'
+    writer then peaked on top of them (the mass-change night at 194-205 MB). MADV_PAGEOUT
+    asks the kernel to reclaim those pages: clean pages of the file are dropped and read
+    again from it if DuckDB runs again (another account of a fleet, a sink's load); a page
+    whose content exists only in memory (relocated data) is kept or swapped, never lost.
+    Where madvise cannot (not Linux, a kernel before 5.4) nothing changes.
+    """
+    module_file = getattr(sys.modules.get("_duckdb"), "__file__", None)
+    if module_file is None:
+        return
+    library = os.path.realpath(module_file)  # as /proc/self/maps names it
+    try:
+        madvise = ctypes.CDLL(None).madvise
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            ranges = [line.split(maxsplit=1)[0] for line in maps if line.rstrip().endswith(library)]
+    except (AttributeError, OSError):
+        return
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for span in ranges:
+        start, end = (int(bound, 16) for bound in span.split("-"))
+        madvise(start, end - start, _MADV_PAGEOUT)  # a failure leaves the pages where they are
+
+
 def iter_changes(
     current: NightSource,
     previous: NightSource | None,
@@ -248,6 +281,7 @@ def iter_changes(
         results = _joined(current, previous, settings, temp_directory)
     except duckdb.Error as exc:  # e.g. out of memory under the last cap: one line, exit 5
         raise _failed(current, exc) from exc
+    release_duckdb_pages()
     pool = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())  # see `_READ_BACK`
     try:

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-import duckdb
 
 from exporter.api.pacing import Pacer
 from exporter.api.pagination import ListRequest
@@ -270,7 +269,7 @@ def _walk_source(
             async for page in pages:
                 images = walk.feed(page)
                 stats.duplicates_dropped = walk.repeats
-                yield Chunk(images, walk.state(), 1)
+                yield Chunk.built(images, walk.state(), 1)
                 if walk.done:
                     return
 
@@ -283,6 +282,8 @@ def known_ids(store: Store, layout: Layout, base: Base, plan: BatchPlan) -> set[
     DuckDB reads the files with the filter pushed down (row groups whose `uploaded` is all
     older are skipped), so only the lag window's ids reach Python.
     """
+    import duckdb  # here: every export imports this module, and a walk needs no DuckDB
+
     with tempfile.TemporaryDirectory(prefix="cf-new-uploads-") as scratch:
         con = duckdb.connect()
         try:

@@ -217,7 +217,7 @@ class _Written:
 
     batch: pa.RecordBatch | None
     pages: int
-    walker_state: dict[str, Any]
+    walker_state: Callable[[], dict[str, Any]]  # built at a checkpoint only (`Chunk.state`)
     normalizer_state: dict[str, Any]
 
 
@@ -225,7 +225,7 @@ class _Written:
 class _Progress:
     """What the writer has made durable or written so far (the next checkpoint's content)."""
 
-    walker_state: dict[str, Any] | None
+    walker_state: Callable[[], dict[str, Any] | None]  # built at a checkpoint only
     normalizer_state: dict[str, Any] | None = None
 
 
@@ -252,7 +252,8 @@ async def walk_and_write(
     client = make_client(
         config.base_url, config.account_id, config.credentials, config.walk, stats, run.pacer
     )
-    progress = _Progress(run.checkpoint.walker_state, run.checkpoint.normalizer_state)
+    resumed = run.checkpoint.walker_state
+    progress = _Progress(lambda: resumed, run.checkpoint.normalizer_state)
     cadence = Cadence(config.sinks.part_s)
     async with client:
         if walk is None:
@@ -362,10 +363,9 @@ async def _write_batches(
 async def _commit(run: Run, progress: _Progress) -> None:
     for sink in run.sinks:
         await sink.commit_part()
+    walker_state = progress.walker_state()  # here, not in the thread: the walk goes on
     await anyio.to_thread.run_sync(
-        functools.partial(
-            run.save, progress.walker_state, normalizer_state=progress.normalizer_state
-        )
+        functools.partial(run.save, walker_state, normalizer_state=progress.normalizer_state)
     )
     run.stats.committed_images = run.stats.images
     run.stats.committed_pages = run.stats.pages

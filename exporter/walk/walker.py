@@ -56,6 +56,7 @@ restarts that cursor from the beginning, in replay too.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import operator
@@ -110,11 +111,21 @@ def make_client(
 
 @dataclass(frozen=True)
 class Chunk:
-    """Images safe to write (never re-sent), and the state to checkpoint once they are."""
+    """Images safe to write (never re-sent), and the state to checkpoint once they are.
+
+    `state` builds that state when a checkpoint is taken (in the walk's thread), not for
+    every page: a cursor inside a bulk import's instant holds up to its size of tie ids, and
+    copying them for each page of it cost ~10 MB of peak RSS at 150,000 tied images.
+    """
 
     images: list[Image]
-    state: dict[str, Any]
+    state: Callable[[], dict[str, Any]]
     pages: int
+
+    @classmethod
+    def built(cls, images: list[Image], state: dict[str, Any], pages: int) -> Chunk:
+        """Return a chunk whose state is built already (a walk whose state is small)."""
+        return cls(images, lambda: state, pages)
 
 
 # -- the pure merge ----------------------------------------------------------------------------
@@ -175,10 +186,12 @@ class Side:
     stopped: bool = False  # no more pages wanted (the walk is over)
     position: datetime | None = None  # `uploaded` of the furthest image served
     position_text: str | None = None  # the same, as the API wrote it
-    tie_ids: set[str] = field(default_factory=set)  # the ids served at `position`
+    # The ids served at `position`, in the order served: only ever added to, or replaced by
+    # a new dict at a new position, so the first n of them are the tie ids as of n served.
+    tie_ids: dict[str, None] = field(default_factory=dict)
     entry: str | None = None  # the token of the page where `position` first appeared
     previous: datetime | None = None  # the position before `position`, and its tie ids
-    previous_ids: set[str] = field(default_factory=set)
+    previous_ids: dict[str, None] = field(default_factory=dict)
     replay: bool = False  # restarted from the beginning: skip what was served, silently
     out_of_order: int = 0  # images served behind the position, never served before: kept
     duplicates_dropped: int = 0  # ids this cursor served again: dropped
@@ -233,23 +246,23 @@ class Side:
         recent = self.recent
         if len(set(ids)) != len(ids) or not recent.ids.isdisjoint(ids):
             return None
-        if not self.tie_ids.isdisjoint(ids):
+        if not self.tie_ids.keys().isdisjoint(ids):
             return None
         if last == self.position:
-            self.tie_ids.update(ids)
+            self.tie_ids.update(dict.fromkeys(ids))
         else:
             run = instants.index(last)  # where the run of the last instant starts
             if run:  # the run before it: the previous position
                 before = instants[run - 1]
                 start = instants.index(before)
                 if before == self.position:
-                    self.tie_ids.update(ids[start:run])
+                    self.tie_ids.update(dict.fromkeys(ids[start:run]))
                     self.previous, self.previous_ids = before, self.tie_ids
                 else:
-                    self.previous, self.previous_ids = before, set(ids[start:run])
+                    self.previous, self.previous_ids = before, dict.fromkeys(ids[start:run])
             elif self.position is not None:
                 self.previous, self.previous_ids = self.position, self.tie_ids
-            self.tie_ids = set(ids[run:])
+            self.tie_ids = dict.fromkeys(ids[run:])
             self.position, self.position_text = last, texts[run]
         recent.add(ids, self.position)
         return Accepted(instants, list(images), ordered=True)
@@ -289,14 +302,14 @@ class Side:
                         continue
                     if position is not None:
                         previous, previous_ids = position, ties
-                    position, position_text, ties = instant, text, {image_id}
+                    position, position_text, ties = instant, text, {image_id: None}
                 elif self.replay and (instant != position or image_id in ties):
                     continue  # exported before the restart
                 elif seen:
                     self.duplicates_dropped += 1
                     continue
                 elif instant == position:
-                    ties.add(image_id)  # one more of the tie, in whatever order it comes
+                    ties[image_id] = None  # one more of the tie, in whatever order it comes
                 elif floor is None or ahead(instant, floor) or instant == previous:
                     self.out_of_order += 1  # never served: every id served there is known
                 else:
@@ -318,19 +331,30 @@ class Side:
 
     def state(self) -> dict[str, Any]:
         """Return this cursor's JSON-ready state (its tie ids grow with the largest tie)."""
-        return {
+        return self.frozen_state()()
+
+    def frozen_state(self) -> Callable[[], dict[str, Any]]:
+        """Return a call that builds `state()` as of now, at any later time, without copying
+        the tie ids now: they are the first ones of `tie_ids` (see there)."""
+        state = {
             "order": self.order,
             "token": self.token,
             "started": self.started,
             "ended": self.ended,
             "stopped": self.stopped,
             "position": self.position_text,
-            "tie_ids": list(self.tie_ids),
+            "tie_ids": None,
             "entry": self.entry,
             "replay": self.replay,
             "out_of_order": self.out_of_order,
             "duplicates_dropped": self.duplicates_dropped,
         }
+        ties, served = self.tie_ids, len(self.tie_ids)
+
+        def build() -> dict[str, Any]:
+            return {**state, "tie_ids": list(itertools.islice(ties, served))}
+
+        return build
 
     @classmethod
     def from_state(cls, data: Mapping[str, Any], recent_ids: int = RECENT_IDS) -> Side:
@@ -341,7 +365,7 @@ class Side:
             started=bool(data.get("started")),
             ended=bool(data.get("ended")),
             stopped=bool(data.get("stopped")),
-            tie_ids=set(data.get("tie_ids", ())),
+            tie_ids=dict.fromkeys(data.get("tie_ids", ())),
             entry=data.get("entry"),
             replay=bool(data.get("replay")),
             out_of_order=int(data.get("out_of_order", 0)),
@@ -381,12 +405,22 @@ class Merge:
 
     def state(self) -> dict[str, Any]:
         """Return the JSON-ready resume state."""
-        return {
-            "version": STATE_VERSION,
-            "both": self.both,
-            "sides": [side.state() for side in self.sides.values()],
-            "done": self.done,
-        }
+        return self.frozen_state()()
+
+    def frozen_state(self) -> Callable[[], dict[str, Any]]:
+        """Return a call that builds `state()` as of now, at any later time (`Chunk.state`)."""
+        sides = [side.frozen_state() for side in self.sides.values()]
+        both, done = self.both, self.done
+
+        def build() -> dict[str, Any]:
+            return {
+                "version": STATE_VERSION,
+                "both": both,
+                "sides": [side() for side in sides],
+                "done": done,
+            }
+
+        return build
 
     @classmethod
     def from_state(cls, data: Mapping[str, Any], *, recent_ids: int = RECENT_IDS) -> Merge:
@@ -548,7 +582,7 @@ class Walker:
                     if side.stopped and side.order in scopes:
                         scopes.pop(side.order).cancel()
                 try:
-                    yield Chunk(images=images, state=merge.state(), pages=1)
+                    yield Chunk(images=images, state=merge.frozen_state(), pages=1)
                 except GeneratorExit:
                     tg.cancel_scope.cancel()
                     return

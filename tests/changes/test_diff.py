@@ -338,6 +338,45 @@ def test_a_first_night_never_loads_duckdb(tmp_path: Path) -> None:
     assert done.stdout.split() == ["20", "False"]
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="MADV_PAGEOUT and /proc are Linux's")
+def test_duckdb_s_pages_are_handed_back_after_the_joins(tmp_path: Path) -> None:
+    """Once the joins ran and DuckDB is closed, its library's pages leave the process's RSS
+    (the read-back's peak stood on ~40 MB of them), and a later diff still runs."""
+    previous = write_parquet(tmp_path / "2024-01-01.parquet", varied_night(300))
+    current = write_parquet(tmp_path / "2024-01-02.parquet", varied_night(330)[20:])
+    script = (
+        "import os, sys; from pathlib import Path\n"
+        "from exporter.changes import diff\n"
+        "from exporter.sinks import NightSource\n"
+        "if sys.argv[1] == 'kept': diff.release_duckdb_pages = lambda: None\n"
+        f"cur = NightSource('parquet', '2024-01-02', ({str(current.paths[0])!r},))\n"
+        f"prev = NightSource('parquet', '2024-01-01', ({str(previous.paths[0])!r},))\n"
+        "settings = diff.DiffSettings(small_rows=0)\n"
+        f"tmp = Path({str(tmp_path)!r})\n"
+        "def rows(): return sum(b.num_rows for b in diff.iter_changes("
+        "cur, prev, settings=settings, temp_directory=tmp))\n"
+        "first = rows()\n"
+        "lib = os.path.realpath(sys.modules['_duckdb'].__file__)\n"
+        "kb, inside = 0, False\n"
+        "for line in open('/proc/self/smaps'):\n"
+        "    head = line.split()\n"
+        "    if '-' in head[0] and len(head) >= 5: inside = line.rstrip().endswith(lib)\n"
+        "    elif inside and head[0] == 'Rss:': kb += int(head[1])\n"
+        "print(first, rows(), kb)\n"
+    )
+
+    def run(mode: str) -> list[int]:
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return [int(word) for word in done.stdout.split()]
+
+    first, again, released_kb = run("released")
+    _, _, kept_kb = run("kept")
+    assert first == again > 20
+    assert kept_kb > 10_000, kept_kb  # the joins ran DuckDB's code
+    assert released_kb < kept_kb / 2, (released_kb, kept_kb)
+
+
 def varied_night(count: int) -> list[dict[str, Any]]:
     """Return `count` images whose fields take every shape a night holds (nulls, "", lists)."""
     rows = []

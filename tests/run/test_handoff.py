@@ -111,3 +111,33 @@ def test_an_interpreter_that_cannot_start_leaves_the_run_here(
         assert not os.get_inheritable(lock.fileno())
     assert handoff.ENV not in os.environ
     assert "publishing the change set in this process: no such interpreter" in caplog.text
+
+
+def _imported(stderr: str) -> list[set[str]]:
+    """Return the modules each process imported, from `-X importtime`'s lines (a header
+    starts each process: the walk's, then the change step's after a handoff)."""
+    processes: list[set[str]] = []
+    for line in stderr.splitlines():
+        if line.startswith("import time: self"):
+            processes.append(set())
+        elif line.startswith("import time:") and processes:
+            processes[-1].add(line.rpartition("|")[2].strip())
+    return processes
+
+
+def test_a_walk_never_loads_duckdb(tmp_path: Path) -> None:
+    """DuckDB's library (~25 MB resident once imported) stays out of the walk's process, whose
+    peak is the night's at millions of images: a Parquet export's first night loads it
+    nowhere, a second night's walk neither (its change step may, in its own process)."""
+    out = tmp_path / "out"
+    night = ("--night", "1", "--churn", str(CHURN))
+    processes = []
+    for date, emulator_args in zip(DATES, ((), night), strict=True):
+        with emulator_process(IMAGES, SEED, *emulator_args) as emu:
+            done = _export(out, date, emu.env(PYTHONPROFILEIMPORTTIME="1"))
+        assert done.returncode == 0, done.stderr
+        processes.append(_imported(done.stderr))
+    (first,), (walk, _change_step) = processes
+    assert "exporter.run.pipeline" in first and "exporter.walk.walker" in walk
+    assert "duckdb" not in first
+    assert "duckdb" not in walk

@@ -232,6 +232,24 @@ class TestMerge:
         assert merge.done
         assert merge.out_of_order == merge.duplicates_dropped == 0
 
+    @pytest.mark.parametrize("ties", TIE_ORDERS)
+    def test_a_state_built_later_is_the_state_as_of_its_page(self, ties: str) -> None:
+        """`Chunk.state` is built when a checkpoint is taken, pages later: it must name
+        exactly what was served up to its page (a resume skips those tie ids as exported),
+        never ids of the same tie served after it."""
+        rng = random.Random(5)
+        catalog = make_catalog(400, 6, rng)  # ties of ~70 images over pages of 10
+        source = Source(catalog, 10, ties=ties, sizes=random.Random(1))
+        merge = Merge.start(("asc", "desc"), recent_ids=20)
+        built_then, built_later = [], []
+        while sides := merge.wanted():
+            side = rng.choice(sides)
+            merge.feed(side.order, source.page(side.order, side.token))
+            built_then.append(json.dumps(merge.state()))
+            built_later.append(merge.frozen_state())
+        assert len(built_later) > 20
+        assert [json.dumps(build()) for build in built_later] == built_then
+
     def test_both_ends_read_no_more_pages_than_one_cursor(self) -> None:
         """Two cursors meeting in the middle read the catalog once between them (+1 page)."""
         rng = random.Random(3)
@@ -580,7 +598,7 @@ class TestWalker:
         orders = {order for order, _ in client.calls}
         assert orders == ({"desc"} if mode == "single" else {"asc", "desc"})
         assert all(chunk.pages == 1 for chunk in chunks)
-        json.dumps(chunks[-1].state)  # JSON-ready
+        json.dumps(chunks[-1].state())  # JSON-ready
 
     async def test_sort_order_means_one_cursor(self) -> None:
         rng = random.Random(2)
@@ -598,7 +616,7 @@ class TestWalker:
         catalog = make_catalog(300, 25, rng)
         source = Source(catalog, 10)
         first = await collect(walker(FakeClient(source)), limit=cut)
-        rest = await collect(walker(FakeClient(source), state=first[-1].state))
+        rest = await collect(walker(FakeClient(source), state=first[-1].state()))
         assert ids(all_images(first) + all_images(rest)) == ids(catalog)
 
     async def test_rejected_token_restarts_with_a_warning(
@@ -609,7 +627,7 @@ class TestWalker:
         catalog = make_catalog(300, 25, rng)
         source = Source(catalog, 10)
         first = await collect(walker(FakeClient(source)), limit=6)
-        state = json.loads(json.dumps(first[-1].state))
+        state = json.loads(json.dumps(first[-1].state()))
         for side in state["sides"]:  # a resume starts from the entry token
             if side["entry"] is not None:
                 side["entry"] = "bad"
@@ -647,7 +665,7 @@ class TestWalker:
         chunks = await collect(w)
         assert ids(all_images(chunks)) == Counter(key[-1] for key in source.keys["asc"])
         assert (w.stats.out_of_order, w.stats.duplicates_dropped) == (9, 1)
-        assert chunks[-1].state["sides"][0]["out_of_order"] == 9
+        assert chunks[-1].state()["sides"][0]["out_of_order"] == 9
 
     async def test_an_image_from_far_back_surfaces_as_a_cursor_error(self) -> None:
         rng = random.Random(1)
@@ -690,7 +708,7 @@ class TestWalker:
         rng = random.Random(1)
         source = Source(make_catalog(30, 5, rng), 10)
         chunks = await collect(walker(FakeClient(source)))
-        assert chunks[-1].state["done"]
+        assert chunks[-1].state()["done"]
         client = FakeClient(source)
-        assert await collect(walker(client, state=chunks[-1].state)) == []
+        assert await collect(walker(client, state=chunks[-1].state())) == []
         assert client.calls == []

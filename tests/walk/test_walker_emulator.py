@@ -126,7 +126,7 @@ async def test_resume_from_a_mid_walk_state(emulator_factory: EmulatorFactory, m
     async with emulator_factory(images=700, seed=4) as emu:
         request = ListRequest(per_page=10)
         first = await walk(emu, request, options(mode=mode), limit=12)
-        state = json.loads(json.dumps(first[-1].state))
+        state = json.loads(json.dumps(first[-1].state()))
         rest = await walk(emu, request, options(mode=mode), state=state)
         assert emitted(first) + emitted(rest) == catalog_ids(emu)
 
@@ -139,7 +139,7 @@ async def test_resume_with_a_rejected_token(
     async with emulator_factory(images=700, seed=4) as emu:
         request = ListRequest(per_page=10)
         first = await walk(emu, request, options(mode=mode), limit=12)
-        state = json.loads(json.dumps(first[-1].state))
+        state = json.loads(json.dumps(first[-1].state()))
         for side in state["sides"]:  # a resume starts from the entry token
             if side["entry"]:
                 side["entry"] = "not-a-token-of-this-api"

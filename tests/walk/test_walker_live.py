@@ -171,7 +171,7 @@ async def test_a_bulk_import_on_one_instant_stays_flat(
             async with aclosing(walker.chunks()) as chunks:
                 async for chunk in chunks:
                     seen.update(image["id"] for image in chunk.images)
-                    sizes.append(len(json.dumps(chunk.state)))
+                    sizes.append(len(json.dumps(chunk.state())))
         assert seen == Counter(key[1] for key in emu.catalog.keys)
         longest = max(len(key[1]) for key in emu.catalog.keys)
         cursors = 2 if mode == "both" else 1  # each holds at most the tie's ids
