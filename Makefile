@@ -57,8 +57,8 @@ emulator: $(STAMP) ## serve the Images API emulator on loopback (Ctrl-C stops it
 demo: $(STAMP) ## export two nights of a 50,000-image emulated catalog; DuckDB shows what changed
 	$(BIN)/cf-images-export demo
 
-bench: $(STAMP) ## run the benchmark suite (tests/bench), print and save the table
-	$(BIN)/python -m tests.bench
+bench: $(STAMP) ## run the benchmark suite (tests/bench), print and save the table; BENCH_ARGS="--only nasty ..." picks scenarios
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean: ## remove the venv, caches, demo output and the examples' output directories
 	rm -rf $(VENV) demo-output emulator-output out out-filtered out-active bench-results .mypy_cache .ruff_cache .pytest_cache .hypothesis
