@@ -339,10 +339,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExporterError as exc:
         return report_error(exc, as_json=as_json)
     except KeyboardInterrupt:
+        line = _interrupted_line(args.command)
         if as_json:
-            return report_error(Interrupted("interrupted"), as_json=True)
-        print(f"{PROG}: interrupted", file=sys.stderr)
+            return report_error(Interrupted(line), as_json=True)
+        print(f"{PROG}: {line}", file=sys.stderr)
         return Interrupted.exit_code
+
+
+def _interrupted_line(command: str) -> str:
+    """Return the line of a Ctrl-C the run's own handler did not catch (before it was set up,
+    a second one, or in the process a run hands its change step to): what to do next."""
+    if command in ("export", "fleet"):
+        return f"interrupted: run the same {command} with --resume to continue or finish it"
+    return "interrupted"
 
 
 def report_error(error: ExporterError, *, as_json: bool = False) -> int:
@@ -504,7 +513,13 @@ async def _run_with_signals(
 
 
 def stopped_line(name: str, stats: RunStats) -> str:
-    """Return what a stopped run keeps: the images of its committed parts, or nothing."""
+    """Return what a stopped run keeps and what to do: finish its publication, resume its
+    walk after the committed parts, or nothing."""
+    if stats.publishing is not None:
+        return (
+            f"stopped by {name} while publishing {stats.publishing}: run the same export "
+            "with --resume to finish it (nothing is walked again)"
+        )
     if stats.committed_pages == 0:
         return f"stopped by {name} before the first checkpoint: nothing is kept to resume"
     return (

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from exporter.run.crashpoint import CRASH_AT_ENV, CRASH_SIGNAL_ENV
 from tests.helpers import emulator_process, run_cli
 
 DATE = "2026-11-27"
@@ -30,3 +33,29 @@ def test_a_run_failing_at_its_first_request_leaves_nothing_to_resume(tmp_path: P
     said = [line for line in resumed.stderr.splitlines() if "resum" in line or "discard" in line]
     assert len(said) == 1 and "nothing to resume" in said[0], said
     assert staged_runs(out) == []
+
+
+@pytest.mark.parametrize("point", ["sealed", "files-published"])
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stop_during_publication_says_resume_finishes_it(
+    tmp_path: Path, point: str, signum: str
+) -> None:
+    """SIGTERM/SIGINT once the snapshot is sealed (or its files published, before the DuckDB
+    load): exit 130 with one line naming the snapshot and `--resume`, which then finishes
+    the publication without walking."""
+    out = tmp_path / "out"
+    args = ["export", "--output", str(out), "--format", "parquet", "--format", "duckdb"]
+    args += ["--snapshot-date", DATE]
+    with emulator_process(50, 3) as emu:
+        stop = {CRASH_AT_ENV: point, CRASH_SIGNAL_ENV: signum}
+        stopped = run_cli(args, emu.env(**stop))
+        env = emu.env()
+    assert stopped.returncode == 130, stopped.stderr
+    errors = [line for line in stopped.stderr.splitlines() if "error:" in line]
+    assert errors == [
+        f"cf-images-export: error: stopped by {signum} while publishing snapshot_date={DATE}: "
+        "run the same export with --resume to finish it (nothing is walked again)"
+    ], stopped.stderr
+    resumed = run_cli([*args, "--resume"], env)  # the emulator is gone: nothing is walked
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_cli(["inspect", str(out)]).returncode == 0
