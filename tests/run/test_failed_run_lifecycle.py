@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.cli import commands
 from exporter.run.crashpoint import CRASH_AT_ENV, CRASH_SIGNAL_ENV
 from tests.helpers import emulator_process, run_cli
 
@@ -59,3 +60,19 @@ def test_a_stop_during_publication_says_resume_finishes_it(
     resumed = run_cli([*args, "--resume"], env)  # the emulator is gone: nothing is walked
     assert resumed.returncode == 0, resumed.stderr
     assert run_cli(["inspect", str(out)]).returncode == 0
+
+
+def test_a_ctrl_c_the_run_does_not_catch_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C outside the run's own handler (before it is set up, a second one) is one line
+    that says to re-run with --resume, exit 130."""
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "run_export", interrupted)
+    assert commands.main(["export", "--output", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "cf-images-export: interrupted: run the same export with --resume to continue or finish it"
+    ]
