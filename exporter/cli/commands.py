@@ -30,6 +30,7 @@ from exporter.errors import (
     FleetFailedError,
     IntegrityError,
     Interrupted,
+    UnfinishedRun,
 )
 from exporter.stats import RunStats
 from exporter.tasks import FirstErrorGroup
@@ -607,6 +608,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     OUT may be a directory or a bucket URI (s3://, gs://), as for `export --output`. Every
     snapshot is verified and reported, the damaged ones with each of their problems, before
     the run exits 7 for any of them; a path without any snapshot is a usage error (exit 2).
+    A snapshot whose run stopped before loading its tables (checkpoint "committing") is
+    unfinished, not damaged: it exits 130, the code of the stopped run `--resume` finishes.
     """
     from exporter.changes.change_set import change_dates
     from exporter.snapshot.manifest import snapshot_dates
@@ -639,20 +642,24 @@ def run_inspect(args: argparse.Namespace) -> int:
         data = [
             {"snapshot": r.directory, "files": r.files, "rows": r.rows, "bytes": r.bytes}
             | ({} if r.ok else {"problems": r.problems})
+            | ({"unfinished": r.unfinished} if r.unfinished else {})
             for r in reports
         ]
         print(json.dumps(data, indent=2))
     for r in reports if not args.json else ():
         kind = r.manifest.kind if r.manifest else None
         what = {"changes": "changes", "new_uploads": "new uploads"}.get(str(kind), "images")
-        if r.ok and not r.files and r.tables:  # no file: nothing had a sha256 to verify
+        intact = r.ok and not r.unfinished  # else its lines say what is wrong or left to do
+        if intact and not r.files and r.tables:  # no file: nothing had a sha256 to verify
             print(f"{r.directory}: ok, {r.rows:,} {what} in the {' and '.join(r.tables)} table")
-        elif r.ok:
+        elif intact:
             print(
                 f"{r.directory}: ok, {r.rows:,} {what} in {r.files} file{'s' * (r.files != 1)}, "
                 f"{r.bytes:,} bytes, "
                 "sha256 verified"
             )
+        for waiting in r.unfinished:
+            print(f"{r.directory}: UNFINISHED: {waiting}")
         for problem in r.problems:
             print(f"{r.directory}: DAMAGED: {problem}")
     damaged = [r for r in reports if not r.ok]
@@ -664,6 +671,10 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"{len(damaged)} of {len(reports)} snapshots do not match their manifests (every "
             f"problem is listed above), first {first.directory}: {first.problems[0]}"
         )
+    unfinished = [r for r in reports if r.unfinished]
+    if unfinished:
+        first = unfinished[0]
+        raise UnfinishedRun(f"{first.directory}: {first.unfinished[0]}")
     return 0
 
 

@@ -3,6 +3,7 @@ against the emulator in its own process."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,37 @@ def test_a_ctrl_c_the_run_does_not_catch_says_what_to_do(
     assert capsys.readouterr().err.splitlines() == [
         "cf-images-export: interrupted: run the same export with --resume to continue or finish it"
     ]
+
+
+def test_inspect_tells_a_table_not_loaded_yet_from_a_damaged_one(tmp_path: Path) -> None:
+    """Killed after its files were published, before the DuckDB load: `inspect` says in one
+    line that the table is not loaded yet (exit 130, what a stopped run exits with), not
+    that the snapshot is damaged (7). A damaged file then still exits 7, and after
+    `--resume` everything verifies (0)."""
+    out = tmp_path / "out"
+    args = ["export", "--output", str(out), "--format", "parquet", "--format", "duckdb"]
+    args += ["--snapshot-date", DATE]
+    snapshot = out / f"snapshot_date={DATE}"
+    with emulator_process(50, 3) as emu:
+        killed = run_cli(args, emu.env(**{CRASH_AT_ENV: "files-published"}))
+        env = emu.env()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    inspected = run_cli(["inspect", str(out)])
+    assert inspected.returncode == 130, inspected.stderr
+    says = "duckdb table not loaded yet: run the same export with --resume to finish it"
+    assert inspected.stdout.splitlines() == [f"snapshot_date={DATE}: UNFINISHED: {says}"]
+    assert inspected.stderr.splitlines() == [
+        f"cf-images-export: error: snapshot_date={DATE}: {says}"
+    ]
+    part = next(snapshot.glob("*.parquet"))
+    intact = part.read_bytes()
+    part.write_bytes(intact[:-1] + bytes([intact[-1] ^ 1]))
+    damaged = run_cli(["inspect", str(out)])
+    assert damaged.returncode == 7, damaged.stderr
+    assert "DAMAGED" in damaged.stdout and "UNFINISHED" in damaged.stdout
+    part.write_bytes(intact)
+    resumed = run_cli([*args, "--resume"], env)  # the emulator is gone: nothing is walked
+    assert resumed.returncode == 0, resumed.stderr
+    verified = run_cli(["inspect", str(out)])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "UNFINISHED" not in verified.stdout
