@@ -212,3 +212,13 @@ class Interrupted(ExporterError):
     """The run was stopped by SIGINT/SIGTERM; the checkpoint is kept for --resume."""
 
     exit_code = 130
+
+
+class UnfinishedRun(ExporterError):
+    """`inspect`: a snapshot's files are intact but a run stopped before loading its tables.
+
+    Not a mismatch (7): `--resume` finishes it. It carries the code of the stopped run it
+    reports (130, interrupted: checkpoint kept, `--resume` continues).
+    """
+
+    exit_code = Interrupted.exit_code

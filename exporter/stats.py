@@ -7,7 +7,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # Fields that are no counter: neither in the manifest's `counts` nor in a checkpoint's.
-NOT_COUNTS = ("current_wait", "batch_refusal", "extra", "committed_images", "committed_pages")
+NOT_COUNTS = (
+    "current_wait",
+    "batch_refusal",
+    "extra",
+    "committed_images",
+    "committed_pages",
+    "publishing",
+)
 
 
 @dataclass
@@ -35,6 +42,9 @@ class RunStats:
     # line of a stopped run; a restored checkpoint's counts are all committed.
     committed_images: int = 0
     committed_pages: int = 0
+    # pipeline: where the run publishes, once its checkpoint says it is sealed ("publishing" or
+    # "committing"): a stop then leaves a publication for `--resume` to finish, not a walk.
+    publishing: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # pipeline: `api_count`
 
     def as_dict(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from exporter.errors import (
     FleetFailedError,
     IntegrityError,
     Interrupted,
+    UnfinishedRun,
 )
 from exporter.stats import RunStats
 from exporter.tasks import FirstErrorGroup
@@ -339,10 +340,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExporterError as exc:
         return report_error(exc, as_json=as_json)
     except KeyboardInterrupt:
+        line = _interrupted_line(args.command)
         if as_json:
-            return report_error(Interrupted("interrupted"), as_json=True)
-        print(f"{PROG}: interrupted", file=sys.stderr)
+            return report_error(Interrupted(line), as_json=True)
+        print(f"{PROG}: {line}", file=sys.stderr)
         return Interrupted.exit_code
+
+
+def _interrupted_line(command: str) -> str:
+    """Return the line of a Ctrl-C the run's own handler did not catch (before it was set up,
+    a second one, or in the process a run hands its change step to): what to do next."""
+    if command in ("export", "fleet"):
+        return f"interrupted: run the same {command} with --resume to continue or finish it"
+    return "interrupted"
 
 
 def report_error(error: ExporterError, *, as_json: bool = False) -> int:
@@ -504,7 +514,13 @@ async def _run_with_signals(
 
 
 def stopped_line(name: str, stats: RunStats) -> str:
-    """Return what a stopped run keeps: the images of its committed parts, or nothing."""
+    """Return what a stopped run keeps and what to do: finish its publication, resume its
+    walk after the committed parts, or nothing."""
+    if stats.publishing is not None:
+        return (
+            f"stopped by {name} while publishing {stats.publishing}: run the same export "
+            "with --resume to finish it (nothing is walked again)"
+        )
     if stats.committed_pages == 0:
         return f"stopped by {name} before the first checkpoint: nothing is kept to resume"
     return (
@@ -592,6 +608,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     OUT may be a directory or a bucket URI (s3://, gs://), as for `export --output`. Every
     snapshot is verified and reported, the damaged ones with each of their problems, before
     the run exits 7 for any of them; a path without any snapshot is a usage error (exit 2).
+    A snapshot whose run stopped before loading its tables (checkpoint "committing") is
+    unfinished, not damaged: it exits 130, the code of the stopped run `--resume` finishes.
     """
     from exporter.changes.change_set import change_dates
     from exporter.snapshot.manifest import snapshot_dates
@@ -624,20 +642,24 @@ def run_inspect(args: argparse.Namespace) -> int:
         data = [
             {"snapshot": r.directory, "files": r.files, "rows": r.rows, "bytes": r.bytes}
             | ({} if r.ok else {"problems": r.problems})
+            | ({"unfinished": r.unfinished} if r.unfinished else {})
             for r in reports
         ]
         print(json.dumps(data, indent=2))
     for r in reports if not args.json else ():
         kind = r.manifest.kind if r.manifest else None
         what = {"changes": "changes", "new_uploads": "new uploads"}.get(str(kind), "images")
-        if r.ok and not r.files and r.tables:  # no file: nothing had a sha256 to verify
+        intact = r.ok and not r.unfinished  # else its lines say what is wrong or left to do
+        if intact and not r.files and r.tables:  # no file: nothing had a sha256 to verify
             print(f"{r.directory}: ok, {r.rows:,} {what} in the {' and '.join(r.tables)} table")
-        elif r.ok:
+        elif intact:
             print(
                 f"{r.directory}: ok, {r.rows:,} {what} in {r.files} file{'s' * (r.files != 1)}, "
                 f"{r.bytes:,} bytes, "
                 "sha256 verified"
             )
+        for waiting in r.unfinished:
+            print(f"{r.directory}: UNFINISHED: {waiting}")
         for problem in r.problems:
             print(f"{r.directory}: DAMAGED: {problem}")
     damaged = [r for r in reports if not r.ok]
@@ -649,6 +671,10 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"{len(damaged)} of {len(reports)} snapshots do not match their manifests (every "
             f"problem is listed above), first {first.directory}: {first.problems[0]}"
         )
+    unfinished = [r for r in reports if r.unfinished]
+    if unfinished:
+        first = unfinished[0]
+        raise UnfinishedRun(f"{first.directory}: {first.unfinished[0]}")
     return 0
 
 

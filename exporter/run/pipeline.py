@@ -10,6 +10,7 @@ walks nothing: it resumes the tail where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import anyio
@@ -131,9 +132,24 @@ async def _export_locked(
         files, api_count = await walk_and_write(run)
     except BaseException:
         await abort_sinks(run)
+        await _discard_if_nothing_committed(run)
         raise
     manifest = _snapshot_manifest(run, files, api_count)
     return await finish(run, Start.FRESH, manifest)
+
+
+async def _discard_if_nothing_committed(run: Run) -> None:
+    """Delete the staging of a run that failed before its first checkpoint.
+
+    Nothing in it is resumable (a checkpoint names every committed part), so leaving it would
+    only make the next `--resume` find a run with nothing to continue. A run with a checkpoint
+    keeps its staging whatever happens. Shielded: also while the run is being cancelled; a
+    failure here never hides the run's own error.
+    """
+    key = run.checkpoint.run_key
+    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+        if not await anyio.to_thread.run_sync(run.store.exists, run.layout.checkpoint(key)):
+            await anyio.to_thread.run_sync(discard_run, run.store, run.layout, key)
 
 
 def _prepare_run(
@@ -152,7 +168,7 @@ def _prepare_run(
         log.log(logging.DEBUG if handed_over(key) else logging.INFO, "%s", point.message)
         checkpoint = point.checkpoint
     if checkpoint is None:
-        if store.exists(layout.run(key)):
+        if not config.resume and store.exists(layout.run(key)):
             log.info("discarding the staged files of an earlier, unfinished run of this request")
         discard_run(store, layout, key)
         checkpoint = new_checkpoint(fingerprint, date)

@@ -93,6 +93,7 @@ class Run:
         """Record a publication phase; parts, states and counts stay as last saved."""
         self.checkpoint.phase = phase
         save_checkpoint(self.store, self.layout, self.checkpoint)
+        self._sealed()
 
     def save(
         self,
@@ -111,6 +112,12 @@ class Run:
         self.checkpoint.counts = {**self.stats.as_dict(), **_bounds_state(self.bounds)}
         self.checkpoint.phase = phase
         save_checkpoint(self.store, self.layout, self.checkpoint)
+        self._sealed()
+
+    def _sealed(self) -> None:
+        """Tell the stats the run is sealed once its saved checkpoint says so (the stop line)."""
+        if self.checkpoint.phase != "writing":
+            self.stats.publishing = self.published
 
 
 def _bounds_state(bounds: UploadedBounds) -> dict[str, Any]:
@@ -197,7 +204,9 @@ def start_run(
         seed = [ColumnSpec.from_dict(c) for c in (previous.schema if previous else ())]
         normalizer = Normalizer(config.account_id, config.normalize, seed=seed or None)
         bounds = UploadedBounds()
-    return Run(config, store, layout, stats, checkpoint, normalizer, sinks, bounds, previous)
+    run = Run(config, store, layout, stats, checkpoint, normalizer, sinks, bounds, previous)
+    run._sealed()
+    return run
 
 
 async def open_sinks(run: Run) -> None:

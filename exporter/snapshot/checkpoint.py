@@ -173,6 +173,26 @@ def committing_runs(
     return found
 
 
+def loading_tables(store: Store, layout: Layout, snapshot_date: str, run_id: str) -> bool:
+    """Return whether run `run_id` of `snapshot_date` stopped after publishing its files.
+
+    Its checkpoint still says "committing": the sinks' publish steps (the DuckDB load, the
+    Delta commit) may not have run yet, so its tables may not hold the date's rows until
+    `--resume` (or the request's next run) completes them. That is unfinished, not corrupt.
+    """
+    for key in store.list_dir(layout.staging):
+        if run_key_date(key) is None or key[:10] != snapshot_date:
+            continue
+        raw = store.read_bytes(layout.checkpoint(key))
+        try:
+            data = orjson.loads(raw) if raw is not None else {}
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and data.get("run_id") == run_id:
+            return bool(data.get("phase") == "committing")
+    return False
+
+
 def stale_staged_runs(
     store: Store, layout: Layout, snapshot_date: str, keep_days: int = STALE_AFTER_DAYS
 ) -> list[str]:
