@@ -78,7 +78,7 @@ from exporter.store import Layout, Store, open_store
 from exporter.store.layout import LOCK_SUFFIX, ROOT, batch_name, run_key
 
 if TYPE_CHECKING:  # the walk's modules (aiohttp) load only when a batch walks
-    from exporter.api.client import ApiClient
+    from exporter.api.client import ApiClient, ConnectionPool
     from exporter.walk.walker import Chunk
 
 log = logging.getLogger("exporter.new_uploads")
@@ -155,20 +155,25 @@ async def run_export(
     stats: RunStats | None = None,
     layout: Layout = ROOT,
     pacer: Pacer | None = None,
+    pool: ConnectionPool | None = None,
 ) -> RunSummary:
     """Run what `config` asks: a batch of new uploads (`--new-uploads`), else a snapshot.
 
     The one entry point of `export` and of a fleet's accounts, as `pipeline.export` is.
     """
     if not config.new_uploads:
-        return await export(config, stats=stats, layout=layout, pacer=pacer)
+        return await export(config, stats=stats, layout=layout, pacer=pacer, pool=pool)
     with bulk_allocation():
         stats = stats if stats is not None else RunStats()
-        return await export_new_uploads(config, stats, layout, pacer)
+        return await export_new_uploads(config, stats, layout, pacer, pool)
 
 
 async def export_new_uploads(
-    config: ExportConfig, stats: RunStats, layout: Layout, pacer: Pacer | None
+    config: ExportConfig,
+    stats: RunStats,
+    layout: Layout,
+    pacer: Pacer | None,
+    pool: ConnectionPool | None,
 ) -> RunSummary:
     """Publish one batch of new uploads after the latest snapshot; return the summary."""
     store = await anyio.to_thread.run_sync(
@@ -186,7 +191,7 @@ async def export_new_uploads(
         base = await anyio.to_thread.run_sync(find_base, store, layout, config)
         if keys[-1] != run_key(batch_fingerprint(config), base.date):
             raise ConcurrentRunError("a snapshot was published while the batch began; run again")
-        return await _export_locked(config, store, layout, stats, pacer, base)
+        return await _export_locked(config, store, layout, stats, pacer, pool, base)
 
 
 def _prepare(
@@ -220,10 +225,11 @@ async def _export_locked(
     layout: Layout,
     stats: RunStats,
     pacer: Pacer | None,
+    pool: ConnectionPool | None,
     base: Base,
 ) -> RunSummary:
     run = await anyio.to_thread.run_sync(_prepare, config, store, layout, stats, base)
-    run.pacer = pacer
+    run.pacer, run.pool = pacer, pool
     assert run.plan is not None
     plan = run.plan
     if run.checkpoint.phase in ("publishing", "committing"):

@@ -43,7 +43,7 @@ from exporter.transform.normalize import Normalizer
 from exporter.transform.schema import ColumnSpec
 
 if TYPE_CHECKING:  # the walk's modules (aiohttp: ~14 MB) stay out of a handed-off change step
-    from exporter.api.client import ApiClient
+    from exporter.api.client import ApiClient, ConnectionPool
     from exporter.walk.walker import Chunk
 
 log = logging.getLogger("exporter.pipeline")  # the name JSON log lines have always carried
@@ -63,6 +63,7 @@ class Run:
     bounds: UploadedBounds = field(default_factory=UploadedBounds)
     previous: Manifest | None = None
     pacer: Pacer | None = None  # shared with other accounts of a fleet; None: the run's own
+    pool: ConnectionPool | None = None  # a fleet's connections; None: the client's own
     batch: str | None = None  # a batch of new uploads following snapshot D: its name
     plan: BatchPlan | None = None  # and its plan (`exporter.run.new_uploads`)
 
@@ -250,7 +251,13 @@ async def walk_and_write(
     from exporter.walk.walker import Walker, make_client
 
     client = make_client(
-        config.base_url, config.account_id, config.credentials, config.walk, stats, run.pacer
+        config.base_url,
+        config.account_id,
+        config.credentials,
+        config.walk,
+        stats,
+        run.pacer,
+        run.pool,
     )
     progress = _Progress(run.checkpoint.walker_state, run.checkpoint.normalizer_state)
     cadence = Cadence(config.sinks.part_s)
