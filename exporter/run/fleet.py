@@ -48,8 +48,9 @@ from exporter.run.summary import WITHHELD, RunSummary, display_path
 from exporter.stats import RunStats
 from exporter.store.layout import Layout
 
-if TYPE_CHECKING:  # aiohttp loads only where accounts walk
+if TYPE_CHECKING:  # aiohttp and pyarrow load only where accounts walk
     from exporter.api.client import ConnectionPool
+    from exporter.run.writer import Shared
 
 log = logging.getLogger("exporter.fleet")
 
@@ -235,12 +236,10 @@ def _set_by(key: str, settings: Mapping[str, Any]) -> bool:
 # -- running -------------------------------------------------------------------------------
 
 
-ExportOne = Callable[[FleetAccount, "Pacer", "ConnectionPool", RunStats], Awaitable[RunSummary]]
+ExportOne = Callable[[FleetAccount, "Shared", RunStats], Awaitable[RunSummary]]
 
 
-async def export_account(
-    account: FleetAccount, pacer: Pacer, pool: ConnectionPool, stats: RunStats
-) -> RunSummary:
+async def export_account(account: FleetAccount, shared: Shared, stats: RunStats) -> RunSummary:
     """Export one account into its own level of the output (the default `ExportOne`)."""
     from exporter.run.new_uploads_run import run_export as export
 
@@ -249,7 +248,7 @@ async def export_account(
         if done is not None:
             log.info("%s is already published", done.snapshot)
             return done
-    return await export(account.config, stats=stats, layout=account.layout, pacer=pacer, pool=pool)
+    return await export(account.config, stats=stats, layout=account.layout, shared=shared)
 
 
 def published_summary(account: FleetAccount) -> RunSummary | None:
@@ -287,10 +286,11 @@ async def run_accounts(
 
     Accounts sharing a credential share one pacer (Cloudflare's limit is per user), sized by
     the smallest share any of them configures; all of them share one pool of connections
-    (`shared_connections`: a small account's walk costs no more than a new connection's
-    handshakes).
+    (`shared_connections`: a new connection's handshakes cost as much as a small account's
+    walk). Each account's run gets both as its `Shared`.
     """
     from exporter.api.client import shared_connections  # aiohttp: only where accounts walk
+    from exporter.run.writer import Shared
 
     pacers: dict[str, Pacer] = {}
     for account in accounts:
@@ -306,7 +306,7 @@ async def run_accounts(
         async with limiter:
             stats = RunStats()
             outcomes[account.account_id] = await run_account(
-                account, stats, export_one(account, pacers[account.credential], pool, stats)
+                account, stats, export_one(account, Shared(pacers[account.credential], pool), stats)
             )
 
     async with shared_connections(workers) as pool, anyio.create_task_group() as group:

@@ -49,6 +49,16 @@ if TYPE_CHECKING:  # the walk's modules (aiohttp: ~14 MB) stay out of a handed-o
 log = logging.getLogger("exporter.pipeline")  # the name JSON log lines have always carried
 
 
+@dataclass(frozen=True)
+class Shared:
+    """What a fleet's account shares with the others: its credential's pacer (Cloudflare's
+    limit is per user) and the fleet's connections (a new one costs TCP and TLS handshakes,
+    as much as a small account's whole walk)."""
+
+    pacer: Pacer
+    pool: ConnectionPool
+
+
 @dataclass
 class Run:
     """The mutable state of one export run (a snapshot, or a batch), as a checkpoint records it."""
@@ -62,8 +72,7 @@ class Run:
     sinks: list[Sink]
     bounds: UploadedBounds = field(default_factory=UploadedBounds)
     previous: Manifest | None = None
-    pacer: Pacer | None = None  # shared with other accounts of a fleet; None: the run's own
-    pool: ConnectionPool | None = None  # a fleet's connections; None: the client's own
+    shared: Shared | None = None  # a fleet's account's; None: its own pacer and connections
     batch: str | None = None  # a batch of new uploads following snapshot D: its name
     plan: BatchPlan | None = None  # and its plan (`exporter.run.new_uploads`)
 
@@ -250,14 +259,15 @@ async def walk_and_write(
     config, stats = run.config, run.stats
     from exporter.walk.walker import Walker, make_client
 
+    shared = run.shared
     client = make_client(
         config.base_url,
         config.account_id,
         config.credentials,
         config.walk,
         stats,
-        run.pacer,
-        run.pool,
+        shared.pacer if shared else None,
+        shared.pool if shared else None,
     )
     progress = _Progress(run.checkpoint.walker_state, run.checkpoint.normalizer_state)
     cadence = Cadence(config.sinks.part_s)
