@@ -1,7 +1,7 @@
 """The Images API over HTTP: the only module importing aiohttp on the client side.
 
 One `ClientSession` per run (keep-alive, connect/read timeouts, TLS verification on); the runs
-of a fleet's accounts share its connections (`shared_connections`). Every
+of a fleet's accounts share its connections (a `ConnectionPool` the fleet passes down). Every
 request waits for the shared `Pacer`, then runs in a tenacity loop built from `RetryPolicy`;
 aiohttp exceptions never leave this module: they become `TransientError` inside the loop and
 `RetriesExhausted`/`AuthError`/`ResponseError` outside it. Secrets (API token, key, batch
@@ -24,7 +24,6 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -77,26 +76,28 @@ FORBIDDEN_ENDPOINT = "forbidden endpoint"
 AuthHeaders = Callable[[], Awaitable[dict[str, str]]]
 CONNECTIONS_PER_RUN = 16
 
-# The pool the clients entered inside `shared_connections` use; None: each opens its own.
-_SHARED_POOL: ContextVar[aiohttp.BaseConnector | None] = ContextVar("shared_pool", default=None)
+
+@dataclass(frozen=True)
+class ConnectionPool:
+    """The connections the clients of a fleet's accounts share (`shared_connections`)."""
+
+    connector: aiohttp.BaseConnector
 
 
 @contextlib.asynccontextmanager
-async def shared_connections(runs: int) -> AsyncIterator[None]:
-    """Let every client entered inside this context (a fleet's accounts, `runs` at a time)
-    take its connections from one pool, kept alive from one account to the next.
+async def shared_connections(runs: int) -> AsyncIterator[ConnectionPool]:
+    """Yield one pool for the clients of a fleet's accounts (`runs` at a time), kept alive
+    from one account to the next; close it on the way out.
 
     A new connection to the API costs its TCP and TLS handshakes, round trips before the
     first reply, where a small account's whole walk is a request or two. A connection holds
     no credential (each request carries its own), so accounts of different users share it.
     """
-    pool = aiohttp.TCPConnector(limit=CONNECTIONS_PER_RUN * runs, keepalive_timeout=60)
-    token = _SHARED_POOL.set(pool)
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS_PER_RUN * runs, keepalive_timeout=60)
     try:
-        yield
+        yield ConnectionPool(connector)
     finally:
-        _SHARED_POOL.reset(token)
-        await pool.close()
+        await connector.close()
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,11 @@ class _BatchRefused(Exception):
 
 
 class ApiClient:
-    """An async context manager around one session; `iter_pages` walks one cursor."""
+    """An async context manager around one session; `iter_pages` walks one cursor.
+
+    Its session takes its connections from `pool` when given (a fleet's, shared by its
+    accounts), else from a connector of its own, closed with it.
+    """
 
     def __init__(
         self,
@@ -125,6 +130,7 @@ class ApiClient:
         *,
         stats: RunStats,
         pacer: Pacer,
+        pool: ConnectionPool | None = None,
         retry: RetryPolicy | None = None,
         batch_base_url: str = DEFAULT_BATCH_BASE_URL,
         batch_pacer: Pacer | None = None,
@@ -139,6 +145,7 @@ class ApiClient:
         self.stats = stats
         self.retry = retry or RetryPolicy()
         self.pacer = pacer
+        self._pool = pool
         self.batch_pacer = batch_pacer or Pacer(BATCH_QUOTA, BATCH_WINDOW_S, 0.9)
         self._credentials = credentials
         self._timeout = aiohttp.ClientTimeout(
@@ -161,13 +168,13 @@ class ApiClient:
     async def __aenter__(self) -> ApiClient:
         if self._credentials.note:
             log.info("credentials: %s", self._credentials.note)  # once per run
-        shared = _SHARED_POOL.get()
-        connector = shared
-        if connector is None:
+        if self._pool is not None:
+            connector = self._pool.connector
+        else:
             connector = aiohttp.TCPConnector(limit=CONNECTIONS_PER_RUN, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(  # TLS verification: aiohttp's default, on
             connector=connector,
-            connector_owner=shared is None,
+            connector_owner=self._pool is None,
             timeout=self._timeout,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             raise_for_status=False,

@@ -31,7 +31,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -47,6 +47,10 @@ from exporter.options import MetricsOptions, declared, override_file
 from exporter.run.summary import WITHHELD, RunSummary, display_path
 from exporter.stats import RunStats
 from exporter.store.layout import Layout
+
+if TYPE_CHECKING:  # aiohttp and pyarrow load only where accounts walk
+    from exporter.api.client import ConnectionPool
+    from exporter.run.writer import Shared
 
 log = logging.getLogger("exporter.fleet")
 
@@ -232,10 +236,10 @@ def _set_by(key: str, settings: Mapping[str, Any]) -> bool:
 # -- running -------------------------------------------------------------------------------
 
 
-ExportOne = Callable[[FleetAccount, "Pacer", RunStats], Awaitable[RunSummary]]
+ExportOne = Callable[[FleetAccount, "Shared", RunStats], Awaitable[RunSummary]]
 
 
-async def export_account(account: FleetAccount, pacer: Pacer, stats: RunStats) -> RunSummary:
+async def export_account(account: FleetAccount, shared: Shared, stats: RunStats) -> RunSummary:
     """Export one account into its own level of the output (the default `ExportOne`)."""
     from exporter.run.new_uploads_run import run_export as export
 
@@ -244,7 +248,7 @@ async def export_account(account: FleetAccount, pacer: Pacer, stats: RunStats) -
         if done is not None:
             log.info("%s is already published", done.snapshot)
             return done
-    return await export(account.config, stats=stats, layout=account.layout, pacer=pacer)
+    return await export(account.config, stats=stats, layout=account.layout, shared=shared)
 
 
 def published_summary(account: FleetAccount) -> RunSummary | None:
@@ -281,9 +285,12 @@ async def run_accounts(
     """Run every account, at most `workers` at once; return the outcomes in fleet order.
 
     Accounts sharing a credential share one pacer (Cloudflare's limit is per user), sized by
-    the smallest share any of them configures; all of them share one pool of connections.
+    the smallest share any of them configures; all of them share one pool of connections
+    (`shared_connections`: a new connection's handshakes cost as much as a small account's
+    walk). Each account's run gets both as its `Shared`.
     """
     from exporter.api.client import shared_connections  # aiohttp: only where accounts walk
+    from exporter.run.writer import Shared
 
     pacers: dict[str, Pacer] = {}
     for account in accounts:
@@ -294,17 +301,17 @@ async def run_accounts(
     limiter = anyio.CapacityLimiter(workers)
     outcomes: dict[str, AccountOutcome] = {}
 
-    async def one(account: FleetAccount) -> None:
+    async def one(account: FleetAccount, pool: ConnectionPool) -> None:
         ACCOUNT.set(account.account_id)  # this task's log lines name their account
         async with limiter:
             stats = RunStats()
             outcomes[account.account_id] = await run_account(
-                account, stats, export_one(account, pacers[account.credential], stats)
+                account, stats, export_one(account, Shared(pacers[account.credential], pool), stats)
             )
 
-    async with shared_connections(workers), anyio.create_task_group() as group:
+    async with shared_connections(workers) as pool, anyio.create_task_group() as group:
         for account in accounts:
-            group.start_soon(one, account)
+            group.start_soon(one, account, pool)
     return [outcomes[a.account_id] for a in accounts]
 
 

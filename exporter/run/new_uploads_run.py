@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from exporter.api.pacing import Pacer
 from exporter.api.pagination import ListRequest
 from exporter.changes.change_set import change_scope, night_source
 from exporter.changes.diff import night_relation
@@ -51,6 +50,7 @@ from exporter.run.publication import Start, finish
 from exporter.run.summary import RunSummary, summarize
 from exporter.run.writer import (
     Run,
+    Shared,
     abort_sinks,
     new_checkpoint,
     open_sinks,
@@ -153,21 +153,21 @@ async def run_export(
     *,
     stats: RunStats | None = None,
     layout: Layout = ROOT,
-    pacer: Pacer | None = None,
+    shared: Shared | None = None,
 ) -> RunSummary:
     """Run what `config` asks: a batch of new uploads (`--new-uploads`), else a snapshot.
 
     The one entry point of `export` and of a fleet's accounts, as `pipeline.export` is.
     """
     if not config.new_uploads:
-        return await export(config, stats=stats, layout=layout, pacer=pacer)
+        return await export(config, stats=stats, layout=layout, shared=shared)
     with bulk_allocation():
         stats = stats if stats is not None else RunStats()
-        return await export_new_uploads(config, stats, layout, pacer)
+        return await export_new_uploads(config, stats, layout, shared)
 
 
 async def export_new_uploads(
-    config: ExportConfig, stats: RunStats, layout: Layout, pacer: Pacer | None
+    config: ExportConfig, stats: RunStats, layout: Layout, shared: Shared | None
 ) -> RunSummary:
     """Publish one batch of new uploads after the latest snapshot; return the summary."""
     store = await anyio.to_thread.run_sync(
@@ -185,7 +185,7 @@ async def export_new_uploads(
         base = await anyio.to_thread.run_sync(find_base, store, layout, config)
         if keys[-1] != run_key(batch_fingerprint(config), base.date):
             raise ConcurrentRunError("a snapshot was published while the batch began; run again")
-        return await _export_locked(config, store, layout, stats, pacer, base)
+        return await _export_locked(config, store, layout, stats, shared, base)
 
 
 def _prepare(
@@ -218,11 +218,11 @@ async def _export_locked(
     store: Store,
     layout: Layout,
     stats: RunStats,
-    pacer: Pacer | None,
+    shared: Shared | None,
     base: Base,
 ) -> RunSummary:
     run = await anyio.to_thread.run_sync(_prepare, config, store, layout, stats, base)
-    run.pacer = pacer
+    run.shared = shared
     assert run.plan is not None
     plan = run.plan
     if run.checkpoint.phase in ("publishing", "committing"):

@@ -16,7 +16,6 @@ import logging
 import anyio
 import anyio.to_thread
 
-from exporter.api.pacing import Pacer
 from exporter.config import ExportConfig
 from exporter.errors import ConcurrentRunError, ExporterError
 from exporter.options import ExportOptions
@@ -26,6 +25,7 @@ from exporter.run.publication import Start, finish, handed_over, refuse_other_re
 from exporter.run.summary import RunSummary
 from exporter.run.writer import (
     Run,
+    Shared,
     abort_sinks,
     new_checkpoint,
     open_sinks,
@@ -55,19 +55,19 @@ async def export(
     *,
     stats: RunStats | None = None,
     layout: Layout = ROOT,
-    pacer: Pacer | None = None,
+    shared: Shared | None = None,
 ) -> RunSummary:
     """Export one snapshot and publish it; return the summary (the CLI prints it).
 
-    A fleet passes each account's `layout` (its `account_id=` level) and the `pacer` its
-    credential shares with other accounts; a single export uses the root and its own pacer.
+    A fleet passes each account's `layout` (its `account_id=` level) and what it `shared`
+    with other accounts (pacer, connections); a single export uses the root and its own.
     """
     with bulk_allocation():
-        return await _export(config, stats if stats is not None else RunStats(), layout, pacer)
+        return await _export(config, stats if stats is not None else RunStats(), layout, shared)
 
 
 async def _export(
-    config: ExportConfig, stats: RunStats, layout: Layout, pacer: Pacer | None
+    config: ExportConfig, stats: RunStats, layout: Layout, shared: Shared | None
 ) -> RunSummary:
     store = await anyio.to_thread.run_sync(
         lambda: open_store(
@@ -83,7 +83,7 @@ async def _export(
             refuse_other_request, store, layout, config.output, date, describe_request(config)
         )
         await _complete_committing_runs(config, store, layout, fingerprint)
-        return await _export_locked(config, store, layout, stats, pacer)
+        return await _export_locked(config, store, layout, stats, shared)
 
 
 async def _complete_committing_runs(
@@ -117,11 +117,11 @@ async def _complete_committing_runs(
 
 
 async def _export_locked(
-    config: ExportConfig, store: Store, layout: Layout, stats: RunStats, pacer: Pacer | None
+    config: ExportConfig, store: Store, layout: Layout, stats: RunStats, shared: Shared | None
 ) -> RunSummary:
     """Run the export while holding the run lock of its request and date."""
     run = await anyio.to_thread.run_sync(_prepare_run, config, store, layout, stats)
-    run.pacer = pacer
+    run.shared = shared
     if run.checkpoint.phase in ("publishing", "committing"):
         if handed_over(run.checkpoint.run_key):
             return await finish(run, Start.HANDED_OVER)

@@ -43,10 +43,20 @@ from exporter.transform.normalize import Normalizer
 from exporter.transform.schema import ColumnSpec
 
 if TYPE_CHECKING:  # the walk's modules (aiohttp: ~14 MB) stay out of a handed-off change step
-    from exporter.api.client import ApiClient
+    from exporter.api.client import ApiClient, ConnectionPool
     from exporter.walk.walker import Chunk
 
 log = logging.getLogger("exporter.pipeline")  # the name JSON log lines have always carried
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What a fleet's account shares with the others: its credential's pacer (Cloudflare's
+    limit is per user) and the fleet's connections (a new one costs TCP and TLS handshakes,
+    as much as a small account's whole walk)."""
+
+    pacer: Pacer
+    pool: ConnectionPool
 
 
 @dataclass
@@ -62,7 +72,7 @@ class Run:
     sinks: list[Sink]
     bounds: UploadedBounds = field(default_factory=UploadedBounds)
     previous: Manifest | None = None
-    pacer: Pacer | None = None  # shared with other accounts of a fleet; None: the run's own
+    shared: Shared | None = None  # a fleet's account's; None: its own pacer and connections
     batch: str | None = None  # a batch of new uploads following snapshot D: its name
     plan: BatchPlan | None = None  # and its plan (`exporter.run.new_uploads`)
 
@@ -258,8 +268,15 @@ async def walk_and_write(
     config, stats = run.config, run.stats
     from exporter.walk.walker import Walker, make_client
 
+    shared = run.shared
     client = make_client(
-        config.base_url, config.account_id, config.credentials, config.walk, stats, run.pacer
+        config.base_url,
+        config.account_id,
+        config.credentials,
+        config.walk,
+        stats,
+        shared.pacer if shared else None,
+        shared.pool if shared else None,
     )
     resumed = run.checkpoint.walker_state
     progress = _Progress(lambda: resumed, run.checkpoint.normalizer_state)

@@ -69,7 +69,7 @@ from typing import Any
 import anyio
 
 from exporter.api.auth import Credentials
-from exporter.api.client import ApiClient
+from exporter.api.client import ApiClient, ConnectionPool
 from exporter.api.pacing import Pacer
 from exporter.api.pagination import Image, ListRequest, Page, SortOrder, uploaded_key
 from exporter.errors import ConfigError, CursorError, ExporterError, ResponseError
@@ -90,11 +90,12 @@ def make_client(
     options: WalkOptions,
     stats: RunStats,
     pacer: Pacer | None = None,
+    pool: ConnectionPool | None = None,
 ) -> ApiClient:
     """Return the run's client (enter it with `async with`).
 
     Its pacer is `pacer` when given (shared by a fleet's accounts of one credential), else its
-    own, sized from `options`.
+    own, sized from `options`; its connections come from `pool` when given (a fleet's).
     """
     return ApiClient(
         base_url,
@@ -103,6 +104,7 @@ def make_client(
         stats=stats,
         retry=options.retry_policy(),
         pacer=pacer or Pacer(options.quota, options.window_s, options.margin),
+        pool=pool,
         batch_base_url=options.batch_base_url,
         connect_timeout_s=options.connect_timeout_s,
         read_timeout_s=options.read_timeout_s,
