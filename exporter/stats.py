@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # Fields that are no counter: neither in the manifest's `counts` nor in a checkpoint's.
-NOT_COUNTS = ("current_wait", "batch_refusal", "extra", "committed_images", "committed_pages")
+NOT_COUNTS = (
+    "current_wait",
+    "batch_refusal",
+    "extra",
+    "committed_images",
+    "committed_pages",
+    "began",
+)
 
 
 @dataclass
@@ -36,6 +44,9 @@ class RunStats:
     committed_images: int = 0
     committed_pages: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # pipeline: `api_count`
+    # when this process began the run (time.monotonic()): a resumed run's summary reports the
+    # time processes worked, not the hours between a kill and `--resume`
+    began: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as plain JSON-ready data (the manifest's `counts`)."""

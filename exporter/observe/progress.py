@@ -173,6 +173,7 @@ def summary_rows(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("files", "files"),
         ("bytes", "bytes"),
         ("duration_s", "duration (s)"),
+        ("since_start_s", "since first start (s)"),
         ("requests", "requests"),
         ("retries", "retries"),
         ("throttled", "429s"),
