@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -14,6 +15,7 @@ NOT_COUNTS = (
     "committed_images",
     "committed_pages",
     "publishing",
+    "began",
 )
 
 
@@ -46,6 +48,9 @@ class RunStats:
     # "committing"): a stop then leaves a publication for `--resume` to finish, not a walk.
     publishing: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # pipeline: `api_count`
+    # when this process began the run (time.monotonic()): a resumed run's summary reports the
+    # time processes worked, not the hours between a kill and `--resume`
+    began: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as plain JSON-ready data (the manifest's `counts`)."""

@@ -86,7 +86,7 @@ class _RunCollector:
         requests = counter("requests", "API requests this run sent")
         retries = counter("retries", "Requests this run retried")
         throttled = counter("throttled", "HTTP 429 replies this run received")
-        duration = gauge("duration_seconds", "Wall time of this run")
+        duration = gauge("duration_seconds", "Wall time of this process's run")
         exit_code = gauge("exit_code", "The run's exit code (0: published)")
         changes = GaugeMetricFamily(
             f"{PREFIX}_changes",

@@ -173,6 +173,7 @@ def summary_rows(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("files", "files"),
         ("bytes", "bytes"),
         ("duration_s", "duration (s)"),
+        ("since_start_s", "since first start (s)"),
         ("requests", "requests"),
         ("retries", "retries"),
         ("throttled", "429s"),
@@ -238,9 +239,14 @@ def print_fleet_table(outcomes: Sequence[Any], *, log_format: str, interactive: 
         from rich.console import Console
         from rich.table import Table
 
+        # An account id is what users grep for: never cut or wrapped, whatever the width; the
+        # result folds (a URL in it is kept whole across lines) and the figures shrink instead.
         table = Table(title="fleet summary")
-        for header in ("account", "images", "duration (s)", "exit", "result"):
+        widest = max((len(row[0]) for row in rows), default=0)
+        table.add_column("account", no_wrap=True, min_width=widest)
+        for header in ("images", "duration (s)", "exit"):
             table.add_column(header)
+        table.add_column("result", overflow="fold")
         for row in rows:
             table.add_row(*row)
         Console(stderr=True).print(table)

@@ -28,7 +28,7 @@ import datetime as dt
 import logging
 import posixpath
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,7 @@ import anyio
 import anyio.to_thread
 
 from exporter.api.pagination import ListRequest
-from exporter.changes.change_set import change_scope, night_source
+from exporter.changes.change_set import change_scope, night_source, unreadable
 from exporter.changes.diff import night_relation
 from exporter.config import ExportConfig
 from exporter.errors import ConcurrentRunError, ConfigError, SinkError, first_line
@@ -58,7 +58,7 @@ from exporter.run.writer import (
     start_run,
     walk_and_write,
 )
-from exporter.sinks import PartFile
+from exporter.sinks import PartFile, ReadableNights, night_sinks, readable_formats
 from exporter.snapshot.checkpoint import (
     discard_run,
     load_checkpoint,
@@ -113,8 +113,34 @@ def find_base(store: Store, layout: Layout, config: ExportConfig) -> Base:
             date = manifest.snapshot_date
             names = layout.batch_names(store.list_dir(layout.new_uploads(date)))
             batches = [read_manifest(store, layout.batch(date, name)) for name in names]
-            return Base(manifest, [b for b in batches if b is not None])
+            base = Base(manifest, [b for b in batches if b is not None])
+            _check_readable(base, describe_request(config))
+            return base
     raise ConfigError("--new-uploads", NO_SNAPSHOT)
+
+
+def _check_readable(base: Base, request: dict[str, Any]) -> None:
+    """ConfigError (exit 2, before any request) unless D, its batches and this batch are each
+    written by a sink that reads its nights back: a batch leaves out the ids D and the earlier
+    batches hold, so one that cannot read them could repeat ids; one written unreadable would
+    stop every later batch of D."""
+    why = "a batch must read it to leave out the images already in it"
+    if not _reads_back(base.manifest.request):
+        raise ConfigError("--new-uploads", f"{unreadable(base.date)}; {why}")
+    for batch in base.batches:
+        if not _reads_back(batch.request):
+            name = batch.new_uploads.batch if batch.new_uploads else "?"
+            raise ConfigError("--new-uploads", f"batch {name} of {unreadable(base.date)}; {why}")
+    if not _reads_back(request):
+        formats = ", ".join(readable_formats())
+        raise ConfigError(
+            "--new-uploads",
+            f"this batch would have no format a later batch reads ({formats}); add one",
+        )
+
+
+def _reads_back(request: Mapping[str, Any]) -> bool:
+    return any(isinstance(sink, ReadableNights) for sink in night_sinks(request))
 
 
 def dry_run_plan(config: ExportConfig) -> dict[str, Any]:

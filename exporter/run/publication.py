@@ -250,6 +250,7 @@ async def publish_sinks(run: Run) -> None:
             directory=run.directory(sink),
             parts=run.checkpoint.parts.get(sink.name, []),
             batch=run.batch,
+            run_id=run.checkpoint.run_id,
         )
         if isinstance(sink, TableKeeper) and run.batch is not None:
             await anyio.to_thread.run_sync(sink.load_new_uploads, publication)

@@ -1,8 +1,8 @@
 """RunSummary: what a finished run reports, built in one place, printed through `to_dict`.
 
 Three kinds of run end with a summary, each a subset of the fields, in this order:
-- a snapshot: snapshot, images, files, bytes, duration_s, requests, retries, throttled,
-  drift, warnings, changes, change_counts, run_id;
+- a snapshot: snapshot, images, files, bytes, duration_s, since_start_s (resumed), requests,
+  retries, throttled, drift, warnings, changes, change_counts, run_id;
 - a batch of new uploads: batch, images, new_images, base_snapshot, watermark, lag_s, files,
   bytes, requests, retries, throttled, run_id;
 - an account of a fleet already published under `--resume`: snapshot, images,
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import posixpath
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,8 @@ class RunSummary:
     already_published: bool | None = None  # a fleet account that `--resume` did not redo
     files: int | None = None
     bytes: int | None = None
-    duration_s: float | None = None
+    duration_s: float | None = None  # this process's time, as the metrics' duration_seconds
+    since_start_s: float | None = None  # a resumed snapshot: wall clock since its first start
     requests: int | None = None
     retries: int | None = None
     throttled: int | None = None
@@ -86,12 +88,17 @@ def summarize(run: Run, manifest: Manifest | None, changes: Sequence[ChangeSet] 
     finished = dt.datetime.fromisoformat(manifest.finished_at.replace("Z", "+00:00"))
     drift = manifest.drift.changes
     warnings = manifest.findings.warnings
+    # A fresh run's process began before the manifest's started_at, so wall <= worked; more
+    # is a resumed run's first attempts and the pause before `--resume`, shown apart.
+    worked = time.monotonic() - run.stats.began
+    wall = (finished - started).total_seconds()
     return RunSummary(
         snapshot=display_path(run.config.output, run.published),
         images=run.stats.images,
         files=len(files),
         bytes=sum(int(f.bytes) for f in files),
-        duration_s=round((finished - started).total_seconds(), 2),
+        duration_s=round(worked, 2),
+        since_start_s=round(wall, 2) if wall > worked + 1 else None,
         requests=run.stats.requests,
         retries=run.stats.retries,
         throttled=run.stats.throttled,

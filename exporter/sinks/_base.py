@@ -113,6 +113,7 @@ class Publication:
     directory: str
     parts: Sequence[PartFile]
     batch: str | None = None  # a batch of new uploads following snapshot_date, not a snapshot
+    run_id: str = ""  # the manifest's run id, whole: a table's commit records it
 
 
 # What a table-keeping sink's `publish` says when handed a batch: loading it as a snapshot

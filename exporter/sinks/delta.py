@@ -58,7 +58,7 @@ class DeltaSink(ParquetSink):
             location = delta.DeltaLocation(publication.store, publication.layout)
             date = publication.snapshot_date
             data = delta.with_date(_staged(publication), publication.schema, date)
-            delta.replace_partition(location, delta.IMAGES, date, data, self.options.run_tag)
+            delta.replace_partition(location, delta.IMAGES, date, data, publication.run_id)
 
         await anyio.to_thread.run_sync(write)
 

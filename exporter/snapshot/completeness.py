@@ -2,9 +2,11 @@
 
 `/stats` may count images a listing never shows (drafts, DESIGN "What the API leaves
 unsaid"), and uploads and deletions during a walk may or may not be exported: a difference is
-a warning, never a failure. Its words say which it can be. The count is asked before the walk
-and, when the rows differ from it, once more after: a count that moved is the catalog
-changing; a count that did not, with rows that differ, is something the walk cannot explain.
+a warning, never a failure. Its words say which it can be, and that nothing the snapshot
+promises is missing (every image that existed for the whole walk is in it, DESIGN "Live
+catalogs"). The count is asked before the walk and, when the rows differ from it, once more
+after: a count that moved is the catalog changing; a count that did not is first of all images
+no listing shows, though uploads and deletions that cancel out leave it still too.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ def count_warning(before: int | None, after: int | None, rows: int) -> str | Non
         )
     if after == before:
         return (
-            f"the API counted {before} images before and after the walk and {rows} were "
-            "exported; the count did not change, so the walk cannot explain the difference "
-            "(the API's count may include images no listing shows, such as drafts)"
+            f"{rows} images were exported and the API counted {before} both before and after "
+            "the walk: the difference is images no listing shows (such as drafts) or uploads "
+            "and deletions during the walk that left the count unchanged, and no image that "
+            "existed for the whole walk is missing"
         )
     return (
         f"the API counted {before} images when the walk began and {after} when it ended, and "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
@@ -28,6 +29,17 @@ def describe_os_error(exc: OSError, action: str, path: str) -> str:
         errno.ENOENT: "no such file or directory (was it removed during the run?)",
     }
     reason = reasons.get(exc.errno or 0) or exc.strerror or str(exc)
+    failed = exc.filename if isinstance(exc.filename, str) else path
+    if failed != path and path.startswith(failed.rstrip("/") + "/"):
+        # Creating a missing parent of `path` failed: name that directory, the one to fix. With
+        # its own parent there, ENOENT is a file system that holds no new entries (/proc), not
+        # something removed meanwhile.
+        parent = os.path.dirname(failed.rstrip("/"))
+        if exc.errno == errno.ENOENT and os.path.isdir(parent):
+            reason = f"{parent} cannot hold new files or directories"
+        elif exc.errno == errno.ENOTDIR and os.path.isfile(parent):
+            reason = f"{parent} is a file, not a directory"
+        return f"cannot create {failed}: {reason}"
     return f"cannot {action} {path}: {reason}"
 
 

@@ -614,8 +614,22 @@ class TestServerSideErrors:
         target.write_text("not a directory")
         result = run_cli(["export", "--output", str(target)], emu.env())
         assert result.returncode == 5, result.stderr
-        one_line_error(result.stderr)
+        line = one_line_error(result.stderr)
+        assert line.endswith(
+            f"cannot create {target}/.staging: {target} is a file, not a directory"
+        )
         assert target.read_text() == "not a directory"
+
+    def test_output_where_no_file_can_be_made_is_exit_5(self, emu: EmulatorProcess) -> None:
+        """An output under /proc (a file system that holds no new entries): exit 5, one line
+        naming the directory it could not create and why, not "was it removed during the
+        run?" about a lock file of the run's staging."""
+        result = run_cli(["export", "--output", "/proc/cf-images-out/o"], emu.env())
+        assert result.returncode == 5, result.stderr
+        line = one_line_error(result.stderr)
+        assert line.endswith(
+            "store: cannot create /proc/cf-images-out: /proc cannot hold new files or directories"
+        )
 
 
 @pytest.mark.parametrize("option", [o for o in all_options() if o.flag], ids=lambda o: str(o.flag))

@@ -52,3 +52,40 @@ def test_progress_line_names_the_api_count_and_the_rate() -> None:
     assert progress_line(stats, 2.0) == (
         "1,500/3,000 images, 2 pages, 750 images/s, 1 retries, 3 429s"
     )
+
+
+def test_the_fleet_table_prints_account_ids_whole_at_80_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 32-character account id is what users grep for: at 80 columns the other columns give
+    way (the result folds, a URL in it kept across lines) rather than the id being cut."""
+    from types import SimpleNamespace
+
+    from exporter.observe.progress import print_fleet_table
+
+    monkeypatch.setenv("COLUMNS", "80")
+    url = "s3://bucket/some/long/path/part-00000.parquet"
+    failed = SimpleNamespace(
+        account_id="0123456789abcdef0123456789abcdef",
+        images=123456,
+        duration_s=12.3,
+        exit_code=5,
+        message=f"sink error: parquet: could not write {url}: access denied",
+    )
+    published = SimpleNamespace(
+        account_id="fedcba9876543210fedcba9876543210",
+        images=None,
+        duration_s=1.0,
+        exit_code=0,
+        message="",
+    )
+    print_fleet_table([failed, published], log_format="plain", interactive=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    text = "".join(lines)
+    for account in (failed.account_id, published.account_id):
+        assert f"│ {account} │" in text
+    assert "…" not in text
+    # the result column folds: its cells, read down the column, hold the whole message
+    result = "".join(line.rsplit("│", 2)[1].strip() for line in lines if line.count("│") == 6)
+    assert url in result and "published" in result

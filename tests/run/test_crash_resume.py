@@ -334,3 +334,34 @@ async def test_a_part_is_committed_every_part_s_of_walking(
         whole_requests,
     )
     assert snapshot_rows(exports.out, DATE) == catalog_rows(IMAGES, SEED, emu.account_id)
+
+
+async def test_a_resumed_runs_summary_says_its_own_time_apart_from_the_wall_clock(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Stopped mid-walk, resumed 3 s later: the summary's duration is the resuming process's
+    time (as the metrics' duration_seconds), not the pause; the wall clock since the first
+    start is shown apart. A run that was not resumed shows no such figure."""
+    async with emulator_factory(images=IMAGES, seed=SEED) as emu:
+        exports = Exports(emu, tmp_path)
+        async with await anyio.open_process(exports.command(12), env=exports.env) as process:
+            with anyio.fail_after(120):
+                await exports.until(process, lambda: exports.committed()[0] > 0, "a part")
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 130
+        await anyio.sleep(3)
+        began = time.monotonic()
+        final = await exports.finish()
+        resumed_for = time.monotonic() - began
+        again = await anyio.run_process(
+            [*exports.command(None)[:-1], "--snapshot-date", "2026-01-02"], env=exports.env
+        )
+    stderr = final.stderr.decode()
+    assert final.returncode == 0, stderr
+    (summary,) = [line for line in stderr.splitlines() if "summary:" in line]
+    fields = dict(item.split(": ", 1) for item in summary.split("summary: ", 1)[1].split("; "))
+    duration, since_start = float(fields["duration (s)"]), float(fields["since first start (s)"])
+    assert duration <= resumed_for
+    assert since_start >= duration + 3
+    fresh = again.stderr.decode()
+    assert "duration (s): " in fresh and "since first start" not in fresh

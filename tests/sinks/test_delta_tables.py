@@ -10,6 +10,7 @@ table read through it is still alive.
 from __future__ import annotations
 
 import gc
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +103,20 @@ def test_images_hold_each_snapshot_once(nights: Path) -> None:
     # newest first: the re-run of night 2 after nights 1, 2 and 3
     dates = [h.get("cf_images.snapshot_date") for h in history]
     assert dates == ["2026-01-02", "2026-01-03", "2026-01-02", "2026-01-01"]
+    # each commit names its snapshot's run by the manifest's whole run id (users join them)
+    run_ids = {
+        date: json.loads((nights / f"snapshot_date={date}" / "_manifest.json").read_text())[
+            "run_id"
+        ]
+        for date, _ in NIGHTS
+    }
+    assert history[0]["cf_images.run_id"] == run_ids["2026-01-02"]
+    assert [h.get("cf_images.run_id") for h in history[1:]] == [
+        run_ids["2026-01-03"],
+        history[2]["cf_images.run_id"],  # the first run of night 2, since replaced
+        run_ids["2026-01-01"],
+    ]
+    assert all(len(h["cf_images.run_id"]) == len(run_ids["2026-01-01"]) for h in history)
 
 
 def test_image_changes_equal_the_published_change_sets(nights: Path) -> None:

@@ -144,3 +144,38 @@ def test_a_plugin_only_export_publishes_each_night_without_a_change_set(
         mixed = run_cli([*args, "--format", "csvh", "--format", "parquet"], env)
         assert mixed.returncode == 0, mixed.stderr
         assert "none: snapshot 2026-11-28 has no format the diff reads" in mixed.stderr
+
+
+def test_new_uploads_refuse_nights_they_cannot_read_before_any_request(
+    plugin: Path, tmp_path: Path
+) -> None:
+    """A batch leaves out the ids of D and of D's earlier batches, so it must read them: after
+    a plugin-only snapshot, `--new-uploads` refuses (exit 2, one line, before any request:
+    nothing listens at its base URL), as it does a batch no later batch could read; with
+    Parquet it publishes."""
+    out = tmp_path / "out"
+    path = os.pathsep.join([str(plugin), os.getcwd()])
+    with emulator_process(60, 5) as emu:
+        env = emu.env(PYTHONPATH=path)
+        args = ["export", "--output", str(out), "--snapshot-date", DATE]
+        assert run_cli([*args, "--format", "csvh"], env).returncode == 0
+        nowhere = {**env, "CLOUDFLARE_BASE_URL": "http://127.0.0.1:9/client/v4"}  # a request: 4
+        batch = run_cli(
+            ["export", "--output", str(out), "--new-uploads", "--format", "csvh"], nowhere
+        )
+        assert batch.returncode == 2, batch.stderr
+        assert batch.stderr.splitlines() == [
+            "cf-images-export: error: --new-uploads: snapshot 2026-11-27 has no format the diff "
+            "reads (parquet, ndjson, duckdb, delta); a batch must read it to leave out the "
+            "images already in it"
+        ]
+        assert not (out / "new_uploads").exists()
+
+        readable = tmp_path / "readable"
+        args = ["export", "--output", str(readable), "--snapshot-date", DATE]
+        assert run_cli([*args, "--format", "parquet"], env).returncode == 0
+        new_uploads = ["export", "--output", str(readable), "--new-uploads"]
+        unreadable = run_cli([*new_uploads, "--format", "csvh"], env)
+        assert unreadable.returncode == 2, unreadable.stderr
+        assert "this batch would have no format a later batch reads" in unreadable.stderr
+        assert run_cli([*new_uploads, "--format", "parquet"], env).returncode == 0
