@@ -38,13 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exporter.changes.diff import CHANGE_KINDS, CHANGES_SCHEMA
 from exporter.changes.smalldiff import iter_night_changes
-from exporter.errors import ChangesWithheldError, SinkError
+from exporter.errors import ChangesWithheldError, SinkError, first_line
 from exporter.options import ChangeOptions
 from exporter.sinks import (
     NightSource,
@@ -63,7 +64,9 @@ from exporter.snapshot.manifest import (
     FileEntry,
     Manifest,
     encode_manifest,
+    misplaced,
     rfc3339,
+    sealed_directories,
     sealed_manifests,
 )
 from exporter.store import Layout, Store, seal
@@ -112,6 +115,20 @@ def neighbours(
     before = [m for m in same if m.snapshot_date < date]
     after = [m for m in same if m.snapshot_date > date]
     return (before[-1] if before else None, after[0] if after else None)
+
+
+def moved_previous(store: Store, layout: Layout, date: str, scope: Mapping[str, Any]) -> str | None:
+    """Return why `date` has no previous night to compare with when the newest sealed
+    directory before it of the same scope was moved or renamed by hand (`misplaced`), else
+    None. Comparing with an older night instead would repeat in the change log the changes
+    that the moved night's own change set already holds."""
+    for found, manifest in sealed_directories(store, layout, before=date, newest_first=True):
+        if change_scope(manifest.request) == scope:
+            why = misplaced(found, manifest)
+            if why is None:
+                return None
+            return f"the previous night snapshot_date={found}: {why}, then export {date} again"
+    return None
 
 
 # -- reading a night -------------------------------------------------------------------------
@@ -197,24 +214,30 @@ def publish_changes(
     date = current.snapshot_date
     scope = change_scope(current.request)
     previous, _ = neighbours(store, layout, date, scope)
+    moved = moved_previous(store, layout, date, scope)
+    if moved is not None:
+        return _no_change_set(store, layout, current, None, staged, moved)
     store.delete_tree(staged)
     with tempfile.TemporaryDirectory(prefix="cf-images-changes-") as scratch_dir:
         scratch = Path(scratch_dir)
-        source = find_night_source(store, layout, current, scratch)
-        prev_source = find_night_source(store, layout, previous, scratch) if previous else None
-        if source is None or (previous is not None and prev_source is None):
-            blind = None if source is None or previous is None else previous.snapshot_date
-            missing = unreadable(blind)
-            return _no_change_set(store, layout, current, previous, staged, missing)
-        files, counts = _write_parts(
-            store,
-            staged,
-            source,
-            prev_source,
-            run_tag=(current.run_id or "")[:8],
-            options=options,
-            scratch=scratch,
-        )
+        try:
+            source = find_night_source(store, layout, current, scratch)
+            prev_source = find_night_source(store, layout, previous, scratch) if previous else None
+            if source is None or (previous is not None and prev_source is None):
+                blind = None if source is None or previous is None else previous.snapshot_date
+                missing = unreadable(blind)
+                return _no_change_set(store, layout, current, previous, staged, missing)
+            files, counts = _write_parts(
+                store,
+                staged,
+                source,
+                prev_source,
+                run_tag=(current.run_id or "")[:8],
+                options=options,
+                scratch=scratch,
+            )
+        except (OSError, pa.ArrowException, duckdb.Error) as exc:
+            raise _read_failure(current, previous, exc) from exc
     previous_images = previous.rows if previous else 0
     result = ChangeSet(
         date, previous.snapshot_date if previous else None, counts, previous_images, None
@@ -241,6 +264,19 @@ def publish_changes(
     _load_tables(store, layout, current, result.published, [f.path for f in files])
     log.info("changes of %s published: %s", date, result.describe())
     return result
+
+
+def _read_failure(current: Manifest, previous: Manifest | None, exc: Exception) -> SinkError:
+    """Return the one line of a diff whose nights' files could not be read (a part file
+    missing or damaged since its night was published): exit 5, the checkpoint kept, so
+    `--resume` publishes the change set once the night is whole again."""
+    against = f" against {previous.snapshot_date}" if previous else ""
+    return SinkError(
+        "changes",
+        f"the change set of {current.snapshot_date}{against} could not be computed "
+        f"({first_line(exc)}); `cf-images-export inspect OUT` names a damaged night: export "
+        "that date again, then `--resume`",
+    )
 
 
 def _no_change_set(

@@ -546,16 +546,40 @@ def snapshot_dates(store: Store, layout: Layout = ROOT) -> list[str]:
     return layout.snapshot_dates(store.list_dir(layout.snapshots))
 
 
-def sealed_manifests(
+def sealed_directories(
     store: Store, layout: Layout = ROOT, *, before: str | None = None, newest_first: bool = False
-) -> Iterator[Manifest]:
-    """Yield the manifest of every sealed snapshot in `layout` dated before `before` (all
-    when None), oldest first unless `newest_first`; each is read only when reached."""
+) -> Iterator[tuple[str, Manifest]]:
+    """Yield (the directory's date, its manifest) of every sealed `snapshot_date=` directory
+    in `layout` dated before `before` (all when None), oldest first unless `newest_first`,
+    moved ones (`misplaced`) included; each manifest is read only when reached."""
     dates = [d for d in snapshot_dates(store, layout) if before is None or d < before]
     for date in reversed(dates) if newest_first else dates:
         manifest = read_manifest(store, layout.snapshot(date))
         if manifest is not None:
+            yield date, manifest
+
+
+def sealed_manifests(
+    store: Store, layout: Layout = ROOT, *, before: str | None = None, newest_first: bool = False
+) -> Iterator[Manifest]:
+    """Yield the manifest of every sealed snapshot in `layout` dated before `before` (all
+    when None), oldest first unless `newest_first`; each is read only when reached.
+
+    A directory whose manifest names another date (`misplaced`) is not a night: its files
+    are read where the manifest's date says, so no run may take it for one."""
+    found = sealed_directories(store, layout, before=before, newest_first=newest_first)
+    for date, manifest in found:
+        if misplaced(date, manifest) is None:
             yield manifest
+
+
+def misplaced(date: str, manifest: Manifest) -> str | None:
+    """Return why the sealed directory of `date` is not the night its manifest describes (it
+    was moved or renamed by hand), None when it is."""
+    if manifest.snapshot_date == date:
+        return None
+    other = manifest.snapshot_date
+    return f"its manifest is of {other} (moved by hand?): move it back to snapshot_date={other}"
 
 
 def published_run_id(store: Store, directory: str) -> str | None:

@@ -28,6 +28,7 @@ from exporter.snapshot.manifest import (
     Manifest,
     ManifestError,
     decode_manifest,
+    misplaced,
     rows_by_format,
     snapshot_dates,
 )
@@ -118,6 +119,10 @@ def verify_snapshot(target: str | Path | tuple[Store, str], *, strict: bool = Tr
     report = VerifyReport(directory=directory, manifest=manifest)
     if not store.exists(success_path(directory)):
         report.problems.append(f"no {SUCCESS_NAME}: the snapshot was never completed")
+    date = _directory_date(directory)
+    moved = None if date is None else misplaced(date, manifest)
+    if moved is not None:
+        report.problems.append(moved)
     listed = {f.path for f in manifest.files}
     for entry in manifest.files:
         try:
@@ -134,12 +139,23 @@ def verify_snapshot(target: str | Path | tuple[Store, str], *, strict: bool = Tr
     for kind, rows in totals.items():
         if declared is not None and declared != rows:
             report.problems.append(f"{kind} files hold {rows} rows, counts say {declared}")
-    if manifest.kind is None and declared is not None:  # a snapshot, not a batch or changes
+    # A snapshot (not a batch or changes) also in tables, by date: not a moved one's, whose
+    # date there is another night's.
+    if manifest.kind is None and declared is not None and moved is None:
         _check_tables(store, directory, manifest, int(declared), report)
     if strict and report.problems:
         more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
         raise IntegrityError(f"{directory}: {report.problems[0]}{more}")
     return report
+
+
+def _directory_date(directory: str) -> str | None:
+    """Return the date a directory's path names (`snapshot_date=D`, a batch's parent)."""
+    for name in reversed(directory.split("/")):
+        date = parse_snapshot_name(name)
+        if date is not None:
+            return date
+    return None
 
 
 def _check_tables(

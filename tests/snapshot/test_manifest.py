@@ -25,7 +25,9 @@ from exporter.snapshot.manifest import (
     build_manifest,
     decode_manifest,
     encode_manifest,
+    misplaced,
     previous_manifest,
+    sealed_directories,
     sealed_manifests,
 )
 from exporter.store import LocalStore, seal
@@ -291,3 +293,20 @@ class TestSealedManifests:
         assert [m.run_id for m in sealed_manifests(store, newest_first=True)] == ["c", "a"]
         assert [m.run_id for m in sealed_manifests(store, before="2026-11-27")] == ["a"]
         assert list(sealed_manifests(store, before="2026-11-25")) == []
+
+    async def test_a_directory_moved_by_hand_is_not_a_night(self, tmp_path: Path) -> None:
+        """A directory whose manifest names another date is skipped (its files would be read
+        where that date says), but is still listed with its own date for who must flag it."""
+        for run_id, date in (("a", "2026-11-25"), ("b", "2026-11-27")):
+            await publish(tmp_path, ("parquet",), run_id=run_id, date=date)
+        (tmp_path / snapshot_dir("2026-11-27")).rename(tmp_path / snapshot_dir("2026-11-26"))
+        store = LocalStore(tmp_path)
+        assert [m.run_id for m in sealed_manifests(store)] == ["a"]
+        previous = previous_manifest(store, "2026-11-28")
+        assert previous is not None and previous.run_id == "a"
+        found = [(d, m.run_id, misplaced(d, m)) for d, m in sealed_directories(store)]
+        assert found == [
+            ("2026-11-25", "a", None),
+            ("2026-11-26", "b", "its manifest is of 2026-11-27 (moved by hand?): move it back "
+             "to snapshot_date=2026-11-27"),
+        ]  # fmt: skip
