@@ -138,3 +138,24 @@ async def test_resume_with_other_options_says_so_and_starts_afresh(
         again = await out.cli("--snapshot-date", D, "--resume", "--per-page", "100")
         assert again.returncode == 0, again.stderr
         assert "--resume:" not in again.stderr and "nothing to resume" in again.stderr
+
+
+async def test_a_fresh_run_discards_the_staged_run_of_other_options(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    """A run of D killed after sealing with `--per-page 100`; a run without --resume with the
+    default page size publishes D and discards that staged run, so a later `--resume` with its
+    options finds nothing to put back over the newer D."""
+    async with emulator_factory(images=300, seed=44) as emu:
+        out = Output(emu, tmp_path)
+        killed = await out.cli(
+            "--snapshot-date", D, "--per-page", "100", env={**out.env, CRASH_AT_ENV: "sealed"}
+        )
+        assert killed.returncode == -signal.SIGKILL
+        fresh = await out.cli("--snapshot-date", D)
+        assert fresh.returncode == 0, fresh.stderr
+        assert "discarding the staged files of an earlier, unfinished run" in fresh.stderr
+        again = await out.cli("--snapshot-date", D, "--resume", "--per-page", "100")
+        assert again.returncode == 0, again.stderr
+        assert "nothing to resume" in again.stderr and "sealed" not in again.stderr
+        assert snapshot_rows(out.out, D) == out.catalog()
