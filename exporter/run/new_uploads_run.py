@@ -16,8 +16,9 @@ A kill anywhere leaves no partial batch; `--resume` continues from the checkpoin
 
 Locks. The batch run holds its own lock (one batch run per request at a time) and the run
 lock of the request's nightly export for D, for the run's snapshot date (today by default:
-tonight's snapshot), and for any later date staged for the request: a nightly export running
-makes the batch exit 8, and a nightly starting during a batch (seconds) exits 8 the same way.
+tonight's snapshot), and for any later date staged for the request, whatever the options of
+each (`plan.lock_key`): a nightly export running makes the batch exit 8, and a nightly
+starting during a batch (seconds) exits 8 the same way.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from exporter.options import ExportOptions, NewUploadsOptions
 from exporter.run.heap import bulk_allocation
 from exporter.run.new_uploads import BatchPlan, BatchWalk, plan_batch
 from exporter.run.pipeline import export
-from exporter.run.plan import describe_request
+from exporter.run.plan import describe_request, lock_key
 from exporter.run.publication import Start, finish
 from exporter.run.summary import RunSummary, summarize
 from exporter.run.writer import (
@@ -64,6 +65,7 @@ from exporter.snapshot.checkpoint import (
     load_checkpoint,
     redact_request,
     request_fingerprint,
+    staged_locks,
 )
 from exporter.snapshot.manifest import (
     NEW_UPLOADS,
@@ -162,16 +164,18 @@ def dry_run_plan(config: ExportConfig) -> dict[str, Any]:
 
 
 def _lock_keys(store: Store, layout: Layout, config: ExportConfig, base: str) -> list[str]:
-    """Return the run keys to lock: the nightly's of D, of the run's date and of any later
-    date staged for the request, then the batch run's own."""
+    """Return the run lock keys to take: the nightly's of D, of the run's date and of any later
+    date staged or running for the request (whatever its options), then the batch run's own."""
     nightly = request_fingerprint(describe_request(config))
     dates = {base, config.snapshot_date.isoformat()}
-    for name in store.list_dir(layout.staging):
+    names = [*store.list_dir(layout.staging), *staged_locks(store, layout).values()]
+    for name in names:
         key = name.removesuffix(LOCK_SUFFIX)
-        if key[:10] >= base and key == run_key(nightly, key[:10]):
-            dates.add(key[:10])
-    keys = [run_key(nightly, d) for d in sorted(d for d in dates if d >= base)]
-    return [*keys, run_key(batch_fingerprint(config), base)]
+        day = key[:10]
+        if day >= base and key in (run_key(nightly, day), lock_key(config, day)):
+            dates.add(day)
+    keys = [lock_key(config, d) for d in sorted(d for d in dates if d >= base)]
+    return [*keys, lock_key(config, base, new_uploads=True)]
 
 
 async def run_export(
@@ -209,7 +213,7 @@ async def export_new_uploads(
         for key in keys:
             locks.enter_context(store.lock(layout.lock(key)))
         base = await anyio.to_thread.run_sync(find_base, store, layout, config)
-        if keys[-1] != run_key(batch_fingerprint(config), base.date):
+        if keys[-1] != lock_key(config, base.date, new_uploads=True):
             raise ConcurrentRunError("a snapshot was published while the batch began; run again")
         return await _export_locked(config, store, layout, stats, shared, base)
 
@@ -226,7 +230,7 @@ def _prepare(
         checkpoint = point.checkpoint
     if checkpoint is None:
         discard_run(store, layout, run_key(fingerprint, date))
-        checkpoint = new_checkpoint(fingerprint, date)
+        checkpoint = new_checkpoint(fingerprint, date, lock_key(config, date, new_uploads=True))
     run = start_run(config, store, layout, stats, checkpoint, base.manifest)
     walker_state = checkpoint.walker_state
     if walker_state is not None:

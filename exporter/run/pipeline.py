@@ -20,7 +20,7 @@ from exporter.config import ExportConfig
 from exporter.errors import ConcurrentRunError, ExporterError
 from exporter.options import ExportOptions
 from exporter.run.heap import bulk_allocation
-from exporter.run.plan import describe_request, dry_run_plan, is_unfiltered
+from exporter.run.plan import describe_request, dry_run_plan, is_unfiltered, lock_key
 from exporter.run.publication import Start, finish, handed_over, refuse_other_request
 from exporter.run.summary import RunSummary
 from exporter.run.writer import (
@@ -40,6 +40,7 @@ from exporter.snapshot.checkpoint import (
     discard_run,
     load_checkpoint,
     request_fingerprint,
+    staged_locks,
 )
 from exporter.snapshot.completeness import count_warning
 from exporter.snapshot.manifest import Manifest, previous_manifest
@@ -48,6 +49,11 @@ from exporter.store import Layout, Store, open_store
 from exporter.store.layout import ROOT, run_key
 
 log = logging.getLogger("exporter.pipeline")
+
+RESUME_OTHER_OPTIONS = (
+    "--resume: the staged run of %s was started with other options (page size, order, "
+    "formats, walk or columns) and cannot go on with these: discarding it, starting afresh"
+)
 
 
 async def export(
@@ -78,7 +84,7 @@ async def _export(
     )
     fingerprint = request_fingerprint(describe_request(config))
     date = config.snapshot_date.isoformat()
-    with store.lock(layout.lock(run_key(fingerprint, date))):
+    with store.lock(layout.lock(lock_key(config, date))):
         await anyio.to_thread.run_sync(
             refuse_other_request, store, layout, config.output, date, describe_request(config)
         )
@@ -99,7 +105,7 @@ async def _complete_committing_runs(
     pending = await anyio.to_thread.run_sync(committing_runs, store, layout, fingerprint, date)
     for checkpoint in pending:
         try:
-            with store.lock(layout.lock(checkpoint.run_key)):
+            with store.lock(layout.lock(lock_key(config, checkpoint.snapshot_date))):
                 log.info(
                     "completing the publication of %s (its run stopped after the files)",
                     checkpoint.snapshot_date,
@@ -162,18 +168,29 @@ def _prepare_run(
     """Return the run: resumed from its (or the given) checkpoint, or fresh with staging cleared."""
     date = checkpoint.snapshot_date if checkpoint else config.snapshot_date.isoformat()
     fingerprint = request_fingerprint(describe_request(config))
-    key = run_key(fingerprint, date)
+    key, lock = run_key(fingerprint, date), lock_key(config, date)
     if checkpoint is None and (config.resume or handed_over(key)):
         point = load_checkpoint(store, layout, fingerprint, date)
-        log.log(logging.DEBUG if handed_over(key) else logging.INFO, "%s", point.message)
         checkpoint = point.checkpoint
+        if checkpoint is None and _staged_apart(store, layout, lock, key):
+            log.warning(RESUME_OTHER_OPTIONS, date)
+        else:
+            log.log(logging.DEBUG if handed_over(key) else logging.INFO, "%s", point.message)
     if checkpoint is None:
-        if not config.resume and store.exists(layout.run(key)):
+        others = _staged_apart(store, layout, lock, key)
+        if not config.resume and (others or store.exists(layout.run(key))):
             log.info("discarding the staged files of an earlier, unfinished run of this request")
-        discard_run(store, layout, key)
-        checkpoint = new_checkpoint(fingerprint, date)
+        for staged in (*others, key):
+            discard_run(store, layout, staged)
+        checkpoint = new_checkpoint(fingerprint, date, lock)
     previous = previous_manifest(store, date, layout)
     return start_run(config, store, layout, stats, checkpoint, previous)
+
+
+def _staged_apart(store: Store, layout: Layout, lock: str, key: str) -> list[str]:
+    """Return the staged runs of this request and date (under `lock`) with other options
+    than this run's (`key`): a fresh run, holding that lock, replaces them."""
+    return sorted(k for k, held in staged_locks(store, layout).items() if held == lock and k != key)
 
 
 def _snapshot_manifest(run: Run, files: list[PartFile], api_count: int | None) -> Manifest:

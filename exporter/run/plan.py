@@ -12,8 +12,9 @@ from exporter.api.redact import redact_text
 from exporter.changes.change_set import change_scope
 from exporter.config import ExportConfig
 from exporter.options import WalkOptions
+from exporter.snapshot.checkpoint import request_fingerprint
 from exporter.snapshot.manifest import Manifest
-from exporter.store.layout import ROOT
+from exporter.store.layout import ROOT, run_key
 
 
 def describe_request(config: ExportConfig) -> dict[str, Any]:
@@ -25,6 +26,18 @@ def describe_request(config: ExportConfig) -> dict[str, Any]:
     if config.request.sort_order is not None:
         described["walk"] = "single"  # an ordered request walks one cursor, whatever walk.mode
     return described
+
+
+def lock_key(config: ExportConfig, snapshot_date: str, *, new_uploads: bool = False) -> str:
+    """Return the key of the run lock (`Layout.lock`) of this request on a date.
+
+    Keyed by what the request is (`change_scope`: account, creator, filters), not by how it
+    is walked or written (page size, order, formats), so any two runs of one request and date
+    exclude each other (exit 8), while each stages under its own run key. A batch's own lock
+    (`new_uploads`) is apart from the nightly locks it also takes.
+    """
+    scope = {**change_scope(describe_request(config)), "new_uploads": new_uploads}
+    return run_key(request_fingerprint(scope), snapshot_date)
 
 
 def is_unfiltered(config: ExportConfig) -> bool:

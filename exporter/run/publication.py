@@ -41,6 +41,7 @@ from exporter.changes.change_set import ChangeSet, change_scope, refresh
 from exporter.errors import ChangesWithheldError, ConfigError, SinkError
 from exporter.run.crashpoint import crash_point
 from exporter.run.heap import release_heap
+from exporter.run.plan import lock_key
 from exporter.run.summary import RunSummary, summarize
 from exporter.run.writer import Run
 from exporter.sinks import Publication, TableKeeper, table_keepers
@@ -295,7 +296,8 @@ def _hand_off_changes(run: Run) -> None:
     """
     if run.previous is None or not handoff.allowed():
         return
-    held = getattr(run.store, "held_lock", lambda _: None)(run.layout.lock(run.checkpoint.run_key))
+    lock = run.layout.lock(lock_key(run.config, run.checkpoint.snapshot_date))
+    held = getattr(run.store, "held_lock", lambda _: None)(lock)
     if held is None:
         return
     log.debug("publishing the change set from a fresh process")

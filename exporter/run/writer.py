@@ -177,13 +177,15 @@ def run_manifest(
     )
 
 
-def new_checkpoint(fingerprint: str, snapshot_date: str) -> Checkpoint:
-    """Return the checkpoint of a new run of the request `fingerprint` for a date."""
+def new_checkpoint(fingerprint: str, snapshot_date: str, lock: str) -> Checkpoint:
+    """Return the checkpoint of a new run of the request `fingerprint` for a date, held
+    under the run lock `lock` (`exporter.run.plan.lock_key`)."""
     return Checkpoint(
         request_fingerprint=fingerprint,
         run_id=uuid.uuid4().hex,
         snapshot_date=snapshot_date,
         started_at=utc_now().isoformat(),
+        lock=lock,
     )
 
 

@@ -1,9 +1,11 @@
 """The run checkpoint: what --resume needs, replaced atomically after every committed part.
 
-One checkpoint per run key (one request on one date, `Layout.checkpoint`), so a run of a
-different request (other filters, order, account or formats) has a different key and is never
-mixed into this one. A checkpoint names only parts that were durable before it was written;
-anything else found in staging is discarded by the sinks when they resume.
+One checkpoint per run key (one request with one set of options on one date,
+`Layout.checkpoint`), so a run with other filters, order, account or formats has a different
+key and is never mixed into this one; runs of one request and date with other options share
+one run lock, which the checkpoint records (`staged_locks`). A checkpoint names only parts
+that were durable before it was written; anything else found in staging is discarded by the
+sinks when they resume.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Checkpoint:
     counts: dict[str, Any] = field(default_factory=dict)
     phase: str = "writing"
     version: int = CHECKPOINT_VERSION
+    lock: str | None = None  # the run lock's key: runs of one request and date share it
 
     @property
     def run_key(self) -> str:
@@ -90,6 +93,7 @@ class Checkpoint:
             "normalizer_state": self.normalizer_state,
             "parts": {sink: [p.to_dict() for p in ps] for sink, ps in self.parts.items()},
             "counts": self.counts,
+            "lock": self.lock,
         }
 
     @classmethod
@@ -108,6 +112,7 @@ class Checkpoint:
                 for sink, parts in dict(data.get("parts") or {}).items()
             },
             counts=dict(data.get("counts") or {}),
+            lock=str(data["lock"]) if data.get("lock") is not None else None,
         )
 
 
@@ -170,6 +175,26 @@ def committing_runs(
         checkpoint = load_checkpoint(store, layout, fingerprint, day.isoformat()).checkpoint
         if checkpoint is not None and checkpoint.phase == "committing":
             found.append(checkpoint)
+    return found
+
+
+def staged_locks(store: Store, layout: Layout) -> dict[str, str]:
+    """Return the run lock's key of each staged run whose checkpoint records one, by run key.
+
+    Runs of one request and date with other options stage apart under one lock; this is how
+    a run finds the others of its request and date (older checkpoints record no lock).
+    """
+    found = {}
+    for key in store.list_dir(layout.staging):
+        if run_key_date(key) is None:
+            continue
+        raw = store.read_bytes(layout.checkpoint(key))
+        try:
+            data = orjson.loads(raw) if raw is not None else None
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("lock"), str):
+            found[key] = data["lock"]
     return found
 
 

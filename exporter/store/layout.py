@@ -4,7 +4,7 @@
     OUT/[account_id=<id>/]changes/snapshot_date=D/...                          published
     OUT/[account_id=<id>/]new_uploads/snapshot_date=D/batch=<B>/...            published
     OUT/[account_id=<id>/]images.duckdb                    the DuckDB sink's default database
-    OUT/[account_id=<id>/].staging/<run-key>.lock          the run lock (held while running)
+    OUT/[account_id=<id>/].staging/<lock-key>.lock         the run lock (held while running)
     OUT/[account_id=<id>/].staging/<run-key>/_checkpoint.json            run state, --resume
     OUT/[account_id=<id>/].staging/<run-key>/snapshot_date=D/            snapshot being built
     OUT/[account_id=<id>/].staging/<run-key>/changes/snapshot_date=D/    changes being built
@@ -15,7 +15,10 @@
 batch names sort by time. A batch run's `<run-key>` is keyed by its own fingerprint (the
 request's plus "new_uploads") and by D, the snapshot the batch follows.
 
-`<run-key>` is `D-<request fingerprint[:16]>`: one request on one date. The `account_id=<id>`
+`<run-key>` is `D-<request fingerprint[:16]>`: one request on one date with one set of options.
+`<lock-key>` has the same shape over the request's identity alone (account, creator, filters;
+`exporter.run.plan.lock_key`), so runs of one request and date with other options stage apart
+under one lock. The `account_id=<id>`
 level exists only for a fleet (`Layout.for_account`), so one Hive-partitioned glob reads every
 account. `.staging` starts with a dot and matches no `snapshot_date=*` glob, and it lives in
 the same store as what it publishes, so a local publication is one rename.

@@ -18,9 +18,9 @@ from exporter.emulator import RunningEmulator
 from exporter.errors import ConcurrentRunError, SchemaContractError, SinkError
 from exporter.options import WalkOptions
 from exporter.run import heap, pipeline, writer
-from exporter.snapshot.checkpoint import request_fingerprint
+from exporter.run.plan import lock_key
 from exporter.store import HashingWriter, LocalStore
-from exporter.store.layout import ROOT, Layout, run_key
+from exporter.store.layout import ROOT, Layout
 from tests.conftest import EmulatorFactory
 from tests.helpers import (
     PYTHON,
@@ -219,8 +219,7 @@ class TestConcurrentRuns:
         """While one run holds the lock, another of the same request and date exits 8 and
         touches nothing; once the lock is free, the next run proceeds."""
         config = make_config(emulator, tmp_path)
-        key = run_key(request_fingerprint(pipeline.describe_request(config)), DATE.isoformat())
-        with LocalStore(tmp_path).lock(ROOT.lock(key)):
+        with LocalStore(tmp_path).lock(ROOT.lock(lock_key(config, DATE.isoformat()))):
             with pytest.raises(ConcurrentRunError) as caught:
                 await pipeline.export(config)
             assert caught.value.exit_code == 8
