@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -236,7 +235,7 @@ def publish_changes(
                 options=options,
                 scratch=scratch,
             )
-        except (OSError, pa.ArrowException, duckdb.Error) as exc:
+        except (OSError, pa.ArrowException, _duckdb_error()) as exc:
             raise _read_failure(current, previous, exc) from exc
     previous_images = previous.rows if previous else 0
     result = ChangeSet(
@@ -277,6 +276,14 @@ def _read_failure(current: Manifest, previous: Manifest | None, exc: Exception) 
         f"({first_line(exc)}); `cf-images-export inspect OUT` names a damaged night: export "
         "that date again, then `--resume`",
     )
+
+
+def _duckdb_error() -> type[Exception]:
+    """Return DuckDB's error class, imported once a diff has failed: this module is imported
+    by every export, and a walk's process must not load DuckDB (~25 MB resident)."""
+    import duckdb
+
+    return duckdb.Error
 
 
 def _no_change_set(

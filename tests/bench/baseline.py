@@ -30,6 +30,14 @@ FLEET_BASELINE = "c7b9a92"
 # serves them in a seeded hash order, under which that walker loses images or stops (exit 4).
 # They walk the same catalog with its ties in id order: the same images, pages and fields.
 BEFORE_TIE_FIX = ("--tie-order", "id")
+# main just before issue 22's first merge (8286464, branch 'memory'): the tie fix and the
+# fields the reference does not list are in, issue 22's work is not
+ISSUE22_START = "629260c"
+# The first nights' baselines, with the emulator flags each needs.
+NASTY_BASELINES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (NIGHTS_BASELINE, BEFORE_TIE_FIX),
+    (ISSUE22_START, ()),
+)
 
 
 @contextmanager

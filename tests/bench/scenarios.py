@@ -247,44 +247,58 @@ def memory(plan: Plan) -> list[Row]:
 
 def nasty(plan: Plan) -> list[Row]:
     """Issue 12's catalog (`emulator --profile nasty`), per_page 1000: peak RSS from the
-    smallest to the largest size, and this checkout against the revision before issue 22's
-    work (`NIGHTS_BASELINE`; issue 12's own was BASELINE_REVISION) side by side.
+    smallest to the largest size, and this checkout beside `NASTY_BASELINES`: the revision
+    before issue 22's work (NIGHTS_BASELINE, also before the walker's tie fix and the fields
+    the reference does not list) and the one just before its first merge (ISSUE22_START).
 
-    The two exporters run alternately, each against its emulator of the same catalog (the
-    baseline's serves ties in id order: `BEFORE_TIE_FIX`), so a change in the machine's load
-    during the scenario falls on both alike.
+    The exporters run alternately, each against its emulator of the same catalog (a revision
+    before the tie fix gets ties in id order: `BEFORE_TIE_FIX`), so a change in the machine's
+    load during the scenario falls on all alike.
     """
-    from tests.bench.baseline import BEFORE_TIE_FIX, revision_tree
-    from tests.bench.baseline import NIGHTS_BASELINE as BASELINE_REVISION
+    from contextlib import ExitStack
+
+    from tests.bench.baseline import NASTY_BASELINES, revision_tree
 
     rows: list[Row] = []
-    baseline: list[Row] = []
+    baselines: dict[str, list[Row]] = {revision: [] for revision, _ in NASTY_BASELINES}
     nasty = ["--profile", "nasty"]
-    with revision_tree(BASELINE_REVISION) as old:
+    with ExitStack() as trees:
+        olds = [
+            (revision, trees.enter_context(revision_tree(revision)), args)
+            for revision, args in NASTY_BASELINES
+        ]
         for images in plan.nasty_images:
-            with (
-                emulator(images, args=nasty) as emu,
-                emulator(images, args=[*nasty, *BEFORE_TIE_FIX]) as old_emu,
-            ):
-                now, then = [], []
+            with ExitStack() as emulators:
+                emu = emulators.enter_context(emulator(images, args=nasty))
+                serving = {
+                    revision: emulators.enter_context(emulator(images, args=[*nasty, *args]))
+                    for revision, tree, args in olds
+                    if tree is not None
+                }
+                now: list[ExportRun] = []
+                then: dict[str, list[ExportRun]] = {revision: [] for revision in serving}
                 for _ in range(plan.repeat):
                     now.append(checked(run_export(emu, config=export_config()), images))
-                    if old is not None:
-                        run = run_export(old_emu, config=export_config(), tree=old)
+                    for revision, tree, _args in olds:
+                        if tree is None:
+                            continue
+                        run = run_export(serving[revision], config=export_config(), tree=tree)
                         check(run, images, baseline=True)
-                        then.append(run)
+                        then[revision].append(run)
             rows.append(summarize("nasty", f"{images:,} images", now))
-            if then:
-                baseline.append(summarize("nasty", f"{images:,} images @{BASELINE_REVISION}", then))
+            for revision, runs in then.items():
+                variant = f"{images:,} images @{revision}"
+                baselines[revision].append(summarize("nasty", variant, runs))
     _rss_vs_smallest(rows)
-    _rss_vs_smallest(baseline)
-    for row, old_row in zip(rows, baseline, strict=False):
-        row.extra["speedup_vs_baseline"] = round(row.images_per_s / old_row.images_per_s, 2)
-        if row.cpu_s and old_row.cpu_s:  # the same ratio in CPU time, which load moves less
-            row.extra["cpu_speedup_vs_baseline"] = round(old_row.cpu_s / row.cpu_s, 2)
-        if row.peak_rss_mb and old_row.peak_rss_mb:
-            row.extra["rss_vs_baseline"] = round(row.peak_rss_mb / old_row.peak_rss_mb, 2)
-    return [*rows, *baseline]
+    for revision, old_rows in baselines.items():
+        _rss_vs_smallest(old_rows)
+        for row, old_row in zip(rows, old_rows, strict=False):
+            row.extra[f"speedup_vs_{revision}"] = round(row.images_per_s / old_row.images_per_s, 2)
+            if row.cpu_s and old_row.cpu_s:  # the same ratio in CPU time, which load moves less
+                row.extra[f"cpu_speedup_vs_{revision}"] = round(old_row.cpu_s / row.cpu_s, 2)
+            if row.peak_rss_mb and old_row.peak_rss_mb:
+                row.extra[f"rss_vs_{revision}"] = round(row.peak_rss_mb / old_row.peak_rss_mb, 2)
+    return [*rows, *(row for old_rows in baselines.values() for row in old_rows)]
 
 
 def checked(run: ExportRun, images: int) -> ExportRun:
