@@ -230,3 +230,50 @@ def test_the_progress_bar_gives_the_cursor_back_before_the_process_is_replaced(
         anyio.run(walk_then_hand_off, lock.fileno())
     assert "\x1b[?25l" in shown[0]  # hidden by the bar
     assert "\x1b[?25h" in shown[0][shown[0].rindex("\x1b[?25l") :]  # shown before exec
+
+
+def test_the_fresh_process_draws_no_second_progress_bar(tmp_path: Path) -> None:
+    """On a terminal the walk's bar is the only one: the handed-over process walks nothing,
+    and its bar started at 0 images then jumped to the total at a nonsense rate."""
+    import os
+    import pty
+    import subprocess
+    import threading
+
+    from tests.helpers import PYTHON
+
+    out = tmp_path / "out"
+    _first_night(out)
+    args = ["export", "--output", str(out), "--snapshot-date", DATES[1], "--format", "parquet"]
+    night = ("--night", "1", "--churn", str(CHURN))
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    with emulator_process(IMAGES, SEED, *night) as emu:
+        done = subprocess.run(
+            [PYTHON, "-m", "exporter", *args, "-v"],
+            env=emu.env(COLUMNS="200"),
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            timeout=120,
+        )
+    os.close(slave)
+    reader.join(timeout=10)
+    os.close(master)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert done.returncode == 0, screen
+    walk, stopped, fresh = screen.partition("\x1b[?25h")  # the walk's bar gives the cursor back
+    assert HANDED in walk and "exporting" in walk, screen
+    assert stopped and "exporting" not in fresh, fresh
