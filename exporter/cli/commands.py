@@ -498,7 +498,8 @@ async def _run_with_signals(
     """Run the export into `result` beside the progress display, until done or a signal.
 
     A signal once the change step began lets the run finish (`RunStats.concluding`): what it
-    published is then the whole run, and a stop could only leave it to be done again.
+    publishes is then the whole run, and a stop could only leave it to be done again; a
+    second signal stops it all the same.
     """
     from exporter import handoff
     from exporter.observe.progress import report_progress
@@ -512,10 +513,13 @@ async def _run_with_signals(
         async def watch_signals() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 handoff.unblock_stops()  # a stop sent during this process's start comes now
+                finishing = False
                 async for signum in signals:
-                    if stats.concluding:
+                    if stats.concluding and not finishing:  # a second signal still stops it
+                        finishing = True
                         logging.getLogger("exporter.cli").warning(
-                            "%s received while the change set is published: finishing the run",
+                            "%s received while the change set is published: finishing the run "
+                            "(another signal stops it)",
                             signal.Signals(signum).name,
                         )
                         continue
