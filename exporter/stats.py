@@ -15,6 +15,7 @@ NOT_COUNTS = (
     "committed_images",
     "committed_pages",
     "publishing",
+    "concluding",
     "began",
 )
 
@@ -47,6 +48,9 @@ class RunStats:
     # pipeline: where the run publishes, once its checkpoint says it is sealed ("publishing" or
     # "committing"): a stop then leaves a publication for `--resume` to finish, not a walk.
     publishing: str | None = None
+    # pipeline: the change step began: a stop no longer cancels the run, which has only that
+    # step (a thread no cancel interrupts) and dropping its staging left: it finishes instead.
+    concluding: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # pipeline: `api_count`
     # when this process began the run (time.monotonic()): a resumed run's summary reports the
     # time processes worked, not the hours between a kill and `--resume`

@@ -312,6 +312,10 @@ def run() -> NoReturn:
         from exporter import handoff
 
         handoff.allow()
+        if handoff.received() is not None:
+            from exporter.run.crashpoint import crash_point
+
+            crash_point("handed-over-start")
     code = main(argv)
     if _command_word(argv) == "export" and sys.getprofile() is None and sys.gettrace() is None:
         logging.shutdown()
@@ -491,15 +495,34 @@ async def _run_with_signals(
     *,
     interactive: bool,
 ) -> None:
-    """Run the export into `result` beside the progress display, until done or a signal."""
+    """Run the export into `result` beside the progress display, until done or a signal.
+
+    A signal once the change step began lets the run finish (`RunStats.concluding`): what it
+    publishes is then the whole run, and a stop could only leave it to be done again; a
+    second signal stops it all the same.
+    """
+    from exporter import handoff
     from exporter.observe.progress import report_progress
     from exporter.run.new_uploads_run import run_export as export
 
+    handed = handoff.received()
+    if handed is not None:  # the walk's process was publishing this snapshot (a stop's line)
+        stats.publishing = handed.publishing
     async with FirstErrorGroup() as group:
 
         async def watch_signals() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                handoff.unblock_stops()  # a stop sent during this process's start comes now
+                finishing = False
                 async for signum in signals:
+                    if stats.concluding and not finishing:  # a second signal still stops it
+                        finishing = True
+                        logging.getLogger("exporter.cli").warning(
+                            "%s received while the change set is published: finishing the run "
+                            "(another signal stops it)",
+                            signal.Signals(signum).name,
+                        )
+                        continue
                     stopped_by.append(signum)
                     group.cancel_scope.cancel()
                     return
@@ -509,7 +532,8 @@ async def _run_with_signals(
             group.cancel_scope.cancel()
 
         group.start_soon(watch_signals)
-        group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
+        if handed is None:  # a handed-over process walks nothing: no second bar from 0
+            group.start_soon(functools.partial(report_progress, stats, interactive=interactive))
         group.start_soon(run)
 
 

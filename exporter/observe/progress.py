@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
+from exporter import handoff
 from exporter.api.redact import redact_text
 from exporter.stats import RunStats
 
@@ -140,14 +141,17 @@ async def report_progress(stats: RunStats, *, interactive: bool, interval_s: flo
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn("[bold]exporting"),
-        BarColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        transient=True,
-        console=Console(stderr=True),
-    ) as bar:
+    with (
+        Progress(
+            TextColumn("[bold]exporting"),
+            BarColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            transient=True,
+            console=Console(stderr=True),
+        ) as bar,
+        handoff.before_exec(bar.stop),  # the cursor is shown again before an exec
+    ):
         task = bar.add_task("", total=None)
         while True:
             total = stats.extra.get("api_count")

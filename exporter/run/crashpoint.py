@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 CRASH_AT_ENV = "CF_IMAGES_EXPORT_TEST_CRASH_AT"
 CRASH_SIGNAL_ENV = "CF_IMAGES_EXPORT_TEST_CRASH_SIGNAL"
@@ -18,6 +20,8 @@ CRASH_SIGNAL_ENV = "CF_IMAGES_EXPORT_TEST_CRASH_SIGNAL"
 def crash_point(name: str) -> None:
     if os.environ.get(CRASH_AT_ENV) == name:
         os.kill(os.getpid(), signal.Signals[os.environ.get(CRASH_SIGNAL_ENV, "SIGKILL")])
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.5)  # the main thread's event loop handles it while this step waits
 
 
 __all__ = ["CRASH_AT_ENV", "CRASH_SIGNAL_ENV", "crash_point"]

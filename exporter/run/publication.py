@@ -142,6 +142,7 @@ async def finish(
             raise SinkError("store", steps.not_ours.format(published=run.published))
         manifest = manifest or stored
         if steps.changes:
+            run.stats.concluding = True
             changes = await _publish_changes_or_say(run, stored, manifest)
     await anyio.to_thread.run_sync(_discard_staging, run, steps.discard_abandoned)
     return summarize(run, manifest, changes)
@@ -301,7 +302,8 @@ def _hand_off_changes(run: Run) -> None:
     if held is None:
         return
     log.debug("publishing the change set from a fresh process")
-    handoff.hand_off(run.checkpoint.run_key, *held)
+    lock_path, lock_fd = held
+    handoff.hand_off(run.checkpoint.run_key, lock_path, lock_fd, run.published)
 
 
 def _publish_changes(run: Run, manifest: Manifest) -> list[ChangeSet]:
@@ -312,13 +314,15 @@ def _publish_changes(run: Run, manifest: Manifest) -> list[ChangeSet]:
     (with `--accept-removals` after exit 9) publishes the changes without walking.
     """
     release_heap()
-    return refresh(
+    published = refresh(
         run.store,
         run.layout,
         manifest,
         run_key=run.checkpoint.run_key,
         options=run.config.changes,
     )
+    crash_point("changes-published")
+    return published
 
 
 async def _publish_changes_or_say(

@@ -63,6 +63,27 @@ def test_a_stop_during_publication_says_resume_finishes_it(
     assert run_cli(["inspect", str(out)]).returncode == 0
 
 
+def test_fleet_resume_of_a_run_with_nothing_to_resume_says_one_line(tmp_path: Path) -> None:
+    """`fleet --resume` over an account whose staging holds no checkpoint (killed before its
+    first one) says 'nothing to resume' once, not also 'discarding the staged files'."""
+    out = tmp_path / "out"
+    accounts = tmp_path / "accounts.toml"
+    with emulator_process(50, 3) as emu:
+        accounts.write_text(
+            f'[[account]]\nid = "{emu.account_id}"\ntoken_env = "CLOUDFLARE_API_TOKEN"\n'
+        )
+        args = ["fleet", "--accounts", str(accounts), "--output", str(out)]
+        args += ["--snapshot-date", DATE]
+        killed = run_cli(args, emu.env(**{CRASH_AT_ENV: "sealed"}))
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        (checkpoint,) = out.glob("*/.staging/*/_checkpoint.json")
+        checkpoint.unlink()
+        resumed = run_cli([*args, "--resume"], emu.env())
+    assert resumed.returncode == 0, resumed.stderr
+    said = [line for line in resumed.stderr.splitlines() if "resum" in line or "discard" in line]
+    assert len(said) == 1 and "nothing to resume" in said[0], said
+
+
 def test_a_ctrl_c_the_run_does_not_catch_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,13 +8,17 @@ killed. A first night (nothing to diff) keeps its process.
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from exporter.emulator.catalog import build_catalog
 from exporter.emulator.nights import NightPlan, catalog_at_night
-from exporter.run.crashpoint import CRASH_AT_ENV
+from exporter.run.crashpoint import CRASH_AT_ENV, CRASH_SIGNAL_ENV
 from tests.helpers import emulator_process, query_rows, run_cli
 
 IMAGES, SEED, CHURN = 400, 13, 0.05
@@ -107,9 +111,10 @@ def test_an_interpreter_that_cannot_start_leaves_the_run_here(
 
     monkeypatch.setattr(os, "execv", refuse)
     with open(tmp_path / "lock", "a+b") as lock:
-        handoff.hand_off("key", str(tmp_path / "lock"), lock.fileno())
+        handoff.hand_off("key", str(tmp_path / "lock"), lock.fileno(), "snapshot_date=D")
         assert not os.get_inheritable(lock.fileno())
     assert handoff.ENV not in os.environ
+    assert not signal.pthread_sigmask(signal.SIG_BLOCK, []) & handoff.STOPS  # stops let in again
     assert "publishing the change set in this process: no such interpreter" in caplog.text
 
 
@@ -141,3 +146,134 @@ def test_a_walk_never_loads_duckdb(tmp_path: Path) -> None:
     assert "exporter.run.pipeline" in first and "exporter.walk.walker" in walk
     assert "duckdb" not in first
     assert "duckdb" not in walk
+
+
+def _second_night(out: Path, env: dict[str, str]) -> Any:
+    """Run the second night in plain logs, `-v` (the handoff's line), with `env` added."""
+    args = ["export", "--output", str(out), "--snapshot-date", DATES[1], "--format", "parquet"]
+    night = ("--night", "1", "--churn", str(CHURN))
+    with emulator_process(IMAGES, SEED, *night) as emu:
+        return run_cli([*args, "-v"], {**emu.env(), **env}), [*args, "--resume"], emu.env()
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stop_while_the_fresh_process_starts_says_resume_finishes_it(
+    tmp_path: Path, signum: str
+) -> None:
+    """A stop sent as the fresh interpreter starts (before the CLI's handlers exist) waits,
+    blocked, for them: exit 130 and the line of a stop during publication, not a silent
+    death by the default disposition (143) or a bare 'interrupted'."""
+    out = tmp_path / "out"
+    _first_night(out)
+    stop = {CRASH_AT_ENV: "handed-over-start", CRASH_SIGNAL_ENV: signum}
+    stopped, resume_args, env = _second_night(out, stop)
+    assert stopped.returncode == 130, stopped.stderr
+    assert HANDED in stopped.stderr
+    errors = [line for line in stopped.stderr.splitlines() if "error:" in line]
+    assert errors == [
+        f"cf-images-export: error: stopped by {signum} while publishing "
+        f"snapshot_date={DATES[1]}: run the same export with --resume to finish it "
+        "(nothing is walked again)"
+    ], stopped.stderr
+    assert not (out / f"changes/snapshot_date={DATES[1]}").exists()
+    resumed = run_cli(resume_args, env)  # the emulator is gone: nothing is walked
+    assert resumed.returncode == 0, resumed.stderr
+    assert _published(out) == _truth()
+
+
+def test_a_stop_once_the_change_set_is_published_lets_the_run_finish(tmp_path: Path) -> None:
+    """SIGTERM after the fresh process published the change set: the run is done, so it
+    finishes (one warning, the summary, exit 0, no staging), not 'stopped ... --resume'."""
+    out = tmp_path / "out"
+    _first_night(out)
+    stop = {CRASH_AT_ENV: "changes-published", CRASH_SIGNAL_ENV: "SIGTERM"}
+    done, _, _ = _second_night(out, stop)
+    assert done.returncode == 0, done.stderr
+    assert "SIGTERM received while the change set is published: finishing the run" in done.stderr
+    assert "error:" not in done.stderr
+    assert "images" in done.stdout + done.stderr  # the summary
+    assert _published(out) == _truth()
+    assert not [p for p in out.glob(".staging/**/*") if p.is_file()]
+
+
+def test_the_progress_bar_gives_the_cursor_back_before_the_process_is_replaced(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The walk's bar hides the terminal's cursor; the fresh process never draws that bar,
+    so the bar is stopped (cursor shown again) before the exec."""
+    import os
+
+    import anyio
+
+    from exporter import handoff
+    from exporter.observe.progress import report_progress
+    from exporter.stats import RunStats
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    shown: list[str] = []
+
+    def execv(*_: Any) -> None:
+        shown.append(capfd.readouterr().err)
+        raise FileNotFoundError("no interpreter")
+
+    monkeypatch.setattr(os, "execv", execv)
+
+    async def walk_then_hand_off(lock: int) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(report_progress, RunStats(), interactive=True))
+            await anyio.sleep(0.3)
+            handoff.hand_off("key", "lock", lock, "snapshot_date=D")
+            group.cancel_scope.cancel()
+
+    with open(os.devnull, "a+b") as lock:
+        anyio.run(walk_then_hand_off, lock.fileno())
+    assert "\x1b[?25l" in shown[0]  # hidden by the bar
+    assert "\x1b[?25h" in shown[0][shown[0].rindex("\x1b[?25l") :]  # shown before exec
+
+
+def test_the_fresh_process_draws_no_second_progress_bar(tmp_path: Path) -> None:
+    """On a terminal the walk's bar is the only one: the handed-over process walks nothing,
+    and its bar started at 0 images then jumped to the total at a nonsense rate."""
+    import os
+    import pty
+    import subprocess
+    import threading
+
+    from tests.helpers import PYTHON
+
+    out = tmp_path / "out"
+    _first_night(out)
+    args = ["export", "--output", str(out), "--snapshot-date", DATES[1], "--format", "parquet"]
+    night = ("--night", "1", "--churn", str(CHURN))
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    with emulator_process(IMAGES, SEED, *night) as emu:
+        done = subprocess.run(
+            [PYTHON, "-m", "exporter", *args, "-v"],
+            env=emu.env(COLUMNS="200"),
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            timeout=120,
+        )
+    os.close(slave)
+    reader.join(timeout=10)
+    os.close(master)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert done.returncode == 0, screen
+    walk, stopped, fresh = screen.partition("\x1b[?25h")  # the walk's bar gives the cursor back
+    assert HANDED in walk and "exporting" in walk, screen
+    assert stopped and "exporting" not in fresh, fresh
