@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from exporter import handoff
+
 if TYPE_CHECKING:
     from exporter.changes.change_set import ChangeSet
     from exporter.run.writer import Run
@@ -89,8 +91,9 @@ def summarize(run: Run, manifest: Manifest | None, changes: Sequence[ChangeSet] 
     drift = manifest.drift.changes
     warnings = manifest.findings.warnings
     # A fresh run's process began before the manifest's started_at, so wall <= worked; more
-    # is a resumed run's first attempts and the pause before `--resume`, shown apart.
-    worked = time.monotonic() - run.stats.began
+    # is a resumed run's first attempts and the pause before `--resume`, shown apart. A change
+    # step handed to a fresh process counts from the walk's process start, as the metrics do.
+    worked = time.monotonic() - handoff.began(run.stats.began)
     wall = (finished - started).total_seconds()
     return RunSummary(
         snapshot=display_path(run.config.output, run.published),

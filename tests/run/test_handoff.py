@@ -277,3 +277,25 @@ def test_the_fresh_process_draws_no_second_progress_bar(tmp_path: Path) -> None:
     walk, stopped, fresh = screen.partition("\x1b[?25h")  # the walk's bar gives the cursor back
     assert HANDED in walk and "exporting" in walk, screen
     assert stopped and "exporting" not in fresh, fresh
+
+
+def test_a_handed_off_night_s_duration_counts_from_its_walk(tmp_path: Path) -> None:
+    """The summary's duration of a second night is the whole run's, walk included, as the
+    duration metric says: the change step's fresh process counted only its own time."""
+    out = tmp_path / "out"
+    _first_night(out)
+    prom = tmp_path / "night.prom"
+    night = ("--night", "1", "--churn", str(CHURN), "--latency", "0.05")
+    with emulator_process(IMAGES, SEED, *night) as emu:
+        second = _export(out, DATES[1], emu.env(), "--metrics-textfile", str(prom))
+    assert second.returncode == 0, second.stderr
+    assert HANDED in second.stderr
+    records = _records(second.stderr)
+    (summary,) = [r["summary"] for r in records if r.get("msg", r.get("message")) == "summary"]
+    metric = next(
+        float(line.split()[-1])
+        for line in prom.read_text().splitlines()
+        if line.startswith("cf_images_export_duration_seconds")
+    )
+    assert summary["requests"] >= 2  # pages of 50 ms each before the handoff
+    assert metric - 0.5 <= summary["duration_s"] <= metric + 0.05
