@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -62,8 +63,10 @@ MANIFEST = Manifest.from_json(MANIFEST_JSON)
 
 
 def fake_run(plan: BatchPlan | None = None) -> Any:
-    """Return what `summarize` reads of a run: config.output, published, stats, run id."""
-    stats = RunStats(images=1234, requests=3, retries=1, throttled=2)
+    """Return what `summarize` reads of a run: config.output, published, stats, run id; a
+    fresh run, whose process worked the manifest's whole wall clock (12.35 s)."""
+    began = time.monotonic() - 12.35
+    stats = RunStats(images=1234, requests=3, retries=1, throttled=2, began=began)
     return SimpleNamespace(
         config=SimpleNamespace(output="s3://bucket/out/"),
         published="snapshot_date=2026-11-27" if plan is None else "new_uploads/b",
@@ -87,7 +90,7 @@ class TestSummarize:
             "images": 1234,
             "files": 2,
             "bytes": 1234,
-            "duration_s": 12.35,
+            "duration_s": pytest.approx(12.35, abs=0.05),
             "requests": 3,
             "retries": 1,
             "throttled": 2,
