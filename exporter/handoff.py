@@ -1,8 +1,9 @@
-"""A later night's change step in a fresh process, so the diff never stands on the walk's heap.
+"""A night's change step in a fresh process, so it never stands on the walk's heap.
 
 After a walk the process keeps what no trim gives back (the HTTP stack's modules, the heap's
-holes under live objects), and a night with a previous snapshot then loads DuckDB and diffs
-on top of it. Once the snapshot and its sinks are published (checkpoint "committing"), the
+holes under live objects, a bulk import's tie ids), and the change step then reads the night
+back (a first night whole, to write it again as `added` rows; a later night through DuckDB's
+diff) on top of it. Once the snapshot and its sinks are published (checkpoint "committing"), the
 export process replaces itself with the same command line (`os.execv`: same pid, stdout and
 stderr, one process at a time, so the night's peak RSS is the larger of the two, never their
 sum). The new process finds `ENV` in its environment and finishes as a resumed run does: it
