@@ -37,14 +37,19 @@ class EmulatorProcess:
 
     def env(self, **extra: str) -> dict[str, str]:
         """Return an environment that points the exporter at this emulator."""
-        env = clean_env()
-        env.update(
-            CLOUDFLARE_API_TOKEN=self.token,
-            CLOUDFLARE_ACCOUNT_ID=self.account_id,
-            CLOUDFLARE_BASE_URL=self.base_url,
-        )
-        env.update(extra)
-        return env
+        return emulator_env(self, **extra)
+
+
+def emulator_env(emu: RunningEmulator | EmulatorProcess, **extra: str) -> dict[str, str]:
+    """Return os.environ pointing the exporter at `emu`: its base URL, account and token."""
+    env = clean_env()
+    env.update(
+        CLOUDFLARE_API_TOKEN=emu.token,
+        CLOUDFLARE_ACCOUNT_ID=emu.account_id,
+        CLOUDFLARE_BASE_URL=emu.base_url,
+    )
+    env.update(extra)
+    return env
 
 
 def clean_env() -> dict[str, str]:

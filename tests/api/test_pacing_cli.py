@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from exporter.emulator import RunningEmulator
-from tests.helpers import PYTHON, clean_env
+from tests.helpers import PYTHON, emulator_env
 
 EmulatorFactory = Callable[..., AbstractAsyncContextManager[RunningEmulator]]
 IMAGES = 300  # 30 pages of 10: about three windows of an 11-request allowance
@@ -29,12 +29,7 @@ async def export(emu: RunningEmulator, tmp_path: Path, walk: str = "") -> dict[s
     config = tmp_path / "paced.toml"
     config.write_text(f"[request]\nper_page = 10\n[walk]\n{walk}\n")
     out = tmp_path / "out"
-    env = clean_env()
-    env.update(
-        CLOUDFLARE_API_TOKEN=emu.token,
-        CLOUDFLARE_ACCOUNT_ID=emu.account_id,
-        CLOUDFLARE_BASE_URL=emu.base_url,
-    )
+    env = emulator_env(emu)
     command = [PYTHON, "-m", "exporter", "export", "--config", str(config)]
     command += ["--output", str(out), "--snapshot-date", DATE]
     # The emulator serves from this event loop, so the CLI must not block it.

@@ -31,7 +31,7 @@ import pytest
 from anyio.abc import Process
 
 from exporter.emulator import RunningEmulator
-from tests.helpers import PYTHON, catalog_rows, clean_env, run_cli, snapshot_rows
+from tests.helpers import PYTHON, catalog_rows, emulator_env, run_cli, snapshot_rows
 
 EmulatorFactory = Callable[..., AbstractAsyncContextManager[RunningEmulator]]
 DATE = "2026-11-27"
@@ -112,12 +112,7 @@ class Exports:
         self.tmp = tmp_path
         self.log = tmp_path / "runs.log"
         self.resumable = 0  # runs started (into runs.log) while a checkpoint existed
-        self.env = clean_env()
-        self.env.update(
-            CLOUDFLARE_API_TOKEN=emu.token,
-            CLOUDFLARE_ACCOUNT_ID=emu.account_id,
-            CLOUDFLARE_BASE_URL=emu.base_url,
-        )
+        self.env = emulator_env(emu)
 
     def command(self, requests: int | None) -> list[str]:
         """Return the command line; `requests`: how many the run may send before it blocks."""

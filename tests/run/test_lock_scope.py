@@ -23,7 +23,7 @@ import orjson
 from exporter.emulator import RunningEmulator
 from exporter.run.crashpoint import CRASH_AT_ENV
 from tests.conftest import EmulatorFactory
-from tests.helpers import PYTHON, clean_env, image_row, run_cli, snapshot_rows
+from tests.helpers import PYTHON, emulator_env, image_row, run_cli, snapshot_rows
 
 D, NEXT = "2026-03-01", "2026-03-02"
 BUSY = "another export of this request and date is running"
@@ -36,12 +36,7 @@ class Output:
     def __init__(self, emu: RunningEmulator, tmp_path: Path) -> None:
         self.emu, self.out, self.slow = emu, tmp_path / "out", tmp_path / "slow.toml"
         self.slow.write_text(SLOW)
-        self.env = clean_env()
-        self.env.update(
-            CLOUDFLARE_API_TOKEN=emu.token,
-            CLOUDFLARE_ACCOUNT_ID=emu.account_id,
-            CLOUDFLARE_BASE_URL=emu.base_url,
-        )
+        self.env = emulator_env(emu)
 
     async def cli(self, *args: str, env: dict[str, str] | None = None) -> Any:
         argv = ["export", "--output", str(self.out), "--format", "parquet", *args]

@@ -28,6 +28,7 @@ from exporter.snapshot.manifest import decode_manifest, encode_manifest
 from tests.helpers import (
     PYTHON,
     clean_env,
+    emulator_env,
     exported_rows,
     image_row,
     parse_time,
@@ -46,12 +47,7 @@ class Output:
 
     def __init__(self, emu: RunningEmulator, tmp_path: Path, per_page: int = 10) -> None:
         self.emu, self.out = emu, tmp_path / "out"
-        self.env = clean_env()
-        self.env.update(
-            CLOUDFLARE_API_TOKEN=emu.token,
-            CLOUDFLARE_ACCOUNT_ID=emu.account_id,
-            CLOUDFLARE_BASE_URL=emu.base_url,
-        )
+        self.env = emulator_env(emu)
         self.common = ["--output", str(self.out), "--per-page", str(per_page), *FORMATS]
 
     async def cli(self, *args: str, env: dict[str, str] | None = None) -> Any:

@@ -12,7 +12,7 @@ import orjson
 
 from exporter.emulator import RunningEmulator
 from exporter.snapshot.completeness import count_warning
-from tests.helpers import PYTHON, clean_env, image_row, snapshot_rows
+from tests.helpers import PYTHON, emulator_env, image_row, snapshot_rows
 
 EmulatorFactory = Callable[..., AbstractAsyncContextManager[RunningEmulator]]
 DATE = "2026-12-03"
@@ -40,12 +40,7 @@ class TestCountWarning:
 
 
 async def export(emu: RunningEmulator, out: Path) -> tuple[int, str, dict[str, Any]]:
-    env = clean_env()
-    env.update(
-        CLOUDFLARE_API_TOKEN=emu.token,
-        CLOUDFLARE_ACCOUNT_ID=emu.account_id,
-        CLOUDFLARE_BASE_URL=emu.base_url,
-    )
+    env = emulator_env(emu)
     args = ["export", "--output", str(out), "--snapshot-date", DATE, "--per-page", "20"]
     done = await anyio.run_process([PYTHON, "-m", "exporter", *args], env=env, check=False)
     manifest = orjson.loads((out / f"snapshot_date={DATE}" / "_manifest.json").read_bytes())

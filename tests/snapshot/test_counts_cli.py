@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from exporter.emulator import RunningEmulator
-from tests.helpers import PYTHON, clean_env
+from tests.helpers import PYTHON, emulator_env
 
 EmulatorFactory = Callable[..., AbstractAsyncContextManager[RunningEmulator]]
 DATE = "2026-11-27"
@@ -68,12 +68,7 @@ async def test_counts_match_what_the_emulator_served(
     ) as emu:
         await exhaust(emu, quota)
         throttled_before, requests_before = emu.counters.throttled, emu.counters.requests
-        env = clean_env()
-        env.update(
-            CLOUDFLARE_API_TOKEN=emu.token,
-            CLOUDFLARE_ACCOUNT_ID=emu.account_id,
-            CLOUDFLARE_BASE_URL=emu.base_url,
-        )
+        env = emulator_env(emu)
         out = tmp_path / "out"
         command = [PYTHON, "-m", "exporter", "export", "--output", str(out)]
         command += ["--snapshot-date", DATE, "--per-page", "20", "--walk", walk]
@@ -105,12 +100,7 @@ async def test_only_an_unfiltered_export_asks_the_count(
     """`/stats` counts the whole catalog: a filtered export does not ask it (the emulator
     serves nothing but list pages), so no count stands beside its rows in the manifest."""
     async with emulator_factory(images=150, seed=6) as emu:
-        env = clean_env()
-        env.update(
-            CLOUDFLARE_API_TOKEN=emu.token,
-            CLOUDFLARE_ACCOUNT_ID=emu.account_id,
-            CLOUDFLARE_BASE_URL=emu.base_url,
-        )
+        env = emulator_env(emu)
         out = tmp_path / "out"
         command = [PYTHON, "-m", "exporter", "export", "--output", str(out)]
         command += ["--snapshot-date", DATE, "--per-page", "20", *request_args]

@@ -23,7 +23,7 @@ import pytest
 
 from exporter.emulator import EmulatorSettings, RunningEmulator, run_emulator
 from exporter.emulator.ties import TIE_ORDERS
-from tests.helpers import PYTHON, clean_env, image_row, snapshot_rows
+from tests.helpers import PYTHON, emulator_env, image_row, snapshot_rows
 
 EmulatorFactory = Callable[..., AbstractAsyncContextManager[RunningEmulator]]
 DATE = "2026-12-02"
@@ -45,12 +45,7 @@ class Cli:
             walk += f'batch_api = true\nbatch_base_url = "{emu.batch_base_url}"\n'
         self.config = f"[request]\nper_page = {PER_PAGE}\n[parquet]\npart_rows = 50\n[walk]\n"
         self.config += walk
-        self.env = clean_env()
-        self.env.update(
-            CLOUDFLARE_API_TOKEN=emu.token,
-            CLOUDFLARE_ACCOUNT_ID=emu.account_id,
-            CLOUDFLARE_BASE_URL=emu.base_url,
-        )
+        self.env = emulator_env(emu)
 
     def command(self, quota: int | None = None) -> list[str]:
         """The command line; `quota`: requests the run may send before it blocks (an hour)."""
